@@ -1,0 +1,93 @@
+"""Checks: pure functions from (snapshot, context) to findings, one module per cause.
+
+A check never reads the system; everything it knows comes from the Snapshot (host facts) and
+the Context (the target, the client's probe, what the user told us, probes of backends that a
+follow-up asked for). That keeps every check testable on a recorded snapshot.
+
+To add a check: write `def check_x(snap: Snapshot, ctx: Context) -> list[Finding]` in a module
+of this package and list it in CHECKS. A module that needs another address probed before its
+check can decide (a DNAT destination, a proxy upstream) lists a function in FOLLOWUPS:
+`def followups(snap: Snapshot, ctx: Context) -> list[Target]`; diagnose probes those targets
+and hands the results to every check as `ctx.followups["host:port"]`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+from portdoctor.model import Finding, ProbeResult, Snapshot, Target
+
+# "module:function", imported on first use, run in this order.
+CHECKS: list[str] = [
+    "portdoctor.checks.reachability:check_reachability",
+    "portdoctor.checks.listener:check_listener",
+    "portdoctor.checks.bind:check_bind",
+    "portdoctor.checks.resources:check_resources",
+    "portdoctor.checks.firewall:check_firewall",
+    "portdoctor.checks.mapping:check_mapping",
+    "portdoctor.checks.proxy:check_proxy",
+]
+
+FOLLOWUPS: list[str] = [
+    "portdoctor.checks.firewall:followups",
+    "portdoctor.checks.mapping:followups",
+    "portdoctor.checks.proxy:followups",
+]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a check may know besides host facts."""
+
+    target: Target
+    probe: ProbeResult
+    from_addr: str | None = None
+    service: str | None = None
+    # "host:port" -> what a client on this host saw there (backends named by FOLLOWUPS)
+    followups: dict[str, ProbeResult] = field(default_factory=dict)
+
+
+CheckFn = Callable[[Snapshot, Context], list[Finding]]
+
+
+def _load(spec: str) -> Callable | None:
+    module, _, name = spec.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:  # a check not written yet; the others still run
+            return None
+        raise
+    return getattr(mod, name, None)
+
+
+def run_checks(snap: Snapshot, ctx: Context) -> list[Finding]:
+    """Run every registered check and return all findings (unranked)."""
+    findings: list[Finding] = []
+    for spec in CHECKS:
+        fn = _load(spec)
+        if fn is not None:
+            findings.extend(fn(snap, ctx))
+    return findings
+
+
+def followup_targets(snap: Snapshot, ctx: Context) -> list[Target]:
+    """Targets some check wants probed before it decides (deduplicated, in order)."""
+    seen: set[tuple[str, int]] = set()
+    out: list[Target] = []
+    for spec in FOLLOWUPS:
+        fn = _load(spec)
+        if fn is None:
+            continue
+        for t in fn(snap, ctx):
+            if (t.host, t.port) not in seen:
+                seen.add((t.host, t.port))
+                out.append(t)
+    return out
+
+
+def endpoint_key(host: str, port: int) -> str:
+    """The key of ctx.followups: host:port, with IPv6 in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

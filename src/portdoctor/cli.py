@@ -1,0 +1,253 @@
+"""The `portdoctor` command line: parse, call the library, render, exit.
+
+Commands stay thin: each parses its arguments, calls one library function and hands the result
+to a renderer. Errors meet the user in one place, `main`, as one line and an exit code.
+Heavy modules (rich, pyroute2, psutil) are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable
+
+import click
+
+from portdoctor import __version__
+from portdoctor.errors import ExitCode, PortdoctorError
+
+FORMATS = ("text", "json", "markdown")
+
+
+def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command `--format text|json|markdown` and `--json`."""
+    func = click.option("--json", "as_json", is_flag=True, help="Short for --format json.")(func)
+    func = click.option(
+        "--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
+        help="Output format.",
+    )(func)
+    return func
+
+
+def _fmt(fmt: str, as_json: bool) -> str:
+    return "json" if as_json else fmt
+
+
+def _timeout(value: float) -> float:
+    if not value > 0 or value > 3600:
+        raise click.BadParameter("must be a number of seconds above 0 and at most 3600")
+    return value
+
+
+class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:  # keep the SPEC's order
+        return list(self.commands)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="portdoctor")
+@click.option("--debug", is_flag=True, help="Show the traceback of an unexpected error.")
+@click.pass_context
+def app(ctx: click.Context, debug: bool) -> None:
+    """Why is my TCP connection refused, and what exactly do I change to fix it?
+
+    \b
+    Examples:
+      portdoctor diagnose 127.0.0.1:5432       why is this port refused here?
+      portdoctor diagnose :8080 --from 10.0.0.7  as seen by a client at 10.0.0.7
+      portdoctor probe localhost:3000          what does a client see, per address?
+      portdoctor explain "connect ECONNREFUSED ::1:3000"
+      curl -sS http://localhost:9 2>&1 | portdoctor explain -
+
+    Exit codes: 0 the target accepts, 1 a problem was found, 2 bad input,
+    3 the check could not be completed (privilege or tool missing).
+    """
+    ctx.obj = {"debug": debug}
+
+
+# --------------------------------------------------------------------------- diagnose
+
+
+@app.command()
+@click.argument("target")
+@click.option("--port", "-p", type=int, help="Port, when TARGET is a bare host or address.")
+@click.option("--from", "from_addr", metavar="ADDR",
+              help="Where the failing clients connect from (an address), for bind scope and firewall checks.")
+@click.option("--service", metavar="NAME",
+              help="The service you expect there: a process name, a command-line fragment or a unit.")
+@click.option("--timeout", type=float, default=3.0, show_default=True, callback=lambda c, p, v: _timeout(v),
+              help="Seconds to wait for each connection.")
+@click.option("--snapshot-out", type=click.Path(dir_okay=False, writable=True), hidden=True,
+              help="Also write the collected host snapshot as JSON (a bug report / test fixture).")
+@output_options
+def diagnose(target: str, port: int | None, from_addr: str | None, service: str | None, timeout: float,
+             snapshot_out: str | None, fmt: str, as_json: bool) -> None:
+    """Probe TARGET, inspect this host, name the cause and the fix.
+
+    \b
+    TARGET: host:port, [v6addr]:port, :port (this host) or a URL (postgres://db/app).
+    Run it on the server for the full diagnosis; run on a client, it tells what it can
+    see from there and which checks need the server.
+
+    \b
+    Examples:
+      portdoctor diagnose :5432
+      portdoctor diagnose 10.0.0.2:8080 --from 10.0.0.1
+      sudo portdoctor diagnose redis://localhost --service redis-server
+    """
+    from portdoctor.diagnose import diagnose as run_diagnose
+    from portdoctor.target import parse_target
+
+    t = parse_target(target, port)
+    from_ip = _parse_from(from_addr)
+    result = run_diagnose(t, from_addr=from_ip, service=service, timeout=timeout)
+    if snapshot_out and result.snapshot is not None:
+        import json
+
+        with open(snapshot_out, "w") as fh:
+            json.dump(result.snapshot.to_json(), fh, indent=1)
+    _emit("diagnosis", result, _fmt(fmt, as_json))
+    raise SystemExit(ExitCode.OK if result.verdict.cause.value == "ok" else ExitCode.PROBLEM)
+
+
+def _parse_from(text: str | None) -> str | None:
+    if text is None:
+        return None
+    import ipaddress
+
+    from portdoctor.errors import BadInput
+
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        raise BadInput(f"--from {text!r} is not an IP address") from None
+
+
+# --------------------------------------------------------------------------- probe
+
+
+@app.command()
+@click.argument("target")
+@click.option("--port", "-p", type=int, help="Port, when TARGET is a bare host or address.")
+@click.option("--attempts", "-n", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="Connect this many times to each address and count the outcomes.")
+@click.option("--timeout", type=float, default=3.0, show_default=True, callback=lambda c, p, v: _timeout(v),
+              help="Seconds to wait for each connection.")
+@output_options
+def probe(target: str, port: int | None, attempts: int, timeout: float, fmt: str, as_json: bool) -> None:
+    """Connect to each address of TARGET and classify what a client sees.
+
+    \b
+    States: open, refused (reset or ICMP port-unreachable), timeout (no answer),
+    unreachable (ICMP host/network unreachable, no route), dns_error, error.
+
+    \b
+    Examples:
+      portdoctor probe 127.0.0.1:5432
+      portdoctor probe localhost:3000 --json
+      portdoctor probe db.internal:5432 --attempts 20 --timeout 1
+    """
+    from portdoctor.probe import probe as run_probe
+    from portdoctor.target import parse_target
+
+    result = run_probe(parse_target(target, port), timeout=timeout, attempts=attempts)
+    _emit("probe", result, _fmt(fmt, as_json))
+    raise SystemExit(ExitCode.OK if result.state.value == "open" else ExitCode.PROBLEM)
+
+
+# --------------------------------------------------------------------------- explain
+
+
+@app.command()
+@click.argument("text", nargs=-1, required=True)
+@click.option("--no-probe", is_flag=True, help="Only parse the message; do not connect anywhere.")
+@click.option("--timeout", type=float, default=3.0, show_default=True, callback=lambda c, p, v: _timeout(v),
+              help="Seconds to wait for each connection of the probe.")
+@output_options
+def explain(text: tuple[str, ...], no_probe: bool, timeout: float, fmt: str, as_json: bool) -> None:
+    """Read a pasted connection error, name its errno and platform, and probe its target.
+
+    \b
+    TEXT is the message (quote it), or - to read it from standard input.
+
+    \b
+    Examples:
+      portdoctor explain "Error: connect ECONNREFUSED 127.0.0.1:3000"
+      portdoctor explain "ERROR 2003 (HY000): Can't connect to MySQL server on 'db' (111)"
+      psql -h db 2>&1 | portdoctor explain -
+    """
+    from portdoctor.errors import BadInput
+    from portdoctor.explain import explain as run_explain
+
+    message = sys.stdin.read() if text == ("-",) else " ".join(text)
+    if not message.strip():
+        raise BadInput("nothing to explain: the message is empty")
+    result = run_explain(message)
+    if not result.recognized:
+        raise BadInput("not a connection error portdoctor knows: " + _first_line(message))
+    if result.target is not None and not no_probe:
+        from portdoctor.probe import probe as run_probe
+
+        result = result.with_probe(run_probe(result.target, timeout=timeout))
+    _emit("explain", result, _fmt(fmt, as_json))
+    state = result.probe.state.value if result.probe is not None else None
+    raise SystemExit(ExitCode.OK if state == "open" else ExitCode.PROBLEM)
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= 120 else line[:117] + "..."
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _emit(kind: str, result: Any, fmt: str) -> None:
+    """Render `result` (a probe, explanation or diagnosis) in the chosen format to stdout."""
+    if fmt == "json":
+        import json
+
+        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+    elif fmt == "markdown":
+        from portdoctor.render import markdown
+
+        sys.stdout.write(getattr(markdown, kind)(result))
+    else:
+        from portdoctor.render import text
+
+        getattr(text, kind)(result)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script and `python -m portdoctor`: one error boundary."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        app.main(args=argv, prog_name="portdoctor", standalone_mode=False)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+        sys.exit(code)
+    except click.exceptions.Abort:
+        sys.stderr.write("portdoctor: interrupted\n")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(ExitCode.USAGE)
+    except PortdoctorError as exc:
+        if debug:
+            raise
+        sys.stderr.write(f"portdoctor: error: {exc}\n")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("portdoctor: interrupted\n")
+        sys.exit(130)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(ExitCode.OK)
+    except Exception as exc:  # the one place an unexpected error meets the user
+        if debug:
+            raise
+        sys.stderr.write(
+            f"portdoctor: internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)\n"
+        )
+        sys.exit(ExitCode.INCOMPLETE)
+    sys.exit(ExitCode.OK)

@@ -1,0 +1,126 @@
+"""Collectors: gather facts about this host into one Snapshot. They never decide anything.
+
+Each collector is a function `collect_x(req: Request) -> Facts` listed in COLLECTORS; it
+returns the Snapshot fields it knows (and `extra` entries for facts owned by later stages,
+such as firewall rulesets) plus Limitations for what it could not see (no privilege, a tool
+missing). `collect()` merges them into one Snapshot; the platform decides which run.
+
+Facts that must be sampled around the probe (kernel counters, firewall rule counters) come
+from `collect_before()`, called just before the probe; `collect()` samples them again after.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from portdoctor.model import Limitation, Snapshot
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the collectors are asked about: the port, its addresses, the expected service."""
+
+    port: int
+    addresses: tuple[str, ...] = ()  # the target's resolved addresses
+    service: str | None = None
+    proc_root: str = "/proc"  # injectable, so procfs readers run on recorded trees
+    before: dict[str, Any] = field(default_factory=dict)  # what collect_before returned
+
+
+@dataclass
+class Facts:
+    """A collector's contribution: Snapshot field values, extras and limitations."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    limitations: list[Limitation] = field(default_factory=list)
+
+
+# "module:function" per platform, imported on first use.
+COLLECTORS: dict[str, list[str]] = {
+    "linux": [
+        "portdoctor.collectors.linux:collect_listeners",
+        "portdoctor.collectors.processes:collect_processes",
+        "portdoctor.collectors.linux:collect_addresses",
+        "portdoctor.collectors.linux:collect_routes",
+        "portdoctor.collectors.procfs:collect_sysctls",
+        "portdoctor.collectors.procfs:collect_counters",
+        "portdoctor.collectors.configs:collect_configs",
+        "portdoctor.collectors.firewall:collect_firewall",
+        "portdoctor.collectors.containers:collect_containers",
+        "portdoctor.collectors.proxies:collect_proxies",
+    ],
+    "other": [
+        "portdoctor.collectors.generic:collect_listeners",
+        "portdoctor.collectors.generic:collect_addresses",
+    ],
+}
+
+BEFORE: dict[str, list[str]] = {
+    "linux": [
+        "portdoctor.collectors.procfs:sample_counters",
+        "portdoctor.collectors.firewall:sample_counters",
+    ],
+    "other": [],
+}
+
+
+def platform_key() -> str:
+    """Which collector set fits this machine."""
+    return "linux" if sys.platform.startswith("linux") else "other"
+
+
+def _load(spec: str) -> Callable | None:
+    module, _, name = spec.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return None
+        raise
+    return getattr(mod, name, None)
+
+
+def collect_before(req: Request) -> dict[str, Any]:
+    """Sample the facts that must be compared across the probe; returns name -> sample."""
+    out: dict[str, Any] = {}
+    for spec in BEFORE[platform_key()]:
+        fn = _load(spec)
+        if fn is not None:
+            out[spec] = fn(req)
+    return out
+
+
+def collect(req: Request) -> Snapshot:
+    """Run every collector of this platform and merge what they saw into one Snapshot."""
+    fields: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    limitations: list[Limitation] = []
+    for spec in COLLECTORS[platform_key()]:
+        fn = _load(spec)
+        if fn is None:
+            continue
+        try:
+            facts: Facts = fn(req)
+        except PermissionError as exc:
+            limitations.append(Limitation(f"{spec.split(':')[1]}: permission denied ({exc.filename or exc})",
+                                          "run as root"))
+            continue
+        fields.update(facts.fields)
+        extra.update(facts.extra)
+        limitations.extend(facts.limitations)
+    seen: set[Limitation] = set()
+    unique = [x for x in limitations if not (x in seen or seen.add(x))]
+    return Snapshot(
+        hostname=socket.gethostname(),
+        platform=sys.platform,
+        is_root=(os.geteuid() == 0) if hasattr(os, "geteuid") else False,
+        extra=extra,
+        limitations=tuple(unique),
+        **fields,
+    )

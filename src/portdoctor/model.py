@@ -1,0 +1,384 @@
+"""The data portdoctor passes between its stages: targets, probe results, host facts, findings.
+
+Everything here is a frozen dataclass or an enum valued as the strings of SPEC.md, so that a
+probe result, a snapshot or a diagnosis converts to JSON and back without loss (a recorded
+snapshot is both a test fixture and a bug report).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class State(str, enum.Enum):
+    """What a client saw when it connected to one address."""
+
+    OPEN = "open"
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    DNS_ERROR = "dns_error"
+    ERROR = "error"
+
+
+class Cause(str, enum.Enum):
+    """The cause vocabulary of SPEC.md."""
+
+    OK = "ok"
+    SERVICE_NOT_RUNNING = "service_not_running"
+    WRONG_PORT = "wrong_port"
+    FIREWALL_REJECT = "firewall_reject"
+    FIREWALL_DROP = "firewall_drop"
+    WRONG_INTERFACE = "wrong_interface"
+    RESOURCE_EXHAUSTION = "resource_exhaustion"
+    PORT_MAPPING = "port_mapping"
+    PROXY_UPSTREAM = "proxy_upstream"
+    HOST_UNREACHABLE = "host_unreachable"
+    DNS = "dns"
+    UNKNOWN = "unknown"
+
+
+class Severity(str, enum.Enum):
+    """How much a finding matters to the failing client."""
+
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class Scope(str, enum.Enum):
+    """Which addresses a listening socket accepts connections on."""
+
+    LOOPBACK = "loopback"
+    ALL = "all"
+    SPECIFIC = "specific"
+
+
+# --------------------------------------------------------------------------- client side
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a client wants to connect: a host (name or literal) and a TCP port."""
+
+    input: str
+    host: str
+    port: int
+    scheme: str | None = None
+
+    @property
+    def is_this_host(self) -> bool:
+        """True for the `:port` form, which means "this host, any local address"."""
+        return self.input.startswith(":")
+
+    def to_json(self) -> dict[str, Any]:
+        """The `target` object of the JSON contract."""
+        return {"input": self.input, "host": self.host, "port": self.port}
+
+
+@dataclass(frozen=True, slots=True)
+class AddressResult:
+    """The outcome of connecting to one resolved address (possibly several attempts)."""
+
+    address: str
+    family: int
+    state: State
+    errno: str | None
+    seconds: float
+    # state -> count over all attempts, when more than one attempt was made
+    attempts: dict[str, int] = field(default_factory=dict)
+    detail: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """One entry of the `addresses` list of the JSON contract."""
+        out: dict[str, Any] = {
+            "address": self.address,
+            "family": self.family,
+            "state": self.state.value,
+            "errno": self.errno,
+            "seconds": round(self.seconds, 4),
+        }
+        if self.attempts:
+            out["attempts"] = dict(self.attempts)
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """What a client on this host sees when it connects to a target."""
+
+    target: Target
+    state: State
+    addresses: tuple[AddressResult, ...]
+    timeout: float
+    dns_error: str | None = None
+    source: str | None = None  # where the probe ran (hostname), for the reader
+
+    def to_json(self) -> dict[str, Any]:
+        """The `portdoctor.probe/1` document."""
+        out: dict[str, Any] = {
+            "schema": "portdoctor.probe/1",
+            "target": self.target.to_json(),
+            "state": self.state.value,
+            "addresses": [a.to_json() for a in self.addresses],
+        }
+        if self.dns_error:
+            out["dns_error"] = self.dns_error
+        return out
+
+
+# --------------------------------------------------------------------------- host facts
+
+
+@dataclass(frozen=True, slots=True)
+class Limitation:
+    """Something a collector could not see, and how a user could let it see it."""
+
+    what: str
+    how: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.what} ({self.how})" if self.how else self.what
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    """A process that owns a listening socket or may be the service the user means."""
+
+    pid: int
+    name: str
+    cmdline: tuple[str, ...] = ()
+    user: str | None = None
+    unit: str | None = None
+    container: str | None = None
+    # environment variables that name ports or addresses (PORT=8080, REDIS_PORT=...)
+    env: dict[str, str] = field(default_factory=dict)
+    open_fds: int | None = None
+    fd_soft_limit: int | None = None
+    cwd: str | None = None
+
+    @property
+    def command(self) -> str:
+        """The command line as one string, or the name when it is unknown."""
+        return " ".join(self.cmdline) if self.cmdline else self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One TCP socket in LISTEN state."""
+
+    address: str
+    port: int
+    family: int
+    v6only: bool | None = None
+    queue: int = 0  # connections waiting in the accept queue (ss Recv-Q)
+    backlog: int = 0  # the accept queue's capacity (ss Send-Q)
+    inode: int = 0
+    pids: tuple[int, ...] = ()
+
+    @property
+    def scope(self) -> Scope:
+        """loopback, all (wildcard) or specific, from the bind address."""
+        if self.address in ("0.0.0.0", "::"):
+            return Scope.ALL
+        if self.address.startswith("127.") or self.address == "::1":
+            return Scope.LOOPBACK
+        if self.address.startswith("::ffff:127."):
+            return Scope.LOOPBACK
+        return Scope.SPECIFIC
+
+    @property
+    def endpoint(self) -> str:
+        """address:port as a user writes it ([v6]:port for IPv6)."""
+        return f"[{self.address}]:{self.port}" if self.family == 6 else f"{self.address}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceAddress:
+    """An address configured on one of this host's interfaces."""
+
+    address: str
+    prefixlen: int
+    family: int
+    ifname: str
+    up: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RouteLookup:
+    """How this host would send a packet to one address (`ip route get`)."""
+
+    destination: str
+    kind: str  # local, unicast, unreachable, prohibit, blackhole, none
+    ifname: str | None = None
+    gateway: str | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """A bind or port setting read from a server's configuration file."""
+
+    service: str
+    path: str
+    line: int
+    key: str
+    value: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything collectors learned about one host, gathered once.
+
+    Checks read only this (plus the probe); nothing in it is a judgement.
+    """
+
+    hostname: str = ""
+    platform: str = "linux"
+    is_root: bool = False
+    listeners: tuple[Listener, ...] = ()
+    processes: dict[int, Process] = field(default_factory=dict)
+    addresses: tuple[InterfaceAddress, ...] = ()
+    routes: tuple[RouteLookup, ...] = ()
+    sysctls: dict[str, str] = field(default_factory=dict)
+    counters_before: dict[str, int] = field(default_factory=dict)
+    counters_after: dict[str, int] = field(default_factory=dict)
+    configs: tuple[ServiceConfig, ...] = ()
+    # facts owned by later stages (firewall rulesets, containers, proxies): free-form, each
+    # keyed by its collector's name, so this type does not grow with every integration
+    extra: dict[str, Any] = field(default_factory=dict)
+    limitations: tuple[Limitation, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The snapshot as plain JSON data (see `from_json`)."""
+        return to_plain(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Snapshot:
+        """Rebuild a snapshot written by `to_json`."""
+        return from_plain(cls, data)
+
+
+# --------------------------------------------------------------------------- conclusions
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """One thing to do: what it does, and the command (or config line) that does it."""
+
+    description: str
+    command: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"description": self.description, "command": self.command}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A conclusion of one check, with the facts that support it and how to fix it."""
+
+    cause: Cause
+    check: str
+    severity: Severity
+    summary: str
+    evidence: tuple[str, ...] = ()
+    fix: tuple[Fix, ...] = ()
+    # how strongly the evidence points at this cause (0..1), used to rank; not in the contract
+    weight: float = 0.5
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cause": self.cause.value,
+            "check": self.check,
+            "severity": self.severity.value,
+            "summary": self.summary,
+            "evidence": list(self.evidence),
+            "fix": [f.to_json() for f in self.fix],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The single most likely cause, with a confidence and one sentence."""
+
+    cause: Cause
+    confidence: float
+    summary: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cause": self.cause.value, "confidence": round(self.confidence, 2), "summary": self.summary}
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """The answer of `diagnose`: probe, verdict, ranked findings, what could not be seen."""
+
+    target: Target
+    probe: ProbeResult
+    verdict: Verdict
+    findings: tuple[Finding, ...]
+    limitations: tuple[str, ...] = ()
+    snapshot: Snapshot | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The `portdoctor.diagnosis/1` document."""
+        return {
+            "schema": "portdoctor.diagnosis/1",
+            "target": self.target.to_json(),
+            "probe": self.probe.to_json(),
+            "verdict": self.verdict.to_json(),
+            "findings": [f.to_json() for f in self.findings],
+            "limitations": list(self.limitations),
+        }
+
+
+# --------------------------------------------------------------------------- JSON round trip
+
+
+def to_plain(obj: Any) -> Any:
+    """Convert dataclasses, enums, tuples and dicts to JSON-ready data."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(x) for x in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    return obj
+
+
+def from_plain(tp: Any, data: Any) -> Any:
+    """Rebuild a value of type `tp` from `to_plain` output (dataclasses, enums, containers)."""
+    if isinstance(tp, str):  # pragma: no cover - resolved by get_type_hints below
+        raise TypeError(f"unresolved type {tp}")
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if data is None:
+            return None
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return from_plain(args[0], data)
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in data:
+                kwargs[f.name] = from_plain(hints[f.name], data[f.name])
+        return tp(**kwargs)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(data)
+    if origin is tuple:
+        (inner, *_rest) = typing.get_args(tp)
+        return tuple(from_plain(inner, x) for x in data)
+    if origin is dict:
+        key_t, val_t = typing.get_args(tp)
+        return {(int(k) if key_t is int else k): from_plain(val_t, v) for k, v in data.items()}
+    return data

@@ -1,0 +1,236 @@
+"""The client's view: resolve a target, connect to each address, classify what happened.
+
+Every resolved address is tried at once (non-blocking connects polled together), so a probe
+costs the slowest address, not their sum, while the result keeps the order getaddrinfo gave,
+which is the order a client tries them.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import select
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from portdoctor.model import AddressResult, ProbeResult, State, Target
+
+DEFAULT_TIMEOUT = 3.0  # an absent on-link host needs ~3 s of ARP before EHOSTUNREACH
+
+# errno -> state, for a connect that failed with that errno
+_ERRNO_STATE: dict[int, State] = {
+    errno_mod.ECONNREFUSED: State.REFUSED,
+    errno_mod.ETIMEDOUT: State.TIMEOUT,
+    errno_mod.EHOSTUNREACH: State.UNREACHABLE,
+    errno_mod.ENETUNREACH: State.UNREACHABLE,
+    errno_mod.EHOSTDOWN: State.UNREACHABLE,
+    errno_mod.ENETDOWN: State.UNREACHABLE,
+}
+
+# Plain words for errnos a connect can end with, beyond what the state says.
+_ERRNO_DETAIL: dict[int, str] = {
+    errno_mod.EPERM: "this host refused to send the packet (a local OUTPUT firewall rule)",
+    errno_mod.EACCES: "this host refused to send the packet (a local firewall rule or policy)",
+    errno_mod.EADDRNOTAVAIL: "no local address can reach this destination",
+    errno_mod.ECONNRESET: "the connection was accepted and then reset at once",
+    errno_mod.EAFNOSUPPORT: "this host has no support for the address family",
+}
+
+
+@dataclass
+class _Attempt:
+    address: str
+    family: int
+    state: State
+    errno: str | None
+    seconds: float
+    detail: str | None = None
+
+
+def resolve(host: str, port: int) -> list[tuple[int, tuple]]:
+    """Return (family, sockaddr) for each address of host, in getaddrinfo order, deduplicated.
+
+    Uses the same call as Python's socket.create_connection (and, in effect, curl and most
+    clients): AF_UNSPEC, SOCK_STREAM, no flags.
+    """
+    infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM)
+    seen: set[tuple] = set()
+    out: list[tuple[int, tuple]] = []
+    for family, _type, _proto, _canon, sockaddr in infos:
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        key = (family, sockaddr[0], sockaddr[3] if family == socket.AF_INET6 else 0)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append((family, sockaddr))
+    return out
+
+
+def _errno_name(code: int) -> str:
+    return errno_mod.errorcode.get(code, str(code))
+
+
+def connect_all(addrs: list[tuple[int, tuple]], timeout: float) -> list[_Attempt]:
+    """Connect to every address at once; classify each outcome within `timeout` seconds."""
+    start = time.monotonic()
+    deadline = start + timeout
+    socks: dict[int, tuple[int, socket.socket]] = {}
+    results: dict[int, _Attempt] = {}
+    poller = select.poll()
+
+    def label(i: int) -> tuple[str, int]:
+        family, sockaddr = addrs[i]
+        return sockaddr[0], (4 if family == socket.AF_INET else 6)
+
+    for i, (family, sockaddr) in enumerate(addrs):
+        address, fam = label(i)
+        try:
+            s = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:
+            results[i] = _Attempt(address, fam, State.ERROR, _errno_name(exc.errno or 0), 0.0,
+                                  _ERRNO_DETAIL.get(exc.errno or 0, exc.strerror))
+            continue
+        s.setblocking(False)
+        code = s.connect_ex(sockaddr)
+        if code in (0, errno_mod.EINPROGRESS, errno_mod.EAGAIN):
+            socks[s.fileno()] = (i, s)
+            poller.register(s.fileno(), select.POLLOUT | select.POLLERR | select.POLLHUP)
+        else:
+            results[i] = _finish_failed(address, fam, code, time.monotonic() - start)
+            s.close()
+
+    opened: dict[int, tuple[socket.socket, float]] = {}
+    while socks:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        for fd, _events in poller.poll(remaining * 1000):
+            i, s = socks.pop(fd)
+            poller.unregister(fd)
+            elapsed = time.monotonic() - start
+            address, fam = label(i)
+            code = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code == 0:
+                opened[i] = (s, elapsed)
+                results[i] = _Attempt(address, fam, State.OPEN, None, elapsed)
+            else:
+                results[i] = _finish_failed(address, fam, code, elapsed)
+                s.close()
+    for i, s in socks.values():  # no answer in time
+        address, fam = label(i)
+        results[i] = _Attempt(address, fam, State.TIMEOUT, None, timeout,
+                              f"no answer within {timeout:g} s")
+        s.close()
+
+    _settle(opened, results)
+    return [results[i] for i in range(len(addrs))]
+
+
+def _finish_failed(address: str, fam: int, code: int, elapsed: float) -> _Attempt:
+    state = _ERRNO_STATE.get(code, State.ERROR)
+    return _Attempt(address, fam, state, _errno_name(code), elapsed, _ERRNO_DETAIL.get(code))
+
+
+def _settle(opened: dict[int, tuple[socket.socket, float]], results: dict[int, _Attempt]) -> None:
+    """Watch accepted connections for about two round trips: a server whose accept queue
+    overflowed with tcp_abort_on_overflow=1 resets a connection the client thought open."""
+    if not opened:
+        return
+    window = min(0.5, max(0.02, 2 * max(t for _s, t in opened.values())))
+    poller = select.poll()
+    by_fd = {s.fileno(): (i, s) for i, (s, _t) in opened.items()}
+    for fd in by_fd:
+        poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+    deadline = time.monotonic() + window
+    pending = dict(by_fd)
+    while pending:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        for fd, _ev in poller.poll(remaining * 1000):
+            i, s = pending.pop(fd)
+            poller.unregister(fd)
+            try:
+                data = s.recv(1, socket.MSG_PEEK)
+            except OSError as exc:
+                r = results[i]
+                results[i] = _Attempt(r.address, r.family, State.ERROR, _errno_name(exc.errno or 0),
+                                      r.seconds, _ERRNO_DETAIL.get(exc.errno or 0, exc.strerror))
+                continue
+            if not data:
+                r = results[i]
+                results[i] = _Attempt(r.address, r.family, State.OPEN, None, r.seconds,
+                                      "accepted, then closed by the server at once")
+    for s, _t in opened.values():
+        s.close()
+
+
+def probe(target: Target, timeout: float = DEFAULT_TIMEOUT, attempts: int = 1,
+          interval: float = 0.0) -> ProbeResult:
+    """Resolve `target` and connect to each address `attempts` times; classify the outcome."""
+    try:
+        addrs = resolve(target.host, target.port)
+    except socket.gaierror as exc:
+        return ProbeResult(target, State.DNS_ERROR, (), timeout, dns_error=_gai_text(exc))
+    except UnicodeError:
+        return ProbeResult(target, State.DNS_ERROR, (), timeout, dns_error="the name is not valid")
+    if not addrs:
+        return ProbeResult(target, State.DNS_ERROR, (), timeout,
+                           dns_error="the name has no IPv4 or IPv6 address")
+
+    rounds: list[list[_Attempt]] = []
+    for n in range(max(1, attempts)):
+        if n and interval:
+            time.sleep(interval)
+        rounds.append(connect_all(addrs, timeout))
+
+    merged = tuple(_merge([r[i] for r in rounds]) for i in range(len(addrs)))
+    if any(a.state is State.OPEN for a in merged):
+        top = State.OPEN
+    else:
+        top = merged[0].state
+    return ProbeResult(target, top, merged, timeout, source=socket.gethostname())
+
+
+def _merge(tries: list[_Attempt]) -> AddressResult:
+    """Fold several attempts at one address into one result with per-state counts."""
+    counts = Counter(t.state.value for t in tries)
+    failures = [t for t in tries if t.state is not State.OPEN]
+    if failures:
+        worst = Counter(t.state for t in failures).most_common(1)[0][0]
+        pick = next(t for t in reversed(failures) if t.state is worst)
+    else:
+        pick = tries[-1]
+    seconds = sorted(t.seconds for t in tries)[len(tries) // 2]
+    return AddressResult(
+        address=pick.address,
+        family=pick.family,
+        state=pick.state,
+        errno=pick.errno,
+        seconds=seconds,
+        attempts=dict(counts) if len(tries) > 1 else {},
+        detail=pick.detail,
+    )
+
+
+def _gai_text(exc: socket.gaierror) -> str:
+    code = exc.args[0] if exc.args else None
+    names = {
+        getattr(socket, "EAI_NONAME", -2): "the name does not exist (NXDOMAIN or not in /etc/hosts)",
+        getattr(socket, "EAI_AGAIN", -3): "the resolver did not answer (temporary failure in name resolution)",
+        getattr(socket, "EAI_FAIL", -4): "the resolver failed permanently",
+        getattr(socket, "EAI_NODATA", -5): "the name exists but has no address",
+    }
+    return names.get(code, str(exc.args[-1] if exc.args else exc))
+
+
+STATE_MEANING: dict[State, str] = {
+    State.OPEN: "open: the connection was accepted",
+    State.REFUSED: "refused: the host answered with a reset or ICMP port-unreachable; nothing accepted on that port",
+    State.TIMEOUT: "timeout: no answer at all (a silent drop by a firewall, a host that is down, or a full accept queue)",
+    State.UNREACHABLE: "unreachable: the network or a router said the host cannot be reached (ICMP unreachable, no route, or no ARP answer)",
+    State.DNS_ERROR: "dns_error: the name did not resolve to any address",
+    State.ERROR: "error: the connection failed in a way that is not a refusal",
+}

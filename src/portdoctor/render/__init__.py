@@ -1,0 +1,1 @@
+"""Renderers: turn a result into text (rich), JSON (schema ids) or Markdown. They compute nothing."""

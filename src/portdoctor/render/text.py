@@ -1,0 +1,165 @@
+"""Terminal output, written with rich. Renderers only arrange what the result already says."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from portdoctor.model import State
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from portdoctor.model import Diagnosis, ProbeResult
+
+_STATE_STYLE = {
+    State.OPEN: "green",
+    State.REFUSED: "red",
+    State.TIMEOUT: "yellow",
+    State.UNREACHABLE: "red",
+    State.DNS_ERROR: "red",
+    State.ERROR: "red",
+}
+_SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def console() -> Console:
+    """A console on stdout that never wraps long lines (commands must stay copyable)."""
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def probe_table(result: ProbeResult, out: Console) -> None:
+    """The per-address table of a probe, with the meaning of each state seen."""
+    from rich.table import Table
+
+    from portdoctor.probe import STATE_MEANING
+
+    t = result.target
+    if result.state is State.DNS_ERROR:
+        out.print(f"[bold]{t.host}[/] did not resolve: {result.dns_error}")
+        out.print(STATE_MEANING[State.DNS_ERROR])
+        return
+    table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+    for col in ("address", "family", "state", "errno", "time", ""):
+        table.add_column(col)
+    for a in result.addresses:
+        attempts = ""
+        if a.attempts:
+            attempts = " ".join(f"{k}×{v}" for k, v in sorted(a.attempts.items()))
+        note = "; ".join(x for x in (attempts, a.detail or "") if x)
+        table.add_row(a.address, f"IPv{a.family}", f"[{_STATE_STYLE[a.state]}]{a.state.value}[/]",
+                      a.errno or "", _ms(a.seconds), note)
+    out.print(table)
+    seen = []
+    for a in result.addresses:
+        if a.state not in seen:
+            seen.append(a.state)
+    for s in seen:
+        meaning = STATE_MEANING[s]
+        if s is State.TIMEOUT:
+            meaning += f"; only {result.timeout:g} s were waited, so this alone does not prove a DROP" \
+                if result.timeout < 3 else ""
+        out.print(f"  {meaning}")
+    for note in probe_notes(result):
+        out.print(f"[yellow]note:[/] {note}")
+
+
+def probe_notes(result: ProbeResult) -> list[str]:
+    """Remarks a reader needs beyond the table: split families, intermittent answers."""
+    notes = []
+    states = {a.state for a in result.addresses}
+    fams = {a.family: a for a in result.addresses}
+    if len(states) > 1 and 4 in fams and 6 in fams:
+        good = [a for a in result.addresses if a.state is State.OPEN]
+        bad = [a for a in result.addresses if a.state is not State.OPEN]
+        if good and bad:
+            g, b = good[0], bad[0]
+            first = result.addresses[0]
+            order = ("a client tries " + first.address + " first")
+            notes.append(
+                f"{result.target.host} resolves to {len(result.addresses)} addresses and they disagree: "
+                f"{g.address} accepts, {b.address} is {b.state.value}. {order.capitalize()}; "
+                + ("clients that do not fall back to the next address fail (Node before 20, many "
+                   "database drivers)." if first.state is not State.OPEN else
+                   "clients that only use the other family fail.")
+                + f" Make the service listen on both families, or connect to {g.address} explicitly."
+            )
+    for a in result.addresses:
+        if a.attempts and len(a.attempts) > 1:
+            notes.append(
+                f"{a.address} answered inconsistently ("
+                + ", ".join(f"{k} {v}" for k, v in sorted(a.attempts.items()))
+                + "): an intermittent failure often means an overloaded server (full accept queue) "
+                "or a load balancer with a dead backend."
+            )
+    return notes
+
+
+def probe(result: ProbeResult) -> None:
+    """Print a probe result."""
+    out = console()
+    t = result.target
+    n = len(result.addresses)
+    head = f"[bold]{t.host}:{t.port}[/]" if ":" not in t.host else f"[bold][{t.host}]:{t.port}[/]"
+    out.print(f"{head}  [{_STATE_STYLE[result.state]}]{result.state.value}[/]"
+              + (f"  ({n} address{'es' if n != 1 else ''}, timeout {result.timeout:g} s)" if n else ""))
+    probe_table(result, out)
+
+
+def explain(result: Any) -> None:
+    """Print what a pasted error message means, then the probe of its target."""
+    out = console()
+    errno = result.errno_name or "no errno"
+    num = f" ({result.errno_number})" if result.errno_number is not None else ""
+    plat = f" on {result.platform}" if result.platform else ""
+    out.print(f"[bold]{result.source}[/] error: [red]{errno}{num}[/]{plat}")
+    if result.meaning:
+        out.print(f"  {result.meaning}")
+    for note in result.notes:
+        out.print(f"  [yellow]note:[/] {note}")
+    if result.target is None:
+        out.print("  no host or port in the message: run [bold]portdoctor probe HOST:PORT[/] with the address the client used")
+        return
+    out.print(f"  target: [bold]{result.target.host}:{result.target.port}[/]"
+              + (" (default port of the client)" if result.port_defaulted else ""))
+    if result.probe is not None:
+        out.print()
+        out.print("[bold]Probe from this host[/]")
+        probe_table(result.probe, out)
+        out.print(f"\nNext: [bold]portdoctor diagnose {result.target.host}:{result.target.port}[/]"
+                  " (on the server, for the cause and the fix)")
+
+
+def diagnosis(result: Diagnosis) -> None:
+    """Print a diagnosis: verdict, evidence, fix commands, what could not be seen."""
+    out = console()
+    v = result.verdict
+    style = "green" if v.cause.value == "ok" else "bold red"
+    t = result.target
+    where = f"[{t.host}]:{t.port}" if ":" in t.host else f"{t.host}:{t.port}"
+    out.print(f"[bold]{where}[/]: [{style}]{v.cause.value}[/] (confidence {v.confidence:.0%})")
+    out.print(f"{v.summary}")
+    out.print()
+    out.print("[bold]Probe[/]")
+    probe_table(result.probe, out)
+    for i, f in enumerate(result.findings):
+        out.print()
+        sev = _SEVERITY_STYLE.get(f.severity.value, "")
+        out.print(f"[{sev}]{f.severity.value}[/] [bold]{f.cause.value}[/] ({f.check}): {f.summary}")
+        for e in f.evidence:
+            out.print(f"  [dim]evidence:[/] {e}")
+        for fx in f.fix:
+            out.print(f"  [green]fix:[/] {fx.description}")
+            if fx.command:
+                for line in fx.command.splitlines():
+                    out.print(f"      {line}", style="bold", markup=False)
+    if result.limitations:
+        out.print()
+        out.print("[bold]Could not see[/]")
+        for lim in result.limitations:
+            out.print(f"  - {lim}", markup=False)
