@@ -28,6 +28,7 @@ class Request:
     port: int
     addresses: tuple[str, ...] = ()  # the target's resolved addresses
     service: str | None = None
+    from_addr: str | None = None  # where the failing clients come from (route lookups)
     proc_root: str = "/proc"  # injectable, so procfs readers run on recorded trees
     before: dict[str, Any] = field(default_factory=dict)  # what collect_before returned
 
