@@ -28,6 +28,7 @@ CHECKS: list[str] = [
     "portdoctor.checks.firewall:check_firewall",
     "portdoctor.checks.mapping:check_mapping",
     "portdoctor.checks.proxy:check_proxy",
+    "portdoctor.checks.supervisor:check_supervisor",
 ]
 
 FOLLOWUPS: list[str] = [

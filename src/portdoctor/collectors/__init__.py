@@ -26,6 +26,7 @@ class Request:
     """What the collectors are asked about: the port, its addresses, the expected service."""
 
     port: int
+    host: str = ""  # the target's host as the user wrote it (for /etc/hosts look-ups)
     addresses: tuple[str, ...] = ()  # the target's resolved addresses
     service: str | None = None
     from_addr: str | None = None  # where the failing clients come from (route lookups)
@@ -45,6 +46,7 @@ class Facts:
 # "module:function" per platform, imported on first use.
 COLLECTORS: dict[str, list[str]] = {
     "linux": [
+        "portdoctor.collectors.system:collect_system",
         "portdoctor.collectors.linux:collect_listeners",
         "portdoctor.collectors.processes:collect_processes",
         "portdoctor.collectors.linux:collect_addresses",
@@ -55,8 +57,10 @@ COLLECTORS: dict[str, list[str]] = {
         "portdoctor.collectors.firewall:collect_firewall",
         "portdoctor.collectors.containers:collect_containers",
         "portdoctor.collectors.proxies:collect_proxies",
+        "portdoctor.collectors.supervisors:collect_supervisors",
     ],
     "other": [
+        "portdoctor.collectors.system:collect_system",
         "portdoctor.collectors.generic:collect_listeners",
         "portdoctor.collectors.generic:collect_addresses",
     ],
