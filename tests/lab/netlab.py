@@ -135,11 +135,13 @@ def connect_errno(address: str, port: int, timeout: float = 0.5) -> int:
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         try:
-            return s.connect_ex((address, port))
+            code = s.connect_ex((address, port))
         except socket.timeout:
             return errno.ETIMEDOUT
         except OSError as exc:
             return exc.errno or -1
+    # connect_ex on a socket with a timeout reports the timeout as EAGAIN
+    return errno.ETIMEDOUT if code in (errno.EAGAIN, errno.EINPROGRESS) else code
 
 
 class Host:
@@ -401,8 +403,11 @@ class Lab:
             self._links += 1
         ia, ib = f"veth{2 * n}", f"veth{2 * n + 1}"
         assert len(ia) <= IFNAME_MAX and len(ib) <= IFNAME_MAX
-        subprocess.run(["ip", "link", "add", ia, "netns", a.ns, "type", "veth", "peer", "name", ib,
-                        "netns", b.ns], check=True, capture_output=True, text=True)
+        # distinct ifindexes: a veth whose ifindex equals its peer's (both 2 in fresh namespaces)
+        # gets its carrier only after the kernel's 1 s linkwatch delay
+        subprocess.run(["ip", "link", "add", ia, "index", str(100 + 2 * n), "netns", a.ns, "type", "veth",
+                        "peer", "name", ib, "index", str(101 + 2 * n), "netns", b.ns],
+                       check=True, capture_output=True, text=True)
         for host, dev, v4, v6 in ((a, ia, a_addr, a6), (b, ib, b_addr, b6)):
             host.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{dev}.accept_dad=0"])
             if v4:
