@@ -1,0 +1,183 @@
+"""Linux socket and network facts: listeners (sock_diag), addresses and route lookups (rtnetlink).
+
+Listeners are read the way `ss -ltn` reads them: one NETLINK_SOCK_DIAG dump per family (IPv4
+and IPv6) with the kernel filtering on the LISTEN state. The request and the reply are a few
+fixed C structs (linux/inet_diag.h), so they are packed here with `struct`: decoding ten
+thousand replies through pyroute2's generic message classes costs far more than the dump
+itself, and importing pyroute2 costs ~0.1 s. /proc/net/tcp{,6} is the fallback. Addresses and
+route lookups, a handful of messages, use pyroute2's IPRoute, imported on first use.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+import socket
+import struct
+from dataclasses import dataclass, field
+
+from portdoctor.collectors import Facts, Request
+from portdoctor.collectors.procfs import OwnerScan, read_proc_net_tcp, scan_socket_owners
+from portdoctor.model import InterfaceAddress, Limitation, Listener, RouteLookup
+
+# linux/netlink.h, linux/sock_diag.h, linux/inet_diag.h
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLM_F_REQUEST = 0x1
+NLM_F_DUMP = 0x300
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+TCP_LISTEN = 10
+INET_DIAG_SKV6ONLY = 11
+
+_NLMSGHDR = struct.Struct("=IHHII")
+_REQ_V2 = struct.Struct("=BBBxI48x")  # inet_diag_req_v2 with an all-zero inet_diag_sockid
+_MSG_TAIL = struct.Struct("=IIIII")  # idiag_expires, rqueue, wqueue, uid, inode
+_MSG_LEN = 72  # sizeof(struct inet_diag_msg)
+
+
+class NetlinkFailure(OSError):
+    """The kernel refused or broke a sock_diag dump."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawListener:
+    """One LISTEN socket as the kernel reported it, before owners are known."""
+
+    address: str
+    port: int
+    family: int
+    v6only: bool | None
+    queue: int
+    backlog: int
+    inode: int
+    uid: int | None = None
+
+
+def parse_sock_diag(data: bytes | bytearray | memoryview, out: list[RawListener]) -> bool:
+    """Decode one recv() of a sock_diag dump into `out`; True once NLMSG_DONE is seen.
+
+    Raises NetlinkFailure for an NLMSG_ERROR reply.
+    """
+    unpack_hdr = _NLMSGHDR.unpack_from
+    unpack_tail = _MSG_TAIL.unpack_from
+    ntop = socket.inet_ntop
+    off, end = 0, len(data)
+    while off + 16 <= end:
+        length, mtype, _flags, _seq, _pid = unpack_hdr(data, off)
+        if length < 16:
+            raise NetlinkFailure("malformed netlink message")
+        if mtype == NLMSG_DONE:
+            return True
+        if mtype == NLMSG_ERROR:
+            (code,) = struct.unpack_from("=i", data, off + 16)
+            if code:
+                raise NetlinkFailure(-code, os.strerror(-code))
+        elif mtype == SOCK_DIAG_BY_FAMILY and length >= 16 + _MSG_LEN:
+            m = off + 16
+            family = data[m]
+            port = (data[m + 4] << 8) | data[m + 5]
+            if family == socket.AF_INET:
+                address, fam = ntop(socket.AF_INET, bytes(data[m + 8:m + 12])), 4
+            else:
+                address, fam = ntop(socket.AF_INET6, bytes(data[m + 8:m + 24])), 6
+            _exp, rq, wq, uid, inode = unpack_tail(data, m + 52)
+            v6only: bool | None = None
+            a, aend = m + _MSG_LEN, off + length
+            while a + 4 <= aend:
+                alen, atype = struct.unpack_from("=HH", data, a)
+                if alen < 4:
+                    break
+                if atype == INET_DIAG_SKV6ONLY and fam == 6:
+                    v6only = bool(data[a + 4])
+                a += (alen + 3) & ~3
+            out.append(RawListener(address, port, fam, v6only, rq, wq, inode, uid))
+        off += (length + 3) & ~3
+    return False
+
+
+def sock_diag_listeners(family: int) -> list[RawListener]:
+    """Every TCP LISTEN socket of one address family in this network namespace."""
+    out: list[RawListener] = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as sk:
+        sk.settimeout(5.0)
+        sk.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        body = _REQ_V2.pack(family, socket.IPPROTO_TCP, 0, 1 << TCP_LISTEN)
+        hdr = _NLMSGHDR.pack(16 + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
+        sk.sendto(hdr + body, (0, 0))
+        buf = bytearray(1 << 17)
+        view = memoryview(buf)
+        while True:
+            n = sk.recv_into(buf)
+            if n == 0:
+                raise NetlinkFailure("netlink socket closed during dump")
+            if parse_sock_diag(view[:n], out):
+                return out
+
+
+def read_listeners(proc_root: str = "/proc") -> tuple[list[RawListener], list[Limitation], str]:
+    """(listeners, limitations, source): sock_diag for both families, else /proc/net/tcp{,6}."""
+    lims: list[Limitation] = []
+    if proc_root == "/proc":
+        try:
+            raw = sock_diag_listeners(socket.AF_INET)
+            try:
+                raw += sock_diag_listeners(socket.AF_INET6)
+            except NetlinkFailure as exc:
+                if exc.errno not in (errno_mod.ENOENT, errno_mod.EAFNOSUPPORT):
+                    raise
+            return raw, lims, "sock_diag"
+        except (OSError, NetlinkFailure) as exc:
+            lims.append(Limitation(
+                f"netlink sock_diag failed ({exc}); listeners read from /proc/net/tcp, "
+                "without accept-queue capacity (backlog) or IPV6_V6ONLY",
+                "load the inet_diag and tcp_diag kernel modules (modprobe tcp_diag)"))
+    plain, more = read_proc_net_tcp(proc_root)
+    lims.extend(more)
+    raw = [RawListener(x.address, x.port, x.family, x.v6only, x.queue, x.backlog, x.inode)
+           for x in plain]
+    return raw, lims, "procfs"
+
+
+# --------------------------------------------------------------------------- listeners + owners
+
+
+@dataclass
+class ListenerFacts:
+    """Listeners with their owners, computed once per Request and shared with processes.py."""
+
+    listeners: list[Listener] = field(default_factory=list)
+    scan: OwnerScan = field(default_factory=OwnerScan)
+    limitations: list[Limitation] = field(default_factory=list)
+    source: str = ""
+
+
+_CACHE: list[tuple[Request, ListenerFacts]] = []
+
+
+def listener_facts(req: Request) -> ListenerFacts:
+    """Listeners and socket owners for this request (read once; later calls reuse it)."""
+    for cached_req, facts in _CACHE:
+        if cached_req is req:
+            return facts
+    raw, lims, source = read_listeners(req.proc_root)
+    scan = scan_socket_owners((r.inode for r in raw), req.proc_root)
+    listeners = [
+        Listener(address=r.address, port=r.port, family=r.family, v6only=r.v6only, queue=r.queue,
+                 backlog=r.backlog, inode=r.inode, pids=tuple(scan.owners.get(r.inode, ())))
+        for r in raw
+    ]
+    listeners.sort(key=lambda x: (x.port, x.family, x.address, x.inode))
+    unknown = sum(1 for x in listeners if not x.pids and x.inode)
+    if unknown and scan.unreadable:
+        lims.append(Limitation(f"owners of {unknown} listening sockets are unknown",
+                               "run as root (sudo) to see which process holds each port"))
+    facts = ListenerFacts(listeners, scan, lims, source)
+    _CACHE[:] = [(req, facts)]
+    return facts
+
+
+def collect_listeners(req: Request) -> Facts:
+    """Every TCP listening socket (IPv4 and IPv6) with queue, backlog, V6ONLY and owner pids."""
+    facts = listener_facts(req)
+    return Facts(fields={"listeners": tuple(facts.listeners)}, limitations=list(facts.limitations))
