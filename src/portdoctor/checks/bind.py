@@ -1,0 +1,180 @@
+"""A listener exists on the port, but not on the address the client uses: wrong_interface.
+
+Covers a loopback-only bind reached from outside, a bind to one specific address reached on
+another, and the address-family traps: `localhost` resolving to ::1 while the server listens
+on 127.0.0.1 (and the reverse), and IPv6 sockets with IPV6_V6ONLY.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from portdoctor.checks import facts
+from portdoctor.checks.listener import _known_service, restart_fix
+from portdoctor.model import Cause, Finding, Fix, Listener, Scope, Severity, Snapshot, State
+
+if TYPE_CHECKING:
+    from portdoctor.checks import Context
+
+CHECK = "bind"
+
+# What "listen everywhere" is called in each server's own configuration.
+_WIDE_VALUE = {
+    "postgresql": "'*'",
+    "redis": "* -::*",
+    "mysql": "0.0.0.0",
+    "mariadb": "0.0.0.0",
+    "mongodb": "0.0.0.0",
+    "memcached": "0.0.0.0",
+    "elasticsearch": "0.0.0.0",
+}
+
+_CAVEATS = {
+    "postgresql": "PostgreSQL also needs a pg_hba.conf `host` line for the clients' network, or it "
+                "rejects them after connecting.",
+    "redis": "Redis keeps protected-mode on without a password and then answers outside clients with "
+             "an error: set `requirepass` (or an ACL user) before opening it.",
+    "mongodb": "Enable authorization before binding MongoDB to a public address.",
+}
+
+
+def check_bind(snap: Snapshot, ctx: Context) -> list[Finding]:
+    """wrong_interface when listeners on the port exist but none accepts the client's address."""
+    if not facts.target_is_local(snap, ctx):
+        return []
+    port = ctx.target.port
+    socks = facts.listeners_on_port(snap, port)
+    if not socks:
+        return []
+    findings: list[Finding] = []
+    done: set[str] = set()
+    for address in facts.addresses_to_check(snap, ctx):
+        if facts.accepting(snap, address, port):
+            continue
+        key = facts.unmapped(address)
+        if key in done:
+            continue
+        done.add(key)
+        findings.append(_finding(snap, ctx, address, socks))
+    return findings
+
+
+def _finding(snap: Snapshot, ctx: Context, address: str, socks: list[Listener]) -> Finding:
+    port = ctx.target.port
+    a = facts.ip(facts.unmapped(address))
+    fam = 4 if a is not None and a.version == 4 else 6
+    probed = {x.address: x for x in ctx.probe.addresses}
+    seen_as = probed.get(address)
+    symptom = f" (the probe got {seen_as.state.value})" if seen_as is not None else " (the address clients from " \
+        f"{ctx.from_addr} reach)"
+    evidence = [facts.describe(snap, s) for s in socks]
+    evidence.append(f"no listener on port {port} accepts {address}{symptom}")
+    open_addrs = [x.address for x in ctx.probe.addresses if x.state is State.OPEN]
+
+    loop_only = all(s.scope is Scope.LOOPBACK for s in socks)
+    families = {s.family if not (s.address == "::" and s.v6only is False) else 0 for s in socks}
+    family_only = (fam == 4 and families == {6}) or (fam == 6 and families == {4})
+
+    if family_only and facts.is_loopback(address):
+        other = "::1" if fam == 4 else "127.0.0.1"
+        kind = "IPv6" if fam == 4 else "IPv4"
+        summary = (f"The server listens on port {port} over {kind} only ({', '.join(s.address for s in socks)}), "
+                   f"but the client connects to {address}.")
+        if ctx.target.host == "localhost":
+            summary += (f" `localhost` resolves to both families here and the client tried {address}: "
+                        f"the classic localhost-means-::1 (or 127.0.0.1) trap.")
+        fixes = [Fix(f"Connect to the address the server uses: {other}",
+                     f"portdoctor probe {'[' + other + ']' if ':' in other else other}:{port}"),
+                 _bind_fix(snap, socks, "::" if fam == 4 else "0.0.0.0",
+                           "or make the server listen on both families (bind `::` with IPV6_V6ONLY off, or "
+                           "bind both 127.0.0.1 and ::1)")]
+    elif loop_only:
+        summary = (f"The server on port {port} listens on loopback only, so connections to {address} are "
+                   f"refused: only clients on this host using {', '.join(sorted({s.address for s in socks}))} "
+                   f"get through.")
+        fixes = [_bind_fix(snap, socks, None, f"Make the server listen on {address} (or on every address)")]
+        fixes.append(Fix("Then allow only the clients that need it through the firewall: binding wider exposes "
+                         "the port to every network this host is on", None))
+    elif family_only:
+        summary = (f"The server on port {port} listens on IPv{4 if fam == 6 else 6} only, but the client "
+                   f"connects over IPv{fam} to {address}.")
+        fixes = [_bind_fix(snap, socks, "::", "Make the server listen on both families")]
+    elif any(s.family == 6 and s.address == "::" and s.v6only for s in socks) and fam == 4:
+        summary = (f"The server on port {port} listens on `::` with IPV6_V6ONLY set, so IPv4 "
+                   f"connections to {address} are refused.")
+        fixes = [_bind_fix(snap, socks, "0.0.0.0", "Also listen on 0.0.0.0, or clear IPV6_V6ONLY "
+                                                   "(net.ipv6.bindv6only=0 / the server's v6only option)")]
+    else:
+        bound = ", ".join(sorted({s.address for s in socks}))
+        summary = (f"The server on port {port} listens only on {bound}, not on {address}.")
+        fixes = [Fix(f"Connect to {bound.split(', ')[0]} instead", None),
+                 _bind_fix(snap, socks, None, f"or make the server listen on {address} too (or on every address)")]
+    if open_addrs and seen_as is not None:
+        summary += f" {', '.join(open_addrs)} accepts."
+    info = _service(snap, socks)
+    if info is not None and info.name in _CAVEATS and loop_only:
+        fixes.append(Fix(_CAVEATS[info.name], None))
+    weight = 0.9 if seen_as is not None and seen_as.state is not State.OPEN else 0.8
+    severity = Severity.ERROR
+    if seen_as is not None and open_addrs and ctx.probe.addresses[0].state is State.OPEN:
+        weight, severity = 0.5, Severity.WARNING  # the first address works; only some clients fail
+    return Finding(Cause.WRONG_INTERFACE, CHECK, severity, summary,
+                   tuple(evidence + _config_evidence(snap, socks)), tuple(fixes), weight)
+
+
+def _service(snap: Snapshot, socks: list[Listener]):
+    for s in socks:
+        for proc in facts.owners(snap, s):
+            info = _known_service(proc)
+            if info is not None:
+                return info
+    return None
+
+
+def _config_lines(snap: Snapshot, socks: list[Listener]):
+    info = _service(snap, socks)
+    if info is None:
+        return None, []
+    keys = {k for spec in info.configs for k in spec.bind_keys}
+    return info, [c for c in snap.configs if c.service == info.name and c.key in keys]
+
+
+def _config_evidence(snap: Snapshot, socks: list[Listener]) -> list[str]:
+    _info, lines = _config_lines(snap, socks)
+    return [f"{c.path}:{c.line}: {c.text.strip()}" for c in lines]
+
+
+def _bind_fix(snap: Snapshot, socks: list[Listener], wide: str | None, description: str) -> Fix:
+    """The bind change, in the server's own configuration file when we know it."""
+    info, lines = _config_lines(snap, socks)
+    proc = next((p for s in socks for p in facts.owners(snap, s)), None)
+    if info is not None:
+        value = _WIDE_VALUE.get(info.name, wide or "0.0.0.0")
+        if lines:
+            c = lines[-1]
+            new = _replace(c.text, c.key, c.value, value)
+            restart = restart_fix(snap, proc, info.name)
+            cmd = f"# {c.path}, line {c.line}: change\n{c.text.strip()}\n# to\n{new}"
+            if restart.command:
+                cmd += f"\n{restart.command}"
+            return Fix(f"{description}: set {c.key} in {c.path} line {c.line}", cmd)
+        hint = info.bind_key_hint
+        if hint:
+            where = ", ".join(p for spec in info.configs for p in spec.paths[:1])
+            return Fix(f"{description}: in {info.name}'s configuration{f' ({where})' if where else ''} set "
+                       f"`{hint}`, then restart it", None)
+    if proc is not None:
+        return Fix(f"{description}: {proc.name} chose its bind address; pass 0.0.0.0 (or `::`) as its host/bind "
+                   f"option or HOST variable (e.g. `--host 0.0.0.0`)", f"# now: {proc.command}")
+    return Fix(description, None)
+
+
+def _replace(text: str, key: str, old: str, new: str) -> str:
+    line = text.strip().lstrip("#").strip()
+    if old and old in line:
+        quoted_old = f"'{old}'"
+        if quoted_old in line and new.startswith("'"):
+            return line.replace(quoted_old, new, 1)
+        return line.replace(old, new.strip("'") if f"'{old}'" in line else new, 1)
+    sep = " = " if "=" in line else " "
+    return f"{key}{sep}{new}"

@@ -1,0 +1,275 @@
+"""Is anything listening on the port at all? service_not_running and wrong_port.
+
+Runs only when the target is this host. When no socket listens on the port, the question is
+whether the service the user means runs elsewhere (another port: wrong_port) or not at all
+(service_not_running). Candidates for "the service the user means", strongest first:
+the process named by --service; a process whose environment or command line names the port
+(PORT=8080, --port 8080) but that listens elsewhere; the well-known server of this port
+(postgres for 5432) on another port; a listener on a neighbouring port.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from portdoctor.checks import facts
+from portdoctor.model import Cause, Finding, Fix, Process, Severity, Snapshot
+
+if TYPE_CHECKING:
+    from portdoctor.checks import Context
+
+CHECK = "listener"
+
+_PORT_FLAGS = {"--port", "-p", "--listen", "--listen-port", "--http-port", "--bind", "-b", "--server.port",
+               "--http.port", "--web.listen-address", "-l", "--addr", "--address", "--host-port"}
+_RUNTIMES = {"node", "python", "gunicorn", "uvicorn", "java", "ruby", "php"}
+_ENV_PORT = re.compile(r"(^|_)(PORT|HTTP_PORT|LISTEN_PORT|SERVER_PORT)$")
+
+
+def intended_ports(proc: Process) -> dict[int, str]:
+    """Ports a process's environment or command line asks for, each with where it was seen."""
+    out: dict[int, str] = {}
+    for key, value in proc.env.items():
+        if _ENV_PORT.search(key.upper()) and value.strip().isdigit():
+            out.setdefault(int(value), f"{key}={value} in its environment")
+        else:
+            m = re.search(r":(\d{1,5})$", value.strip())
+            if m and re.search(r"ADDR|LISTEN|BIND", key.upper()):
+                out.setdefault(int(m.group(1)), f"{key}={value} in its environment")
+    args = list(proc.cmdline[1:])
+    for i, arg in enumerate(args):
+        flag, eq, val = arg.partition("=")
+        candidate = None
+        if eq and flag in _PORT_FLAGS:
+            candidate = val
+        elif arg in _PORT_FLAGS and i + 1 < len(args):
+            candidate = args[i + 1]
+        if candidate is None:
+            continue
+        m = re.search(r"(?:^|:)(\d{1,5})$", candidate)
+        if m and 0 < int(m.group(1)) < 65536:
+            out.setdefault(int(m.group(1)), f"`{arg}{'' if eq else ' ' + candidate}` on its command line")
+    return {p: why for p, why in out.items() if 0 < p < 65536}
+
+
+def matches_service(proc: Process, name: str) -> bool:
+    """Whether `--service NAME` designates this process (name, command fragment or unit)."""
+    n = name.lower().removesuffix(".service")
+    if n == proc.name.lower() or n in proc.command.lower():
+        return True
+    return bool(proc.unit and proc.unit.lower().removesuffix(".service") == n)
+
+
+def listening_ports(snap: Snapshot, proc: Process) -> list[int]:
+    """TCP ports this process listens on."""
+    return sorted({s.port for s in snap.listeners if proc.pid in s.pids})
+
+
+def _known_service(proc: Process):
+    try:
+        from portdoctor import services
+    except ImportError:  # pragma: no cover
+        return None
+    return services.service_for_process(proc)
+
+
+def _services_for_port(port: int) -> list:
+    try:
+        from portdoctor import services
+    except ImportError:  # pragma: no cover
+        return []
+    return services.by_port(port)
+
+
+def _ident(proc: Process) -> str:
+    return f"{proc.name} (pid {proc.pid})"
+
+
+def restart_fix(snap: Snapshot, proc: Process | None, name: str) -> Fix:
+    """How to restart a service on this host, in the words of whatever supervises it."""
+    if proc is not None and proc.unit:
+        return Fix(f"Restart {proc.unit} so it picks up the change", f"systemctl restart {proc.unit}")
+    if proc is not None and proc.container:
+        return Fix(f"Recreate the container {proc.container[:12]} with the new setting",
+                   f"docker restart {proc.container[:12]}")
+    if snap.extra.get("init") == "systemd":
+        return Fix(f"Restart {name}", f"systemctl restart {name}")
+    return Fix(f"Restart {name} (no systemd here: restart it the way it was started)", None)
+
+
+def start_fixes(snap: Snapshot, name: str | None, port: int) -> list[Fix]:
+    """How to start a stopped service and learn why it stopped."""
+    if name and snap.extra.get("init") == "systemd":
+        return [
+            Fix(f"See why {name} is not running", f"systemctl status {name}; journalctl -u {name} -n 50"),
+            Fix(f"Start {name} (and enable it at boot)", f"systemctl enable --now {name}"),
+        ]
+    if name:
+        return [Fix(f"Start {name}, then check its log for why it stopped or failed to bind port {port}",
+                    f"service {name} start")]
+    return [Fix(f"Start the service that should listen on {port}, and read its log for a bind error "
+                f"('Address already in use', 'Permission denied' for ports below 1024)", None)]
+
+
+def _config_fix(snap: Snapshot, proc: Process, key_kind: str, new_value: str) -> tuple[list[str], list[Fix]]:
+    """Evidence and a fix naming the config line that sets port or bind for a known server."""
+    info = _known_service(proc)
+    if info is None:
+        return [], []
+    keys = tuple(k for spec in info.configs for k in (spec.port_keys if key_kind == "port" else spec.bind_keys))
+    lines = [c for c in snap.configs if c.service == info.name and c.key in keys]
+    if lines:
+        c = lines[-1]  # the last setting wins in these formats
+        return ([f"{c.path}:{c.line}: {c.text.strip()}"],
+                [Fix(f"Set {c.key} in {c.path} (line {c.line}) to {new_value}",
+                     f"# {c.path}, line {c.line}\n{_replace_value(c, new_value)}")])
+    hint = info.port_key_hint if key_kind == "port" else info.bind_key_hint
+    return [], ([Fix(f"set {key_kind} to {new_value} in the {info.name} configuration (the setting looks "
+                     f"like `{hint}`)", None)] if hint else [])
+
+
+def _replace_value(c, new_value: str) -> str:
+    text = c.text.strip().lstrip("#").strip()
+    if c.value and c.value in text:
+        return text.replace(c.value, new_value, 1)
+    return f"{c.key} {new_value}"
+
+
+def check_listener(snap: Snapshot, ctx: Context) -> list[Finding]:
+    """service_not_running / wrong_port when no socket listens on the target port here."""
+    if not facts.target_is_local(snap, ctx):
+        return []
+    port = ctx.target.port
+    if facts.listeners_on_port(snap, port):
+        return []
+    if not snap.is_root and any("owner" in lim.what for lim in snap.limitations):
+        pass  # owners may be unknown; the findings below say what is known
+    findings: list[Finding] = []
+    seen: set[int] = set()
+
+    def wrong_port(proc: Process, ports: list[int], why: str, weight: float) -> None:
+        seen.add(proc.pid)
+        where = ", ".join(str(p) for p in ports)
+        ev = [why, *(facts.describe(snap, s) for s in snap.listeners if proc.pid in s.pids and s.port in ports)]
+        ev.append(f"nothing listens on port {port}")
+        other = ports[0]
+        fixes = [Fix(f"Either point the clients at port {other}, where {proc.name} listens",
+                     f"portdoctor probe {ctx.target.host}:{other}" if ":" not in ctx.target.host
+                     else f"portdoctor probe [{ctx.target.host}]:{other}")]
+        cfg_ev, cfg_fix = _config_fix(snap, proc, "port", str(port))
+        ev += cfg_ev
+        if cfg_fix:
+            fixes += [Fix("or make the server listen on " + str(port) + ": " + cfg_fix[0].description[0].lower()
+                          + cfg_fix[0].description[1:], cfg_fix[0].command), restart_fix(snap, proc, proc.name)]
+        elif "environment" in why:
+            fixes.append(Fix(f"or make {proc.name} honour its PORT variable: it listens on {other} although "
+                             f"its environment says {port}, so the port is hard-coded or read from elsewhere "
+                             f"(e.g. in Node `app.listen(process.env.PORT || {other})`)", None))
+        else:
+            fixes.append(Fix(f"or start {proc.name} with port {port}", None))
+        findings.append(Finding(
+            Cause.WRONG_PORT, CHECK, Severity.ERROR,
+            f"Nothing listens on port {port}, but {_ident(proc)} listens on {where}"
+            + (f" ({why})." if why else "."),
+            tuple(ev), tuple(fixes), weight))
+
+    def not_listening(proc: Process, why: str, weight: float) -> None:
+        seen.add(proc.pid)
+        findings.append(Finding(
+            Cause.SERVICE_NOT_RUNNING, CHECK, Severity.ERROR,
+            f"{_ident(proc)} runs ({why}) but listens on no TCP port: it is still starting, "
+            f"failed to bind, or serves only a unix socket.",
+            (f"process {proc.pid}: {proc.command}", f"nothing listens on port {port}"),
+            (Fix(f"Read {proc.name}'s log for a bind error ('Address already in use', 'Permission denied', "
+                 f"a bad listen address)", None), restart_fix(snap, proc, proc.name)),
+            weight))
+
+    # 1. the service the user named
+    if ctx.service:
+        named = [p for p in snap.processes.values() if matches_service(p, ctx.service)]
+        for proc in named:
+            ports = listening_ports(snap, proc)
+            if ports:
+                wrong_port(proc, ports, f"you named it with --service {ctx.service}", 0.9)
+            else:
+                not_listening(proc, f"matches --service {ctx.service}", 0.8)
+        if not named:
+            findings.append(Finding(
+                Cause.SERVICE_NOT_RUNNING, CHECK, Severity.ERROR,
+                f"Nothing listens on port {port} and no process matches --service {ctx.service}: "
+                f"the service is not running.",
+                (f"nothing listens on port {port}", f"no process name, command line or unit matches "
+                 f"{ctx.service!r} among {len(snap.processes)} processes inspected"),
+                tuple(start_fixes(snap, ctx.service, port)), 0.9))
+
+    # 2. processes told to use this port that listen elsewhere (or nowhere)
+    for proc in snap.processes.values():
+        if proc.pid in seen:
+            continue
+        want = intended_ports(proc)
+        if port in want:
+            ports = listening_ports(snap, proc)
+            if ports:
+                wrong_port(proc, ports, f"{want[port]}", 0.88)
+            else:
+                not_listening(proc, want[port], 0.75)
+
+    # 3. the well-known server of this port, running on another port
+    known = _services_for_port(port)
+    known_names = {s.name for s in known}
+    for proc in snap.processes.values():
+        if proc.pid in seen:
+            continue
+        info = _known_service(proc)
+        if info is not None and info.name in known_names:
+            ports = listening_ports(snap, proc)
+            if ports and port not in ports:
+                if info.name in _RUNTIMES:  # any app may run on node or python: weaker evidence
+                    wrong_port(proc, ports, f"a {info.name} server, and {port} is a usual port of such servers",
+                               0.5)
+                else:
+                    wrong_port(proc, ports, f"{info.name}'s usual port is {port}", 0.8)
+
+    if findings:
+        return findings
+
+    # 4. something on a neighbouring port: a typo or an off-by-one in the config
+    near = sorted({s.port for s in snap.listeners if _near(s.port, port)}, key=lambda p: abs(p - port))
+    for other in near[:1]:
+        socks = [s for s in snap.listeners if s.port == other]
+        procs = [p for s in socks for p in facts.owners(snap, s)]
+        who = _ident(procs[0]) if procs else "a process"
+        findings.append(Finding(
+            Cause.WRONG_PORT, CHECK, Severity.WARNING,
+            f"Nothing listens on port {port}; {who} listens on the neighbouring port {other}. "
+            f"If that is the service you want, the client or the server has the wrong port.",
+            tuple([*(facts.describe(snap, s) for s in socks), f"nothing listens on port {port}"]),
+            (Fix(f"Check which port is configured on each side; to use the running one: "
+                 f"connect to {other}", None),),
+            0.45))
+
+    # 5. nothing at all
+    name = next(iter(known_names), None)
+    svc_text = f" (usually {', '.join(sorted(known_names))})" if known_names else ""
+    evidence = [f"no socket listens on port {port} on any address ({len(snap.listeners)} listening sockets seen)"]
+    if known:
+        procs_names = sorted({n for s in known for n in s.process_names})
+        evidence.append(f"no process named {', '.join(procs_names[:6])} is running")
+    findings.append(Finding(
+        Cause.SERVICE_NOT_RUNNING, CHECK, Severity.ERROR,
+        f"Nothing listens on port {port} on this host{svc_text}: the service is not running, "
+        f"or it has not bound its port.",
+        tuple(evidence), tuple(start_fixes(snap, _unit_name(known[0]) if known else None, port)),
+        0.8 if not near else 0.7))
+    return findings
+
+
+def _unit_name(info) -> str:
+    return getattr(info, "unit", None) or info.name
+
+
+def _near(a: int, b: int) -> bool:
+    if a == b:
+        return False
+    return abs(a - b) <= 10 or str(a).endswith(str(b)) or str(b).endswith(str(a))

@@ -1,0 +1,146 @@
+"""Can the client reach the host at all? dns and host_unreachable, and what a client-side run
+can and cannot tell about a remote server."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from portdoctor.checks import facts
+from portdoctor.model import Cause, Finding, Fix, Severity, Snapshot, State
+
+if TYPE_CHECKING:
+    from portdoctor.checks import Context
+
+CHECK = "reachability"
+
+
+def _route_text(snap: Snapshot, address: str) -> str | None:
+    for r in snap.routes:
+        if r.destination == address:
+            if r.kind in ("unreachable", "prohibit", "blackhole", "none"):
+                return f"route to {address}: {r.kind} (this host has no usable route)"
+            via = f" via {r.gateway}" if r.gateway else " (on-link)"
+            return f"route to {address}: dev {r.ifname}{via}, source {r.source}"
+    return None
+
+
+def _route(snap: Snapshot, address: str):
+    return next((r for r in snap.routes if r.destination == address), None)
+
+
+def check_reachability(snap: Snapshot, ctx: Context) -> list[Finding]:
+    """dns when the name does not resolve (or resolves away from this server);
+    host_unreachable when no route or no host answers."""
+    t = ctx.target
+    if ctx.probe.state is State.DNS_ERROR:
+        evidence = [f"getaddrinfo({t.host!r}): {ctx.probe.dns_error}"]
+        ns = snap.extra.get("nameservers") or []
+        if ns:
+            evidence.append("resolvers in /etc/resolv.conf: " + ", ".join(ns))
+        fixes = [Fix(f"Check the spelling of {t.host!r} and ask the resolver directly",
+                     f"getent ahosts {t.host}")]
+        if "resolver did not answer" in (ctx.probe.dns_error or ""):
+            fixes.append(Fix("The resolver itself did not answer: check that a nameserver from "
+                             "/etc/resolv.conf is reachable", None))
+        fixes.append(Fix(f"For a name only this network knows, add it to /etc/hosts (or to the DNS zone)",
+                         f"echo '<address> {t.host}' >> /etc/hosts"))
+        return [Finding(Cause.DNS, CHECK, Severity.ERROR,
+                        f"{t.host!r} does not resolve ({ctx.probe.dns_error}): no connection was attempted.",
+                        tuple(evidence), tuple(fixes), 0.95)]
+
+    if facts.target_is_local(snap, ctx):
+        return []
+
+    findings: list[Finding] = []
+    addrs = ctx.probe.addresses
+    is_name = facts.ip(t.host) is None
+    # A name that resolves away from this host while a listener here has the port.
+    if is_name and facts.listeners_on_port(snap, t.port) and snap.addresses:
+        here = ", ".join(sorted({a.address for a in snap.addresses if not facts.is_loopback(a.address)})[:4])
+        entries = snap.extra.get("hosts_entries") or []
+        ev = [f"{t.host} resolves to {', '.join(a.address for a in addrs)}; this host's addresses are {here}",
+              *(facts.describe(snap, s) for s in facts.listeners_on_port(snap, t.port))]
+        ev += [f"/etc/hosts:{n}: {line}" for n, _a, line in entries]
+        findings.append(Finding(
+            Cause.DNS, CHECK, Severity.ERROR if ctx.probe.state is not State.OPEN else Severity.WARNING,
+            f"{t.host} resolves to {addrs[0].address}, which is not this host, although a service here "
+            f"listens on port {t.port}: clients using the name reach another machine (a stale DNS record "
+            f"or /etc/hosts entry?).",
+            tuple(ev),
+            (Fix(f"Point {t.host} at this host's address (DNS record or /etc/hosts), or run this "
+                 f"diagnosis on {addrs[0].address}", f"getent ahosts {t.host}"),),
+            0.7 if ctx.probe.state is not State.OPEN else 0.35))
+
+    unreachable = [a for a in addrs if a.state is State.UNREACHABLE]
+    if unreachable and ctx.probe.state is not State.OPEN:
+        a = unreachable[0]
+        route = _route(snap, a.address)
+        ev = [f"connect to {a.address}: {a.errno} after {a.seconds:.2f} s"]
+        rt = _route_text(snap, a.address)
+        if rt:
+            ev.append(rt)
+        if route is not None and route.kind in ("unreachable", "prohibit", "blackhole", "none"):
+            summary = f"This host has no route to {a.address}: the packet never leaves."
+            fixes = (Fix("Add a route (or fix the address)", f"ip route get {a.address}"),)
+        elif a.errno == "ENETUNREACH":
+            summary = f"The network of {a.address} is unreachable from this host."
+            fixes = (Fix("Check this host's routes and gateway", f"ip route get {a.address}"),)
+        elif route is not None and not route.gateway and a.seconds >= 2.5:
+            summary = (f"{a.address} is on this host's link ({route.ifname}) but did not answer ARP/neighbour "
+                       f"discovery: the host is down, or the address is wrong.")
+            fixes = (Fix("Check the host is up and owns this address", f"ip neigh show {a.address}"),
+                     Fix("Check the client uses the right address (a changed IP or a stale DNS record)", None))
+        else:
+            summary = (f"{a.address} is unreachable ({a.errno}): a router or the host answered with ICMP "
+                       f"unreachable (a firewall rejecting with icmp-host-prohibited does this too), or the "
+                       f"host is down.")
+            fixes = (Fix("Trace where the path stops", f"tracepath -n {a.address}"),
+                     Fix(f"On the server, look for a rule rejecting with icmp-host-prohibited: run "
+                         f"`portdoctor diagnose :{t.port}` there", None))
+        findings.append(Finding(Cause.HOST_UNREACHABLE, CHECK, Severity.ERROR, summary, tuple(ev),
+                                fixes, 0.9))
+        return findings
+
+    if ctx.probe.state is State.TIMEOUT:
+        a = addrs[0]
+        ev = [f"connect to {a.address}: no answer within {ctx.probe.timeout:g} s"]
+        rt = _route_text(snap, a.address)
+        if rt:
+            ev.append(rt)
+        findings.append(Finding(
+            Cause.FIREWALL_DROP, CHECK, Severity.ERROR,
+            f"{a.address} did not answer at all: most often a firewall drops the packets (on the server, "
+            f"or in between); a host that is down or a server whose accept queue is full look the same "
+            f"from here.",
+            tuple(ev),
+            (Fix(f"On the server, run `portdoctor diagnose :{t.port} --from <this host's address>` to find the "
+                 f"rule or the full queue", None),),
+            0.4))
+    elif ctx.probe.state is State.REFUSED:
+        a = next(x for x in addrs if x.state is State.REFUSED)
+        findings.append(Finding(
+            Cause.UNKNOWN, CHECK, Severity.ERROR,
+            f"{a.address} answered but nothing accepted on port {t.port}. From this side the causes look "
+            f"alike (service down, another port, loopback-only bind, a firewall reject); the server can tell "
+            f"them apart.",
+            (f"connect to {a.address}:{t.port}: {a.errno} after {a.seconds * 1000:.1f} ms",),
+            (Fix("Run portdoctor on the server", f"portdoctor diagnose :{t.port} --from "
+                 f"{_source(snap, a.address) or '<this host address>'}"),),
+            0.3))
+    return findings
+
+
+def _source(snap: Snapshot, address: str) -> str | None:
+    r = _route(snap, address)
+    return r.source if r is not None else None
+
+
+def server_side_limitations(snap: Snapshot, ctx: Context) -> list[str]:
+    """What a run on a client cannot see of a remote server, and the command to run there."""
+    if ctx.probe.state is State.DNS_ERROR or facts.target_is_local(snap, ctx):
+        return []
+    first = ctx.probe.addresses[0].address if ctx.probe.addresses else ctx.target.host
+    src = _source(snap, first)
+    return [f"{ctx.target.host} is not this host, so its listeners, bind addresses, firewall and "
+            f"resources were not inspected: run `portdoctor diagnose :{ctx.target.port}"
+            + (f" --from {src}" if src else "") + "` on the server"]
