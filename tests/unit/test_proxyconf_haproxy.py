@@ -44,3 +44,8 @@ def test_address_forms():
 def test_undefined_backend_is_a_problem():
     cfg = haproxy.parse("frontend f\n  bind :80\n  default_backend nope\n")
     assert cfg.problems == ("haproxy.cfg:3: backend nope is not defined",)
+
+
+def test_modes_follow_defaults_and_sections():
+    cfg = haproxy.parse((DATA / "haproxy-app.cfg").read_text())
+    assert [r.mode for r in cfg.routes] == ["http", "tcp", "http"]

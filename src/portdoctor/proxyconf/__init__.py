@@ -55,6 +55,7 @@ class Route:
     file: str
     line: int | None
     location: str | None = None
+    mode: str = "http"  # http, or tcp for nginx stream / HAProxy mode tcp
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,6 +121,13 @@ def _servers(sec: _Section, group: str, via: _Line | None) -> list[Upstream]:
     return out
 
 
+def _mode(sec: _Section, default: str) -> str:
+    for ln in sec.lines:
+        if ln.words[0] == "mode" and len(ln.words) > 1:
+            default = ln.words[1]
+    return default
+
+
 def parse(text: str, path: str = "haproxy.cfg") -> ProxyConfig:
     """Parse one haproxy.cfg."""
     return parse_many([(path, text)])
@@ -134,7 +141,10 @@ def parse_many(files: list[tuple[str, str]]) -> ProxyConfig:
     backends = {s.name: s for s in secs if s.kind in ("backend", "listen")}
     routes: list[Route] = []
     problems: list[str] = []
+    default_mode = "tcp"  # HAProxy's own default
     for sec in secs:
+        if sec.kind == "defaults":
+            default_mode = _mode(sec, default_mode)
         if sec.kind not in ("frontend", "listen"):
             continue
         binds = _binds(sec)
@@ -148,6 +158,7 @@ def parse_many(files: list[tuple[str, str]]) -> ProxyConfig:
                     ups.extend(_servers(backends[name], name, ln))
                 else:
                     problems.append(f"{ln.file}:{ln.line}: backend {name} is not defined")
-        routes.append(Route(f"{sec.kind} {sec.name}", tuple(binds), tuple(ups), sec.file, sec.line))
+        routes.append(Route(f"{sec.kind} {sec.name}", tuple(binds), tuple(ups), sec.file, sec.line,
+                            None, "http" if _mode(sec, default_mode) == "http" else "tcp"))
     main = files[0][0] if files else ""
     return ProxyConfig("haproxy", main, tuple(routes), tuple(p for p, _ in files), (), tuple(problems))

@@ -263,12 +263,13 @@ def routes_of(nodes: list[Node]) -> tuple[list[Route], list[str], list[str]]:
                 binds = [Bind("0.0.0.0", 80, srv.file, srv.line, "(no listen: nginx uses *:80)")]
             names = [a for n in srv.children if n.name == "server_name" for a in n.args]
             name = f"{top.name} server " + (" ".join(names) if names else "_")
+            mode = "http" if top.name == "http" else "tcp"
             passes = _collect_passes(srv.children, None)
             if not passes:
-                routes.append(Route(name, tuple(binds), (), srv.file, srv.line))
+                routes.append(Route(name, tuple(binds), (), srv.file, srv.line, None, mode))
             for node, loc in passes:
                 ups = _pass_target(node, upstreams, problems)
-                routes.append(Route(name, tuple(binds), tuple(ups), srv.file, srv.line, loc))
+                routes.append(Route(name, tuple(binds), tuple(ups), srv.file, srv.line, loc, mode))
     return routes, error_logs or [DEFAULT_ERROR_LOG], problems
 
 
