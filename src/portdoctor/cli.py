@@ -77,11 +77,14 @@ def app(ctx: click.Context, debug: bool) -> None:
               help="The service you expect there: a process name, a command-line fragment or a unit.")
 @click.option("--timeout", type=float, default=3.0, show_default=True, callback=lambda c, p, v: _timeout(v),
               help="Seconds to wait for each connection.")
-@click.option("--snapshot-out", type=click.Path(dir_okay=False, writable=True), hidden=True,
-              help="Also write the collected host snapshot as JSON (a bug report / test fixture).")
+@click.option("--record", "record", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
+              help="Also write what was seen (probe + host snapshot) as JSON: a bug report, or a test case "
+                   "replayed with --replay.")
+@click.option("--replay", "replay", type=click.Path(dir_okay=False, exists=True), metavar="FILE", hidden=True,
+              help="Judge a recorded case instead of this host (nothing is probed or read).")
 @output_options
 def diagnose(target: str, port: int | None, from_addr: str | None, service: str | None, timeout: float,
-             snapshot_out: str | None, fmt: str, as_json: bool) -> None:
+             record: str | None, replay: str | None, fmt: str, as_json: bool) -> None:
     """Probe TARGET, inspect this host, name the cause and the fix.
 
     \b
@@ -95,17 +98,22 @@ def diagnose(target: str, port: int | None, from_addr: str | None, service: str 
       portdoctor diagnose 10.0.0.2:8080 --from 10.0.0.1
       sudo portdoctor diagnose redis://localhost --service redis-server
     """
+    import json
+
     from portdoctor.diagnose import diagnose as run_diagnose
+    from portdoctor.diagnose import recording, replay_recording
     from portdoctor.target import parse_target
 
-    t = parse_target(target, port)
-    from_ip = _parse_from(from_addr)
-    result = run_diagnose(t, from_addr=from_ip, service=service, timeout=timeout)
-    if snapshot_out and result.snapshot is not None:
-        import json
-
-        with open(snapshot_out, "w") as fh:
-            json.dump(result.snapshot.to_json(), fh, indent=1)
+    if replay:
+        with open(replay) as fh:
+            result = replay_recording(json.load(fh))
+    else:
+        t = parse_target(target, port)
+        from_ip = _parse_from(from_addr)
+        result = run_diagnose(t, from_addr=from_ip, service=service, timeout=timeout)
+    if record:
+        with open(record, "w") as fh:
+            json.dump(recording(result, from_addr=_parse_from(from_addr), service=service), fh, indent=1)
     _emit("diagnosis", result, _fmt(fmt, as_json))
     raise SystemExit(ExitCode.OK if result.verdict.cause.value == "ok" else ExitCode.PROBLEM)
 

@@ -11,7 +11,9 @@ from dataclasses import replace
 
 from portdoctor.checks import Context, endpoint_key, followup_targets, run_checks
 from portdoctor.collectors import Request, collect, collect_before
-from portdoctor.model import Diagnosis, ProbeResult, Snapshot, Target
+from typing import Any
+
+from portdoctor.model import Diagnosis, ProbeResult, Snapshot, Target, from_plain, to_plain
 from portdoctor.probe import DEFAULT_TIMEOUT
 from portdoctor.probe import probe as run_probe
 from portdoctor.verdict import decide, rank
@@ -19,7 +21,8 @@ from portdoctor.verdict import decide, rank
 
 def diagnose(target: Target, from_addr: str | None = None, service: str | None = None,
              timeout: float = DEFAULT_TIMEOUT, snapshot: Snapshot | None = None,
-             probe: ProbeResult | None = None) -> Diagnosis:
+             probe: ProbeResult | None = None,
+             followups: dict[str, ProbeResult] | None = None) -> Diagnosis:
     """Diagnose `target` from this host. Pass `snapshot` and `probe` to judge recorded facts
     (nothing is read from the system then, except follow-up probes when no probe was given)."""
     req = Request(port=target.port, host=target.host, service=service, from_addr=from_addr)
@@ -31,13 +34,15 @@ def diagnose(target: Target, from_addr: str | None = None, service: str | None =
         req = replace(req, addresses=tuple(a.address for a in probe.addresses))
         snapshot = collect(req)
     ctx = Context(target=target, probe=probe, from_addr=from_addr, service=service)
-    ctx = replace(ctx, followups=probe_followups(followup_targets(snapshot, ctx), timeout))
+    if followups is None:
+        followups = probe_followups(followup_targets(snapshot, ctx), timeout)
+    ctx = replace(ctx, followups=followups)
     findings = rank(run_checks(snapshot, ctx))
     verdict = decide(target, probe, findings)
     from portdoctor.checks.reachability import server_side_limitations
 
     limitations = [str(x) for x in snapshot.limitations] + server_side_limitations(snapshot, ctx)
-    return Diagnosis(target, probe, verdict, tuple(findings), tuple(limitations), snapshot)
+    return Diagnosis(target, probe, verdict, tuple(findings), tuple(limitations), snapshot, ctx.followups)
 
 
 def probe_followups(targets: list[Target], timeout: float) -> dict[str, ProbeResult]:
@@ -47,3 +52,29 @@ def probe_followups(targets: list[Target], timeout: float) -> dict[str, ProbeRes
     with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
         results = list(pool.map(lambda t: run_probe(t, timeout=min(timeout, 3.0)), targets))
     return {endpoint_key(t.host, t.port): r for t, r in zip(targets, results)}
+
+
+def recording(result: Diagnosis, from_addr: str | None = None, service: str | None = None) -> dict[str, Any]:
+    """Everything a diagnosis was judged on, as JSON data (see `replay_recording`)."""
+    return {
+        "schema": "portdoctor.recording/1",
+        "target": to_plain(result.target),
+        "from_addr": from_addr,
+        "service": service,
+        "probe": to_plain(result.probe),
+        "followups": {k: to_plain(v) for k, v in result.followups.items()},
+        "snapshot": to_plain(result.snapshot),
+        "expected": result.verdict.cause.value,
+    }
+
+
+def replay_recording(doc: dict[str, Any]) -> Diagnosis:
+    """Judge a recorded case again: same checks, no probe, nothing read from this host."""
+    return diagnose(
+        from_plain(Target, doc["target"]),
+        from_addr=doc.get("from_addr"),
+        service=doc.get("service"),
+        snapshot=Snapshot.from_json(doc["snapshot"]),
+        probe=from_plain(ProbeResult, doc["probe"]),
+        followups={k: from_plain(ProbeResult, v) for k, v in (doc.get("followups") or {}).items()},
+    )

@@ -327,6 +327,7 @@ class Diagnosis:
     findings: tuple[Finding, ...]
     limitations: tuple[str, ...] = ()
     snapshot: Snapshot | None = None
+    followups: dict[str, ProbeResult] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The `portdoctor.diagnosis/1` document."""
