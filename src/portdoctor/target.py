@@ -80,7 +80,7 @@ def parse_port(text: str | int, what: str = "port") -> int:
         value = text
     else:
         text = text.strip()
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):  # "٣" and "８０" are digits to str.isdigit
             raise BadInput(f"{what} {text!r} is not a number (a TCP port is 1 to 65535)")
         value = int(text)
     if not 1 <= value <= 65535:
@@ -129,7 +129,7 @@ def parse_target(text: str, port: int | None = None) -> Target:
             return Target(original, scoped, _need_port(port, original))
         return Target(original, scoped, parse_port(m.group(2)))
 
-    if text.startswith(":"):
+    if text.startswith(":") and text.count(":") == 1:  # :port, but not ::1 (a bare IPv6 address)
         return Target(original, "localhost", parse_port(text[1:]))
 
     if text.count(":") >= 2:  # a bare IPv6 address
@@ -139,7 +139,10 @@ def parse_target(text: str, port: int | None = None) -> Target:
             raise BadInput(
                 f"target {original!r}: write an IPv6 address with its port as [address]:port"
             ) from None
-        return Target(original, text if "%" in text else str(addr), _need_port(port, original))
+        if port is None:
+            raise BadInput(f"target {original!r} has no port: write an IPv6 address with its port as "
+                           "[address]:port, or pass --port")
+        return Target(original, text if "%" in text else str(addr), port)
 
     if ":" in text:
         host, _, port_text = text.rpartition(":")
