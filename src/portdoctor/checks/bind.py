@@ -148,7 +148,7 @@ def _bind_fix(snap: Snapshot, socks: list[Listener], wide: str | None, descripti
     """The bind change, in the server's own configuration file when we know it."""
     info, lines = _config_lines(snap, socks)
     proc = next((p for s in socks for p in facts.owners(snap, s)), None)
-    if info is not None:
+    if info is not None and info.configs:
         value = _WIDE_VALUE.get(info.name, wide or "0.0.0.0")
         if lines:
             c = lines[-1]
@@ -164,8 +164,10 @@ def _bind_fix(snap: Snapshot, socks: list[Listener], wide: str | None, descripti
             return Fix(f"{description}: in {info.name}'s configuration{f' ({where})' if where else ''} set "
                        f"`{hint}`, then restart it", None)
     if proc is not None:
-        return Fix(f"{description}: {proc.name} chose its bind address; pass 0.0.0.0 (or `::`) as its host/bind "
-                   f"option or HOST variable (e.g. `--host 0.0.0.0`)", f"# now: {proc.command}")
+        examples = f" ({info.bind_key_hint})" if info is not None and info.bind_key_hint else \
+            " (e.g. `--host 0.0.0.0`, HOST=0.0.0.0)"
+        return Fix(f"{description}: {proc.name} chose the address itself; start it with host 0.0.0.0 "
+                   f"(or `::` for both families){examples}", f"# started as: {proc.command}")
     return Fix(description, None)
 
 

@@ -136,30 +136,46 @@ def explain(result: Any) -> None:
 
 
 def diagnosis(result: Diagnosis) -> None:
-    """Print a diagnosis: verdict, evidence, fix commands, what could not be seen."""
+    """Print a diagnosis the way an engineer answers: cause, evidence, fix; then the rest."""
     out = console()
     v = result.verdict
-    style = "green" if v.cause.value == "ok" else "bold red"
+    style = "bold green" if v.cause.value == "ok" else "bold red"
     t = result.target
     where = f"[{t.host}]:{t.port}" if ":" in t.host else f"{t.host}:{t.port}"
-    out.print(f"[bold]{where}[/]: [{style}]{v.cause.value}[/] (confidence {v.confidence:.0%})")
-    out.print(f"{v.summary}")
+    out.print(f"[bold]{where}[/]  [{style}]{v.cause.value}[/]  (confidence {v.confidence:.0%})")
+    out.print(v.summary, markup=False)
+    top = result.findings[0] if result.findings and result.findings[0].summary == v.summary else None
+    if top is not None:
+        _evidence_and_fix(out, top, indent="")
     out.print()
-    out.print("[bold]Probe[/]")
+    out.print("[bold]Probe from this host[/]")
     probe_table(result.probe, out)
-    for i, f in enumerate(result.findings):
+    rest = [f for f in result.findings if f is not top]
+    if rest:
         out.print()
-        sev = _SEVERITY_STYLE.get(f.severity.value, "")
-        out.print(f"[{sev}]{f.severity.value}[/] [bold]{f.cause.value}[/] ({f.check}): {f.summary}")
-        for e in f.evidence:
-            out.print(f"  [dim]evidence:[/] {e}")
-        for fx in f.fix:
-            out.print(f"  [green]fix:[/] {fx.description}")
-            if fx.command:
-                for line in fx.command.splitlines():
-                    out.print(f"      {line}", style="bold", markup=False)
+        out.print("[bold]Also found[/]")
+        for f in rest:
+            sev = _SEVERITY_STYLE.get(f.severity.value, "")
+            out.print(f"  [{sev}]{f.severity.value}[/] [bold]{f.cause.value}[/] ({f.check}): ", end="")
+            out.print(f.summary, markup=False)
+            _evidence_and_fix(out, f, indent="    ")
     if result.limitations:
         out.print()
         out.print("[bold]Could not see[/]")
         for lim in result.limitations:
             out.print(f"  - {lim}", markup=False)
+
+
+def _evidence_and_fix(out: Console, finding: Any, indent: str) -> None:
+    if finding.evidence:
+        out.print(f"{indent}[bold]Evidence[/]" if not indent else f"{indent}[dim]evidence:[/]")
+        for e in finding.evidence:
+            out.print(f"{indent}  {e}", markup=False)
+    if finding.fix:
+        out.print(f"{indent}[bold]Fix[/]" if not indent else f"{indent}[green]fix:[/]")
+        for n, fx in enumerate(finding.fix, 1):
+            out.print(f"{indent}  {n}. {fx.description}", markup=False)
+            if fx.command:
+                for line in fx.command.splitlines():
+                    out.print(f"{indent}       {line}", style="dim" if line.startswith("#") else "bold",
+                              markup=False)
