@@ -1,0 +1,330 @@
+"""Containers: what the engine knows (Docker Engine API, also served by Podman) and what
+really listens inside each container's network namespace (/proc/PID/net/tcp).
+
+extra["containers"] = {
+  "engine": "docker" | "podman" | None, "source": "api unix:///..." | "cli podman" | "proc",
+  "self": "name" | None,           # the container whose network namespace portdoctor runs in
+  "gateway": "10.88.0.1" | None,   # this namespace's default gateway (the host, seen from a container)
+  "containers": [{"id", "name", "image", "state", "status", "exit_code", "oom_killed", "error",
+                  "restart_count", "restart_policy", "started_at", "finished_at", "pid", "cmd",
+                  "networks": [{"name", "address", "gateway", "prefixlen", "aliases"}],
+                  "ports": [{"host_ip", "host_port", "container_port", "proto"}],
+                  "listeners": [{"address", "port", "family"}] | None,  # None: not readable
+                  "addresses": [...], "local": bool | None, "same_netns": bool,
+                  "logs": [...], "labels": {...}}]}
+
+The collector only gathers; checks/mapping.py decides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+from typing import Any
+
+from portdoctor.collectors import Facts, Request
+from portdoctor.collectors import procfs
+from portdoctor.model import Limitation
+
+SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/podman/podman.sock")
+LOG_LINES = 12
+API_TIMEOUT = 5
+
+
+# --------------------------------------------------------------------------- namespaces
+
+
+def netns_inode(proc_root: str, pid: int | str) -> int | None:
+    """Inode of a process's network namespace (equal inodes: same namespace)."""
+    try:
+        return os.stat(f"{proc_root}/{pid}/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def ns_listeners(proc_root: str, pid: int) -> list[dict[str, Any]] | None:
+    """LISTEN sockets in pid's network namespace, from /proc/PID/net/tcp{,6}; None if unreadable."""
+    out: list[dict[str, Any]] = []
+    seen = False
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"{proc_root}/{pid}/net/{name}", encoding="ascii") as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        seen = True
+        for ln in procfs.parse_proc_net_tcp(text):
+            item = {"address": ln.address, "port": ln.port, "family": ln.family}
+            if item not in out:
+                out.append(item)
+    return out if seen else None
+
+
+def parse_fib_trie_local(text: str) -> list[str]:
+    """IPv4 addresses of the namespace (the "/32 host LOCAL" leaves of /proc/net/fib_trie)."""
+    out: list[str] = []
+    last: str | None = None
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("|--") or s.startswith("+--"):
+            last = s[3:].split()[0].split("/")[0] if s.startswith("|--") else None
+        elif "/32 host LOCAL" in s and last and last not in out:
+            out.append(last)
+    return out
+
+
+def parse_if_inet6(text: str) -> list[str]:
+    """IPv6 addresses from /proc/net/if_inet6 (link-local excluded)."""
+    out: list[str] = []
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts or len(parts[0]) != 32:
+            continue
+        addr = socket.inet_ntop(socket.AF_INET6, bytes.fromhex(parts[0]))
+        if not addr.startswith("fe80") and addr not in out:
+            out.append(addr)
+    return out
+
+
+def ns_addresses(proc_root: str, pid: int | str) -> list[str]:
+    """Addresses configured in pid's network namespace (loopback included)."""
+    out: list[str] = []
+    for name, parser in (("fib_trie", parse_fib_trie_local), ("if_inet6", parse_if_inet6)):
+        try:
+            with open(f"{proc_root}/{pid}/net/{name}", encoding="ascii", errors="replace") as fh:
+                out += [a for a in parser(fh.read()) if a not in out]
+        except OSError:
+            pass
+    return out
+
+
+def default_gateway(proc_root: str, pid: int | str = "self") -> str | None:
+    """The IPv4 default gateway of pid's namespace (/proc/PID/net/route)."""
+    try:
+        with open(f"{proc_root}/{pid}/net/route", encoding="ascii") as fh:
+            lines = fh.read().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split()
+        if len(parts) > 2 and parts[1] == "00000000" and parts[2] != "00000000":
+            return socket.inet_ntoa(bytes.fromhex(parts[2])[::-1])
+    return None
+
+
+# --------------------------------------------------------------------------- engine data
+
+
+def _ports(inspect: dict[str, Any]) -> list[dict[str, Any]]:
+    """Published ports from an inspect document (running: NetworkSettings.Ports; else HostConfig)."""
+    ns = (inspect.get("NetworkSettings") or {}).get("Ports") or {}
+    hc = (inspect.get("HostConfig") or {}).get("PortBindings") or {}
+    out: list[dict[str, Any]] = []
+    for source in (ns, hc):
+        for key, binds in source.items():
+            cport, _, proto = key.partition("/")
+            for b in binds or []:
+                hp = str(b.get("HostPort") or "")
+                if not hp.isdigit() or not cport.isdigit():
+                    continue
+                item = {"host_ip": b.get("HostIp") or "0.0.0.0", "host_port": int(hp),
+                        "container_port": int(cport), "proto": proto or "tcp"}
+                if item not in out:
+                    out.append(item)
+        if out:
+            break
+    return out
+
+
+def normalize(inspect: dict[str, Any]) -> dict[str, Any]:
+    """One container's inspect document (Docker API or `podman inspect`) -> our plain record."""
+    st = inspect.get("State") or {}
+    cfg = inspect.get("Config") or {}
+    hc = inspect.get("HostConfig") or {}
+    status = st.get("Status") or ("running" if st.get("Running") else "unknown")
+    if st.get("Restarting"):
+        status = "restarting"
+    nets = []
+    for name, n in ((inspect.get("NetworkSettings") or {}).get("Networks") or {}).items():
+        nets.append({"name": name, "address": n.get("IPAddress") or None,
+                     "gateway": n.get("Gateway") or None, "prefixlen": n.get("IPPrefixLen") or None,
+                     "aliases": list(n.get("Aliases") or [])})
+    cmd = list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
+    labels = cfg.get("Labels") or {}
+    return {
+        "id": str(inspect.get("Id", ""))[:12],
+        "name": str(inspect.get("Name", "")).lstrip("/"),
+        "image": cfg.get("Image") or inspect.get("ImageName") or inspect.get("Image"),
+        "state": status,
+        "status": st.get("Status"),
+        "exit_code": st.get("ExitCode"),
+        "oom_killed": bool(st.get("OOMKilled")),
+        "error": st.get("Error") or None,
+        "restart_count": inspect.get("RestartCount") or st.get("RestartCount") or 0,
+        "restart_policy": ((hc.get("RestartPolicy") or {}).get("Name")) or None,
+        "started_at": st.get("StartedAt"),
+        "finished_at": st.get("FinishedAt"),
+        "pid": st.get("Pid") or None,
+        "cmd": cmd,
+        "networks": nets,
+        "network_mode": hc.get("NetworkMode"),
+        "ports": _ports(inspect),
+        "listeners": None,
+        "addresses": [n["address"] for n in nets if n["address"]],
+        "local": None,
+        "logs": [],
+        "labels": {k: v for k, v in labels.items()
+                   if k.startswith(("com.docker.compose.", "io.podman.compose."))},
+    }
+
+
+def _socket_path(env: dict[str, str]) -> str | None:
+    for var in ("DOCKER_HOST", "CONTAINER_HOST"):
+        url = env.get(var, "")
+        if url.startswith("unix://"):
+            return url[len("unix://"):]
+    for path in SOCKETS:
+        if os.path.exists(path):
+            return path
+    xdg = env.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.exists(f"{xdg}/podman/podman.sock"):
+        return f"{xdg}/podman/podman.sock"
+    return None
+
+
+def from_api(path: str, logs_for: set[str] | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """(engine name, containers) through the Docker Engine API on a unix socket."""
+    import docker  # heavy: imported only when a socket exists
+
+    client = docker.DockerClient(base_url=f"unix://{path}", timeout=API_TIMEOUT)
+    try:
+        version = client.api.version()
+        comps = [c.get("Name", "") for c in version.get("Components") or []]
+        engine = "podman" if any("Podman" in c for c in comps) else "docker"
+        out = []
+        for summary in client.api.containers(all=True):
+            rec = normalize(client.api.inspect_container(summary["Id"]))
+            if rec["state"] != "running" or (logs_for is not None and rec["id"] in logs_for):
+                try:
+                    raw = client.api.logs(summary["Id"], tail=LOG_LINES, stdout=True, stderr=True)
+                    rec["logs"] = raw.decode(errors="replace").splitlines()[-LOG_LINES:]
+                except Exception:  # logs are a bonus; a missing log driver must not hide the rest
+                    rec["logs"] = []
+            out.append(rec)
+        return engine, out
+    finally:
+        client.close()
+
+
+def from_cli(exe: str) -> list[dict[str, Any]]:
+    """Containers through `podman`/`docker` (used when no API socket is there)."""
+    ids = subprocess.run([exe, "ps", "-a", "-q", "--no-trunc"], capture_output=True, text=True,
+                         timeout=15, check=True).stdout.split()
+    if not ids:
+        return []
+    docs = json.loads(subprocess.run([exe, "inspect", *ids], capture_output=True, text=True, timeout=15,
+                                     check=True).stdout or "[]")
+    out = []
+    for doc in docs:
+        rec = normalize(doc)
+        if rec["state"] != "running":
+            cp = subprocess.run([exe, "logs", "--tail", str(LOG_LINES), rec["id"]], capture_output=True,
+                                text=True, timeout=10)
+            rec["logs"] = (cp.stdout + cp.stderr).splitlines()[-LOG_LINES:]
+        out.append(rec)
+    return out
+
+
+def from_proc(proc_root: str, own_ns: int | None) -> list[dict[str, Any]]:
+    """Containers seen only through /proc: processes in a container cgroup and another netns."""
+    by_id: dict[str, dict[str, Any]] = {}
+    for pid in procfs.pids(proc_root):
+        _unit, cid = procfs.read_cgroup(proc_root, pid)
+        if not cid or cid[:12] in by_id:
+            continue
+        ns = netns_inode(proc_root, pid)
+        if ns is None or ns == own_ns:
+            continue
+        by_id[cid[:12]] = {
+            "id": cid[:12], "name": cid[:12], "image": None, "state": "running", "status": "running",
+            "exit_code": None, "oom_killed": False, "error": None, "restart_count": 0,
+            "restart_policy": None, "started_at": None, "finished_at": None, "pid": pid,
+            "cmd": list(procfs.read_cmdline(proc_root, pid)), "networks": [], "network_mode": None,
+            "ports": [], "listeners": None, "addresses": [], "local": None, "logs": [], "labels": {},
+        }
+    return list(by_id.values())
+
+
+def _enrich(rec: dict[str, Any], proc_root: str, own_ns: int | None, own_addrs: set[str]) -> None:
+    """Listeners and addresses inside the container's namespace; is it attached to this host?"""
+    pid = rec.get("pid")
+    rec["same_netns"] = False
+    if pid:
+        ns = netns_inode(proc_root, pid)
+        if ns is not None and ns == own_ns:
+            rec["same_netns"] = True
+        rec["listeners"] = ns_listeners(proc_root, pid)
+        addrs = [a for a in ns_addresses(proc_root, pid) if not a.startswith("127.") and a != "::1"]
+        rec["addresses"] = list(dict.fromkeys(rec["addresses"] + addrs))
+    gateways = {n["gateway"] for n in rec["networks"] if n.get("gateway")}
+    if gateways:
+        rec["local"] = bool(gateways & own_addrs)
+    elif rec.get("network_mode") == "host" or rec["same_netns"]:
+        rec["local"] = True
+
+
+def gather(req: Request, env: dict[str, str] | None = None) -> Facts:
+    """Everything the containers collector returns (see the module docstring)."""
+    env = dict(os.environ) if env is None else env
+    proc = req.proc_root
+    own_ns = netns_inode(proc, "self")
+    own_addrs = set(ns_addresses(proc, "self"))
+    lims: list[Limitation] = []
+    engine: str | None = None
+    source: str | None = None
+    containers: list[dict[str, Any]] = []
+    path = _socket_path(env)
+    cli = shutil.which("podman") or shutil.which("docker")
+    if path:
+        if not stat.S_ISSOCK(os.stat(path).st_mode) or not os.access(path, os.R_OK | os.W_OK):
+            lims.append(Limitation(f"the container engine socket {path} is not accessible: containers "
+                                   "are unknown", "run as root or as a member of the docker group"))
+        else:
+            try:
+                engine, containers = from_api(path)
+                source = f"api unix://{path}"
+            except ImportError:
+                lims.append(Limitation("the Docker SDK for Python is not installed: containers read "
+                                       "through the CLI or /proc only", "pip install docker"))
+            except Exception as exc:  # engine down, API error: say so and fall back
+                lims.append(Limitation(f"the container engine at {path} did not answer ({exc})",
+                                       "start the engine (systemctl start docker / podman system service)"))
+    if source is None and cli:
+        try:
+            containers = from_cli(cli)
+            engine, source = os.path.basename(cli), f"cli {os.path.basename(cli)}"
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            lims.append(Limitation(f"`{os.path.basename(cli)} ps` failed ({exc}); containers seen through "
+                                   "/proc only", "run as root"))
+    seen = {c["id"] for c in containers}
+    extra_proc = [c for c in from_proc(proc, own_ns) if c["id"] not in seen]
+    if extra_proc and source is None:
+        source = "proc"
+    containers += extra_proc
+    for rec in containers:
+        _enrich(rec, proc, own_ns, own_addrs)
+    if source is None and not containers and not path:
+        return Facts(limitations=lims)  # no engine here: say nothing
+    own = next((c["name"] for c in containers if c["same_netns"] and c.get("network_mode") != "host"), None)
+    doc = {"engine": engine, "source": source, "self": own,
+           "gateway": default_gateway(proc), "containers": containers}
+    return Facts(extra={"containers": doc}, limitations=lims)
+
+
+def collect_containers(req: Request) -> Facts:
+    """Collector entry point: containers, their published ports and what listens inside."""
+    return gather(req)
