@@ -173,7 +173,7 @@ def probe(target: str, port: int | None, attempts: int, timeout: float, fmt: str
               help="Seconds to wait for each connection of the probe.")
 @output_options
 def explain(text: tuple[str, ...], no_probe: bool, timeout: float, fmt: str, as_json: bool) -> None:
-    """Read a pasted connection error, name its errno and platform, and probe its target.
+    """Read a pasted connection error, name its errno and platform, and diagnose its target.
 
     \b
     TEXT is the message (quote it), or - to read it from standard input.
@@ -193,11 +193,26 @@ def explain(text: tuple[str, ...], no_probe: bool, timeout: float, fmt: str, as_
     result = run_explain(message)
     if not result.recognized:
         raise BadInput("not a connection error portdoctor knows: " + _first_line(message))
+    diagnosis = None
     if result.target is not None and not no_probe:
-        from portdoctor.probe import probe as run_probe
+        from portdoctor.diagnose import diagnose as run_diagnose
 
-        result = result.with_probe(run_probe(result.target, timeout=timeout))
-    _emit("explain", result, _fmt(fmt, as_json))
+        diagnosis = run_diagnose(result.target, timeout=timeout)
+        result = result.with_probe(diagnosis.probe)
+    fmt = _fmt(fmt, as_json)
+    if fmt == "json":
+        import json
+
+        doc = result.to_json()
+        if diagnosis is not None:
+            doc["diagnosis"] = diagnosis.to_json()
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        _emit("explain", result, fmt)
+        if diagnosis is not None:
+            if fmt == "text":
+                sys.stdout.write("\n")
+            _emit("diagnosis", diagnosis, fmt)
     state = result.probe.state.value if result.probe is not None else None
     raise SystemExit(ExitCode.OK if state == "open" else ExitCode.PROBLEM)
 

@@ -250,8 +250,14 @@ def check_listener(snap: Snapshot, ctx: Context) -> list[Finding]:
             0.45))
 
     # 5. nothing at all
-    name = next(iter(known_names), None)
-    svc_text = f" (usually {', '.join(sorted(known_names))})" if known_names else ""
+    daemons = [s for s in known if s.name not in _RUNTIMES and s.configs]
+    known = daemons or known
+    if daemons:
+        svc_text = f" (usually {', '.join(sorted(s.name for s in daemons))})"
+    elif known:
+        svc_text = f" (a usual port of {', '.join(sorted(s.name for s in known))} servers)"
+    else:
+        svc_text = ""
     evidence = [f"no socket listens on port {port} on any address ({len(snap.listeners)} listening sockets seen)"]
     if known:
         procs_names = sorted({n for s in known for n in s.process_names})
@@ -260,7 +266,7 @@ def check_listener(snap: Snapshot, ctx: Context) -> list[Finding]:
         Cause.SERVICE_NOT_RUNNING, CHECK, Severity.ERROR,
         f"Nothing listens on port {port} on this host{svc_text}: the service is not running, "
         f"or it has not bound its port.",
-        tuple(evidence), tuple(start_fixes(snap, _unit_name(known[0]) if known else None, port)),
+        tuple(evidence), tuple(start_fixes(snap, _unit_name(daemons[0]) if daemons else None, port)),
         0.8 if not near else 0.7))
     return findings
 

@@ -29,6 +29,10 @@ def console() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
+def _endpoint(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
@@ -125,14 +129,10 @@ def explain(result: Any) -> None:
     if result.target is None:
         out.print("  no host or port in the message: run [bold]portdoctor probe HOST:PORT[/] with the address the client used")
         return
-    out.print(f"  target: [bold]{result.target.host}:{result.target.port}[/]"
-              + (" (default port of the client)" if result.port_defaulted else ""))
-    if result.probe is not None:
-        out.print()
-        out.print("[bold]Probe from this host[/]")
-        probe_table(result.probe, out)
-        out.print(f"\nNext: [bold]portdoctor diagnose {result.target.host}:{result.target.port}[/]"
-                  " (on the server, for the cause and the fix)")
+    where = _endpoint(result.target.host, result.target.port)
+    out.print(f"  target: [bold]{where}[/]" + (" (default port of the client)" if result.port_defaulted else ""))
+    if result.probe is None:
+        out.print(f"  next: [bold]portdoctor diagnose {where}[/] (on the server, for the cause and the fix)")
 
 
 def diagnosis(result: Diagnosis) -> None:
