@@ -26,12 +26,16 @@ _ERRNO_STATE: dict[int, State] = {
     errno_mod.ENETUNREACH: State.UNREACHABLE,
     errno_mod.EHOSTDOWN: State.UNREACHABLE,
     errno_mod.ENETDOWN: State.UNREACHABLE,
+    # Linux reports an ICMPv6 "administratively prohibited" answer (ip6tables REJECT
+    # --reject-with adm-prohibited, the IPv6 twin of icmp-host-prohibited) as EACCES
+    errno_mod.EACCES: State.UNREACHABLE,
 }
 
 # Plain words for errnos a connect can end with, beyond what the state says.
 _ERRNO_DETAIL: dict[int, str] = {
     errno_mod.EPERM: "this host refused to send the packet (a local OUTPUT firewall rule)",
-    errno_mod.EACCES: "this host refused to send the packet (a local firewall rule or policy)",
+    errno_mod.EACCES: "an ICMPv6 'administratively prohibited' answer: a firewall rejects the connection "
+                      "(on the server, on the way, or on this host)",
     errno_mod.EADDRNOTAVAIL: "no local address can reach this destination",
     errno_mod.ECONNRESET: "the connection was accepted and then reset at once",
     errno_mod.EAFNOSUPPORT: "this host has no support for the address family",
