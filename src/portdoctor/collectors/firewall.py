@@ -1,0 +1,252 @@
+"""Firewall facts: every ruleset of this host (iptables nft and legacy, ip6tables, nftables, ipset),
+with rule counters, plus what the evaluator needs to route a packet (local addresses, routes,
+forwarding switches). Facts only: what the rules mean for a flow is the check's business.
+
+The tools run in parallel, each with a timeout. A missing tool or a missing privilege becomes
+a Limitation ("iptables rules not read: iptables-save needs root (run with sudo)").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from portdoctor.collectors import Facts, Request
+from portdoctor.firewall.iptables import parse_ipset_save, parse_iptables_save
+from portdoctor.firewall.model import Ruleset, Table, counters_of, ruleset_to_plain
+from portdoctor.firewall.nftables import parse_nft_json, rule_texts
+from portdoctor.model import Limitation
+
+TIMEOUT = 5.0
+BEFORE_KEY = "portdoctor.collectors.firewall:sample_counters"
+
+
+@dataclass(frozen=True)
+class _Job:
+    name: str  # what the limitation calls it ("iptables rules", ...)
+    argv: tuple[str, ...]
+    family: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class _Result:
+    job: _Job
+    out: str = ""
+    err: str = ""
+    rc: int = 0
+    missing: bool = False
+
+
+def _proc_has_tables(path: str) -> bool:
+    """True when legacy x_tables has tables loaded in this namespace (/proc/net/ip_tables_names)."""
+    try:
+        with open(path) as f:
+            return bool(f.read().strip())
+    except OSError:
+        return False
+
+
+def _save_tool(variant: str, v6: bool) -> str | None:
+    """The iptables-save binary of a variant ("nft" or "legacy"), or None."""
+    base = "ip6tables" if v6 else "iptables"
+    for name in (f"{base}-{variant}-save",) + ((f"{base}-save",) if variant == "nft" else ()):
+        path = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+        if path:
+            return path
+    return None
+
+
+def _jobs(routes: bool) -> tuple[list[_Job], list[Limitation]]:
+    jobs: list[_Job] = []
+    limits: list[Limitation] = []
+    for v6 in (False, True):
+        fam = "ip6" if v6 else "ip"
+        tool = _save_tool("nft", v6)
+        base = "ip6tables" if v6 else "iptables"
+        if tool is None:
+            limits.append(Limitation(f"{base} rules not read: {base}-save is not installed",
+                                     "install the iptables package"))
+        else:
+            jobs.append(_Job(f"{base} rules", (tool, "-c"), fam, "iptables"))
+        if _proc_has_tables(f"/proc/net/{base.replace('tables', '_tables')}_names"):
+            legacy = _save_tool("legacy", v6)
+            if legacy is None:
+                limits.append(Limitation(f"{base}-legacy rules not read: {base}-legacy-save is not installed",
+                                         "install the iptables package"))
+            else:
+                jobs.append(_Job(f"{base}-legacy rules", (legacy, "-c"), fam, "iptables-legacy"))
+    nft = shutil.which("nft", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    if nft is None:
+        limits.append(Limitation("nftables rules not read: nft is not installed", "install the nftables package"))
+    else:
+        jobs.append(_Job("nftables rules", (nft, "-j", "list", "ruleset"), source="nft-json"))
+        jobs.append(_Job("nftables rules", (nft, "-a", "list", "ruleset"), source="nft-text"))
+    ipset = shutil.which("ipset", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    if ipset is not None and os.path.exists("/sys/module/ip_set"):
+        jobs.append(_Job("ipsets", (ipset, "save"), source="ipset"))
+    ip = shutil.which("ip", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/bin")
+    if routes and ip is not None:
+        jobs.append(_Job("routes", (ip, "-j", "-4", "route", "show", "table", "all"), source="routes4"))
+        jobs.append(_Job("routes", (ip, "-j", "-6", "route", "show", "table", "all"), source="routes6"))
+    return jobs, limits
+
+
+def _run_all(jobs: list[_Job]) -> list[_Result]:
+    """Start every job at once; collect each within TIMEOUT."""
+    procs: list[tuple[_Job, subprocess.Popen[str] | None]] = []
+    for j in jobs:
+        try:
+            p = subprocess.Popen(j.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 stdin=subprocess.DEVNULL, env={**os.environ, "LC_ALL": "C"})
+        except FileNotFoundError:
+            procs.append((j, None))
+            continue
+        except PermissionError as exc:
+            procs.append((j, None))
+            del exc
+            continue
+        procs.append((j, p))
+    out: list[_Result] = []
+    deadline = time.monotonic() + TIMEOUT
+    for j, p in procs:
+        if p is None:
+            out.append(_Result(j, missing=True))
+            continue
+        try:
+            so, se = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            out.append(_Result(j, err=f"timed out after {TIMEOUT:g} s", rc=-1))
+            continue
+        out.append(_Result(j, so, se, p.returncode))
+    return out
+
+
+def _limitation(r: _Result) -> Limitation:
+    tool = os.path.basename(r.job.argv[0])
+    err = r.err.strip().splitlines()[-1] if r.err.strip() else f"exit status {r.rc}"
+    if r.missing:
+        return Limitation(f"{r.job.name} not read: {tool} is not installed")
+    low = r.err.lower()
+    if "permission denied" in low or "operation not permitted" in low or "must be root" in low:
+        return Limitation(f"{r.job.name} not read: {tool} needs root", "run with sudo")
+    return Limitation(f"{r.job.name} not read: {tool} failed: {err}")
+
+
+def _read(routes: bool) -> tuple[Ruleset, dict[str, Any], list[Limitation]]:
+    """Run the tools and parse what they printed."""
+    jobs, limits = _jobs(routes)
+    results = _run_all(jobs)
+    tables: list[Table] = []
+    tools: list[dict[str, Any]] = []
+    nft_json: str | None = None
+    nft_text = ""
+    ipsets = []
+    host: dict[str, Any] = {"local_addresses": {}, "routes": []}
+    for r in results:
+        ok = not r.missing and r.rc == 0
+        if r.job.source in ("iptables", "iptables-legacy", "nft-json", "ipset"):
+            tools.append({"tool": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(r.job.argv)),
+                          "ok": ok, "family": r.job.family or None,
+                          "variant": ("nf_tables" if "(nf_tables)" in r.out else "legacy" if "(legacy)" in r.out
+                                      else None) if r.job.source.startswith("iptables") else None})
+        if not ok:
+            if r.job.source not in ("nft-text", "routes4", "routes6"):
+                limits.append(_limitation(r))
+            continue
+        if r.job.source in ("iptables", "iptables-legacy"):
+            source = r.job.source
+            if source == "iptables" and "(legacy)" in r.out:
+                source = "iptables-legacy"  # iptables-save is the legacy variant on this host
+            tables.extend(parse_iptables_save(r.out, r.job.family, source))
+        elif r.job.source == "nft-json":
+            nft_json = r.out
+        elif r.job.source == "nft-text":
+            nft_text = r.out
+        elif r.job.source == "ipset":
+            ipsets = parse_ipset_save(r.out)
+        elif r.job.source in ("routes4", "routes6"):
+            _routes(r.out, host)
+    if nft_json:
+        try:
+            doc = json.loads(nft_json)
+        except json.JSONDecodeError as exc:
+            limits.append(Limitation(f"nftables rules not read: nft -j printed invalid JSON ({exc})"))
+        else:
+            owned = {(t.family, t.name) for t in tables if t.source == "iptables"}
+            skip = owned
+            tables.extend(parse_nft_json(doc, rule_texts(nft_text), skip))
+    if routes:
+        host["forwarding"] = {"4": _sysctl("net/ipv4/ip_forward"), "6": _sysctl("net/ipv6/conf/all/forwarding")}
+    host["tools"] = tools
+    return Ruleset(tuple(tables), tuple(ipsets)), host, limits
+
+
+def _sysctl(key: str) -> bool | None:
+    try:
+        with open(f"/proc/sys/{key}") as f:
+            return f.read().strip() != "0"
+    except OSError:
+        return None
+
+
+def _routes(text: str, host: dict[str, Any]) -> None:
+    """Fill local addresses and routes from `ip -j route show table all`."""
+    try:
+        items = json.loads(text or "[]")
+    except json.JSONDecodeError:
+        return
+    for r in items:
+        dst = r.get("dst", "")
+        kind = r.get("type", "unicast")
+        dev = r.get("dev")
+        table = r.get("table", "main")
+        if kind == "local" and dst and dst != "default":
+            addr = dst.split("/")[0]
+            if "/" not in dst or dst.endswith("/32") or dst.endswith("/128"):
+                host["local_addresses"].setdefault(addr, dev)
+            else:
+                host["routes"].append([dst, dev, "local"])
+            continue
+        if table not in ("main", "local", "default", 254, 255, 253):
+            continue
+        if kind in ("broadcast", "multicast", "anycast"):
+            continue
+        if dst == "default":
+            dst = "::/0" if ":" in (r.get("gateway") or r.get("prefsrc") or "") or r.get("family") == "inet6" \
+                else "0.0.0.0/0"
+        if dst:
+            if "/" not in dst:
+                dst += "/128" if ":" in dst else "/32"
+            host["routes"].append([dst, dev, kind])
+
+
+def collect_firewall(req: Request) -> Facts:
+    """Rulesets (with counters), local addresses, routes and forwarding, as extra["firewall"]."""
+    start = time.monotonic()
+    rs, host, limits = _read(routes=True)
+    before = req.before.get(BEFORE_KEY) if req.before else None
+    data = {
+        "ruleset": ruleset_to_plain(rs),
+        "tools": host.pop("tools"),
+        "local_addresses": host["local_addresses"],
+        "routes": host["routes"],
+        "forwarding": host.get("forwarding", {}),
+        "counters_before": (before or {}).get("counters") if isinstance(before, dict) else None,
+        "counters_after": counters_of(rs),
+        "seconds": round(time.monotonic() - start, 4),
+    }
+    return Facts(extra={"firewall": data}, limitations=limits)
+
+
+def sample_counters(req: Request) -> dict[str, Any]:
+    """Per-rule packet counters just before the probe: {"counters": {key: packets}}."""
+    rs, _host, _limits = _read(routes=False)
+    return {"counters": counters_of(rs), "time": time.time()}

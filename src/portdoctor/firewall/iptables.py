@@ -1,0 +1,346 @@
+"""Parse `iptables-save -c` / `ip6tables-save -c` (nf_tables or legacy) and `ipset save`.
+
+>>> rs = parse_iptables_save('''*filter
+... :INPUT ACCEPT [3:180]
+... [2:120] -A INPUT -s 10.0.0.1/32 -p tcp -m tcp --dport 8080 -j REJECT --reject-with tcp-reset
+... COMMIT''', family="ip")
+>>> rule = rs[0].chain("INPUT").rules[0]
+>>> rule.action.kind, rule.action.arg, rule.packets
+('reject', 'tcp-reset', 2)
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any
+
+from portdoctor.firewall.model import (
+    IPTABLES_BUILTINS, Action, Chain, Match, NamedSet, Rule, Table,
+)
+
+# targets that do not end the walk through a chain
+CONTINUE_TARGETS = frozenset({
+    "LOG", "NFLOG", "ULOG", "TRACE", "MARK", "CONNMARK", "CT", "NOTRACK", "TCPMSS", "CLASSIFY",
+    "CHECKSUM", "TOS", "DSCP", "TTL", "HL", "SET", "AUDIT", "SECMARK", "CONNSECMARK", "IDLETIMER",
+    "LED", "TEE", "HMARK", "SYNPROXY", "TPROXY", "RATEEST", "NETMAP",
+})
+
+# options that start something other than a module option
+_TOP = frozenset({"-m", "--match", "-j", "--jump", "-g", "--goto", "-s", "--source", "-d",
+                  "--destination", "-p", "--protocol", "-i", "--in-interface", "-o", "--out-interface",
+                  "-f", "--fragment", "-A", "--append"})
+
+
+def _ports(text: str) -> tuple[str, ...]:
+    """'80,443,9000:9010' -> ('80', '443', '9000-9010')."""
+    return tuple(p.replace(":", "-") for p in text.split(",") if p)
+
+
+def _iface(name: str) -> str:
+    """iptables writes a wildcard as a trailing '+'; the model uses '*'."""
+    return name[:-1] + "*" if name.endswith("+") else name
+
+
+def _addr(value: str) -> tuple[str, ...]:
+    return tuple(v for v in value.split(",") if v)
+
+
+class _Rule:
+    """Accumulates one rule's matches while walking its tokens."""
+
+    def __init__(self) -> None:
+        self.matches: list[Match] = []
+        self.comment = ""
+        self.chain = ""
+        self.target = ""
+        self.goto = False
+        self.target_opts: dict[str, list[str]] = {}
+
+
+def _take_args(tokens: list[str], i: int) -> tuple[list[str], int]:
+    """The arguments of an option at tokens[i-1]: following tokens up to the next option."""
+    args: list[str] = []
+    while i < len(tokens) and not tokens[i].startswith("-") and tokens[i] != "!":
+        args.append(tokens[i])
+        i += 1
+    return args, i
+
+
+def _module_option(mod: str, opt: str, args: list[str], neg: bool, r: _Rule) -> Match | None:
+    """Translate one module option to a Match; None when portdoctor does not know it."""
+    a0 = args[0] if args else ""
+    if mod in ("tcp", "udp", "sctp", "dccp"):
+        if opt in ("--dport", "--destination-port"):
+            return Match("dport", _ports(a0), neg)
+        if opt in ("--sport", "--source-port"):
+            return Match("sport", _ports(a0), neg)
+        if opt == "--tcp-flags" and len(args) == 2:
+            return Match("tcpflags", (args[1].lower(),), neg, field=args[0].lower())
+        if opt == "--syn":
+            return Match("tcpflags", ("syn",), neg, field="syn,rst,ack,fin")
+        return None
+    if mod == "multiport":
+        if opt in ("--dports", "--destination-ports"):
+            return Match("dport", _ports(a0), neg)
+        if opt in ("--sports", "--source-ports"):
+            return Match("sport", _ports(a0), neg)
+        if opt == "--ports":
+            return Match("anyport", _ports(a0), neg)
+        return None
+    if mod in ("conntrack", "state"):
+        if opt in ("--ctstate", "--state"):
+            return Match("ctstate", tuple(s.lower() for s in a0.split(",")), neg)
+        return None
+    if mod == "comment" and opt == "--comment":
+        r.comment = a0
+        return Match("comment")
+    if mod == "addrtype":
+        if opt in ("--dst-type", "--src-type"):
+            return Match("addrtype", tuple(s.lower() for s in a0.split(",")), neg,
+                         field="dst" if opt == "--dst-type" else "src")
+        if opt in ("--limit-iface-in", "--limit-iface-out"):
+            return Match("comment")  # narrows LOCAL to the interface's own addresses; same for us
+        return None
+    if mod == "iprange":
+        if opt == "--src-range":
+            return Match("saddr", (a0,), neg)
+        if opt == "--dst-range":
+            return Match("daddr", (a0,), neg)
+        return None
+    if mod == "set" and opt == "--match-set" and len(args) == 2:
+        dirs = tuple("saddr" if d == "src" else "daddr" for d in args[1].split(","))
+        return Match("set", (), neg, set=args[0], fields=dirs)
+    if mod == "statistic":
+        if opt == "--probability":
+            return Match("random", (float(a0),), neg)
+        if opt == "--mode":
+            return Match("comment")
+        if opt in ("--every", "--packet"):
+            return Match("random", (1.0 / max(1, int(a0)),) if opt == "--every" else (), neg)
+        return None
+    if mod == "pkttype" and opt == "--pkt-type":
+        return Match("pkttype", (a0.lower(),), neg)
+    return None
+
+
+def parse_rule(line: str, chains: set[str] | None = None) -> tuple[str, list[Match], Action, str]:
+    """Parse one `-A CHAIN ...` line; returns (chain, matches, action, comment).
+
+    >>> parse_rule('-A INPUT ! -s 10.1.0.0/16 -p tcp -m tcp --dport 22 -j DROP')[1][0]
+    Match(kind='saddr', values=('10.1.0.0/16',), neg=True, field='', set='', fields=(), text='')
+    """
+    tokens = shlex.split(line, posix=True)
+    r = _Rule()
+    i = 0
+    mod = ""
+    mod_start = 0
+    neg = False
+    unknown_mod: list[str] | None = None
+    while i < len(tokens):
+        tok = tokens[i]
+        i += 1
+        if tok == "!":
+            neg = True
+            continue
+        if unknown_mod is not None and tok not in _TOP:
+            unknown_mod.append(("! " if neg else "") + tok)
+            neg = False
+            continue
+        if unknown_mod is not None:
+            r.matches.append(Match("unsupported", text=" ".join(unknown_mod)))
+            unknown_mod = None
+        if tok in ("-A", "--append"):
+            r.chain = tokens[i]
+            i += 1
+        elif tok in ("-s", "--source"):
+            r.matches.append(Match("saddr", _addr(tokens[i]), neg))
+            i += 1
+        elif tok in ("-d", "--destination"):
+            r.matches.append(Match("daddr", _addr(tokens[i]), neg))
+            i += 1
+        elif tok in ("-p", "--protocol"):
+            r.matches.append(Match("proto", (tokens[i].lower(),), neg))
+            i += 1
+        elif tok in ("-i", "--in-interface"):
+            r.matches.append(Match("iif", (_iface(tokens[i]),), neg))
+            i += 1
+        elif tok in ("-o", "--out-interface"):
+            r.matches.append(Match("oif", (_iface(tokens[i]),), neg))
+            i += 1
+        elif tok in ("-f", "--fragment"):
+            r.matches.append(Match("fragment", (), neg))
+        elif tok in ("-m", "--match"):
+            mod = tokens[i]
+            i += 1
+            mod_start = i
+            if mod not in ("tcp", "udp", "sctp", "dccp", "multiport", "conntrack", "state", "comment",
+                           "addrtype", "iprange", "set", "statistic", "pkttype"):
+                unknown_mod = [("! " if neg else "") + f"-m {mod}"]
+        elif tok in ("-j", "--jump", "-g", "--goto"):
+            r.target = tokens[i]
+            r.goto = tok in ("-g", "--goto")
+            i += 1
+            while i < len(tokens):  # target options
+                opt = tokens[i]
+                args, i = _take_args(tokens, i + 1)
+                r.target_opts.setdefault(opt, args)
+        elif tok.startswith("--"):
+            args, i = _take_args(tokens, i)
+            m = _module_option(mod, tok, args, neg, r) if mod else None
+            if m is None:
+                text = f"-m {mod} " if mod and mod_start else ""
+                text += ("! " if neg else "") + " ".join([tok, *args])
+                m = Match("unsupported", text=text.strip())
+            if m.kind != "comment":
+                r.matches.append(m)
+        else:
+            r.matches.append(Match("unsupported", text=tok))
+        neg = False
+    if unknown_mod is not None:
+        r.matches.append(Match("unsupported", text=" ".join(unknown_mod)))
+    return r.chain, r.matches, _action(r, chains), r.comment
+
+
+def _action(r: _Rule, chains: set[str] | None) -> Action:
+    """The Action of a parsed rule's target."""
+    t = r.target
+    o = r.target_opts
+    if not t:
+        return Action("continue")
+    if t == "ACCEPT":
+        return Action("accept")
+    if t == "DROP":
+        return Action("drop")
+    if t == "RETURN":
+        return Action("return")
+    if t == "REJECT":
+        return Action("reject", arg=(o.get("--reject-with") or [""])[0])
+    if t == "DNAT":
+        dest = (o.get("--to-destination") or o.get("--to") or [""])[0]
+        addr, port = split_hostport(dest)
+        return Action("dnat", addr=addr, port=port)
+    if t == "REDIRECT":
+        return Action("redirect", port=(o.get("--to-ports") or o.get("--to-port") or [""])[0].replace(":", "-"))
+    if t == "SNAT":
+        return Action("snat", arg=(o.get("--to-source") or [""])[0])
+    if t == "MASQUERADE":
+        return Action("masquerade")
+    if t in ("QUEUE", "NFQUEUE"):
+        return Action("queue", text=f"-j {t}")
+    if t in CONTINUE_TARGETS:
+        return Action("continue", arg=t)
+    if chains is None or t in chains:
+        return Action("goto" if r.goto else "jump", arg=t)
+    return Action("unsupported", text=f"-j {t}")
+
+
+def split_hostport(dest: str) -> tuple[str, str]:
+    """'172.17.0.2:80' -> ('172.17.0.2', '80'); '[fd00::3]:80' -> ('fd00::3', '80'); ':80' -> ('', '80')."""
+    if dest.startswith("["):
+        host, _, rest = dest[1:].partition("]")
+        return host, rest.lstrip(":")
+    if dest.count(":") == 1:
+        host, _, port = dest.partition(":")
+        return host, port
+    return dest, ""  # an IPv6 address without a port, or an address alone
+
+
+_COUNTS = re.compile(r"^\[(\d+):(\d+)\]\s+")
+
+
+def parse_iptables_save(text: str, family: str = "ip", source: str = "iptables") -> list[Table]:
+    """Parse iptables-save (or ip6tables-save) output, with or without -c counters."""
+    tables: list[Table] = []
+    name = ""
+    chain_heads: dict[str, tuple[str | None, int | None]] = {}
+    order: list[str] = []
+    lines: list[tuple[int | None, int | None, str]] = []
+
+    def flush() -> None:
+        chains_set = set(order)
+        rules: dict[str, list[Rule]] = {c: [] for c in order}
+        for pk, by, line in lines:
+            chain, matches, action, comment = parse_rule(line, chains_set)
+            if chain not in rules:
+                rules[chain] = []
+                order.append(chain)
+            pos = len(rules[chain]) + 1
+            tool = "ip6tables" if family == "ip6" else "iptables"
+            table_opt = "" if name == "filter" else f"-t {name} "
+            rules[chain].append(Rule(position=pos, text=f"{tool} {table_opt}{line}", matches=tuple(matches),
+                                     action=action, packets=pk, bytes=by, comment=comment))
+        chains = []
+        for c in order:
+            policy, pk = chain_heads.get(c, (None, None))
+            hook, prio, ctype = IPTABLES_BUILTINS.get((name, c), (None, 0, "filter"))
+            chains.append(Chain(name=c, rules=tuple(rules[c]), hook=hook, priority=prio, type=ctype,
+                                policy=policy if hook else None, packets=pk if hook else None))
+        tables.append(Table(source=source, family=family, name=name, chains=tuple(chains)))
+
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            name = line[1:].strip()
+            chain_heads, order, lines = {}, [], []
+        elif line == "COMMIT":
+            if name:
+                flush()
+            name = ""
+        elif line.startswith(":"):
+            parts = line[1:].split()
+            cname = parts[0]
+            policy = parts[1] if len(parts) > 1 and parts[1] != "-" else None
+            pk = None
+            if len(parts) > 2:
+                m = re.match(r"\[(\d+):(\d+)\]", parts[2])
+                pk = int(m.group(1)) if m else None
+            chain_heads[cname] = (policy, pk)
+            order.append(cname)
+        else:
+            pk = by = None
+            m = _COUNTS.match(line)
+            if m:
+                pk, by = int(m.group(1)), int(m.group(2))
+                line = line[m.end():]
+            if line.startswith("-A") or line.startswith("--append"):
+                lines.append((pk, by, line))
+    return tables
+
+
+# ------------------------------------------------------------------------------------ ipset
+
+_IPSET_FIELDS = {"ip": "addr", "net": "addr", "port": "port", "iface": "iface", "mac": "mac", "mark": "mark",
+                 "set": "set"}
+
+
+def parse_ipset_save(text: str) -> list[NamedSet]:
+    """Parse `ipset save` output into named sets (hash:ip, hash:net, hash:ip,port, bitmap:port, ...)."""
+    types: dict[str, tuple[str, ...]] = {}
+    elems: dict[str, list[Any]] = {}
+    order: list[str] = []
+    for raw in text.splitlines():
+        parts = raw.split()
+        if len(parts) < 3:
+            continue
+        if parts[0] == "create":
+            kind = parts[2].split(":", 1)[-1]
+            types[parts[1]] = tuple(_IPSET_FIELDS.get(f, f) for f in kind.split(","))
+            elems[parts[1]] = []
+            order.append(parts[1])
+        elif parts[0] == "add" and parts[1] in types:
+            if "nomatch" in parts[3:]:
+                continue  # an exception carved out of a net; treated as absent
+            fields = types[parts[1]]
+            vals = parts[2].split(",")
+            out: list[Any] = []
+            for f, v in zip(fields, vals):
+                if f == "port":
+                    proto, _, p = v.rpartition(":")
+                    out.append(p if proto in ("", "tcp") else f"{proto}:{p}")
+                else:
+                    out.append(v)
+            elems[parts[1]].append(out[0] if len(out) == 1 else out)
+    return [NamedSet(name=n, fields=types[n], elements=tuple(elems[n]), kind="ipset") for n in order]

@@ -1,0 +1,194 @@
+"""One model for every ruleset portdoctor reads: iptables (nft or legacy), ip6tables, nftables.
+
+Parsers turn tool output into these frozen dataclasses; the evaluator compiles them. They
+convert to plain JSON (`portdoctor.model.to_plain`) and back (`ruleset_from_plain`), so the
+collector can hand a ruleset to the check through `Snapshot.extra`.
+
+A rule is a list of matches (all must hold) and one action. Match kinds:
+
+| kind     | values                                   | meaning                                  |
+| -------- | ---------------------------------------- | ---------------------------------------- |
+| family   | "ip" / "ip6"                             | the packet's address family              |
+| proto    | "tcp", "udp", "icmp", ...                | layer 4 protocol                         |
+| saddr    | "10.0.0.0/8", "10.0.0.1-10.0.0.9"        | source address (prefix or range)         |
+| daddr    | same                                     | destination address                      |
+| sport    | "22", "9000-9010"                        | source port (or range)                   |
+| dport    | same                                     | destination port                         |
+| iif/oif  | "eth0", "veth*"                          | interface name (* = any suffix)          |
+| ctstate  | "new", "established", "dnat", ...        | conntrack state (a new flow: "new")      |
+| addrtype | field:"src"/"dst", values "local", ...   | address type of this host                |
+| tcpflags | mask, comp ("syn,ack", "syn")            | TCP flags of the first packet (SYN)      |
+| set      | set: name, fields ("saddr", "dport")     | membership in an ipset / nft named set   |
+| random   | values: (probability,)                   | chosen at random (statistic, numgen)     |
+| unsupported | text                                  | a match portdoctor cannot evaluate       |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from portdoctor.model import from_plain, to_plain
+
+# Built-in iptables chains: (table, chain) -> (hook, priority, chain type). Priorities are the
+# kernel's NF_IP_PRI_* values, the same numbers nftables uses for its named priorities.
+IPTABLES_BUILTINS: dict[tuple[str, str], tuple[str, int, str]] = {
+    ("raw", "PREROUTING"): ("prerouting", -300, "filter"),
+    ("raw", "OUTPUT"): ("output", -300, "filter"),
+    ("mangle", "PREROUTING"): ("prerouting", -150, "filter"),
+    ("mangle", "INPUT"): ("input", -150, "filter"),
+    ("mangle", "FORWARD"): ("forward", -150, "filter"),
+    ("mangle", "OUTPUT"): ("output", -150, "filter"),
+    ("mangle", "POSTROUTING"): ("postrouting", -150, "filter"),
+    ("nat", "PREROUTING"): ("prerouting", -100, "nat"),
+    ("nat", "OUTPUT"): ("output", -100, "nat"),
+    ("nat", "INPUT"): ("input", 100, "nat"),
+    ("nat", "POSTROUTING"): ("postrouting", 100, "nat"),
+    ("filter", "INPUT"): ("input", 0, "filter"),
+    ("filter", "FORWARD"): ("forward", 0, "filter"),
+    ("filter", "OUTPUT"): ("output", 0, "filter"),
+    ("security", "INPUT"): ("input", 50, "filter"),
+    ("security", "FORWARD"): ("forward", 50, "filter"),
+    ("security", "OUTPUT"): ("output", 50, "filter"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One condition of a rule; see the module docstring for the kinds."""
+
+    kind: str
+    values: tuple[Any, ...] = ()
+    neg: bool = False
+    field: str = ""  # addrtype: "src"/"dst"; tcpflags: the mask
+    set: str = ""  # set: the set's name
+    fields: tuple[str, ...] = ()  # set: which packet fields, in order (saddr, dport, ...)
+    text: str = ""  # how the match is written (for unsupported matches and evidence)
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What a rule does when it matches.
+
+    kind: accept, drop, reject (arg: reject type), jump / goto (arg: chain), return,
+    dnat (addr, port), redirect (port), snat, masquerade, continue (log, counter, mark, ...),
+    vmap (fields + entries, or set: a named verdict map), queue, unsupported (text).
+    """
+
+    kind: str
+    arg: str = ""
+    addr: str = ""  # dnat: new destination address ("" keeps it)
+    port: str = ""  # dnat / redirect: new destination port or range ("" keeps it)
+    fields: tuple[str, ...] = ()  # vmap: key fields ("dport", "saddr", "random")
+    entries: tuple[VmapEntry, ...] = ()  # vmap: key value -> action
+    set: str = ""  # vmap or dnat map: a named map
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VmapEntry:
+    """One element of a verdict map: the key (a value, or a list for concatenations) and its verdict."""
+
+    key: Any
+    action: Action
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule at one position of one chain, as the tool printed it."""
+
+    position: int  # 1-based, as `iptables -L --line-numbers` counts
+    text: str  # as a user would type it (iptables -A ..., or the nft rule text)
+    matches: tuple[Match, ...] = ()
+    action: Action = Action("continue")
+    handle: int | None = None  # nftables rule handle
+    packets: int | None = None
+    bytes: int | None = None
+    comment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """A chain; base chains have a hook, a priority, a type and a policy."""
+
+    name: str
+    rules: tuple[Rule, ...] = ()
+    hook: str | None = None
+    priority: int = 0
+    type: str = "filter"
+    policy: str | None = None  # ACCEPT / DROP for base chains
+    packets: int | None = None  # iptables policy counter
+    handle: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NamedSet:
+    """An ipset or nftables named set (or map): its fields and its elements."""
+
+    name: str
+    fields: tuple[str, ...]  # element types in order: "addr", "port", "iface", "proto", ...
+    elements: tuple[Any, ...] = ()  # single values, or lists for concatenations
+    verdicts: tuple[Action, ...] = ()  # for verdict maps, one per element
+    data: tuple[Any, ...] = ()  # for data maps (e.g. dnat addresses), one per element
+    kind: str = "nft"  # nft or ipset
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """One table of one tool and family ("iptables" ip filter, "nft" inet fw, ...)."""
+
+    source: str  # iptables, iptables-legacy, nft
+    family: str  # ip, ip6, inet, arp, bridge, netdev
+    name: str
+    chains: tuple[Chain, ...] = ()
+    sets: tuple[NamedSet, ...] = ()
+    handle: int | None = None
+
+    def chain(self, name: str) -> Chain | None:
+        """The chain called `name`, or None."""
+        for c in self.chains:
+            if c.name == name:
+                return c
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Ruleset:
+    """Every table this host has, plus the ipsets iptables rules may refer to."""
+
+    tables: tuple[Table, ...] = ()
+    ipsets: tuple[NamedSet, ...] = ()
+
+
+def tool_for(table: Table) -> str:
+    """The command that manages `table`: iptables, ip6tables, or nft."""
+    if table.source.startswith("iptables"):
+        return "ip6tables" if table.family == "ip6" else "iptables"
+    return "nft"
+
+
+def counter_key(table: Table, chain: str, rule: Rule) -> str:
+    """A stable key for a rule's counter: source/family/table/chain/position-or-handle."""
+    where = f"h{rule.handle}" if rule.handle is not None else str(rule.position)
+    return f"{table.source}/{table.family}/{table.name}/{chain}/{where}"
+
+
+def counters_of(ruleset: Ruleset) -> dict[str, int]:
+    """Packet counters of every rule that has one, by `counter_key`."""
+    out: dict[str, int] = {}
+    for t in ruleset.tables:
+        for c in t.chains:
+            for r in c.rules:
+                if r.packets is not None:
+                    out[counter_key(t, c.name, r)] = r.packets
+    return out
+
+
+def ruleset_to_plain(ruleset: Ruleset) -> dict[str, Any]:
+    """The ruleset as JSON data."""
+    return to_plain(ruleset)
+
+
+def ruleset_from_plain(data: dict[str, Any]) -> Ruleset:
+    """Rebuild a ruleset from `ruleset_to_plain` output."""
+    return from_plain(Ruleset, data)

@@ -1,0 +1,412 @@
+"""Parse `nft -j list ruleset` (JSON) into the ruleset model, with rule text from `nft -a list ruleset`.
+
+Tables that iptables-nft manages (its rules use `xt` compat expressions) are skipped when the
+caller says iptables-save already reported them: the same rules must not be walked twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from portdoctor.firewall.model import Action, Chain, Match, NamedSet, Rule, Table, VmapEntry
+
+_FAMILY = {"ipv4": "ip", "ipv6": "ip6", "ip": "ip", "ip6": "ip6"}
+_SET_FIELD = {"ipv4_addr": "addr", "ipv6_addr": "addr", "inet_service": "port", "ifname": "iface",
+              "inet_proto": "proto", "mark": "mark", "ether_addr": "mac"}
+_ADDR_FIELDS = {"saddr", "daddr"}
+_L4 = {"tcp", "udp", "sctp", "dccp", "udplite"}
+_PRIO_NAMES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50, "srcnat": 100}
+
+
+class _Unsupported(Exception):
+    """An expression the evaluator has no model for."""
+
+
+def _value(v: Any) -> Any:
+    """A JSON right-hand value as a model value: '10.0.0.0/8', '5000-5010', 22, 'lo', [concat]."""
+    if isinstance(v, dict):
+        if "prefix" in v:
+            return f"{v['prefix']['addr']}/{v['prefix']['len']}"
+        if "range" in v:
+            lo, hi = v["range"]
+            return f"{_value(lo)}-{_value(hi)}"
+        if "concat" in v:
+            return [_value(x) for x in v["concat"]]
+        if "elem" in v:
+            return _value(v["elem"]["val"])
+        raise _Unsupported(json.dumps(v))
+    if isinstance(v, (int, str)):
+        return v
+    raise _Unsupported(json.dumps(v))
+
+
+def _values(right: Any) -> tuple[Any, ...]:
+    if isinstance(right, dict) and "set" in right:
+        return tuple(_value(x) for x in right["set"])
+    if isinstance(right, list):
+        return tuple(_value(x) for x in right)
+    return (_value(right),)
+
+
+def _field_of(left: dict[str, Any], implied: list[Match]) -> str:
+    """The model field a left-hand expression reads (saddr, dport, iif, ...), noting dependencies."""
+    if "payload" in left:
+        p = left["payload"]
+        proto, fld = p.get("protocol", ""), p.get("field", "")
+        if proto in ("ip", "ip6") and fld in _ADDR_FIELDS:
+            implied.append(Match("family", (proto,)))
+            return fld
+        if proto in ("ip", "ip6") and fld in ("protocol", "nexthdr"):
+            implied.append(Match("family", (proto,)))
+            return "proto"
+        if (proto in _L4 or proto == "th") and fld in ("sport", "dport"):
+            if proto != "th":
+                implied.append(Match("proto", (proto,)))
+            return fld
+        raise _Unsupported(f"{proto} {fld}")
+    if "meta" in left:
+        key = left["meta"].get("key")
+        return {"iifname": "iif", "oifname": "oif", "iif": "iif", "oif": "oif", "l4proto": "proto",
+                "protocol": "etherproto", "nfproto": "family", "pkttype": "pkttype"}.get(key) or _raise(f"meta {key}")
+    if "ct" in left:
+        key = left["ct"].get("key")
+        if key in ("state", "status"):
+            return "ctstate"
+        raise _Unsupported(f"ct {key}")
+    if "fib" in left:
+        f = left["fib"]
+        if f.get("result") == "type" and f.get("flags") in (["daddr"], ["saddr"]):
+            return "addrtype:" + ("dst" if f["flags"] == ["daddr"] else "src")
+        raise _Unsupported(f"fib {f}")
+    raise _Unsupported(json.dumps(left))
+
+
+def _raise(text: str) -> str:
+    raise _Unsupported(text)
+
+
+def _match(m: dict[str, Any]) -> list[Match]:
+    """Translate one {"match": ...} expression."""
+    op = m.get("op", "==")
+    left, right = m["left"], m["right"]
+    neg = op == "!="
+    implied: list[Match] = []
+    if isinstance(left, dict) and "&" in left:  # tcp flags & (syn | ack) == syn
+        inner, mask = left["&"]
+        if inner.get("payload", {}).get("field") == "flags":
+            mask_v = ",".join(mask) if isinstance(mask, list) else str(mask)
+            comp = ",".join(right) if isinstance(right, list) else str(right)
+            return [Match("proto", ("tcp",)), Match("tcpflags", (comp,), neg, field=mask_v)]
+        raise _Unsupported(json.dumps(m))
+    if isinstance(left, dict) and "payload" in left and left["payload"].get("field") == "flags" \
+            and left["payload"].get("protocol") == "tcp":
+        if op == "==" or op == "!=":
+            comp = ",".join(right) if isinstance(right, list) else str(right)
+            return [Match("proto", ("tcp",)), Match("tcpflags", (comp,), neg, field="all")]
+        raise _Unsupported(json.dumps(m))
+    if isinstance(left, dict) and "concat" in left:
+        fields = tuple(_field_of(x, implied) for x in left["concat"])
+        if isinstance(right, str) and right.startswith("@"):
+            return implied + [Match("set", (), neg, set=right[1:], fields=fields)]
+        return implied + [Match("set", _values(right), neg, fields=fields)]
+    fld = _field_of(left, implied)
+    if isinstance(right, str) and right.startswith("@"):
+        return implied + [Match("set", (), neg, set=right[1:], fields=(fld,))]
+    vals = _values(right)
+    if op in ("<", ">", "<=", ">=") and fld in ("sport", "dport") and isinstance(vals[0], int):
+        n = vals[0]
+        lo, hi = {"<": (0, n - 1), "<=": (0, n), ">": (n + 1, 65535), ">=": (n, 65535)}[op]
+        return implied + [Match(fld, (f"{lo}-{hi}",))]
+    if op not in ("==", "!=", "in"):
+        raise _Unsupported(json.dumps(m))
+    if fld == "family":
+        vals = tuple(_FAMILY.get(str(v), str(v)) for v in vals)
+    if fld == "ctstate":
+        vals = tuple(str(v).lower() for v in vals)
+    if fld.startswith("addrtype:"):
+        return implied + [Match("addrtype", tuple(str(v) for v in vals), neg, field=fld.split(":")[1])]
+    if fld == "etherproto":
+        return implied + [Match("family", tuple(_FAMILY.get(str(v), str(v)) for v in vals), neg)]
+    return implied + [Match(fld, tuple(str(v) if fld not in ("proto",) else str(v) for v in vals), neg)]
+
+
+def _reject(r: Any) -> str:
+    """The reject type as iptables names it: tcp-reset, icmp-host-prohibited, icmpx-admin-prohibited, ..."""
+    if not r:
+        return ""
+    t = r.get("type", "")
+    if t == "tcp reset":
+        return "tcp-reset"
+    expr = r.get("expr", "port-unreachable")
+    prefix = {"icmp": "icmp", "icmpv6": "icmp6", "icmpx": "icmpx"}.get(t, t)
+    return f"{prefix}-{expr}"
+
+
+def _verdict(v: dict[str, Any]) -> Action | None:
+    for k in ("accept", "drop", "return"):
+        if k in v:
+            return Action(k)
+    if "jump" in v:
+        return Action("jump", arg=v["jump"]["target"])
+    if "goto" in v:
+        return Action("goto", arg=v["goto"]["target"])
+    if "reject" in v:
+        return Action("reject", arg=_reject(v["reject"]))
+    return None
+
+
+def _key_fields(key: Any) -> tuple[str, ...]:
+    if isinstance(key, dict) and "numgen" in key:
+        return ("random",)
+    if isinstance(key, dict) and "jhash" in key:
+        return ("random",)
+    implied: list[Match] = []
+    if isinstance(key, dict) and "concat" in key:
+        return tuple(_field_of(x, implied) for x in key["concat"])
+    return (_field_of(key, implied),)
+
+
+def _port_of(p: Any) -> str:
+    if p is None:
+        return ""
+    if isinstance(p, dict) and "range" in p:
+        return f"{p['range'][0]}-{p['range'][1]}"
+    if isinstance(p, (int, str)):
+        return str(p)
+    raise _Unsupported(json.dumps(p))
+
+
+def _dnat(d: dict[str, Any]) -> Action:
+    addr = d.get("addr", "")
+    port = _port_of(d.get("port"))
+    if isinstance(addr, dict) and "map" in addr:
+        mp = addr["map"]
+        fields = _key_fields(mp["key"])
+        data = mp["data"]
+        if isinstance(data, str) and data.startswith("@"):
+            return Action("vmap", fields=fields, set=data[1:], arg="dnat", port=port)
+        entries = []
+        for k, val in data["set"]:
+            if isinstance(val, dict) and "concat" in val:
+                a, p = val["concat"]
+                entries.append(VmapEntry(_value(k), Action("dnat", addr=str(a), port=str(p))))
+            else:
+                entries.append(VmapEntry(_value(k), Action("dnat", addr=str(_value(val)), port=port)))
+        return Action("vmap", fields=fields, entries=tuple(entries))
+    if isinstance(addr, dict):
+        raise _Unsupported(json.dumps(d))
+    return Action("dnat", addr=str(addr), port=port)
+
+
+def _rule(obj: dict[str, Any], text: str) -> Rule:
+    matches: list[Match] = []
+    action = Action("continue")
+    packets = byts = None
+    for e in obj.get("expr", []):
+        try:
+            if "match" in e:
+                matches.extend(_match(e["match"]))
+                continue
+            if "counter" in e:
+                c = e["counter"] or {}
+                if isinstance(c, dict):
+                    packets, byts = c.get("packets"), c.get("bytes")
+                continue
+            v = _verdict(e)
+            if v is not None:
+                action = v
+                continue
+            if "vmap" in e:
+                vm = e["vmap"]
+                fields = _key_fields(vm["key"])
+                data = vm["data"]
+                if isinstance(data, str) and data.startswith("@"):
+                    action = Action("vmap", fields=fields, set=data[1:])
+                else:
+                    entries = tuple(VmapEntry(_value(k), _verdict(val) or Action("unsupported", text=json.dumps(val)))
+                                    for k, val in data["set"])
+                    action = Action("vmap", fields=fields, entries=entries)
+                continue
+            if "dnat" in e:
+                action = _dnat(e["dnat"])
+                continue
+            if "redirect" in e:
+                action = Action("redirect", port=_port_of((e["redirect"] or {}).get("port")))
+                continue
+            if "masquerade" in e:
+                action = Action("masquerade")
+                continue
+            if "snat" in e:
+                action = Action("snat", arg=str((e["snat"] or {}).get("addr", "")))
+                continue
+            if "queue" in e:
+                action = Action("queue", text="queue")
+                continue
+            if "xt" in e:
+                xt = e["xt"]
+                if xt.get("type") == "target":
+                    action = Action("unsupported", text=f"xt target {xt.get('name')}")
+                else:
+                    matches.append(Match("unsupported", text=f"xt match {xt.get('name')}"))
+                continue
+            if any(k in e for k in ("log", "mangle", "notrack", "set", "counter", "quota", "dup", "synproxy",
+                                    "ct helper", "ct timeout", "ct expectation", "tproxy", "flow", "meter")):
+                if "quota" in e or "meter" in e:
+                    matches.append(Match("unsupported", text=json.dumps(e)))
+                continue
+            if "limit" in e:
+                matches.append(Match("unsupported", text="limit " + json.dumps(e["limit"])))
+                continue
+            matches.append(Match("unsupported", text=json.dumps(e)))
+        except _Unsupported as exc:
+            matches.append(Match("unsupported", text=str(exc)))
+    return Rule(position=0, text=text, matches=tuple(matches), action=action, handle=obj.get("handle"),
+                packets=packets, bytes=byts, comment=obj.get("comment", "") or "")
+
+
+def _named_set(obj: dict[str, Any], is_map: bool) -> NamedSet:
+    t = obj.get("type", [])
+    types = t if isinstance(t, list) else [t]
+    fields = tuple(_SET_FIELD.get(x, x) for x in types)
+    elems: list[Any] = []
+    verdicts: list[Action] = []
+    data: list[Any] = []
+    for el in obj.get("elem", []) or []:
+        try:
+            if is_map:
+                k, v = el
+                elems.append(_value(k))
+                if obj.get("map") == "verdict":
+                    verdicts.append(_verdict(v) or Action("unsupported", text=json.dumps(v)))
+                else:
+                    data.append(_value(v) if not isinstance(v, dict) or "concat" not in v
+                                else [_value(x) for x in v["concat"]])
+            else:
+                elems.append(_value(el))
+        except _Unsupported:
+            continue
+    return NamedSet(name=obj["name"], fields=fields, elements=tuple(elems), verdicts=tuple(verdicts),
+                    data=tuple(data), kind="nft")
+
+
+_TABLE_RE = re.compile(r"^table\s+(\S+)\s+(\S+)\s*\{")
+_CHAIN_RE = re.compile(r"^chain\s+(\S+)\s*\{")
+_HANDLE_RE = re.compile(r"\s*# handle (\d+)\s*$")
+_COUNTER_RE = re.compile(r"counter packets \d+ bytes \d+")
+
+
+def rule_texts(text: str) -> dict[tuple[str, str, str, int], str]:
+    """(family, table, chain, handle) -> rule text, from `nft -a list ruleset`."""
+    out: dict[tuple[str, str, str, int], str] = {}
+    family = table = chain = ""
+    depth = 0
+    for raw in text.splitlines():
+        full = raw.strip()
+        m = _HANDLE_RE.search(full)
+        handle = int(m.group(1)) if m else None
+        line = full[:m.start()].strip() if m else full
+        if depth == 0:
+            m = _TABLE_RE.match(line)
+            if m:
+                family, table = m.group(1), m.group(2)
+                depth = 1
+            continue
+        if depth == 1:
+            m = _CHAIN_RE.match(line)
+            if m:
+                chain = m.group(1).strip('"')
+                depth = 2
+            elif line.endswith("{"):
+                depth = 3  # set, map, flowtable: skip to its closing brace
+            elif line.startswith("}"):
+                depth = 0
+            continue
+        if depth == 3:
+            if line.startswith("}"):
+                depth = 1
+            continue
+        if line.startswith("}"):
+            depth = 1
+            continue
+        if handle is not None and not line.startswith("type "):
+            out[(family, table, chain, handle)] = _COUNTER_RE.sub("counter", line)
+    return out
+
+
+def parse_nft_json(doc: dict[str, Any] | str, texts: dict[tuple[str, str, str, int], str] | None = None,
+                   skip: set[tuple[str, str]] | None = None) -> list[Table]:
+    """Parse `nft -j list ruleset`; skip (family, table) pairs another parser owns."""
+    if isinstance(doc, str):
+        doc = json.loads(doc)
+    texts = texts or {}
+    skip = skip or set()
+    items = doc.get("nftables", []) if isinstance(doc, dict) else []
+    tables: dict[tuple[str, str], dict[str, Any]] = {}
+    for it in items:
+        if "table" in it:
+            t = it["table"]
+            tables[(t["family"], t["name"])] = {"handle": t.get("handle"), "chains": {}, "order": [], "sets": [],
+                                                "xt": False}
+    for it in items:
+        for kind in ("chain", "rule", "set", "map"):
+            if kind not in it:
+                continue
+            o = it[kind]
+            t = tables.get((o["family"], o["table"]))
+            if t is None:
+                continue
+            if kind == "chain":
+                prio = o.get("prio", 0)
+                if isinstance(prio, str):
+                    prio = _PRIO_NAMES.get(prio, 0)
+                t["chains"][o["name"]] = {"obj": o, "rules": [], "prio": prio}
+                t["order"].append(o["name"])
+            elif kind == "rule":
+                ch = t["chains"].setdefault(o["chain"], {"obj": {"name": o["chain"]}, "rules": [], "prio": 0})
+                if o["chain"] not in t["order"]:
+                    t["order"].append(o["chain"])
+                if any("xt" in e for e in o.get("expr", [])):
+                    t["xt"] = True
+                text = texts.get((o["family"], o["table"], o["chain"], o.get("handle", -1)), "")
+                ch["rules"].append(_rule(o, text or _fallback_text(o)))
+            else:
+                t["sets"].append(_named_set(o, kind == "map"))
+    out: list[Table] = []
+    for (family, name), t in tables.items():
+        if (family, name) in skip:
+            continue
+        chains = []
+        for cname in t["order"]:
+            c = t["chains"][cname]
+            o = c["obj"]
+            rules = tuple(_with_position(r, i + 1) for i, r in enumerate(c["rules"]))
+            policy = o.get("policy")
+            chains.append(Chain(name=cname, rules=rules, hook=o.get("hook"), priority=int(c["prio"]),
+                                type=o.get("type", "filter"), policy=(policy or "accept").upper() if o.get("hook") else None,
+                                handle=o.get("handle")))
+        out.append(Table(source="nft", family=family, name=name, chains=tuple(chains), sets=tuple(t["sets"]),
+                         handle=t["handle"]))
+    return out
+
+
+def _with_position(r: Rule, pos: int) -> Rule:
+    return Rule(position=pos, text=r.text, matches=r.matches, action=r.action, handle=r.handle,
+                packets=r.packets, bytes=r.bytes, comment=r.comment)
+
+
+def _fallback_text(o: dict[str, Any]) -> str:
+    return json.dumps(o.get("expr", []), separators=(",", ":"))
+
+
+def iptables_nft_tables(doc: dict[str, Any] | str) -> set[tuple[str, str]]:
+    """(family, table) pairs whose rules use xt compat expressions: iptables-nft owns them."""
+    if isinstance(doc, str):
+        doc = json.loads(doc)
+    owned: set[tuple[str, str]] = set()
+    for it in doc.get("nftables", []):
+        r = it.get("rule")
+        if r and any("xt" in e for e in r.get("expr", [])):
+            owned.add((r["family"], r["table"]))
+    return owned
