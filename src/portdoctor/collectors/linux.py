@@ -14,6 +14,7 @@ import errno as errno_mod
 import os
 import socket
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from portdoctor.collectors import Facts, Request
@@ -96,9 +97,8 @@ def parse_sock_diag(data: bytes | bytearray | memoryview, out: list[RawListener]
     return False
 
 
-def sock_diag_listeners(family: int) -> list[RawListener]:
-    """Every TCP LISTEN socket of one address family in this network namespace."""
-    out: list[RawListener] = []
+def sock_diag_chunks(family: int) -> Iterator[memoryview]:
+    """The raw replies of a TCP LISTEN dump for one family (each valid until the next one)."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as sk:
         sk.settimeout(5.0)
         sk.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
@@ -111,8 +111,16 @@ def sock_diag_listeners(family: int) -> list[RawListener]:
             n = sk.recv_into(buf)
             if n == 0:
                 raise NetlinkFailure("netlink socket closed during dump")
-            if parse_sock_diag(view[:n], out):
-                return out
+            yield view[:n]
+
+
+def sock_diag_listeners(family: int) -> list[RawListener]:
+    """Every TCP LISTEN socket of one address family in this network namespace."""
+    out: list[RawListener] = []
+    for chunk in sock_diag_chunks(family):
+        if parse_sock_diag(chunk, out):
+            break
+    return out
 
 
 def read_listeners(proc_root: str = "/proc") -> tuple[list[RawListener], list[Limitation], str]:
@@ -181,3 +189,155 @@ def collect_listeners(req: Request) -> Facts:
     """Every TCP listening socket (IPv4 and IPv6) with queue, backlog, V6ONLY and owner pids."""
     facts = listener_facts(req)
     return Facts(fields={"listeners": tuple(facts.listeners)}, limitations=list(facts.limitations))
+
+
+# --------------------------------------------------------------------------- rtnetlink
+# linux/rtnetlink.h: a dump of links and addresses, and `ip route get` for a few addresses.
+# These are small fixed structs too; packing them here spares the pyroute2 import (~0.14 s,
+# ten times the cost of everything else collected for one port).
+
+NETLINK_ROUTE = 0
+RTM_NEWLINK, RTM_GETLINK = 16, 18
+RTM_NEWADDR, RTM_GETADDR = 20, 22
+RTM_NEWROUTE, RTM_GETROUTE = 24, 26
+IFLA_IFNAME = 3
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PREFSRC = 1, 4, 5, 7
+RTM_F_FIB_MATCH = 0x2000
+IFF_UP = 0x1
+ROUTE_KINDS = {0: "none", 1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
+               6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw", 10: "nat"}
+# what `ip route get` errors mean when even the FIB match fails
+_ROUTE_ERRNO_KINDS = {errno_mod.ENETUNREACH: "none", errno_mod.EHOSTUNREACH: "unreachable",
+                      errno_mod.EACCES: "prohibit", errno_mod.EINVAL: "blackhole"}
+
+
+def _rtattrs(data: memoryview | bytes, off: int, end: int) -> dict[int, bytes]:
+    """Netlink attributes (type -> payload) between off and end."""
+    out: dict[int, bytes] = {}
+    while off + 4 <= end:
+        alen, atype = struct.unpack_from("=HH", data, off)
+        if alen < 4:
+            break
+        out[atype & 0x3FFF] = bytes(data[off + 4:off + alen])
+        off += (alen + 3) & ~3
+    return out
+
+
+def netlink_request(proto: int, mtype: int, flags: int, body: bytes) -> list[tuple[int, bytes]]:
+    """Send one request and return its replies as (type, payload); raises NetlinkFailure."""
+    out: list[tuple[int, bytes]] = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, proto) as sk:
+        sk.settimeout(5.0)
+        sk.sendto(_NLMSGHDR.pack(16 + len(body), mtype, flags | NLM_F_REQUEST, 1, 0) + body, (0, 0))
+        dump = bool(flags & NLM_F_DUMP)
+        while True:
+            data = sk.recv(1 << 16)
+            off = 0
+            while off + 16 <= len(data):
+                length, rtype, _f, _s, _p = _NLMSGHDR.unpack_from(data, off)
+                if length < 16:
+                    raise NetlinkFailure("malformed netlink message")
+                if rtype == NLMSG_DONE:
+                    return out
+                if rtype == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", data, off + 16)
+                    if code:
+                        raise NetlinkFailure(-code, os.strerror(-code))
+                    return out
+                out.append((rtype, data[off + 16:off + length]))
+                off += (length + 3) & ~3
+            if not dump and out:
+                return out
+
+
+def read_links() -> dict[int, tuple[str, bool]]:
+    """ifindex -> (name, administratively up)."""
+    out: dict[int, tuple[str, bool]] = {}
+    body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0)
+    for rtype, payload in netlink_request(NETLINK_ROUTE, RTM_GETLINK, NLM_F_DUMP, body):
+        if rtype != RTM_NEWLINK or len(payload) < 16:
+            continue
+        _fam, _type, index, flags, _change = struct.unpack_from("=BxHiII", payload)
+        attrs = _rtattrs(payload, 16, len(payload))
+        name = attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(errors="replace")
+        out[index] = (name, bool(flags & IFF_UP))
+    return out
+
+
+def read_addresses() -> list[InterfaceAddress]:
+    """Every IPv4 and IPv6 address on this namespace's interfaces."""
+    links = read_links()
+    out: list[InterfaceAddress] = []
+    body = struct.pack("=BBBBI", socket.AF_UNSPEC, 0, 0, 0, 0)
+    for rtype, payload in netlink_request(NETLINK_ROUTE, RTM_GETADDR, NLM_F_DUMP, body):
+        if rtype != RTM_NEWADDR or len(payload) < 8:
+            continue
+        family, prefixlen, _flags, _scope, index = struct.unpack_from("=BBBBI", payload)
+        attrs = _rtattrs(payload, 8, len(payload))
+        raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
+        if raw is None or family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        name, up = links.get(index, (str(index), True))
+        out.append(InterfaceAddress(address=socket.inet_ntop(family, raw), prefixlen=prefixlen,
+                                    family=4 if family == socket.AF_INET else 6, ifname=name, up=up))
+    return out
+
+
+def _route_get(family: int, packed: bytes, flags: int) -> tuple[int, dict[int, bytes]]:
+    body = struct.pack("=BBBBBBBBI", family, len(packed) * 8, 0, 0, 0, 0, 0, 0, flags)
+    body += struct.pack("=HH", 4 + len(packed), RTA_DST) + packed
+    for rtype, payload in netlink_request(NETLINK_ROUTE, RTM_GETROUTE, 0, body):
+        if rtype == RTM_NEWROUTE and len(payload) >= 12:
+            rtm_type = payload[7]
+            return rtm_type, _rtattrs(payload, 12, len(payload))
+    raise NetlinkFailure(errno_mod.ENOENT, "no route message in the reply")
+
+
+def route_lookup(address: str, links: dict[int, tuple[str, bool]] | None = None) -> RouteLookup:
+    """How this host would send to `address` (`ip route get`; sends no packet)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        packed = socket.inet_pton(family, address.split("%")[0])
+    except OSError:
+        return RouteLookup(destination=address, kind="none")
+    try:
+        rtm_type, attrs = _route_get(family, packed, 0)
+    except NetlinkFailure as exc:
+        # unreachable/prohibit/blackhole routes fail the lookup: ask which route matched
+        try:
+            rtm_type, attrs = _route_get(family, packed, RTM_F_FIB_MATCH)
+        except NetlinkFailure:
+            return RouteLookup(destination=address, kind=_ROUTE_ERRNO_KINDS.get(exc.errno or 0, "none"))
+    links = links if links is not None else {}
+    ifname = None
+    if RTA_OIF in attrs:
+        index = struct.unpack("=i", attrs[RTA_OIF][:4])[0]
+        ifname = links.get(index, (str(index), True))[0]
+    gateway = socket.inet_ntop(family, attrs[RTA_GATEWAY]) if RTA_GATEWAY in attrs else None
+    source = socket.inet_ntop(family, attrs[RTA_PREFSRC]) if RTA_PREFSRC in attrs else None
+    return RouteLookup(destination=address, kind=ROUTE_KINDS.get(rtm_type, str(rtm_type)),
+                       ifname=ifname, gateway=gateway, source=source)
+
+
+def collect_addresses(req: Request) -> Facts:
+    """Every interface address of this network namespace, with interface name and up state."""
+    try:
+        return Facts(fields={"addresses": tuple(read_addresses())})
+    except (OSError, NetlinkFailure) as exc:
+        return Facts(limitations=[Limitation(f"interface addresses could not be read over netlink ({exc})",
+                                             "run `ip -br addr` to see them")])
+
+
+def collect_routes(req: Request) -> Facts:
+    """A route lookup for each target address and for --from (which local address answers)."""
+    wanted = list(dict.fromkeys([*req.addresses, *([req.from_addr] if req.from_addr else [])]))
+    if not wanted:
+        return Facts(fields={"routes": ()})
+    try:
+        links = read_links()
+        routes = tuple(route_lookup(a, links) for a in wanted)
+    except (OSError, NetlinkFailure) as exc:
+        return Facts(limitations=[Limitation(f"route lookups failed over netlink ({exc})",
+                                             "run `ip route get ADDRESS` to see the route")])
+    return Facts(fields={"routes": routes})

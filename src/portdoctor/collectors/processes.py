@@ -137,9 +137,15 @@ def find_candidates(req: Request, exclude: set[int]) -> tuple[dict[int, tuple[tu
     return out, hidden
 
 
-def collect_processes(req: Request) -> Facts:
-    """Owners of every listener plus candidate processes for req.port / req.service."""
-    lims: list[Limitation] = []
+_CACHE: list[tuple[Request, dict[int, Process], list[Limitation]]] = []
+
+
+def processes_for(req: Request) -> tuple[dict[int, Process], list[Limitation]]:
+    """Owners of every listener plus candidates for req.port / req.service (read once per request)."""
+    for cached_req, procs, lims in _CACHE:
+        if cached_req is req:
+            return procs, lims
+    lims = []
     owners: set[int] = set()
     fd_counts: dict[int, int] = {}
     if sys.platform.startswith("linux"):
@@ -155,12 +161,19 @@ def collect_processes(req: Request) -> Facts:
         p = read_process(req.proc_root, pid, open_fds=fd_counts.get(pid))
         if p is not None:
             procs[pid] = p
-    for pid, (argv, env) in cands.items():
+    for pid, (argv, env) in sorted(cands.items()):
         p = read_process(req.proc_root, pid, argv=argv, env=env or {}, open_fds=fd_counts.get(pid))
         if p is not None:
             procs[pid] = p
     if hidden and os.geteuid() != 0:
         lims.append(Limitation(
             f"environments of {hidden} processes of other users are unreadable "
-            f"(a PORT=... there is not seen)", "run as root (sudo)"))
-    return Facts(fields={"processes": procs}, limitations=lims)
+            "(a PORT=... set there is not seen)", "run as root (sudo)"))
+    _CACHE[:] = [(req, procs, lims)]
+    return procs, lims
+
+
+def collect_processes(req: Request) -> Facts:
+    """Owners of every listener plus candidate processes for req.port / req.service."""
+    procs, lims = processes_for(req)
+    return Facts(fields={"processes": dict(procs)}, limitations=list(lims))

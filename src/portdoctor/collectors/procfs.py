@@ -359,7 +359,7 @@ def parse_cgroup(text: str) -> tuple[str | None, str | None]:
                 continue
             if container is None:
                 container = _container_id(part, path)
-            if unit is None and part.endswith(".service"):
+            if unit is None and part.endswith(".service") and not part.startswith("user@"):
                 unit = part
         if unit and container:
             break
