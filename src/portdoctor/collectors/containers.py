@@ -5,6 +5,7 @@ extra["containers"] = {
   "engine": "docker" | "podman" | None, "source": "api unix:///..." | "cli podman" | "proc",
   "self": "name" | None,           # the container whose network namespace portdoctor runs in
   "gateway": "10.88.0.1" | None,   # this namespace's default gateway (the host, seen from a container)
+  "host_listeners", "host_addresses": when "self" is set, what listens in the host's namespace
   "containers": [{"id", "name", "image", "state", "status", "exit_code", "oom_killed", "error",
                   "restart_count", "restart_policy", "started_at", "finished_at", "pid", "cmd",
                   "networks": [{"name", "address", "gateway", "prefixlen", "aliases"}],
@@ -319,8 +320,14 @@ def gather(req: Request, env: dict[str, str] | None = None) -> Facts:
         _enrich(rec, proc, own_ns, own_addrs)
     if source is None and not containers and not path:
         return Facts(limitations=lims)  # no engine here: say nothing
-    own = next((c["name"] for c in containers if c["same_netns"] and c.get("network_mode") != "host"), None)
-    doc = {"engine": engine, "source": source, "self": own,
+    own = next((c for c in containers if c["same_netns"] and c.get("network_mode") != "host"), None)
+    host_view: dict[str, Any] = {}
+    if own is not None and own.get("pid"):
+        # the container's parent (conmon, containerd-shim) lives in the host's network namespace
+        ppid = procfs.read_ppid(proc, own["pid"])
+        if ppid and netns_inode(proc, ppid) != own_ns:
+            host_view = {"host_listeners": ns_listeners(proc, ppid), "host_addresses": ns_addresses(proc, ppid)}
+    doc = {"engine": engine, "source": source, "self": own["name"] if own else None, **host_view,
            "gateway": default_gateway(proc), "containers": containers}
     return Facts(extra={"containers": doc}, limitations=lims)
 

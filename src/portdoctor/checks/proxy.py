@@ -1,0 +1,307 @@
+"""proxy_upstream: the proxy accepts, but an upstream it forwards to refuses.
+
+Facts come from extra["proxies"] (collectors/proxies.py: routes with file:line, the HTTP
+answer of the proxy, its error log) and the follow-up probes of every upstream of the port.
+For each refused upstream the finding says why, from this host's listeners (nothing listens
+there, it listens on loopback only, it listens on another address or port) or from the
+container that owns the upstream's address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from portdoctor.checks import Context, endpoint_key
+from portdoctor.model import Cause, Finding, Fix, Listener, ProbeResult, Scope, Severity, Snapshot, State, Target
+
+CHECK = "proxy"
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One upstream of the target port, as configured."""
+
+    proxy: dict[str, Any]
+    route: dict[str, Any]
+    upstream: dict[str, Any]
+    host: str  # an address to probe
+    port: int
+
+
+def _literal(host: str) -> str | None:
+    """An IP literal for host (localhost -> 127.0.0.1); None for a name we must not resolve."""
+    if host in ("localhost", "localhost.localdomain", ""):
+        return "127.0.0.1"
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return None
+
+
+def _bind_matches(bind: dict[str, Any], port: int, target_host: str) -> bool:
+    if bind.get("port") != port:
+        return False
+    addr = bind.get("address")
+    lit = _literal(target_host)
+    if addr in ("0.0.0.0", "::") or lit is None:
+        return True
+    return addr == lit
+
+
+def hops(snap: Snapshot, target: Target) -> list[Hop]:
+    """Every upstream reachable through the target port (proxies listening on it)."""
+    out: list[Hop] = []
+    for proxy in (snap.extra.get("proxies") or {}).get("proxies", []):
+        for route in (proxy.get("config") or {}).get("routes", []):
+            if not any(_bind_matches(b, target.port, target.host) for b in route.get("binds", [])):
+                continue
+            for up in route.get("upstreams", []):
+                if up.get("unix"):
+                    continue
+                host = _literal(up.get("host") or "")
+                port = up.get("port") or target.port
+                if host is None:
+                    continue
+                out.append(Hop(proxy, route, up, host, port))
+    return out
+
+
+def followups(snap: Snapshot, ctx: Context) -> list[Target]:
+    """Each upstream of a proxy that listens on the target port, to be probed from here."""
+    out: list[Target] = []
+    for h in hops(snap, ctx.target):
+        key = endpoint_key(h.host, h.port)
+        if all(endpoint_key(t.host, t.port) != key for t in out):
+            out.append(Target(key, h.host, h.port))
+    return out
+
+
+# --------------------------------------------------------------------------- the upstream's own cause
+
+
+def accepts(listener: Listener, host: str) -> bool:
+    """Would this listening socket accept a connection addressed to host?"""
+    fam = 6 if ":" in host else 4
+    if listener.address == host:
+        return True
+    if listener.address == "0.0.0.0":
+        return fam == 4
+    if listener.address == "::":
+        return fam == 6 or listener.v6only is not True
+    if listener.address.startswith("::ffff:"):
+        return listener.address[7:] == host
+    return False
+
+
+def _local(snap: Snapshot, host: str) -> bool:
+    if host.startswith("127.") or host == "::1":
+        return True
+    return any(a.address == host for a in snap.addresses)
+
+
+def _owner(snap: Snapshot, listener: Listener | dict[str, Any]) -> str:
+    pids = listener.pids if isinstance(listener, Listener) else ()
+    names = sorted({snap.processes[p].name for p in pids if p in snap.processes})
+    return f" ({', '.join(names)})" if names else ""
+
+
+def _ep(host: str, port: int) -> str:
+    return endpoint_key(host, port)
+
+
+def upstream_cause(snap: Snapshot, host: str, port: int, exclude_pids: set[int] = frozenset(),
+                   exclude_ports: set[int] = frozenset()) -> tuple[str, list[str], list[Fix], dict[str, Any]]:
+    """Why host:port refuses, from this host's (or a container's) listeners.
+
+    Returns (sentence, evidence, fixes, facts) where facts["kind"] is one of nothing_listens,
+    loopback_only, other_address, other_port, listening (refused anyway), remote, unknown.
+    """
+    where = _ep(host, port)
+    container = _container_with(snap, host)
+    if container is not None:
+        return _container_cause(container, host, port)
+    if not _local(snap, host):
+        return (f"{host} is not an address of this host; run `portdoctor diagnose {where}` on it",
+                [], [Fix(f"diagnose the upstream on {host} itself", f"portdoctor diagnose {where}")],
+                {"kind": "remote"})
+    if not snap.listeners:
+        return (f"nothing is known about listeners here", [], [], {"kind": "unknown"})
+    on_port = [ln for ln in snap.listeners if ln.port == port]
+    if not on_port:
+        near = _nearby(snap, port, exclude_pids, exclude_ports)
+        sentence = f"nothing listens on port {port} on this host"
+        evidence = [f"no listening socket on port {port} (checked {len(snap.listeners)} listeners)"]
+        fixes = [Fix(f"start the upstream service so that it listens on {where}")]
+        facts: dict[str, Any] = {"kind": "nothing_listens"}
+        if near:
+            best = near[0]
+            sentence += f"; {best.endpoint}{_owner(snap, best)} listens on port {best.port} instead"
+            evidence.append("listening on nearby ports: " + ", ".join(f"{n.endpoint}{_owner(snap, n)}" for n in near))
+            fixes.insert(0, Fix(f"if {best.endpoint}{_owner(snap, best)} is the upstream, point the proxy at "
+                                f"port {best.port}"))
+            facts = {"kind": "other_port", "listener": best.endpoint, "port": best.port}
+        return sentence, evidence, fixes, facts
+    ok = [ln for ln in on_port if accepts(ln, host)]
+    if ok:
+        return (f"{ok[0].endpoint}{_owner(snap, ok[0])} listens and would accept, yet the connection was "
+                f"refused: look for a firewall rule on this host",
+                [f"listening: {ok[0].endpoint}{_owner(snap, ok[0])}"], [], {"kind": "listening"})
+    ln = on_port[0]
+    evidence = [f"listening: {', '.join(x.endpoint + _owner(snap, x) for x in on_port)}"]
+    if ln.scope is Scope.LOOPBACK:
+        sentence = (f"the upstream listens on {ln.endpoint}{_owner(snap, ln)} (loopback only), "
+                    f"while the proxy connects to {where}")
+        fixes = [Fix(f"make the upstream listen on 0.0.0.0:{port} (or {host}:{port})"),
+                 Fix(f"or point the proxy at {ln.endpoint}")]
+        return sentence, evidence, fixes, {"kind": "loopback_only", "listener": ln.endpoint}
+    sentence = (f"the upstream listens on {ln.endpoint}{_owner(snap, ln)}, not on {host}; "
+                f"the proxy connects to {where}")
+    fixes = [Fix(f"point the proxy at {ln.endpoint}"),
+             Fix(f"or make the upstream listen on {host}:{port} (or 0.0.0.0:{port})")]
+    return sentence, evidence, fixes, {"kind": "other_address", "listener": ln.endpoint}
+
+
+def _nearby(snap: Snapshot, port: int, exclude_pids: set[int], exclude_ports: set[int]) -> list[Listener]:
+    """Listeners on ports close to `port` (a digit off, the same tail), not the proxy's own."""
+    out = []
+    for ln in snap.listeners:
+        if ln.port == port or ln.port in exclude_ports or set(ln.pids) & exclude_pids:
+            continue
+        close = abs(ln.port - port) <= 10 or (ln.port % 1000 == port % 1000 and ln.port > 1023)
+        if close and ln not in out:
+            out.append(ln)
+    return sorted(out, key=lambda ln: abs(ln.port - port))[:3]
+
+
+def _container_with(snap: Snapshot, host: str) -> dict[str, Any] | None:
+    for c in (snap.extra.get("containers") or {}).get("containers", []):
+        if host in (c.get("addresses") or []):
+            return c
+    return None
+
+
+def _container_cause(c: dict[str, Any], host: str, port: int) -> tuple[str, list[str], list[Fix], dict[str, Any]]:
+    name = c.get("name") or c.get("id")
+    if c.get("state") != "running":
+        code = c.get("exit_code")
+        return (f"its container {name} is {c.get('state')}" + (f" (exit code {code})" if code is not None else ""),
+                [f"container {name}: state {c.get('state')}, exit code {code}"],
+                [Fix(f"start the container {name}", f"podman start {name}")],
+                {"kind": "container_stopped", "container": name})
+    lns = c.get("listeners")
+    if lns is None:
+        return (f"it is container {name}; what listens inside could not be read", [], [], {"kind": "unknown"})
+    on_port = [ln for ln in lns if ln["port"] == port]
+    inside = ", ".join(_ep(ln["address"], ln["port"]) for ln in lns) or "nothing"
+    evidence = [f"listening inside container {name}: {inside}"]
+    if not on_port:
+        return (f"nothing listens on port {port} inside container {name}", evidence,
+                [Fix(f"start the service in container {name} on port {port}, or point the proxy at the port it uses")],
+                {"kind": "nothing_listens", "container": name})
+    ln = on_port[0]
+    if ln["address"].startswith("127.") or ln["address"] == "::1":
+        return (f"inside container {name} it listens on {_ep(ln['address'], port)} (the container's loopback), "
+                f"so {host}:{port} refuses", evidence,
+                [Fix(f"make the service in container {name} listen on 0.0.0.0:{port}")],
+                {"kind": "loopback_only", "container": name})
+    return (f"container {name} listens on {_ep(ln['address'], port)}", evidence, [], {"kind": "listening"})
+
+
+# --------------------------------------------------------------------------- the check
+
+
+def _where(up: dict[str, Any]) -> str:
+    line = f":{up['line']}" if up.get("line") else ""
+    return f"{up.get('file')}{line}"
+
+
+def _reload(proxy: dict[str, Any]) -> Fix:
+    kind = proxy.get("kind")
+    argv = proxy.get("argv") or []
+    if kind == "nginx":
+        conf = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-c"), None)
+        return Fix("reload nginx after the change", "nginx -s reload" + (f" -c {conf}" if conf else ""))
+    if kind == "haproxy":
+        return Fix("reload HAProxy after the change (check the file first)",
+                   f"haproxy -c -f {(proxy.get('config') or {}).get('main')} && kill -USR2 {proxy.get('pid')}")
+    main = (proxy.get("config") or {}).get("main")
+    return Fix("reload Caddy after the change", f"caddy reload --config {main}" if main and "API" not in main
+               else "caddy reload")
+
+
+def _http_evidence(proxy: dict[str, Any]) -> list[str]:
+    out = []
+    for h in proxy.get("http") or []:
+        url = f"http://{_ep(h['address'], h['port'])}/"
+        if h.get("status") is not None:
+            server = f" (Server: {h['server']})" if h.get("server") else ""
+            out.append(f"GET {url} answered {h['status']} {h.get('reason') or ''}".rstrip() + server
+                       + f" after {h.get('seconds') or 0:.3f} s")
+        elif h.get("error"):
+            out.append(f"GET {url} failed: {h['error']}")
+    return out
+
+
+def _log_evidence(proxy: dict[str, Any], host: str, port: int) -> list[str]:
+    out = []
+    needle = _ep(host, port)
+    for log in proxy.get("error_log") or []:
+        lines = [ln for ln in log.get("lines", []) if needle in ln] or []
+        for ln in lines[-2:]:
+            out.append(f"{log['path']}: {ln}")
+    return out
+
+
+def _state_text(res: ProbeResult) -> str:
+    a = res.addresses[0] if res.addresses else None
+    if a is None:
+        return res.state.value
+    return f"{res.state.value}" + (f" ({a.errno})" if a.errno else "")
+
+
+def check_proxy(snap: Snapshot, ctx: Context) -> list[Finding]:
+    """A proxy listens on the target port and an upstream of it refuses: proxy_upstream."""
+    all_hops = hops(snap, ctx.target)
+    if not all_hops:
+        return []
+    results = {endpoint_key(h.host, h.port): ctx.followups.get(endpoint_key(h.host, h.port)) for h in all_hops}
+    n_open = sum(1 for r in results.values() if r is not None and r.state is State.OPEN)
+    findings: list[Finding] = []
+    done: set[str] = set()
+    for h in all_hops:
+        key = endpoint_key(h.host, h.port)
+        res = results.get(key)
+        if key in done or res is None or res.state not in (State.REFUSED, State.TIMEOUT, State.UNREACHABLE):
+            continue
+        done.add(key)
+        proxy, up, route = h.proxy, h.upstream, h.route
+        kind = proxy.get("kind", "proxy")
+        own_ports = {b["port"] for p in (snap.extra.get("proxies") or {}).get("proxies", [])
+                     for r in (p.get("config") or {}).get("routes", []) for b in r.get("binds", [])}
+        own_pids = {p.get("pid") for p in (snap.extra.get("proxies") or {}).get("proxies", [])}
+        own_pids |= {pid for ln in snap.listeners if ln.port in own_ports for pid in ln.pids}
+        why, why_ev, why_fix, facts = upstream_cause(snap, h.host, h.port, own_pids, own_ports)
+        verb = {State.REFUSED: "refuses connections", State.TIMEOUT: "does not answer",
+                State.UNREACHABLE: "is unreachable"}[res.state]
+        loc = f" (location {route['location']})" if route.get("location") else ""
+        summary = (f"{kind} accepts on port {ctx.target.port}, but its upstream {key} {verb}: {why}. "
+                   f"Configured at {_where(up)}{loc}.")
+        evidence = [f"{kind} config ({proxy.get('source')}): {_where(up)}: {up.get('text')}"]
+        if up.get("via_text"):
+            evidence.append(f"routed by {up.get('via_file')}:{up.get('via_line')}: {up.get('via_text')}")
+        evidence.append(f"{route.get('name')}{loc} listens on "
+                        + ", ".join(_ep(b["address"], b["port"]) for b in route.get("binds", [])))
+        evidence.append(f"from this host, {key} is {_state_text(res)}")
+        evidence += why_ev + _http_evidence(proxy) + _log_evidence(proxy, h.host, h.port)
+        fixes = list(why_fix)
+        if facts.get("kind") in ("loopback_only", "other_address", "other_port") and facts.get("listener"):
+            fixes.append(Fix(f"to point the proxy there, edit {_where(up)} (`{up.get('text')}`) to use "
+                             f"{facts['listener']}"))
+        fixes.append(_reload(proxy))
+        all_down = n_open == 0
+        weight = (0.9 if res.state is State.REFUSED else 0.75) if all_down else 0.55
+        findings.append(Finding(Cause.PROXY_UPSTREAM, CHECK, Severity.ERROR if all_down else Severity.WARNING,
+                                summary, tuple(evidence), tuple(fixes), weight))
+    return findings
