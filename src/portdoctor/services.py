@@ -78,7 +78,7 @@ SERVICES: tuple[ServiceInfo, ...] = (
                     ("network.host", "http.host"), ("http.port",)),),
         "network.host: 0.0.0.0", "http.port: 9200"),
     ServiceInfo(
-        "rabbitmq", (5672, 15672, 25672), ("beam.smp", "rabbitmq-server"),
+        "rabbitmq", (5672, 15672, 25672), ("rabbitmq-server",),
         (ConfigSpec(("/etc/rabbitmq/rabbitmq.conf",), "ini", ("listeners.tcp.default", "listeners.tcp.1"),
                     ("listeners.tcp.default",)),),
         "listeners.tcp.default = 0.0.0.0:5672", "listeners.tcp.default = 5672"),
@@ -146,7 +146,7 @@ SERVICES: tuple[ServiceInfo, ...] = (
 
 # Process names that run many kinds of program: a match says "a dev server", not which one.
 GENERIC_RUNTIMES: frozenset[str] = frozenset(
-    {"node", "nodejs", "deno", "bun", "python", "python3", "java", "ruby", "php", "beam.smp"})
+    {"node", "nodejs", "deno", "bun", "python", "python3", "java", "ruby", "php", "beam.smp", "erl"})
 
 _BY_NAME: dict[str, ServiceInfo] = {}
 for _svc in SERVICES:
@@ -197,7 +197,7 @@ def by_process(name_or_cmdline: str) -> ServiceInfo | None:
             if prog.startswith(prefix):
                 svc = _BY_NAME.get(stem)
                 break
-    if svc is not None and prog not in GENERIC_RUNTIMES:
+    if prog not in GENERIC_RUNTIMES:
         return svc
     # a generic runtime: look for what it runs
     for word in words[1:]:
