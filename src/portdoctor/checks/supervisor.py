@@ -1,0 +1,141 @@
+"""service_not_running, told by the supervisor: a crashed, looping or stopped program or unit.
+
+Facts come from extra["supervisors"] (collectors/supervisors.py). A program or unit is tied to
+the target when its command line names the port, or its name is the service the user gave.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any
+
+from portdoctor.checks import Context
+from portdoctor.collectors.processes import mentions_port
+from portdoctor.model import Cause, Finding, Fix, Severity, Snapshot, State
+
+CHECK = "supervisor"
+_EXIT = re.compile(r"exited: (\S+) \((?:exit status (\d+)|terminated by (\S+))")
+
+
+def _argv(command: str | None) -> list[str]:
+    if not command:
+        return []
+    try:
+        return shlex.split(command)
+    except ValueError:
+        return command.split()
+
+
+def _related(name: str, argv: list[str], ctx: Context) -> bool:
+    if ctx.service and ctx.service.lower().removesuffix(".service") in name.lower():
+        return True
+    text = " ".join(argv)
+    return mentions_port(argv, ctx.target.port) or re.search(rf"(?<![\d.]){ctx.target.port}(?!\d)", text) is not None
+
+
+def _last_exit(events: list[str], name: str) -> tuple[str | None, int]:
+    """(last exit status or signal, number of exits seen) from supervisord's log lines."""
+    last, n = None, 0
+    for ln in events:
+        m = _EXIT.search(ln)
+        if m and m.group(1) == name:
+            n += 1
+            last = m.group(2) or m.group(3)
+    return last, n
+
+
+def _supervisord(snap: Snapshot, ctx: Context, sup: dict[str, Any]) -> list[Finding]:
+    out: list[Finding] = []
+    conf = sup.get("config")
+    ctl = f"supervisorctl -c {conf}" if conf else "supervisorctl"
+    for p in sup.get("programs") or []:
+        name, state = p.get("name", ""), p.get("state")
+        if state in ("RUNNING", "STARTING", None):
+            continue
+        related = _related(name, _argv(p.get("command")), ctx)
+        status, exits = _last_exit(p.get("events") or [], name)
+        if status is None and state == "EXITED" and p.get("exitstatus") is not None:
+            status = str(p["exitstatus"])
+        code = f"exit status {status}" if status and status.isdigit() else (f"signal {status}" if status else None)
+        if state == "FATAL":
+            what = (f"crashed ({code})" if code else "could not be started") + \
+                   f" and supervisord gave up after {p.get('startretries') or 3} retries (FATAL)"
+        elif state == "BACKOFF":
+            what = "keeps exiting right after start; supervisord is retrying (BACKOFF)" + (f", last {code}" if code else "")
+        elif state == "EXITED":
+            what = f"exited ({code or p.get('spawnerr') or 'exit'})" + \
+                   (" and is not restarted (autorestart=" + str(p.get("autorestart")) + ")"
+                    if str(p.get("autorestart")).lower() in ("false", "unexpected") else "")
+        elif state == "STOPPED":
+            what = "is stopped" + (" (autostart=false)" if str(p.get("autostart")).lower() == "false" else
+                                   " (stopped by hand)")
+        else:
+            what = f"is {state}"
+        summary = f"supervisord program {name} {what}."
+        if p.get("command"):
+            summary += f" It runs `{p['command']}`."
+        ev = [f"{ctl} status {name}: {state} {p.get('description') or ''}".rstrip()]
+        if p.get("spawnerr"):
+            ev.append(f"supervisord: {p['spawnerr']}")
+        if exits:
+            ev.append(f"supervisord log ({sup.get('logfile')}): {exits} exits recorded")
+        ev += [f"supervisord log: {ln}" for ln in (p.get("events") or [])[-3:]]
+        ev += [f"program log ({p.get('log_file')}): {ln}" for ln in (p.get("log") or [])[-5:]]
+        fixes = [Fix("read what the program printed before it stopped", f"{ctl} tail {name} stderr")]
+        if state == "STOPPED" and str(p.get("autostart")).lower() == "false":
+            fixes.append(Fix(f"set autostart=true in [program:{name}] of {conf} so it starts with supervisord"))
+        fixes.append(Fix("start it again once the cause is fixed", f"{ctl} start {name}"))
+        weight = 0.88 if related else 0.35
+        sev = Severity.ERROR if related else Severity.INFO
+        out.append(Finding(Cause.SERVICE_NOT_RUNNING, CHECK, sev, summary, tuple(ev), tuple(fixes), weight))
+    return out
+
+
+def _systemd(snap: Snapshot, ctx: Context, units: list[dict[str, Any]]) -> list[Finding]:
+    out: list[Finding] = []
+    for u in units:
+        uid, active = u.get("id") or "", u.get("active_state")
+        if active == "active" or not uid:
+            continue
+        related = _related(uid, _argv(u.get("exec_start")), ctx)
+        restarts = u.get("n_restarts") or 0
+        status = u.get("exec_main_status")
+        if u.get("sub_state") == "auto-restart" or (active == "activating" and restarts):
+            what = f"is in a restart loop ({restarts} restarts, last exit status {status})"
+        elif active == "failed":
+            what = f"failed (result {u.get('result')}, exit status {status})"
+        elif u.get("unit_file_state") in ("disabled", "masked"):
+            what = f"is {active} and {u.get('unit_file_state')} (not started at boot)"
+        else:
+            what = f"is {active} ({u.get('sub_state')})"
+        summary = f"systemd unit {uid} {what}."
+        ev = [f"systemctl show {uid}: ActiveState={active} SubState={u.get('sub_state')} Result={u.get('result')} "
+              f"NRestarts={restarts} ExecMainStatus={status} UnitFileState={u.get('unit_file_state')}"]
+        if u.get("exec_start"):
+            ev.append(f"ExecStart: {u['exec_start']}")
+        ev += [f"journal: {ln}" for ln in (u.get("journal") or [])[-5:]]
+        fixes = [Fix("read why it stopped", f"journalctl -u {uid} -n 50 --no-pager")]
+        if u.get("unit_file_state") == "disabled":
+            fixes.append(Fix("enable and start it", f"systemctl enable --now {uid}"))
+        elif u.get("unit_file_state") == "masked":
+            fixes.append(Fix("unmask and start it", f"systemctl unmask {uid} && systemctl start {uid}"))
+        else:
+            fixes.append(Fix("start it again once the cause is fixed", f"systemctl restart {uid}"))
+        out.append(Finding(Cause.SERVICE_NOT_RUNNING, CHECK, Severity.ERROR if related else Severity.INFO,
+                           summary, tuple(ev), tuple(fixes), 0.88 if related else 0.35))
+    return out
+
+
+def check_supervisor(snap: Snapshot, ctx: Context) -> list[Finding]:
+    """What supervisord / systemd know about a service that should serve the target port."""
+    doc = snap.extra.get("supervisors") or {}
+    if not doc or ctx.probe.state is State.OPEN:
+        return []
+    if any(ln.port == ctx.target.port for ln in snap.listeners):
+        return []  # something listens: not a stopped service
+    out: list[Finding] = []
+    for sup in doc.get("supervisord") or []:
+        out += _supervisord(snap, ctx, sup)
+    out += _systemd(snap, ctx, (doc.get("systemd") or {}).get("units") or [])
+    return out

@@ -1,0 +1,256 @@
+"""What supervisors know about services: supervisord programs and systemd units.
+
+extra["supervisors"] = {
+  "supervisord": [{"pid", "config", "socket", "error", "logfile", "programs": [{"name", "group", "state", "events" (main log lines),
+                   "exitstatus", "spawnerr", "description", "pid", "start", "stop", "command",
+                   "autostart", "autorestart", "startretries", "stdout_logfile", "stderr_logfile",
+                   "log": [...]}]}],
+  "systemd": {"units": [{"id", "active_state", "sub_state", "result", "n_restarts",
+                         "exec_main_status", "exec_main_code", "unit_file_state", "exec_start",
+                         "journal": [...]}]}     # only when systemd is PID 1
+}
+Only gathering: checks/supervisor.py decides.
+"""
+
+from __future__ import annotations
+
+import configparser
+import glob
+import http.client
+import os
+import shutil
+import socket
+import subprocess
+import xmlrpc.client
+from typing import Any
+
+from portdoctor.collectors import Facts, Request
+from portdoctor.collectors import procfs
+from portdoctor.collectors.containers import netns_inode
+from portdoctor.model import Limitation
+
+LOG_LINES = 10
+DEFAULT_CONFIGS = ("/etc/supervisor/supervisord.conf", "/etc/supervisord.conf")
+SYSTEMD_PROPS = ("Id", "ActiveState", "SubState", "Result", "NRestarts", "ExecMainStatus", "ExecMainCode",
+                 "UnitFileState", "ExecStart", "MainPID")
+
+
+# --------------------------------------------------------------------------- supervisord
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self._path)
+        self.sock = s
+
+
+class _UnixTransport(xmlrpc.client.Transport):
+    def __init__(self, path: str, timeout: float = 5) -> None:
+        super().__init__()
+        self._path, self._timeout = path, timeout
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        return _UnixConnection(self._path, self._timeout)
+
+
+def read_config(path: str) -> tuple[configparser.RawConfigParser, list[str]]:
+    """supervisord.conf plus its [include] files (parsed like supervisord: ';' starts a comment)."""
+    cp = configparser.RawConfigParser(inline_comment_prefixes=(";", "#"), strict=False)
+    read = cp.read(path)
+    here = os.path.dirname(os.path.abspath(path))
+    if cp.has_option("include", "files"):
+        for pattern in cp.get("include", "files").split():
+            pattern = pattern.replace("%(here)s", here)
+            if not os.path.isabs(pattern):
+                pattern = os.path.join(here, pattern)
+            read += cp.read(sorted(glob.glob(pattern)))
+    return cp, read
+
+
+def _expand(value: str, here: str, name: str) -> str:
+    return value.replace("%(here)s", here).replace("%(program_name)s", name).replace("%(process_num)d", "0") \
+        .replace("%(process_num)02d", "00")
+
+
+def _tail(path: str | None, n: int = LOG_LINES) -> list[str]:
+    if not path or path in ("AUTO", "NONE", "/dev/stdout", "/dev/stderr") or path.startswith("syslog"):
+        return []
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 16384))
+            lines = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [ln for ln in lines if ln.strip()][-n:]
+
+
+def find_supervisord(proc_root: str) -> list[tuple[int, str | None]]:
+    """(pid, config path or None) of each supervisord in this network namespace."""
+    own = netns_inode(proc_root, "self")
+    out = []
+    for pid in procfs.pids(proc_root):
+        argv = procfs.read_cmdline(proc_root, pid)
+        comm = procfs.read_comm(proc_root, pid) or ""
+        if comm != "supervisord" and not any(os.path.basename(a) == "supervisord" for a in argv[:2]):
+            continue
+        if netns_inode(proc_root, pid) != own:
+            continue
+        conf = None
+        for i, a in enumerate(argv):
+            if a in ("-c", "--configuration") and i + 1 < len(argv):
+                conf = argv[i + 1]
+            elif a.startswith("--configuration="):
+                conf = a.split("=", 1)[1]
+        if conf and not os.path.isabs(conf):
+            conf = os.path.join(procfs.read_cwd(proc_root, pid) or "/", conf)
+        out.append((pid, conf or next((p for p in DEFAULT_CONFIGS if os.path.exists(p)), None)))
+    return out
+
+
+def supervisord_facts(pid: int, conf: str | None) -> dict[str, Any]:
+    """Programs of one supervisord: state from its XML-RPC interface, settings from its config."""
+    entry: dict[str, Any] = {"pid": pid, "config": conf, "socket": None, "error": None, "programs": []}
+    cp: configparser.RawConfigParser | None = None
+    here = os.path.dirname(conf) if conf else "/"
+    if conf:
+        try:
+            cp, _files = read_config(conf)
+        except configparser.Error as exc:
+            entry["error"] = f"cannot parse {conf}: {exc}"
+    if cp is not None and cp.has_option("unix_http_server", "file"):
+        entry["socket"] = _expand(cp.get("unix_http_server", "file"), here, "")
+    mainlog = None
+    if cp is not None and cp.has_option("supervisord", "logfile"):
+        mainlog = _expand(cp.get("supervisord", "logfile"), here, "")
+    entry["logfile"] = mainlog
+    events = _tail(mainlog, 400) if mainlog else []
+    programs: dict[str, dict[str, Any]] = {}
+    if cp is not None:
+        for sec in cp.sections():
+            if sec.startswith("program:"):
+                name = sec.split(":", 1)[1]
+                get = lambda k, d=None: cp.get(sec, k) if cp.has_option(sec, k) else d  # noqa: E731
+                programs[name] = {"command": get("command"), "autostart": get("autostart", "true"),
+                                  "autorestart": get("autorestart", "unexpected"),
+                                  "startretries": get("startretries", "3"),
+                                  "section_file": None}
+    info: list[dict[str, Any]] = []
+    if entry["socket"]:
+        try:
+            proxy = xmlrpc.client.ServerProxy("http://localhost", transport=_UnixTransport(entry["socket"]))
+            info = proxy.supervisor.getAllProcessInfo()
+        except (OSError, xmlrpc.client.Error) as exc:
+            entry["error"] = f"supervisord at {entry['socket']} did not answer: {exc}"
+    for p in info:
+        name = p.get("name", "")
+        rec = {"name": name, "group": p.get("group"), "state": p.get("statename"),
+               "exitstatus": p.get("exitstatus"), "spawnerr": p.get("spawnerr") or None,
+               "description": p.get("description"), "pid": p.get("pid") or None,
+               "start": p.get("start"), "stop": p.get("stop"),
+               "stdout_logfile": p.get("stdout_logfile") or None, "stderr_logfile": p.get("stderr_logfile") or None,
+               **programs.get(name, {"command": None, "autostart": None, "autorestart": None, "startretries": None}),
+               "log": []}
+        rec.pop("section_file", None)
+        # supervisord keeps no exit status for a start that failed too quickly; its log has it
+        rec["events"] = [ln for ln in events if f": {name} " in ln or f": {name}\n" in ln
+                         or ln.rstrip().endswith(f": {name}")][-6:]
+        rec["log_file"] = None
+        if rec["state"] != "RUNNING":
+            for key in ("stderr_logfile", "stdout_logfile"):
+                rec["log"] = _tail(rec[key])
+                if rec["log"]:
+                    rec["log_file"] = rec[key]
+                    break
+        entry["programs"].append(rec)
+    if not info:  # no RPC answer: at least what the config says
+        for name, prog in programs.items():
+            entry["programs"].append({"name": name, "group": name, "state": None, "exitstatus": None,
+                                      "spawnerr": None, "description": None, "pid": None, "start": None,
+                                      "stop": None, "stdout_logfile": None, "stderr_logfile": None,
+                                      **{k: v for k, v in prog.items() if k != "section_file"}, "log": []})
+    return entry
+
+
+# --------------------------------------------------------------------------- systemd
+
+
+def parse_systemctl_show(text: str) -> list[dict[str, str]]:
+    """`systemctl show -p ... UNIT...` output (blank-line separated blocks) -> dicts."""
+    out: list[dict[str, str]] = []
+    cur: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if cur:
+                out.append(cur)
+                cur = {}
+            continue
+        key, _, value = line.partition("=")
+        cur[key] = value
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _unit_record(props: dict[str, str]) -> dict[str, Any]:
+    def num(k: str) -> int | None:
+        v = props.get(k, "")
+        return int(v) if v.lstrip("-").isdigit() else None
+
+    exec_start = props.get("ExecStart", "")
+    if "argv[]=" in exec_start:  # "{ path=/usr/bin/x ; argv[]=/usr/bin/x --port 1 ; ... }"
+        exec_start = exec_start.split("argv[]=", 1)[1].split(" ;", 1)[0]
+    return {"id": props.get("Id"), "active_state": props.get("ActiveState"), "sub_state": props.get("SubState"),
+            "result": props.get("Result"), "n_restarts": num("NRestarts"),
+            "exec_main_status": num("ExecMainStatus"), "exec_main_code": props.get("ExecMainCode"),
+            "unit_file_state": props.get("UnitFileState"), "exec_start": exec_start,
+            "main_pid": num("MainPID"), "journal": []}
+
+
+def systemd_facts(service: str | None) -> dict[str, Any]:
+    """Failed or restarting service units (and the one the user named), with their journal tail."""
+    names: list[str] = []
+    cp = subprocess.run(["systemctl", "list-units", "--type=service", "--all", "--no-legend", "--plain",
+                         "--no-pager"], capture_output=True, text=True, timeout=10)
+    for line in cp.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and (parts[2] == "failed" or parts[3] in ("auto-restart", "failed")):
+            names.append(parts[0])
+    if service:
+        names.append(service if "." in service else f"{service}.service")
+    names = list(dict.fromkeys(names))[:30]
+    if not names:
+        return {"units": []}
+    cp = subprocess.run(["systemctl", "show", "--no-pager", "-p", ",".join(SYSTEMD_PROPS), *names],
+                        capture_output=True, text=True, timeout=10)
+    units = [_unit_record(p) for p in parse_systemctl_show(cp.stdout)]
+    for u in units:
+        if u["active_state"] != "active" and u["id"] and shutil.which("journalctl"):
+            j = subprocess.run(["journalctl", "-u", u["id"], "-n", str(LOG_LINES), "--no-pager", "-o", "cat"],
+                               capture_output=True, text=True, timeout=10)
+            u["journal"] = [ln for ln in j.stdout.splitlines() if ln.strip()][-LOG_LINES:]
+    return {"units": units}
+
+
+def collect_supervisors(req: Request) -> Facts:
+    """Collector entry point: supervisord programs and (with systemd as PID 1) service units."""
+    extra: dict[str, Any] = {}
+    lims: list[Limitation] = []
+    found = find_supervisord(req.proc_root)
+    if found:
+        extra["supervisord"] = [supervisord_facts(pid, conf) for pid, conf in found]
+        for e in extra["supervisord"]:
+            if e.get("error"):
+                lims.append(Limitation(e["error"], "run as root to reach supervisord's socket"))
+    if procfs.read_comm(req.proc_root, 1) == "systemd" and shutil.which("systemctl"):
+        try:
+            extra["systemd"] = systemd_facts(req.service)
+        except (OSError, subprocess.SubprocessError) as exc:
+            lims.append(Limitation(f"systemctl failed ({exc}): unit states unknown", "run on the host itself"))
+    return Facts(extra={"supervisors": extra} if extra else {}, limitations=lims)
