@@ -1,0 +1,405 @@
+"""Firewall and NAT: which rule rejects, drops or redirects this connection (firewall_reject,
+firewall_drop, port_mapping).
+
+The flows checked: the probe this host made (a local connection: output, then input on lo),
+the connection from --from (in on the interface that routes back to it), and without --from,
+"any client from elsewhere" on each interface, where a rule that depends on the source address
+is reported "for some sources". A DNAT sends the flow to a backend that `followups` asks
+diagnose to probe; a backend that refuses or does not answer is port_mapping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from portdoctor.checks import endpoint_key, facts
+from portdoctor.firewall.advice import allow_fixes, client_error, kube_service, manager, mapping_fixes, reject_words
+from portdoctor.firewall.evaluate import Evaluation, Evaluator, Flow, HostInfo, Outcome, Step
+from portdoctor.firewall.model import counter_key, ruleset_from_plain
+from portdoctor.model import Cause, Finding, Severity, Snapshot, State, Target
+
+if TYPE_CHECKING:
+    from portdoctor.checks import Context
+
+CHECK = "firewall"
+MAX_INTERFACES = 4
+MAX_FOLLOWUPS = 8
+
+_cache: dict[int, tuple[Snapshot, Evaluator | None]] = {}
+
+
+@dataclass(frozen=True)
+class _Checked:
+    kind: str  # probe (this host's own probe), from (--from), remote (any client elsewhere)
+    evaluation: Evaluation
+
+
+def evaluator(snap: Snapshot) -> Evaluator | None:
+    """The compiled ruleset of a snapshot (compiled once per snapshot), or None without one."""
+    hit = _cache.get(id(snap))
+    if hit is not None and hit[0] is snap:
+        return hit[1]
+    fw = snap.extra.get("firewall")
+    ev = None
+    if isinstance(fw, dict) and fw.get("ruleset"):
+        local = dict(fw.get("local_addresses") or {})
+        for a in snap.addresses:
+            local.setdefault(a.address, a.ifname)
+        routes = [(r[0], r[1], r[2]) for r in fw.get("routes") or [] if len(r) == 3]
+        fwd = {int(k): (v if v is not None else True) for k, v in (fw.get("forwarding") or {}).items()}
+        ev = Evaluator(ruleset_from_plain(fw["ruleset"]), HostInfo(local, routes, {4: True, 6: True, **fwd}))
+    if len(_cache) > 4:
+        _cache.clear()
+    _cache[id(snap)] = (snap, ev)
+    return ev
+
+
+def _route_of(snap: Snapshot, address: str) -> Any:
+    for r in snap.routes:
+        if r.destination == address:
+            return r
+    return None
+
+
+def _destinations(ctx: Context) -> list[str]:
+    addrs = [a.address for a in ctx.probe.addresses]
+    if not addrs and facts.ip(ctx.target.host) is not None:
+        addrs = [str(facts.ip(ctx.target.host))]
+    return addrs
+
+
+def _interfaces(snap: Snapshot, ev: Evaluator) -> list[str | None]:
+    names: list[str] = []
+    for a in snap.addresses:
+        if a.ifname != "lo" and a.ifname not in names:
+            names.append(a.ifname)
+    for dev in ev.host.local_addresses.values():
+        if dev and dev != "lo" and dev not in names:
+            names.append(dev)
+    return list(names[:MAX_INTERFACES]) or [None]
+
+
+def flows(snap: Snapshot, ctx: Context, ev: Evaluator) -> list[tuple[str, Flow]]:
+    """The flows to evaluate, each labelled probe, from or remote."""
+    port = ctx.target.port
+    dests = _destinations(ctx)
+    out: list[tuple[str, Flow]] = []
+    for d in dests:
+        r = _route_of(snap, d)
+        src = r.source if r is not None and r.source else (d if ev.is_local(d) else None)
+        out.append(("probe", Flow(dst=d, dport=port, src=src, local_src=True)))
+    local_target = any(ev.is_local(d) for d in dests) or facts.target_is_local(snap, ctx)
+    if ctx.from_addr:
+        f = ctx.from_addr
+        fam6 = ":" in f
+        if ev.is_local(f):
+            for d in dests:
+                if (":" in d) == fam6:
+                    out.append(("from", Flow(dst=d, dport=port, src=f, local_src=True)))
+        elif local_target:
+            r = _route_of(snap, f)
+            iif = r.ifname if r is not None and r.ifname else ev.route(f)[0]
+            seen = set()
+            for d in dests:
+                if (":" in d) != fam6:
+                    continue
+                if facts.is_loopback(d):  # remote clients reach the address that routes back to them
+                    d = (r.source if r is not None and r.source else None) or d
+                if d in seen or facts.is_loopback(d):
+                    continue
+                seen.add(d)
+                out.append(("from", Flow(dst=d, dport=port, src=f, iif=iif, not_lo=True)))
+    elif local_target:
+        for d in dests:
+            if facts.is_loopback(d):
+                continue
+            for iface in _interfaces(snap, ev):
+                out.append(("remote", Flow(dst=d, dport=port, src=None, iif=iface, not_lo=True)))
+    return out
+
+
+def evaluate(snap: Snapshot, ctx: Context) -> list[_Checked]:
+    """Evaluate every flow of `flows`; [] when the snapshot has no ruleset."""
+    ev = evaluator(snap)
+    if ev is None:
+        return []
+    return [_Checked(kind, ev.evaluate(fl)) for kind, fl in flows(snap, ctx, ev)]
+
+
+def followups(snap: Snapshot, ctx: Context) -> list[Target]:
+    """The DNAT destinations of the checked flows, for diagnose to probe."""
+    out: list[Target] = []
+    seen: set[tuple[str, int]] = set()
+    for c in evaluate(snap, ctx):
+        for o in c.evaluation.outcomes:
+            if o.nat is None or o.verdict != "accept":
+                continue
+            key = (o.flow.dst, o.flow.dport)
+            if key in seen or len(out) >= MAX_FOLLOWUPS:
+                continue
+            seen.add(key)
+            out.append(Target(input=endpoint_key(*key), host=o.flow.dst, port=o.flow.dport))
+    return out
+
+
+# --------------------------------------------------------------------------- evidence
+
+
+def _rule_line(step: Step) -> str:
+    if step.rule is None:
+        return step.where
+    comment = f" (comment: {step.rule.comment})" if step.rule.comment and step.rule.comment not in step.rule.text \
+        else ""
+    return f"{step.where}: {step.rule.text}{comment}"
+
+
+def _counter(snap: Snapshot, step: Step | None) -> tuple[int, int] | None:
+    fw = snap.extra.get("firewall") or {}
+    before, after = fw.get("counters_before"), fw.get("counters_after")
+    if step is None or step.rule is None or not isinstance(before, dict) or not isinstance(after, dict):
+        return None
+    key = counter_key(step.table, step.chain, step.rule)
+    if key in before and key in after:
+        return int(before[key]), int(after[key])
+    return None
+
+
+def _path_lines(o: Outcome) -> list[str]:
+    lines = []
+    if o.nat is not None and o.original is not None:
+        lines.append(f"NAT: {_rule_line(o.nat)} rewrites {o.original.dst}:{o.original.dport} -> "
+                     f"{_ep(o.flow.dst, o.flow.dport)}")
+    for s in o.path:
+        lines.append(f"reached through {_rule_line(s)}")
+    return lines
+
+
+def _ep(host: str, port: int) -> str:
+    return endpoint_key(host, port)
+
+
+def _assumption_words(o: Outcome) -> list[str]:
+    out = []
+    for a in o.assumptions:
+        verb = "matches" if a.matched else "does not match"
+        out.append(f"if {a.step.where} {verb} (depends on the {a.reason}): {a.step.rule.text if a.step.rule else ''}"
+                   .rstrip(": "))
+    return out
+
+
+def _probe_state(ctx: Context, address: str) -> Any:
+    for a in ctx.probe.addresses:
+        if a.address == address:
+            return a
+    return None
+
+
+def _listeners_line(snap: Snapshot, o: Outcome) -> tuple[bool, str]:
+    socks = facts.accepting(snap, o.flow.dst, o.flow.dport)
+    if socks:
+        return True, "a listener is there, so the firewall is what stops it: " + facts.describe(snap, socks[0])
+    if snap.listeners:
+        return False, f"nothing listens on {_ep(o.flow.dst, o.flow.dport)} either"
+    return False, "no listener list was read for this host"
+
+
+# --------------------------------------------------------------------------- findings
+
+
+def _cause(o: Outcome) -> Cause:
+    return Cause.FIREWALL_DROP if o.verdict == "drop" else Cause.FIREWALL_REJECT
+
+
+def _flow_words(c: _Checked) -> str:
+    f = c.evaluation.flow
+    if c.kind == "probe":
+        return f"this host's own connection to {_ep(f.dst, f.dport)}"
+    if c.kind == "from":
+        return f"connections from {f.src} to {_ep(f.dst, f.dport)}" + (f" (in on {f.iif})" if f.iif else "")
+    return f"clients from other hosts to {_ep(f.dst, f.dport)}" + (f" (in on {f.iif})" if f.iif else "")
+
+
+def _decided(c: _Checked) -> Outcome | None:
+    """The bad outcome when every way the flow can go ends in drop or reject."""
+    outs = c.evaluation.outcomes
+    bad = [o for o in outs if o.verdict in ("drop", "reject")]
+    if outs and len(bad) == len(outs):
+        return min(bad, key=lambda o: len(o.assumptions))
+    return None
+
+
+def _finding_for(snap: Snapshot, ctx: Context, c: _Checked, o: Outcome, definite: bool) -> Finding:
+    errno, words = client_error(o)
+    who = f"{_flow_words(c)}"
+    step = o.step
+    place = step.where if step is not None else f"the {o.hook} path"
+    kube = kube_service(step)
+    evidence: list[str] = []
+    if step is not None:
+        evidence.append(_rule_line(step))
+    elif o.note:
+        evidence.append(o.note)
+    evidence.extend(_path_lines(o))
+    listening, lline = _listeners_line(snap, o) if facts.is_local(snap, o.flow.dst) else (True, "")
+    if lline:
+        evidence.append(lline)
+    weight = 0.9 if listening else 0.6
+    counts = _counter(snap, step)
+    if counts is not None:
+        b, a = counts
+        if a > b:
+            evidence.append(f"packet counter of that rule: {b} before the probe, {a} after: it rose, "
+                            "so a connection attempt hit it")
+            weight = 0.95
+        else:
+            evidence.append(f"packet counter of that rule: {b} before the probe, {a} after")
+    if c.kind == "probe":
+        seen = _probe_state(ctx, c.evaluation.flow.dst)
+        if seen is not None:
+            evidence.append(f"the probe from this host saw {seen.state.value}"
+                            + (f" ({seen.errno})" if seen.errno else ""))
+            if seen.state is State.OPEN:
+                weight = min(weight, 0.3)
+    if not definite:
+        evidence.extend(_assumption_words(o))
+    verb = reject_words(o)
+    if kube is not None:
+        ns, svc, _p = kube
+        summary = (f"kube-proxy rejects {who}: Service {ns}/{svc} has no endpoints ({place}); "
+                   f"the client sees {words} ({errno})")
+    elif definite:
+        summary = f"{place} {verb} {who}; the client sees {words} ({errno})"
+    else:
+        summary = f"{place} {verb} {who} for some sources or cases; a client it matches sees {words} ({errno})"
+    if o.nat is not None and o.original is not None:
+        summary += f", after {o.nat.where} DNATs it to {_ep(o.flow.dst, o.flow.dport)}"
+    if definite and not listening and facts.is_local(snap, o.flow.dst) and snap.listeners:
+        summary += f"; nothing listens on port {o.flow.dport} either, so the service is down too"
+    mgr = manager(o)
+    if mgr and kube is None:
+        summary += f" (chains written by {mgr})"
+    source = ctx.from_addr if c.kind == "from" else None
+    fixes = tuple(allow_fixes(o, source))
+    if c.kind == "remote" or not definite:
+        severity, weight = Severity.WARNING, min(weight, 0.4)
+    else:
+        severity = Severity.ERROR
+    return Finding(cause=_cause(o), check=CHECK, severity=severity, summary=summary, evidence=tuple(evidence),
+                   fix=fixes, weight=weight)
+
+
+def _unknown_finding(c: _Checked, o: Outcome) -> Finding:
+    step = o.step
+    text = step.rule.text if step is not None and step.rule is not None else ""
+    pos = f"rule {step.rule.position} of chain {step.chain}" if step is not None and step.rule else "a rule"
+    return Finding(cause=Cause.UNKNOWN, check=CHECK, severity=Severity.WARNING,
+                   summary=f"could not evaluate {pos}: its verdict ({o.note or 'unknown action'}) is decided "
+                           f"outside the ruleset, for {_flow_words(c)}",
+                   evidence=tuple([f"{step.where}: {text}" if step else o.note, *_assumption_words(o)]),
+                   weight=0.2)
+
+
+def _undecidable(c: _Checked) -> list[Finding]:
+    """'could not evaluate rule N' when an unmodelled match decides between accept and refuse."""
+    outs = c.evaluation.outcomes
+    verdicts = {o.verdict for o in outs}
+    if len(verdicts) < 2:
+        return []
+    out: list[Finding] = []
+    seen: set[str] = set()
+    for o in outs:
+        for a in o.assumptions:
+            if not a.reason.startswith("could not evaluate") or a.step.where in seen:
+                continue
+            seen.add(a.step.where)
+            bad = [x for x in outs if x.verdict in ("drop", "reject")]
+            cause = _cause(bad[0]) if bad else Cause.UNKNOWN
+            out.append(Finding(
+                cause=cause, check=CHECK, severity=Severity.WARNING,
+                summary=f"could not evaluate rule {a.step.rule.position if a.step.rule else '?'} of chain "
+                        f"{a.step.chain}: whether it matches decides if {_flow_words(c)} "
+                        f"{'are' if c.kind != 'probe' else 'is'} let through",
+                evidence=(f"{a.step.where}: {a.step.rule.text if a.step.rule else ''}", a.reason),
+                weight=0.3))
+    return out
+
+
+def check_firewall(snap: Snapshot, ctx: Context) -> list[Finding]:
+    """Findings for the rules that reject, drop or redirect the target's connections."""
+    checked = evaluate(snap, ctx)
+    if not checked:
+        return []
+    findings: list[Finding] = []
+    done: set[tuple[str, str]] = set()
+    exact_bad = False
+    for c in checked:
+        o = _decided(c)
+        if o is not None:
+            key = (o.step.where if o.step else o.note, o.verdict)
+            if c.kind != "remote":
+                exact_bad = True
+            if key in done:
+                continue
+            done.add(key)
+            findings.append(_finding_for(snap, ctx, c, o, definite=True))
+            continue
+        for o in c.evaluation.outcomes:
+            if o.verdict == "unknown":
+                key = (o.step.where if o.step else "?", "unknown")
+                if key not in done:
+                    done.add(key)
+                    findings.append(_unknown_finding(c, o))
+        undecidable = _undecidable(c)
+        findings.extend(f for f in undecidable if (f.summary, "u") not in done)
+        for f in undecidable:
+            done.add((f.summary, "u"))
+        for o in c.evaluation.outcomes:
+            if o.verdict not in ("drop", "reject"):
+                continue
+            if any(a.reason.startswith("could not evaluate") for a in o.assumptions):
+                continue  # reported as "could not evaluate" above
+            key = (o.step.where if o.step else o.note, o.verdict)
+            if key in done:
+                continue
+            done.add(key)
+            findings.append(_finding_for(snap, ctx, c, o, definite=False))
+    findings.extend(_mapping_findings(snap, ctx, checked, exact_bad))
+    return findings
+
+
+def _mapping_findings(snap: Snapshot, ctx: Context, checked: list[_Checked], exact_bad: bool) -> list[Finding]:
+    out: list[Finding] = []
+    seen: set[str] = set()
+    for c in checked:
+        for o in c.evaluation.outcomes:
+            if o.nat is None or o.verdict != "accept" or o.original is None:
+                continue
+            key = endpoint_key(o.flow.dst, o.flow.dport)
+            res = ctx.followups.get(key)
+            if res is None or res.state not in (State.REFUSED, State.TIMEOUT, State.UNREACHABLE) or key in seen:
+                continue
+            seen.add(key)
+            what = {State.REFUSED: "nothing listens there (connection refused)",
+                    State.TIMEOUT: "it does not answer (timeout)",
+                    State.UNREACHABLE: "it is unreachable"}[res.state]
+            front = o.original
+            summary = (f"{front.dport} on {front.dst} is DNATed to {key} by chain {o.nat.chain} "
+                       f"({o.nat.where}); {what}")
+            errno = res.addresses[0].errno if res.addresses else None
+            evidence = [f"NAT rule: {_rule_line(o.nat)}",
+                        f"a connection from this host to {key} was {res.state.value}" + (f" ({errno})" if errno else "")]
+            evidence.extend(f"reached through {_rule_line(s)}" for s in o.path)
+            if not o.definite:
+                evidence.extend(_assumption_words(o))
+            mgr = "kube-proxy" if o.nat.chain.startswith("KUBE-") else (
+                "docker" if o.nat.chain.startswith("DOCKER") else "")
+            if mgr:
+                summary += f" (chains written by {mgr})"
+            weight = 0.85 if c.kind != "remote" else 0.6
+            if not o.definite:
+                weight -= 0.2
+            out.append(Finding(cause=Cause.PORT_MAPPING, check=CHECK, severity=Severity.ERROR, summary=summary,
+                               evidence=tuple(evidence), fix=tuple(mapping_fixes(o.nat, key, res.state.value)),
+                               weight=weight))
+    return out
