@@ -17,7 +17,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Everything under tests/lab is a lab test, marked or not."""
     here = Path(__file__).resolve().parent
     for item in items:
-        if here in Path(str(item.fspath)).resolve().parents:
+        if here in Path(item.path).resolve().parents:
             item.add_marker(pytest.mark.lab)
 
 

@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -41,6 +42,13 @@ IFNAME_MAX = 15
 
 Cmd = str | Sequence[str]
 T = TypeVar("T")
+
+
+# namespaces created by live Labs of this process (two Labs must not share a host name)
+_LIVE_NS: set[str] = set()
+_LABS: list[Lab] = []  # labs not yet torn down, for the exit and signal safety nets
+_LIVE_LOCK = threading.RLock()
+_NETS_INSTALLED = False
 
 
 class LabError(RuntimeError):
@@ -163,11 +171,12 @@ class Host:
         return ["ip", "netns", "exec", self.ns, *_user_prefix(user), *_argv(cmd)]
 
     def run(self, cmd: Cmd, check: bool = True, timeout: float = 30, env: dict[str, str] | None = None,
-            user: str | None = None, input: str | None = None) -> subprocess.CompletedProcess[str]:
+            user: str | None = None, input: str | None = None,
+            cwd: str | Path | None = None) -> subprocess.CompletedProcess[str]:
         """Run `cmd` inside the namespace; return its captured output (text)."""
         argv = self.argv(cmd, user)
         try:
-            cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+            cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd,
                                 env=_env(env), input=input, stdin=None if input is not None else subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
             raise LabError(f"{self.name}: timed out after {timeout} s: {' '.join(argv)}") from exc
@@ -291,9 +300,23 @@ class Host:
     def start(self, cmd: Cmd, ready_port: int | None = None, ready_file: str | Path | None = None,
               timeout: float = 15, env: dict[str, str] | None = None, user: str | None = None,
               ready_address: str = "127.0.0.1", **kw: Any) -> subprocess.Popen:
-        """Start a real daemon here (in the foreground); wait for its port or file; return it."""
-        kw.setdefault("stderr", subprocess.PIPE)
-        proc = self.popen(cmd, env=env, user=user, **kw)
+        """Start a real daemon here (in the foreground); wait for its port or file; return it.
+
+        Its stderr goes to a file the lab removes at teardown (a pipe nobody reads would fill
+        and stall a chatty daemon); the file's tail is in the error when it never gets ready.
+        """
+        log: Path | None = None
+        if "stderr" not in kw:
+            fd, name = tempfile.mkstemp(prefix=f"{self.ns}-", suffix=".log")
+            log = Path(name)
+            self.lab._register("file", log)
+            kw["stderr"] = fd
+        try:
+            proc = self.popen(cmd, env=env, user=user, **kw)
+        finally:
+            if log is not None:
+                os.close(kw["stderr"])
+        proc.log = log  # type: ignore[attr-defined]
         try:
             if ready_port is not None:
                 self.wait_port(ready_port, ready_address, timeout, proc)
@@ -306,16 +329,9 @@ class Host:
                         raise LabError(f"{self.name}: {ready_file} did not appear within {timeout} s")
                     time.sleep(0.05)
         except LabError as exc:
-            if proc.poll() is None:
-                proc.kill()
-            err = ""
-            if kw["stderr"] is subprocess.PIPE and proc.stderr is not None:
-                try:
-                    proc.wait(2)
-                    err = proc.stderr.read().decode(errors="replace") if hasattr(proc.stderr, "read") else ""
-                except Exception:  # best effort, the message matters more
-                    pass
-            raise LabError(f"{exc}\n{err}".strip()) from None
+            _stop(proc)
+            tail = log.read_text(errors="replace")[-2000:].strip() if log is not None else ""
+            raise LabError(f"{exc}\n{tail}".strip()) from None
         return proc
 
     def dns(self, records: dict[str, str]) -> subprocess.Popen:
@@ -339,7 +355,7 @@ class Host:
         """Run `python -m portdoctor ARGS` inside this namespace (never raises on exit code)."""
         exe, py_env = python_for(user)
         return self.run([exe, "-m", "portdoctor", *args], check=False, timeout=timeout,
-                        env={**py_env, **(env or {})}, user=user)
+                        env={**py_env, **(env or {})}, user=user, cwd="/" if user else None)
 
     def json_of(self, *args: str, user: str | None = None, timeout: float = 60) -> tuple[int, Any]:
         """Run portdoctor with --json added; return (exit code, parsed document)."""
@@ -360,8 +376,10 @@ class Lab:
         self.hosts: dict[str, Host] = {}
         self._items: list[tuple[str, Any]] = []
         self._links = 0
-        self._lock = threading.Lock()
-        atexit.register(self.teardown)
+        self._lock = threading.RLock()
+        with _LIVE_LOCK:
+            _LABS.append(self)
+        _install_safety_nets()
 
     def __enter__(self) -> Lab:
         return self
@@ -380,9 +398,14 @@ class Lab:
         if name in self.hosts:
             raise LabError(f"host {name!r} exists already")
         ns = f"{self.prefix}{name}"
-        if (NETNS_RUN / ns).exists():  # left by a crashed run of the same pid: start clean
-            _delete_netns(ns)
-        subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True, text=True)
+        with _LIVE_LOCK:
+            if ns in _LIVE_NS:
+                raise LabError(f"namespace {ns} belongs to another live Lab of this process: "
+                               "use another host name")
+            if (NETNS_RUN / ns).exists():  # left by a killed process that had our pid: start clean
+                _delete_netns(ns)
+            subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True, text=True)
+            _LIVE_NS.add(ns)
         self._register("ns", ns)
         etc = NETNS_ETC / ns
         etc.mkdir(parents=True, exist_ok=True)
@@ -449,11 +472,46 @@ class Lab:
                     _stop(obj)
                 elif kind == "ns":
                     _delete_netns(obj)
+                    with _LIVE_LOCK:
+                        _LIVE_NS.discard(obj)
                 elif kind == "dir":
                     shutil.rmtree(obj, ignore_errors=True)
+                elif kind == "file":
+                    Path(obj).unlink(missing_ok=True)
             except Exception as exc:  # keep going: the rest must go too
                 print(f"netlab: teardown of {kind} {obj!r} failed: {exc}", file=sys.stderr)
         self.hosts.clear()
+        with _LIVE_LOCK:
+            if self in _LABS:
+                _LABS.remove(self)
+
+
+def _teardown_all() -> None:
+    """Tear down every Lab still alive in this process (newest first)."""
+    with _LIVE_LOCK:
+        labs = list(reversed(_LABS))
+    for lab in labs:
+        lab.teardown()
+
+
+def _on_fatal_signal(signum: int, _frame: Any) -> None:
+    """Clean up, then die of the same signal as if no handler had been there."""
+    _teardown_all()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _install_safety_nets() -> None:
+    """Once per process: teardown at interpreter exit, and on SIGTERM/SIGHUP if unhandled."""
+    global _NETS_INSTALLED
+    if _NETS_INSTALLED:
+        return
+    _NETS_INSTALLED = True
+    atexit.register(_teardown_all)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) is signal.SIG_DFL:
+                signal.signal(sig, _on_fatal_signal)
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -287,3 +288,64 @@ def test_portdoctor_runs_inside_the_namespace(pair: tuple[Host, Host]) -> None:
     assert code == 0 and doc["state"] == "open"
     as_nobody = c.portdoctor("probe", "10.0.0.2:8080", user="nobody")
     assert as_nobody.returncode == 0, as_nobody.stderr
+
+
+# --------------------------------------------------------------------------- safety nets and policy
+
+
+def test_sigterm_tears_down_the_lab() -> None:
+    """A test run killed with SIGTERM (a CI timeout) still removes its namespaces."""
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(HERE)!r})
+        from netlab import Lab
+        lab = Lab()
+        c, s = lab.pair()
+        s.listen(8080)
+        print(c.ns, s.ns, flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        names = set(proc.stdout.readline().split())
+        assert len(names) == 2 and names <= _netns_names()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == -signal.SIGTERM  # it still dies of the signal
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not names & _netns_names()
+    assert not any((NETNS_ETC / n).exists() for n in names)
+
+
+def test_two_labs_of_one_process_cannot_share_a_host_name(lab: Lab) -> None:
+    mine = lab.host("dup")
+    other = Lab()
+    try:
+        with pytest.raises(LabError, match="another live Lab"):
+            other.host("dup")
+        assert other.host("dup2").ns != mine.ns
+    finally:
+        other.teardown()
+    assert mine.ns in _netns_names()  # the refused attempt did not delete the first lab's host
+
+
+@pytest.mark.parametrize("ci, outcome, code", [("true", "1 error", 1), ("", "1 skipped", 0)])
+def test_lab_tests_without_root_fail_under_ci_and_skip_otherwise(ci: str, outcome: str, code: int) -> None:
+    """Run one lab test as an unprivileged user: CI=true must turn the skip into a failure."""
+    from netlab import python_for
+
+    exe, env = python_for("nobody")
+    env.update(CI=ci, PYTHONDONTWRITEBYTECODE="1", HOME="/tmp")
+    root = HERE.parent.parent
+    cp = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", exe, "-m", "pytest",
+         "-p", "no:cacheprovider", "-q", "-rfs", f"{HERE}/test_netlab.py::test_host_config_helpers"],
+        capture_output=True, text=True, cwd=root, timeout=120,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+    )
+    assert outcome in cp.stdout, cp.stdout + cp.stderr
+    assert cp.returncode == code
+    assert "need root" in cp.stdout
