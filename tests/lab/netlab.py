@@ -152,6 +152,34 @@ def connect_errno(address: str, port: int, timeout: float = 0.5) -> int:
     return errno.ETIMEDOUT if code in (errno.EAGAIN, errno.EINPROGRESS) else code
 
 
+def _hex_address(text: str) -> str:
+    """The address of a /proc/net/tcp{,6} field (32-bit words in host byte order)."""
+    raw = bytes.fromhex(text)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, words)
+
+
+def _listen_addresses(port: int) -> list[str]:
+    """LISTEN sockets on `port` in the calling thread's namespace (/proc/thread-self/net)."""
+    found: list[str] = []
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/thread-self/net/{name}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            addr, _, hexport = fields[1].partition(":")
+            if fields[3] == "0A" and int(hexport, 16) == port:
+                found.append(_hex_address(addr))
+    return found
+
+
+def _connectable(address: str) -> str:
+    """Where to connect to reach a socket bound to `address` (wildcards through loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address, address)
+
+
 class Host:
     """One lab host: a network namespace with its own /etc/netns files."""
 
@@ -239,17 +267,26 @@ class Host:
         """Connect once from inside this namespace: 0 when accepted, else the errno."""
         return in_netns(self.ns, lambda: connect_errno(address, port, timeout))
 
-    def wait_port(self, port: int, address: str = "127.0.0.1", timeout: float = 15,
+    def listening(self, port: int) -> list[str]:
+        """Addresses with a TCP socket in LISTEN state on `port` in this namespace."""
+        return in_netns(self.ns, lambda: _listen_addresses(port))
+
+    def wait_port(self, port: int, address: str | None = None, timeout: float = 15,
                   proc: subprocess.Popen | None = None) -> None:
-        """Wait until address:port accepts a connection made inside this namespace."""
+        """Wait until `port` accepts a connection made inside this namespace.
+
+        With no address, whatever listens on the port is tried (a wildcard through loopback).
+        """
         deadline = time.monotonic() + timeout
+        where = address or "any address"
         while True:
-            if self.connect_errno(address, port, 0.5) == 0:
+            candidates = [address] if address else [_connectable(a) for a in self.listening(port)]
+            if any(self.connect_errno(a, port, 0.5) == 0 for a in candidates):
                 return
             if proc is not None and proc.poll() is not None:
-                raise LabError(f"{self.name}: process exited ({proc.returncode}) before {address}:{port} accepted")
+                raise LabError(f"{self.name}: process exited ({proc.returncode}) before {where}:{port} accepted")
             if time.monotonic() > deadline:
-                raise LabError(f"{self.name}: {address}:{port} did not accept within {timeout} s")
+                raise LabError(f"{self.name}: {where}:{port} did not accept within {timeout} s")
             time.sleep(0.05)
 
     # ------------------------------------------------------------------ servers
@@ -299,7 +336,7 @@ class Host:
 
     def start(self, cmd: Cmd, ready_port: int | None = None, ready_file: str | Path | None = None,
               timeout: float = 15, env: dict[str, str] | None = None, user: str | None = None,
-              ready_address: str = "127.0.0.1", **kw: Any) -> subprocess.Popen:
+              ready_address: str | None = None, **kw: Any) -> subprocess.Popen:
         """Start a real daemon here (in the foreground); wait for its port or file; return it.
 
         Its stderr goes to a file the lab removes at teardown (a pipe nobody reads would fill

@@ -262,10 +262,24 @@ def test_start_waits_for_a_real_daemon(pair: tuple[Host, Host], tmp_path: Path) 
     redis = "/usr/bin/redis-server"
     if not os.path.exists(redis):
         pytest.skip("redis-server is not installed")
-    proc = s.start([redis, "--port", "6390", "--bind", "0.0.0.0", "--save", "", "--appendonly", "no",
+    # bound to the link address only: readiness must not assume loopback
+    proc = s.start([redis, "--port", "6390", "--bind", "10.0.0.2", "--save", "", "--appendonly", "no",
                     "--dir", str(tmp_path), "--protected-mode", "no"], ready_port=6390)
     assert proc.poll() is None
+    assert s.listening(6390) == ["10.0.0.2"]
     assert c.connect_errno("10.0.0.2", 6390) == 0
+    assert s.connect_errno("127.0.0.1", 6390) == errno.ECONNREFUSED
+
+
+def test_listening_reads_the_namespace_socket_table(pair: tuple[Host, Host]) -> None:
+    _c, s = pair
+    s.listen(8080, "10.0.0.2")
+    s.listen(8081, "::", v6only=True)
+    s.listen(8082, "fd00::2")
+    assert s.listening(8080) == ["10.0.0.2"]
+    assert s.listening(8081) == ["::"]
+    assert s.listening(8082) == ["fd00::2"]
+    assert s.listening(8083) == []
 
 
 def test_start_fails_fast_when_the_daemon_dies(lab: Lab) -> None:
