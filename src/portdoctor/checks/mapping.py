@@ -219,9 +219,12 @@ def _container_port_confusion(snap: Snapshot, ctx: Context) -> list[Finding]:
                          Fix(f"or publish host port {port}",
                              f"{eng} run ... {_publish_flag(p.get('host_ip', ''), port, port)} {c.get('image')}"),
                          Fix(f"in a compose file: ports: [\"{port}:{port}\"] (host:container)")]
+                inside = [x for x in c.get("listeners") or [] if x["port"] == port and not _is_loopback(x["address"])]
                 ev = (f"published: {_mapping_text(p)} (container {name}, state {c.get('state')})",
-                      f"the client used port {port}; nothing on this host publishes or listens on it")
-                out.append(Finding(Cause.WRONG_PORT, CHECK, Severity.ERROR, summary, ev, tuple(fixes), 0.8))
+                      f"the client used port {port}; nothing on this host publishes or listens on it",
+                      *([f"inside container {name}, {endpoint_key(inside[0]['address'], port)} listens"] if inside else []))
+                weight = 0.88 if inside and c.get("state") == "running" else 0.75
+                out.append(Finding(Cause.WRONG_PORT, CHECK, Severity.ERROR, summary, ev, tuple(fixes), weight))
     return out
 
 
