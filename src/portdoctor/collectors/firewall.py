@@ -144,36 +144,54 @@ def _read(routes: bool) -> tuple[Ruleset, dict[str, Any], list[Limitation]]:
     """Run the tools and parse what they printed."""
     jobs, limits = _jobs(routes)
     results = _run_all(jobs)
-    tables: list[Table] = []
     tools: list[dict[str, Any]] = []
+    saves: list[tuple[str, str, str]] = []
     nft_json: str | None = None
     nft_text = ""
-    ipsets = []
+    ipset_text = ""
     host: dict[str, Any] = {"local_addresses": {}, "routes": []}
     for r in results:
         ok = not r.missing and r.rc == 0
         if r.job.source in ("iptables", "iptables-legacy", "nft-json", "ipset"):
             tools.append({"tool": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(r.job.argv)),
                           "ok": ok, "family": r.job.family or None,
-                          "variant": ("nf_tables" if "(nf_tables)" in r.out else "legacy" if "(legacy)" in r.out
+                          "variant": ("nf_tables" if "(nf_tables)" in r.out else "legacy" if r.out.strip()
                                       else None) if r.job.source.startswith("iptables") else None})
         if not ok:
             if r.job.source not in ("nft-text", "routes4", "routes6"):
                 limits.append(_limitation(r))
             continue
         if r.job.source in ("iptables", "iptables-legacy"):
-            source = r.job.source
-            if source == "iptables" and "(legacy)" in r.out:
-                source = "iptables-legacy"  # iptables-save is the legacy variant on this host
-            tables.extend(parse_iptables_save(r.out, r.job.family, source))
+            saves.append((r.out, r.job.family, r.job.source))
         elif r.job.source == "nft-json":
             nft_json = r.out
         elif r.job.source == "nft-text":
             nft_text = r.out
         elif r.job.source == "ipset":
-            ipsets = parse_ipset_save(r.out)
+            ipset_text = r.out
         elif r.job.source in ("routes4", "routes6"):
             _routes(r.out, host)
+    ruleset, problems = build_ruleset(saves, nft_json, nft_text, ipset_text)
+    limits.extend(problems)
+    if routes:
+        host["forwarding"] = {"4": _sysctl("net/ipv4/ip_forward"), "6": _sysctl("net/ipv6/conf/all/forwarding")}
+    host["tools"] = tools
+    return ruleset, host, limits
+
+
+def build_ruleset(saves: list[tuple[str, str, str]], nft_json: str | None = None, nft_text: str = "",
+                  ipset_text: str = "") -> tuple[Ruleset, list[Limitation]]:
+    """One Ruleset from the tools' output: saves are (iptables-save text, "ip"/"ip6", source).
+
+    An iptables-save without "(nf_tables)" in its header is the legacy variant. nftables tables
+    that iptables-nft-save already reported are not read twice.
+    """
+    tables: list[Table] = []
+    limits: list[Limitation] = []
+    for text, family, source in saves:
+        if source == "iptables" and text.strip() and "(nf_tables)" not in text:
+            source = "iptables-legacy"
+        tables.extend(parse_iptables_save(text, family, source))
     if nft_json:
         try:
             doc = json.loads(nft_json)
@@ -181,12 +199,9 @@ def _read(routes: bool) -> tuple[Ruleset, dict[str, Any], list[Limitation]]:
             limits.append(Limitation(f"nftables rules not read: nft -j printed invalid JSON ({exc})"))
         else:
             owned = {(t.family, t.name) for t in tables if t.source == "iptables"}
-            skip = owned
-            tables.extend(parse_nft_json(doc, rule_texts(nft_text), skip))
-    if routes:
-        host["forwarding"] = {"4": _sysctl("net/ipv4/ip_forward"), "6": _sysctl("net/ipv6/conf/all/forwarding")}
-    host["tools"] = tools
-    return Ruleset(tuple(tables), tuple(ipsets)), host, limits
+            tables.extend(parse_nft_json(doc, rule_texts(nft_text), owned))
+    ipsets = parse_ipset_save(ipset_text) if ipset_text else []
+    return Ruleset(tuple(tables), tuple(ipsets)), limits
 
 
 def _sysctl(key: str) -> bool | None:

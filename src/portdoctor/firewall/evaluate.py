@@ -503,14 +503,21 @@ class Evaluator:
         return lambda p: f"could not evaluate: {text}"
 
     def _set_pred(self, m: Match, table: Table) -> Callable[[_Packet], Tri]:
+        fields = m.fields
         if m.set:
             s = self._named_set(table, m.set)
             if s is None:
                 return lambda p: f"could not evaluate: set {m.set} not found"
             elements = s.elements
+            if s.kind == "ipset":  # directions (src/dst) applied to the set's own dimensions
+                if len(fields) < len(s.fields):
+                    return lambda p: f"could not evaluate: set {m.set} has more dimensions than directions"
+                side = {"addr": ("saddr", "daddr"), "port": ("sport", "dport"), "iface": ("iif", "oif")}
+                fields = tuple(side[t][0 if d == "saddr" else 1] if t in side else t
+                               for d, t in zip(fields, s.fields))
         else:
             elements = m.values
-        checkers = [self._element_checker(f) for f in m.fields]
+        checkers = [self._element_checker(f) for f in fields]
 
         def member(p: _Packet) -> Tri:
             uncertain = ""

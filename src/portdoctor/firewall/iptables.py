@@ -93,7 +93,7 @@ def _module_option(mod: str, opt: str, args: list[str], neg: bool, r: _Rule) -> 
             return Match("ctstate", tuple(s.lower() for s in a0.split(",")), neg)
         return None
     if mod == "comment" and opt == "--comment":
-        r.comment = a0
+        r.comment = a0.replace("\\'", "'")  # iptables-save writes ' as \' inside double quotes
         return Match("comment")
     if mod == "addrtype":
         if opt in ("--dst-type", "--src-type"):

@@ -1,0 +1,102 @@
+"""Re-capture the recorded firewall outputs of this folder from real tools (needs root).
+
+Each scenario (*.rules for iptables-restore, *.nft for nft -f, ipset.save) is loaded into a
+throwaway network namespace, a few local connections bump the counters, and the tools'
+output is written next to it: NAME.iptables-save, NAME.ip6tables-save, NAME.nft.json,
+NAME.nft.txt. The namespace is deleted afterwards, also on failure.
+
+    sudo python tests/data/firewall/capture.py
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+NS = f"pdfwcap{os.getpid()}"
+
+
+def sh(*argv: str, input: str | None = None) -> str:
+    return subprocess.run(["ip", "netns", "exec", NS, *argv], input=input, capture_output=True, text=True,
+                          check=True).stdout
+
+
+def bump(ports: list[int]) -> None:
+    """Connect to 127.0.0.1:PORT inside the namespace so rule counters move."""
+    code = ";".join(f"s=socket.socket();s.settimeout(0.2);s.connect_ex(('127.0.0.1',{p}));s.close()" for p in ports)
+    subprocess.run(["ip", "netns", "exec", NS, "python3", "-c", f"import socket;{code}"], check=False)
+
+
+def fresh() -> None:
+    subprocess.run(["ip", "netns", "del", NS], capture_output=True)
+    subprocess.run(["ip", "netns", "add", NS], check=True)
+    sh("ip", "link", "set", "lo", "up")
+
+
+def large_rules(n: int = 10000) -> str:
+    """A generated ruleset of n filter rules: per-service accepts, per-client rejects, chains."""
+    lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
+    chains = [f"SVC-{i}" for i in range(50)]
+    lines += [f":{c} - [0:0]" for c in chains]
+    body = []
+    for i in range(n - 50):
+        port = 1000 + (i % 5000)
+        src = f"10.{(i // 250) % 250}.{i % 250}.{(i * 7) % 250 + 1}"
+        k = i % 5
+        if i % 200 == 0:
+            body.append(f"-A INPUT -p tcp -m tcp --dport {port} -j {chains[(i // 200) % 50]}")
+        elif k == 0:
+            body.append(f"-A INPUT -s {src}/32 -p tcp -m tcp --dport {port} -j ACCEPT")
+        elif k == 1:
+            body.append(f"-A INPUT -s {src}/32 -p tcp -m tcp --dport {port} -j REJECT --reject-with tcp-reset")
+        elif k == 2:
+            body.append(f"-A INPUT -p tcp -m multiport --dports {port},{port + 1} -m comment --comment \"svc {i}\" -j ACCEPT")
+        elif k == 3:
+            body.append(f"-A {chains[i % 50]} -s 10.{i % 200}.0.0/16 -p tcp -m tcp --dport {port} -j DROP")
+        else:
+            body.append(f"-A INPUT -d 10.0.0.2/32 -p tcp -m tcp --dport {port} -j ACCEPT")
+    body += [f"-A {c} -j RETURN" for c in chains]
+    return "\n".join(lines + body + ["-A INPUT -p tcp -j REJECT --reject-with icmp-port-unreachable", "COMMIT", ""])
+
+
+def main() -> None:
+    try:
+        for name in ("docker", "kube", "ufw"):
+            fresh()
+            sh("iptables-restore", input=(HERE / f"{name}.rules").read_text())
+            bump([8080, 30080, 22])
+            (HERE / f"{name}.iptables-save").write_text(sh("iptables-save", "-c"))
+        fresh()
+        sh("ipset", "restore", input=(HERE / "ipset.save").read_text())
+        sh("iptables-restore", input=(HERE / "features.rules").read_text())
+        sh("ip6tables-restore", input=(HERE / "features6.rules").read_text())
+        sh("nft", "-f", "-", input=(HERE / "features.nft").read_text())
+        bump([8080, 9000, 7001, 6003])
+        (HERE / "features.iptables-save").write_text(sh("iptables-save", "-c"))
+        (HERE / "features.ip6tables-save").write_text(sh("ip6tables-save", "-c"))
+        (HERE / "features.nft.json").write_text(sh("nft", "-j", "list", "ruleset"))
+        (HERE / "features.nft.txt").write_text(sh("nft", "-a", "list", "ruleset"))
+        (HERE / "features.ipset").write_text(sh("ipset", "save"))
+        fresh()
+        sh("nft", "-f", "-", input=(HERE / "firewalld.nft").read_text())
+        (HERE / "firewalld.nft.json").write_text(sh("nft", "-j", "list", "ruleset"))
+        (HERE / "firewalld.nft.txt").write_text(sh("nft", "-a", "list", "ruleset"))
+        fresh()
+        sh("iptables-legacy-restore", input=(HERE / "features.rules").read_text().replace(
+            "-m set --match-set allowed src ", "").replace("-m set --match-set pairs src,dst,dst ", ""))
+        bump([8080])
+        (HERE / "legacy.iptables-save").write_text(sh("iptables-legacy-save", "-c"))
+        fresh()
+        sh("iptables-restore", input=large_rules())
+        with gzip.open(HERE / "large.iptables-save.gz", "wt") as f:
+            f.write(sh("iptables-save", "-c"))
+    finally:
+        subprocess.run(["ip", "netns", "del", NS], capture_output=True)
+
+
+if __name__ == "__main__":
+    main()

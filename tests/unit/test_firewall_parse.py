@@ -1,0 +1,193 @@
+"""Parsers on real iptables-save -c, ip6tables-save -c, nft -j / nft -a and ipset save outputs
+captured from namespaces (tests/data/firewall/capture.py re-captures them)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from pathlib import Path
+
+from portdoctor.collectors.firewall import build_ruleset
+from portdoctor.firewall.iptables import parse_ipset_save, parse_iptables_save, parse_rule, split_hostport
+from portdoctor.firewall.model import Ruleset, counters_of, ruleset_from_plain, ruleset_to_plain
+from portdoctor.firewall.nftables import parse_nft_json, rule_texts
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "firewall"
+
+
+def read(name: str) -> str:
+    return (DATA / name).read_text()
+
+
+def rules_of(tables, table: str, chain: str, family: str = "ip"):
+    for t in tables:
+        if t.name == table and t.family == family:
+            return t.chain(chain).rules
+    raise KeyError(table)
+
+
+def test_docker_iptables_save() -> None:
+    tables = parse_iptables_save(read("docker.iptables-save"), "ip")
+    assert {t.name for t in tables} == {"nat", "filter"}
+    nat = [t for t in tables if t.name == "nat"][0]
+    pre = nat.chain("PREROUTING")
+    assert pre.hook == "prerouting" and pre.priority == -100 and pre.type == "nat"
+    assert pre.rules[0].action.kind == "jump" and pre.rules[0].action.arg == "DOCKER"
+    assert pre.rules[0].matches[0].kind == "addrtype" and pre.rules[0].matches[0].values == ("local",)
+    dnat = nat.chain("DOCKER").rules[1]
+    assert (dnat.action.kind, dnat.action.addr, dnat.action.port) == ("dnat", "172.17.0.2", "80")
+    iif = [m for m in dnat.matches if m.kind == "iif"][0]
+    assert iif.neg and iif.values == ("docker0",)
+    assert dnat.text.startswith("iptables -t nat -A DOCKER ! -i docker0")
+    filt = [t for t in tables if t.name == "filter"][0]
+    assert filt.chain("FORWARD").policy == "DROP"
+    assert filt.chain("DOCKER-USER").hook is None
+    # counters are parsed: every rule carries them with -c
+    assert all(r.packets is not None for c in filt.chains for r in c.rules)
+
+
+def test_kube_proxy_rules() -> None:
+    tables = parse_iptables_save(read("kube.iptables-save"), "ip")
+    ext = rules_of(tables, "filter", "KUBE-EXTERNAL-SERVICES")[0]
+    assert ext.comment == "default/web:http has no endpoints"
+    assert ext.action.kind == "reject" and ext.action.arg == "icmp-port-unreachable"
+    svc = rules_of(tables, "nat", "KUBE-SVC-API")
+    assert svc[0].matches[-1].kind == "random" and svc[0].matches[-1].values == (0.5,)
+    fwd = rules_of(tables, "filter", "KUBE-FORWARD")[1]
+    assert any(m.kind == "unsupported" and m.text.startswith("-m mark") for m in fwd.matches)
+    masq = rules_of(tables, "nat", "KUBE-MARK-MASQ")[0]
+    assert masq.action.kind == "continue" and masq.action.arg == "MARK"
+
+
+def test_ufw_chains_and_quoted_comment() -> None:
+    tables = parse_iptables_save(read("ufw.iptables-save"), "ip")
+    user = rules_of(tables, "filter", "ufw-user-input")
+    assert user[2].comment == "'dapp_WWW%20Full'"
+    assert user[1].action.arg == "tcp-reset"
+    assert [r.action.arg for r in rules_of(tables, "filter", "INPUT")] == [
+        "ufw-before-input", "ufw-after-input", "ufw-reject-input"]
+
+
+def test_features_matches() -> None:
+    rules = rules_of(parse_iptables_save(read("features.iptables-save"), "ip"), "filter", "INPUT")
+    by_port = {}
+    for r in rules:
+        for m in r.matches:
+            if m.kind == "dport":
+                by_port.setdefault(m.values, r)
+    web = by_port[("80", "443", "9000-9010")]
+    assert web.comment == 'web "ports"' and web.action.kind == "accept"
+    ssh = by_port[("22",)]
+    assert ssh.matches[0].kind == "saddr" and ssh.matches[0].neg
+    recent = by_port[("7000",)]
+    assert [m.text for m in recent.matches if m.kind == "unsupported"] == [
+        "-m recent --rcheck --seconds 60 --name ssh --mask 255.255.255.255 --rsource"]
+    assert [m for m in rules[7].matches if m.kind == "saddr"][0].values == ("10.0.0.1-10.0.0.9",)
+    s = [m for m in by_port[("7004",)].matches if m.kind == "set"][0]
+    assert s.set == "pairs" and s.fields == ("saddr", "daddr", "daddr")
+    flags = [m for m in by_port[("7005",)].matches if m.kind == "tcpflags"][0]
+    assert flags.field == "syn,rst,ack" and flags.values == ("syn",)
+    assert by_port[("7006",)].action.kind == "queue"
+    goto = by_port[("7007",)]
+    assert goto.action.kind == "goto" and goto.action.arg == "CUST"
+    assert rules[2].packets == 1 and rules[2].bytes == 60
+
+
+def test_ip6tables_reject_types() -> None:
+    tables = parse_iptables_save(read("features.ip6tables-save"), "ip6")
+    rules = tables[0].chain("INPUT").rules
+    assert tables[0].family == "ip6"
+    assert [r.action.arg for r in rules] == ["icmp6-port-unreachable", "icmp6-adm-prohibited", "tcp-reset"]
+    assert rules[0].text.startswith("ip6tables -A INPUT -s fd00::1/128")
+
+
+def test_legacy_variant_detected() -> None:
+    rs, _ = build_ruleset([(read("legacy.iptables-save"), "ip", "iptables")])
+    assert {t.source for t in rs.tables} == {"iptables-legacy"}
+    rs, _ = build_ruleset([(read("features.iptables-save"), "ip", "iptables")])
+    assert {t.source for t in rs.tables} == {"iptables"}
+
+
+def test_ipset_save() -> None:
+    sets = {s.name: s for s in parse_ipset_save(read("features.ipset"))}
+    assert sets["allowed"].fields == ("addr",) and sets["allowed"].elements == ("10.0.0.0/29", "192.168.7.7")
+    assert sets["pairs"].fields == ("addr", "port", "addr")
+    assert sets["pairs"].elements == (["10.0.0.1", "7004", "10.0.0.2"],)
+
+
+def test_nft_json_native_table() -> None:
+    texts = rule_texts(read("features.nft.txt"))
+    tables = parse_nft_json(read("features.nft.json"), texts, skip={("ip", "filter"), ("ip6", "filter")})
+    assert [(t.family, t.name) for t in tables] == [("inet", "pdf")]
+    t = tables[0]
+    assert {s.name for s in t.sets} == {"allowed", "ports", "pairs", "svc"}
+    svc = [s for s in t.sets if s.name == "svc"][0]
+    assert svc.elements == (9000, 9001) and [v.kind for v in svc.verdicts] == ["jump", "drop"]
+    inp = t.chain("input")
+    assert inp.hook == "input" and inp.policy == "ACCEPT" and inp.priority == 0
+    r = inp.rules[3]
+    assert r.text == "ip saddr . tcp dport @pairs counter reject with icmp port-unreachable"
+    assert r.handle is not None and r.packets == 0
+    assert r.action.kind == "reject" and r.action.arg == "icmp-port-unreachable"
+    x = t.chain("x").rules[0]
+    assert x.comment == "hello" and x.action.arg == "tcp-reset"
+    pre = t.chain("pre")
+    assert pre.type == "nat" and pre.priority == -100
+    assert (pre.rules[0].action.addr, pre.rules[0].action.port) == ("10.0.0.3", "80")
+    assert pre.rules[2].action.kind == "vmap" and pre.rules[2].action.fields == ("random",)
+    assert pre.rules[4].action.kind == "vmap" and pre.rules[4].action.entries[1].action.addr == "10.0.0.5"
+
+
+def test_nft_json_iptables_nft_tables_are_not_read_twice() -> None:
+    rs, limits = build_ruleset([(read("features.iptables-save"), "ip", "iptables"),
+                                (read("features.ip6tables-save"), "ip6", "iptables")],
+                               read("features.nft.json"), read("features.nft.txt"), read("features.ipset"))
+    assert not limits
+    assert sorted((t.source, t.family, t.name) for t in rs.tables) == [
+        ("iptables", "ip", "filter"), ("iptables", "ip6", "filter"), ("nft", "inet", "pdf")]
+    # the same tables, read from nft alone, show iptables-nft's xt matches as unsupported
+    alone = parse_nft_json(read("features.nft.json"))
+    ipf = [t for t in alone if (t.family, t.name) == ("ip", "filter")][0]
+    assert any(m.kind == "unsupported" and "xt match" in m.text for r in ipf.chain("INPUT").rules for m in r.matches)
+
+
+def test_firewalld_nft() -> None:
+    tables = parse_nft_json(read("firewalld.nft.json"), rule_texts(read("firewalld.nft.txt")))
+    fw = tables[0]
+    assert fw.name == "firewalld"
+    inp = fw.chain("filter_INPUT")
+    assert inp.priority == 10
+    assert inp.rules[-1].action.arg == "icmpx-admin-prohibited"
+    assert inp.rules[1].matches[0].kind == "ctstate" and inp.rules[1].matches[0].values == ("dnat",)
+    zones = fw.chain("filter_INPUT_ZONES").rules
+    assert zones[0].matches[0].values == ("veth*",) and zones[0].action.kind == "goto"
+
+
+def test_round_trip_through_json() -> None:
+    rs, _ = build_ruleset([(read("kube.iptables-save"), "ip", "iptables")], read("features.nft.json"),
+                          read("features.nft.txt"), read("features.ipset"))
+    again = ruleset_from_plain(json.loads(json.dumps(ruleset_to_plain(rs))))
+    assert again == rs
+
+
+def test_large_generated_ruleset() -> None:
+    with gzip.open(DATA / "large.iptables-save.gz", "rt") as f:
+        text = f.read()
+    start = time.perf_counter()
+    rs = Ruleset(tuple(parse_iptables_save(text, "ip")))
+    seconds = time.perf_counter() - start
+    n = sum(len(c.rules) for t in rs.tables for c in t.chains)
+    assert n == 10001
+    assert len(counters_of(rs)) == n
+    assert seconds < 5, seconds
+
+
+def test_small_helpers() -> None:
+    assert split_hostport("[fd00::3]:80") == ("fd00::3", "80")
+    assert split_hostport("10.0.0.3") == ("10.0.0.3", "")
+    assert split_hostport("10.0.0.3:80-90") == ("10.0.0.3", "80-90")
+    chain, matches, action, _ = parse_rule("-A INPUT -p tcp -m foo --bar 1 ! --baz -s 10.0.0.1 -j DROP")
+    assert chain == "INPUT" and action.kind == "drop"
+    assert [m.kind for m in matches] == ["proto", "unsupported", "saddr"]
+    assert matches[1].text == "-m foo --bar 1 ! --baz"
