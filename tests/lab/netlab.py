@@ -582,4 +582,16 @@ def _delete_netns(ns: str) -> None:
             os.kill(int(pid), signal.SIGKILL)
         except (ProcessLookupError, ValueError):
             pass
+    deadline = time.monotonic() + 5
+    while any(_running(int(p)) for p in pids if p.isdigit()) and time.monotonic() < deadline:
+        time.sleep(0.01)
     subprocess.run(["ip", "netns", "delete", ns], capture_output=True, text=True)
+
+
+def _running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (a killed process takes a moment to go)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
