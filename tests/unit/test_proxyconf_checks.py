@@ -1,0 +1,109 @@
+"""The proxy, mapping and supervisor checks on recorded real cases (rootful Podman 4.3 with
+netavark, nginx 1.22, supervisord 4.2, all inside one network namespace), judged again here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from portdoctor.checks import Context
+from portdoctor.checks.mapping import check_mapping
+from portdoctor.checks.mapping import followups as mapping_followups
+from portdoctor.checks.proxy import check_proxy
+from portdoctor.checks.proxy import followups as proxy_followups
+from portdoctor.checks.supervisor import check_supervisor
+from portdoctor.model import Cause, ProbeResult, Severity, Snapshot, Target, from_plain
+
+REC = Path(__file__).parent.parent / "data" / "proxy" / "recorded"
+
+
+def _case(name: str) -> tuple[Snapshot, Context]:
+    doc = json.loads((REC / f"{name}.json").read_text())
+    snap = Snapshot.from_json(doc["snapshot"])
+    ctx = Context(target=from_plain(Target, doc["target"]), probe=from_plain(ProbeResult, doc["probe"]),
+                  from_addr=doc.get("from_addr"), service=doc.get("service"),
+                  followups={k: from_plain(ProbeResult, v) for k, v in (doc.get("followups") or {}).items()})
+    return snap, ctx
+
+
+def _errors(findings):
+    return [f for f in findings if f.severity is Severity.ERROR]
+
+
+def test_nginx_upstream_where_nothing_listens():
+    snap, ctx = _case("127_0_0_1_8080")
+    assert [(t.host, t.port) for t in proxy_followups(snap, ctx)] == [("127.0.0.1", 9000)]
+    (f,) = check_proxy(snap, ctx)
+    assert f.cause is Cause.PROXY_UPSTREAM and f.weight == 0.9
+    assert "upstream 127.0.0.1:9000 refuses connections: nothing listens on port 9000" in f.summary
+    assert "/tmp/pdx/ng/nginx.conf:12" in f.summary
+    ev = "\n".join(f.evidence)
+    assert "proxy_pass http://127.0.0.1:9000;" in ev
+    assert "answered 502 Bad Gateway (Server: nginx/1.22.1)" in ev
+    assert "connect() failed (111: Connection refused) while connecting to upstream" in ev
+    assert any(x.command == "nginx -s reload -c /tmp/pdx/ng/nginx.conf" for x in f.fix)
+
+
+def test_published_port_with_app_on_container_loopback():
+    snap, ctx = _case("127_0_0_1_18080")
+    assert [(t.host, t.port) for t in mapping_followups(snap, ctx)] == [("10.231.7.3", 8080)]
+    (f,) = check_mapping(snap, ctx)
+    assert f.cause is Cause.WRONG_INTERFACE and f.weight == 0.9
+    assert "Container pdxweb publishes 0.0.0.0:18080->8080/tcp" in f.summary
+    assert "127.0.0.1:8080 inside the container" in f.summary
+    assert "from this host, 10.231.7.3:8080 is refused (ECONNREFUSED)" in f.evidence
+    assert f.fix[0].command.endswith("/bin/httpd -f -p 0.0.0.0:8080")
+
+
+def test_exited_container_with_exit_code_and_logs():
+    snap, ctx = _case("127_0_0_1_18081")
+    (f,) = _errors(check_mapping(snap, ctx))
+    assert f.cause is Cause.SERVICE_NOT_RUNNING and f.weight == 0.85
+    assert "pdxexit" in f.summary and "exit code 3" in f.summary
+    assert any("fatal: /etc/app.conf missing" in e for e in f.evidence)
+    assert [x.command for x in f.fix] == ["podman logs --tail 50 pdxexit", "podman start pdxexit"]
+
+
+def test_mapping_to_a_container_port_where_nothing_listens():
+    snap, ctx = _case("127_0_0_1_18082")
+    (f,) = check_mapping(snap, ctx)
+    assert f.cause is Cause.PORT_MAPPING
+    assert "18082->8080" in f.summary and "listens on port 8081" in f.summary
+    assert "-p 18082:8081" in f.fix[0].command
+
+
+def test_client_uses_the_container_port():
+    snap, ctx = _case("127_0_0_1_9090")
+    (f,) = check_mapping(snap, ctx)
+    assert f.cause is Cause.WRONG_PORT and f.weight == 0.88
+    assert "published as port 19090" in f.summary
+
+
+def test_supervisord_program_that_crashed():
+    snap, ctx = _case("127_0_0_1_9300")
+    (f,) = _errors(check_supervisor(snap, ctx))
+    assert f.cause is Cause.SERVICE_NOT_RUNNING
+    assert "supervisord program api crashed (exit status 3)" in f.summary and "FATAL" in f.summary
+    assert any("Error: database is not reachable" in e for e in f.evidence)
+    assert f.fix[-1].command == "supervisorctl -c /tmp/pdx/sv/supervisord.conf start api"
+
+
+@pytest.mark.parametrize("name", ["127_0_0_1_8080", "127_0_0_1_18081", "127_0_0_1_9300"])
+def test_checks_stay_quiet_when_the_target_accepts(name):
+    snap, ctx = _case(name)
+    from dataclasses import replace
+
+    from portdoctor.model import State
+
+    ok = replace(ctx, probe=replace(ctx.probe, state=State.OPEN), followups={})
+    assert check_mapping(snap, ok) == []
+    assert check_supervisor(snap, ok) == []
+    assert check_proxy(snap, ok) == []  # no refused upstream known
+
+
+def test_no_facts_no_findings():
+    snap, ctx = _case("127_0_0_1_8080")
+    empty = Snapshot()
+    assert check_proxy(empty, ctx) == [] and check_mapping(empty, ctx) == [] and check_supervisor(empty, ctx) == []
