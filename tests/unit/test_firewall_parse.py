@@ -55,9 +55,9 @@ def test_kube_proxy_rules() -> None:
     svc = rules_of(tables, "nat", "KUBE-SVC-API")
     assert svc[0].matches[-1].kind == "random" and svc[0].matches[-1].values == (0.5,)
     fwd = rules_of(tables, "filter", "KUBE-FORWARD")[1]
-    assert any(m.kind == "unsupported" and m.text.startswith("-m mark") for m in fwd.matches)
+    assert [m for m in fwd.matches if m.kind == "mark"][0].values == (0x4000, 0x4000)
     masq = rules_of(tables, "nat", "KUBE-MARK-MASQ")[0]
-    assert masq.action.kind == "continue" and masq.action.arg == "MARK"
+    assert (masq.action.kind, masq.action.arg, masq.action.addr, masq.action.port) == ("mark", "xset", "16384", "16384")
 
 
 def test_ufw_chains_and_quoted_comment() -> None:

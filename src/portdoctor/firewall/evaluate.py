@@ -55,6 +55,7 @@ class Flow:
     local_src: bool = False  # made by a process on this host
     not_lo: bool = False
     dnat: bool = False
+    mark: int = 0  # the packet mark (MARK / meta mark set), 0 on arrival
 
     @property
     def family(self) -> int:
@@ -294,6 +295,7 @@ class _State:
     original: Flow | None = None
     nat_hooks: frozenset[str] = frozenset()
     accepted: Step | None = None
+    accepted_rank: int = -1
 
 
 # --------------------------------------------------------------------------- the evaluator
@@ -492,6 +494,9 @@ class Evaluator:
             return out(lambda p: str(m.values[0]) in ("host", "unicast"))
         if k == "fragment":
             return out(lambda p: False)
+        if k == "mark":
+            value, mask = int(m.values[0]), int(m.values[1])
+            return out(lambda p: (p.flow.mark & mask) == value)
         if k == "random":
             prob = float(m.values[0]) if m.values else 0.5
             if prob >= 1.0:
@@ -582,14 +587,15 @@ class Evaluator:
         self._budget = MAX_STATES
         self._truncated = False
         finals: list[Outcome] = []
-        start = _State(flow)
+        # no interface yet is the empty name: `-i eth0` never matches in OUTPUT, `-o eth0` never in INPUT
+        start = _State(replace(flow, iif="", oif=None) if flow.local_src else replace(flow, oif=""))
         if flow.local_src:
             states = self._hook("output", [self._routed(start, output=True)], finals)
             states = self._hook("postrouting", states, finals)
             to_input = []
             for st in states:
                 if self.is_local(st.flow.dst):
-                    to_input.append(replace(st, flow=replace(st.flow, iif="lo", oif=None)))
+                    to_input.append(replace(st, flow=replace(st.flow, iif="lo", oif="")))
                 else:
                     finals.append(self._accepted(st, "postrouting"))
             for st in self._hook("input", to_input, finals):
@@ -613,7 +619,7 @@ class Evaluator:
             states = self._hook("forward", fwd_ok, finals)
             for st in self._hook("postrouting", states, finals):
                 finals.append(self._accepted(st, "postrouting"))
-        return Evaluation(flow, tuple(finals), self._truncated)
+        return Evaluation(flow, tuple(_merge(finals)), self._truncated)
 
     def _routed(self, st: _State, output: bool = False) -> _State:
         dev, _kind = self.route(st.flow.dst)
@@ -643,9 +649,9 @@ class Evaluator:
                         if pol == "DROP":
                             finals.append(self._final("drop", Step(cc.table, cc.chain.name), hook, s2))
                         else:
-                            nxt.append(replace(s2, accepted=Step(cc.table, cc.chain.name)))
+                            nxt.append(_accept(s2, Step(cc.table, cc.chain.name), hook, cc))
                     elif kind == "accept":
-                        nxt.append(replace(s2, accepted=step))
+                        nxt.append(_accept(s2, step, hook, cc))
                     elif kind in ("dnat", "redirect"):
                         nxt.append(s2)
                     elif kind == "drop":
@@ -733,6 +739,8 @@ class Evaluator:
             return [(k, self._nat(st, c, a), c)]
         if k == "vmap":
             return self._vmap(cc, c, a, st, depth)
+        if k == "mark":
+            return self._walk(cc, c.index + 1, replace(st, flow=replace(st.flow, mark=_marked(st.flow.mark, a))), depth)
         return [("unknown", st, c)]
 
     def _nat(self, st: _State, c: _Compiled, a: Action) -> _State:
@@ -808,6 +816,54 @@ class Evaluator:
         # no element matched: the rule does not decide; continue with the next rule
         res.extend(self._walk(cc, c.index + 1, st, depth))
         return res
+
+
+def _accept(st: _State, step: Step, hook: str, cc: _CChain) -> _State:
+    """Remember the accept that explains the flow best: a filter rule at input/forward first."""
+    rank = (2 if hook in ("input", "forward") and cc.chain.type == "filter" else 0) + (1 if step.rule else 0)
+    if rank >= st.accepted_rank:
+        return replace(st, accepted=step, accepted_rank=rank)
+    return st
+
+
+def _marked(mark: int, a: Action) -> int:
+    """The packet mark after a MARK action (iptables semantics; nft `meta mark set` is "set")."""
+    value = int(a.addr or 0)
+    mask = int(a.port) if a.port else 0xFFFFFFFF
+    if a.arg == "xset":
+        return (mark & ~mask & 0xFFFFFFFF) ^ value
+    if a.arg == "set":
+        return (mark & ~mask & 0xFFFFFFFF) | value
+    if a.arg == "or":
+        return mark | value
+    if a.arg == "and":
+        return mark & value
+    if a.arg == "xor":
+        return mark ^ value
+    return mark
+
+
+def _merge(outcomes: list[Outcome]) -> list[Outcome]:
+    """Fold outcomes that end the same way, keeping only the assumptions all of them share.
+
+    Two branches that differ only in an undecidable rule and still end alike do not depend on it.
+    """
+    groups: dict[tuple, list[Outcome]] = {}
+    for o in outcomes:
+        step = None if o.verdict == "accept" else (o.step.where if o.step else o.note)
+        key = (o.verdict, o.reject_with, step, o.hook, o.flow.dst, o.flow.dport,
+               o.nat.where if o.nat else None)
+        groups.setdefault(key, []).append(o)
+    out = []
+    for members in groups.values():
+        first = members[0]
+        if len(members) == 1:
+            out.append(first)
+            continue
+        common = [a for a in first.assumptions
+                  if all(any(b.step == a.step and b.matched == a.matched for b in m.assumptions) for m in members)]
+        out.append(replace(first, assumptions=tuple(common)))
+    return out
 
 
 def evaluate_many(ev: Evaluator, flows: Iterable[Flow]) -> list[Evaluation]:

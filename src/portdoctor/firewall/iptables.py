@@ -21,7 +21,7 @@ from portdoctor.firewall.model import (
 
 # targets that do not end the walk through a chain
 CONTINUE_TARGETS = frozenset({
-    "LOG", "NFLOG", "ULOG", "TRACE", "MARK", "CONNMARK", "CT", "NOTRACK", "TCPMSS", "CLASSIFY",
+    "LOG", "NFLOG", "ULOG", "TRACE", "CONNMARK", "CT", "NOTRACK", "TCPMSS", "CLASSIFY",
     "CHECKSUM", "TOS", "DSCP", "TTL", "HL", "SET", "AUDIT", "SECMARK", "CONNSECMARK", "IDLETIMER",
     "LED", "TEE", "HMARK", "SYNPROXY", "TPROXY", "RATEEST", "NETMAP",
 })
@@ -119,6 +119,9 @@ def _module_option(mod: str, opt: str, args: list[str], neg: bool, r: _Rule) -> 
         if opt in ("--every", "--packet"):
             return Match("random", (1.0 / max(1, int(a0)),) if opt == "--every" else (), neg)
         return None
+    if mod == "mark" and opt == "--mark":
+        value, _, mask = a0.partition("/")
+        return Match("mark", (int(value, 0), int(mask, 0) if mask else 0xFFFFFFFF), neg)
     if mod == "pkttype" and opt == "--pkt-type":
         return Match("pkttype", (a0.lower(),), neg)
     return None
@@ -175,7 +178,7 @@ def parse_rule(line: str, chains: set[str] | None = None) -> tuple[str, list[Mat
             i += 1
             mod_start = i
             if mod not in ("tcp", "udp", "sctp", "dccp", "multiport", "conntrack", "state", "comment",
-                           "addrtype", "iprange", "set", "statistic", "pkttype"):
+                           "addrtype", "iprange", "set", "statistic", "pkttype", "mark"):
                 unknown_mod = [("! " if neg else "") + f"-m {mod}"]
         elif tok in ("-j", "--jump", "-g", "--goto"):
             r.target = tokens[i]
@@ -228,6 +231,14 @@ def _action(r: _Rule, chains: set[str] | None) -> Action:
         return Action("masquerade")
     if t in ("QUEUE", "NFQUEUE"):
         return Action("queue", text=f"-j {t}")
+    if t == "MARK":
+        for opt, how in (("--set-xmark", "xset"), ("--set-mark", "set"), ("--or-mark", "or"),
+                         ("--and-mark", "and"), ("--xor-mark", "xor")):
+            if opt in o and o[opt]:
+                value, _, mask = o[opt][0].partition("/")
+                return Action("mark", arg=how, addr=str(int(value, 0)),
+                              port=str(int(mask, 0)) if mask else "")
+        return Action("continue", arg=t)
     if t in CONTINUE_TARGETS:
         return Action("continue", arg=t)
     if chains is None or t in chains:

@@ -93,6 +93,11 @@ def _match(m: dict[str, Any]) -> list[Match]:
     left, right = m["left"], m["right"]
     neg = op == "!="
     implied: list[Match] = []
+    if isinstance(left, dict) and "&" in left and left["&"][0] == {"meta": {"key": "mark"}} \
+            and isinstance(left["&"][1], int) and isinstance(right, int) and op in ("==", "!="):
+        return [Match("mark", (right, left["&"][1]), neg)]
+    if left == {"meta": {"key": "mark"}} and isinstance(right, int) and op in ("==", "!="):
+        return [Match("mark", (right, 0xFFFFFFFF), neg)]
     if isinstance(left, dict) and "&" in left:  # tcp flags & (syn | ack) == syn
         inner, mask = left["&"]
         if inner.get("payload", {}).get("field") == "flags":
@@ -243,6 +248,13 @@ def _rule(obj: dict[str, Any], text: str) -> Rule:
                 continue
             if "queue" in e:
                 action = Action("queue", text="queue")
+                continue
+            if "mangle" in e and e["mangle"].get("key") == {"meta": {"key": "mark"}}:
+                val = e["mangle"].get("value")
+                if isinstance(val, int):
+                    action = Action("mark", arg="set", addr=str(val))
+                    continue
+                matches.append(Match("unsupported", text="meta mark set " + json.dumps(val)))
                 continue
             if "xt" in e:
                 xt = e["xt"]
