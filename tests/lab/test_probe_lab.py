@@ -7,12 +7,13 @@ records for this kernel.
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
 import pytest
 
-from netlab import Host, Lab
+from netlab import Host, Lab, in_netns
 
 pytestmark = pytest.mark.lab
 
@@ -33,11 +34,16 @@ def only(doc: dict[str, Any]) -> dict[str, Any]:
     return doc["addresses"][0]
 
 
+def netstat(h: Host, group: str, name: str) -> int:
+    """A counter of h's namespace from /proc/net/snmp or /proc/net/netstat (e.g. Tcp PassiveOpens)."""
+    text = h.run(["cat", "/proc/net/snmp", "/proc/net/netstat"]).stdout
+    lines = [line.split() for line in text.splitlines() if line.startswith(group + ":")]
+    return int(dict(zip(lines[0], lines[1]))[name])
+
+
 def passive_opens(h: Host) -> int:
-    """TCP PassiveOpens of h's namespace (connections its listeners accepted into the queue)."""
-    lines = [line.split() for line in h.run(["cat", "/proc/net/snmp"]).stdout.splitlines()
-             if line.startswith("Tcp:")]
-    return int(dict(zip(lines[0], lines[1]))["PassiveOpens"])
+    """TCP PassiveOpens of h's namespace (connections its listeners took into the queue)."""
+    return netstat(h, "Tcp", "PassiveOpens")
 
 
 def by_address(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -145,6 +151,32 @@ def test_no_route_is_unreachable_at_once(pair: tuple[Host, Host]) -> None:
     assert doc["state"] == "unreachable"
     assert only(doc)["errno"] == "ENETUNREACH"
     assert only(doc)["seconds"] < 0.5
+
+
+def test_full_accept_queue_is_a_timeout(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080, backlog=1, accept=False)  # never accepts: two connections fill the queue
+    held = [in_netns(c.ns, lambda: socket.create_connection((SERVER4, 8080), timeout=2)) for _ in range(2)]
+    try:
+        before = netstat(s, "TcpExt", "ListenDrops")
+        code, doc, _ = probe(c, f"{SERVER4}:8080", "--timeout", "1")
+        assert code == 1
+        assert doc["state"] == "timeout"  # the server drops the SYN: it looks like a firewall drop
+        assert netstat(s, "TcpExt", "ListenDrops") > before
+    finally:
+        for conn in held:
+            conn.close()
+
+
+def test_server_at_its_fd_limit_still_looks_open(pair: tuple[Host, Host]) -> None:
+    """The kernel completes the handshake into the queue; only the server cannot accept it.
+    A client-side probe cannot see this (diagnose must look at the server)."""
+    c, s = pair
+    s.listen(8080, nofile=32, fill_fds=True)
+    code, doc, _ = probe(c, f"{SERVER4}:8080")
+    assert code == 0 and doc["state"] == "open"
+    queued = s.run(["ss", "-Hltn", "sport", "= :8080"]).stdout.split()
+    assert int(queued[1]) >= 1  # Recv-Q: the connection waits in the accept queue
 
 
 # --------------------------------------------------------------------------- names
