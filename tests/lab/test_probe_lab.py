@@ -198,6 +198,7 @@ def test_name_without_any_resolver_is_a_dns_error(pair: tuple[Host, Host]) -> No
     c, _s = pair  # resolv.conf points at 127.0.0.1, where nothing answers
     code, doc, _ = probe(c, "server.lab:8080")
     assert code == 1 and doc["state"] == "dns_error" and doc["addresses"] == []
+    assert "did not answer" in doc["dns_error"]  # EAI_AGAIN, told apart from NXDOMAIN
 
 
 def test_resolved_name_is_open(pair: tuple[Host, Host]) -> None:
