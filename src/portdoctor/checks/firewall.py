@@ -300,14 +300,13 @@ def _unknown_finding(c: _Checked, o: Outcome) -> Finding:
                    weight=0.2)
 
 
-def _undecidable(c: _Checked) -> list[Finding]:
+def _undecidable(c: _Checked, seen: set[str]) -> list[Finding]:
     """'could not evaluate rule N' when an unmodelled match decides between accept and refuse."""
     outs = c.evaluation.outcomes
     verdicts = {o.verdict for o in outs}
     if len(verdicts) < 2:
         return []
     out: list[Finding] = []
-    seen: set[str] = set()
     for o in outs:
         for a in o.assumptions:
             if not a.reason.startswith("could not evaluate") or a.step.where in seen:
@@ -333,6 +332,7 @@ def check_firewall(snap: Snapshot, ctx: Context) -> list[Finding]:
     findings: list[Finding] = []
     done: set[tuple[str, str]] = set()
     exact_bad = False
+    undecidable_seen: set[str] = set()
     for c in checked:
         o = _decided(c)
         if o is not None:
@@ -350,10 +350,7 @@ def check_firewall(snap: Snapshot, ctx: Context) -> list[Finding]:
                 if key not in done:
                     done.add(key)
                     findings.append(_unknown_finding(c, o))
-        undecidable = _undecidable(c)
-        findings.extend(f for f in undecidable if (f.summary, "u") not in done)
-        for f in undecidable:
-            done.add((f.summary, "u"))
+        findings.extend(_undecidable(c, undecidable_seen))
         for o in c.evaluation.outcomes:
             if o.verdict not in ("drop", "reject"):
                 continue

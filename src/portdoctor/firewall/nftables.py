@@ -10,6 +10,7 @@ import json
 import re
 from typing import Any
 
+from portdoctor.firewall.iptables import CONTINUE_TARGETS
 from portdoctor.firewall.model import Action, Chain, Match, NamedSet, Rule, Table, VmapEntry
 
 _FAMILY = {"ipv4": "ip", "ipv6": "ip6", "ip": "ip", "ip6": "ip6"}
@@ -259,7 +260,13 @@ def _rule(obj: dict[str, Any], text: str) -> Rule:
             if "xt" in e:
                 xt = e["xt"]
                 if xt.get("type") == "target":
-                    action = Action("unsupported", text=f"xt target {xt.get('name')}")
+                    name = str(xt.get("name"))
+                    if name in CONTINUE_TARGETS or name == "MARK":
+                        action = Action("continue", arg=name)  # no verdict: the walk goes on
+                    elif name == "REJECT":  # nft does not show the compat target's reject type
+                        action = Action("reject", text="xt target REJECT (type not shown by nft)")
+                    else:
+                        action = Action("unsupported", text=f"xt target {name}")
                 else:
                     matches.append(Match("unsupported", text=f"xt match {xt.get('name')}"))
                 continue
