@@ -137,3 +137,30 @@ def test_parse_port(text: str | int, value: int) -> None:
 def test_parse_port_rejects(text: str | int) -> None:
     with pytest.raises(BadInput, match="port"):
         parse_port(text)
+
+
+# --------------------------------------------------------------------------- any text at all
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(max_size=60), st.one_of(st.none(), st.integers(-5, 70000)))
+def test_any_text_gives_a_target_or_bad_input(text: str, port: int | None) -> None:
+    """No input makes parse_target fail in another way than BadInput (exit 2, one line)."""
+    try:
+        t = parse_target(text, port)
+    except BadInput as exc:
+        assert "\n" not in str(exc)
+        return
+    assert 1 <= t.port <= 65535
+    assert t.host and t.host == t.host.strip()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.ip_addresses(), st.integers(1, 65535))
+def test_any_address_and_port_round_trips(addr: object, port: int) -> None:
+    text = f"[{addr}]:{port}" if ":" in str(addr) else f"{addr}:{port}"
+    t = parse_target(text)
+    assert (t.host, t.port) == (str(addr), port)
