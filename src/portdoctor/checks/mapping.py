@@ -201,7 +201,7 @@ def _loopback_published(snap: Snapshot, ctx: Context, c: dict[str, Any], p: dict
              Fix(f"in a compose file: ports: [\"{p['host_port']}:{p['container_port']}\"] instead of "
                  f"\"{p['host_ip']}:{p['host_port']}:{p['container_port']}\"")]
     return Finding(Cause.WRONG_INTERFACE, CHECK, Severity.ERROR, summary,
-                   (f"published: {_mapping_text(p)} (container {name})",), tuple(fixes), 0.85)
+                   (f"published: {_mapping_text(p)} (container {name})",), tuple(fixes), 0.93)
 
 
 def _container_port_confusion(snap: Snapshot, ctx: Context) -> list[Finding]:

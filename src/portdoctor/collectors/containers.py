@@ -272,7 +272,9 @@ def _enrich(rec: dict[str, Any], proc_root: str, own_ns: int | None, own_addrs: 
         addrs = [a for a in ns_addresses(proc_root, pid) if not a.startswith("127.") and a != "::1"]
         rec["addresses"] = list(dict.fromkeys(rec["addresses"] + addrs))
     gateways = {n["gateway"] for n in rec["networks"] if n.get("gateway")}
-    if gateways:
+    if rec["same_netns"]:
+        rec["local"] = True  # portdoctor runs inside this very container
+    elif gateways:
         rec["local"] = bool(gateways & own_addrs)
     elif rec.get("network_mode") == "host" or rec["same_netns"]:
         rec["local"] = True
