@@ -86,24 +86,28 @@ def explain(text: str) -> Explanation:
 
 
 def _explain(text: str) -> Explanation:
-    from portdoctor.explain.parsers import PARSERS
+    from portdoctor.explain.parsers import FALLBACK, PARSERS
 
     if not isinstance(text, str) or not text.strip():
         return unrecognized("")
     text = text[:MAX_CHARS].replace("\r\n", "\n")
-    best: Candidate | None = None
-    for rank, parse in enumerate(PARSERS):
-        try:
-            cand = parse(text)
-        except Exception:
-            cand = None
-        if cand is None:
-            continue
-        if best is None or cand.score() > best.score():
-            best = cand
+    best = _best(PARSERS, text) or _best(FALLBACK, text)
     if best is None:
         return unrecognized(text)
     return _finish(best)
+
+
+def _best(parsers: tuple, text: str) -> Candidate | None:
+    """The most specific candidate of `parsers`; on a tie, the parser listed first."""
+    best: Candidate | None = None
+    for parse in parsers:
+        try:
+            cand = parse(text)
+        except Exception:  # one broken parser must not hide the others
+            cand = None
+        if cand is not None and (best is None or cand.score() > best.score()):
+            best = cand
+    return best
 
 
 def _finish(c: Candidate) -> Explanation:

@@ -348,6 +348,10 @@ def parse_curl(text: str) -> Candidate | None:
         c.errno_name = "EAI_NONAME"
         if r:
             c.host = clean_host(r.group(1))
+    if c.host is not None and c.port is None:
+        url_host, url_port, scheme, defaulted = url_target(text)
+        if url_host == c.host:
+            c.port, c.scheme, c.port_defaulted = url_port, scheme, defaulted
     if code == 28 and c.errno_name is None:
         c.errno_name = "ETIMEDOUT"
     v = re.search(r"connect to (\S+) port (\d+) failed: ([^\n]*)", text)
@@ -399,7 +403,8 @@ def parse_ssh(text: str) -> Candidate | None:
 def parse_go(text: str) -> Candidate | None:
     """Go net: `dial tcp 127.0.0.1:5432: connect: connection refused`, `connectex:` on Windows,
     `i/o timeout`, `dial tcp: lookup h on 127.0.0.11:53: no such host`, `dial unix /path: ...`."""
-    m = re.search(r"dial (tcp[46]?|unix) (\S+): (?:(connect|connectex|getsockopt): )?([^\n]*)", text)
+    m = (re.search(r"dial (tcp[46]?|unix) (\S+): (?:(connect|connectex|getsockopt): )?([^\n]*)", text)
+         or re.search(r"\b(tcp[46]?) (\S+:\d+): (connect|connectex|getsockopt): ([^\n]*)", text))
     if m and m.group(2) != "lookup":
         c = Candidate("go", line_at(text, m.start()))
         why = m.group(4)
@@ -419,7 +424,7 @@ def parse_go(text: str) -> Candidate | None:
             c.errno_number = errnos.number_of(c.errno_name, c.platform)
         fill_from_url(c, text)
         return c
-    m = re.search(r"dial (?:tcp[46]?|udp): lookup (\S+?)(?: on (\S+?))?: ([^\n]*)", text)
+    m = re.search(r"dial (?:tcp[46]?|udp): lookup (\S+?)(?: on (\S+:\d+))?: ([^\n]*)", text)
     if m:
         c = Candidate("go", line_at(text, m.start()))
         c.host = clean_host(m.group(1))
@@ -440,7 +445,8 @@ def parse_go(text: str) -> Candidate | None:
 def parse_node(text: str) -> Candidate | None:
     """Node.js: `Error: connect ECONNREFUSED 127.0.0.1:3000` (also `::1:3000`), `getaddrinfo
     ENOTFOUND h`, the `errno: -111` / `address:` / `port:` fields, and AggregateError lists."""
-    m = re.search(r"\b(connect|getaddrinfo|read|write|querySrv) (E[A-Z_]{3,})\b(?: ([^\s,)]+))?", text)
+    m = re.search(r"\b(connect|getaddrinfo|read|write|querySrv) (E[A-Z_]{3,})\b(?: ([^\s,)]+))?"
+                  r"(?: ([^\s,)]+:\d+))?", text)
     if not m:
         return None
     c = Candidate("node", line_at(text, m.start()))
@@ -452,6 +458,8 @@ def parse_node(text: str) -> Candidate | None:
     if m.group(3):
         if m.group(1) == "getaddrinfo":
             c.host = clean_host(m.group(3))
+            if m.group(4):  # Node before 12: `getaddrinfo ENOTFOUND h h:80`
+                c.port = split_hostport(m.group(4))[1]
         else:
             c.host, c.port = split_hostport(m.group(3))
     n = re.search(r"errno: (-?\d+)", text)
@@ -486,7 +494,7 @@ def parse_node(text: str) -> Candidate | None:
 def parse_rust(text: str) -> Candidate | None:
     """Rust std::io::Error: `Connection refused (os error 111)` and the Debug form
     `Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }`."""
-    m = re.search(r"([A-Za-z][^\n(]*?) \(os error (-?\d+)\)", text)
+    m = re.search(r"\(os error (-?\d+)\)", text)
     d = re.search(r'Os \{ code: (-?\d+), kind: (\w+), message: "([^"]*)" \}', text)
     if not (m or d):
         return None
@@ -497,10 +505,10 @@ def parse_rust(text: str) -> Candidate | None:
         apply_number(c, int(d.group(1)), strerror_name(d.group(3)))
     else:
         assert m is not None
-        apply_number(c, int(m.group(2)), strerror_name(m.group(1)))
+        apply_number(c, int(m.group(1)), strerror_name(text[max(0, m.start() - 120):m.start()]))
     fill_from_url(c, text)
     if c.host is None:
-        h = re.search(r"(?:connect(?:ing)? to|addr(?:ess)?[=:]\s*)\s*(\[[0-9a-fA-F:]+\]:\d+|[\w.-]+:\d+)", text)
+        h = re.search(r"(?:connect(?:ing)? to|addr(?:ess)?[=:]\s*)\s*(\[[0-9a-fA-F:]+\]:\d+|[\w.-]{1,253}:\d+)", text)
         if h:
             c.host, c.port = split_hostport(h.group(1))
     return c
@@ -516,13 +524,20 @@ def parse_java(text: str) -> Candidate | None:
     """Java: `java.net.ConnectException: Connection refused` (`: connect` on Windows), Apache
     HttpClient `Connect to h:8080 [h/127.0.0.1] failed`, Netty `Connection refused: h/ip:port`,
     `UnknownHostException: h`, `SocketTimeoutException: connect timed out`."""
+    netty = re.search(r"Connection refused: (?:no further information: )?([\w.-]{0,253}/\[?[0-9a-fA-F:.]{2,45}\]?:\d+)", text)
     hits = list(_JAVA_EXC.finditer(text))
+    if not hits and netty:  # Netty's message alone: `Connection refused: localhost/127.0.0.1:8080`
+        c = Candidate("java", line_at(text, netty.start()), errno_name="ECONNREFUSED")
+        name, _, addr = netty.group(1).partition("/")
+        c.host, c.port = split_hostport(addr)
+        c.host = clean_host(name) or c.host
+        return c
     hits = [h for h in hits if "java" in text or "Exception in thread" in text or h.group(1) != "ConnectException"
             or h.group(0).startswith(("java.", "io.netty", "org.apache"))]
     if not hits:
         return None
     # the most specific line: one that names a host, else the first
-    best = next((h for h in hits if h.group(2) and re.search(r"[\w.-]+/[\d.:a-fA-F]+:\d+|:\d+", h.group(2))),
+    best = next((h for h in hits if h.group(2) and re.search(r"/[\d.:a-fA-F]{2,45}:\d+|:\d+", h.group(2))),
                 hits[0])
     c = Candidate("java", line_at(text, best.start()))
     kind, msg = best.group(1), best.group(2) or ""
@@ -539,11 +554,11 @@ def parse_java(text: str) -> Candidate | None:
         c.platform = WINDOWS
         c.errno_number = errnos.number_of(c.errno_name, WINDOWS)
     hp = (re.search(r"Connect to (\S+?) \[", text)
-          or re.search(r"(?:\b[\w.-]+)?/(\[?[0-9a-fA-F:.]+\]?:\d+)\b", msg)
-          or re.search(r"\b[\w.-]+/(\[?[0-9a-fA-F:.]+\]?:\d+)\b", text))
+          or re.search(r"/(\[?[0-9a-fA-F:.]{2,45}\]?:\d+)\b", msg)
+          or re.search(r"\b[\w.-]{1,253}/(\[?[0-9a-fA-F:.]{2,45}\]?:\d+)\b", text))
     if hp:
         c.host, c.port = split_hostport(hp.group(1))
-        named = re.search(r"\b([A-Za-z][\w.-]*)/" + re.escape(hp.group(1)), text)
+        named = re.search(r"\b([A-Za-z][\w.-]{0,252})/" + re.escape(hp.group(1)), text)
         if named and clean_host(named.group(1)):
             c.host = clean_host(named.group(1))
     fill_from_url(c, text)
@@ -643,7 +658,9 @@ def parse_generic(text: str) -> Candidate | None:
 # In order of precedence when two candidates are equally specific.
 PARSERS: tuple[Callable[[str], Candidate | None], ...] = (
     parse_nginx, parse_psql, parse_mysql, parse_redis_cli, parse_curl, parse_wget, parse_ssh,
-    parse_go, parse_node, parse_rust, parse_java, parse_python, parse_windows, parse_generic,
+    parse_go, parse_node, parse_rust, parse_java, parse_python, parse_windows,
 )
+# Tried only when no parser above recognises the text.
+FALLBACK: tuple[Callable[[str], Candidate | None], ...] = (parse_generic,)
 
-__all__ = ["Candidate", "PARSERS", "BSD", "split_hostport", "url_target"]
+__all__ = ["Candidate", "PARSERS", "FALLBACK", "BSD", "split_hostport", "url_target"]

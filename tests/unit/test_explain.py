@@ -1,0 +1,280 @@
+"""explain: pasted connection errors -> source, errno, platform, target, meaning.
+
+Samples in tests/data/messages/: `*.txt` were produced verbatim on a test machine by real clients
+against closed loopback ports (local.json says how); public.json holds messages users pasted in
+public issue threads, with the thread's address.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from portdoctor.explain import Explanation, explain
+from portdoctor.explain import errnos
+from portdoctor.explain.parsers import split_hostport, url_target
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "messages"
+LOCAL = json.loads((DATA / "local.json").read_text())
+PUBLIC = json.loads((DATA / "public.json").read_text())
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def check(e: Explanation, expect: dict) -> None:
+    assert e.recognized, e
+    for key in ("source", "errno_name", "errno_number", "platform", "port_defaulted"):
+        if key in expect:
+            assert getattr(e, key) == expect[key], (key, e)
+    if "target" in expect and expect["target"] is None:
+        assert e.target is None, e
+    if "host" in expect:
+        assert e.target is not None, e
+        assert e.target.host == expect["host"], e
+    if "port" in expect:
+        assert e.target is not None and e.target.port == expect["port"], e
+    if "note" in expect:
+        assert any(expect["note"] in n for n in e.notes), e.notes
+    assert e.meaning
+    assert e.message and "\n" not in e.message
+
+
+@pytest.mark.parametrize("name", sorted(LOCAL))
+def test_local_sample(name: str) -> None:
+    """Messages produced on this machine by the real clients."""
+    text = (DATA / name).read_text()
+    check(explain(text), LOCAL[name]["expect"])
+
+
+@pytest.mark.parametrize("sample", PUBLIC, ids=[s["id"] for s in PUBLIC])
+def test_public_sample(sample: dict) -> None:
+    """Messages users pasted in public issue threads."""
+    assert sample["url"].startswith("https://github.com/")
+    check(explain(sample["text"]), sample["expect"])
+
+
+def test_every_sample_file_has_an_expectation() -> None:
+    assert {p.name for p in DATA.glob("*.txt")} == set(LOCAL)
+
+
+# --------------------------------------------------------------------------- one per family
+
+FAMILIES = {
+    "curl": "curl-refused-verbose.txt",
+    "python": "python-requests-refused.txt",
+    "node": "node-net-refused-ipv6.txt",
+    "rust": "rust-unwrap-refused.txt",
+    "java": "java-socket-refused.txt",
+    "psql": "psql-tcp-refused.txt",
+    "mysql": "mysql-mariadb-client-refused.txt",
+    "redis-cli": "redis-cli-refused.txt",
+    "nginx": "nginx-proxy-refused.txt",
+}
+
+
+@pytest.mark.parametrize("source", sorted(FAMILIES))
+def test_family_source(source: str) -> None:
+    assert explain((DATA / FAMILIES[source]).read_text()).source == source
+
+
+def test_go_and_windows_families() -> None:
+    go = {s["id"]: s for s in PUBLIC}["go-refused-redis"]
+    assert explain(go["text"]).source == "go"
+    win = explain("No connection could be made because the target machine actively refused it.")
+    assert (win.source, win.errno_name, win.errno_number, win.platform) == ("windows", "ECONNREFUSED", 10061, "windows")
+
+
+# --------------------------------------------------------------------------- errno across platforms
+
+
+def test_61_is_econnrefused_on_macos_but_enodata_on_linux() -> None:
+    assert errnos.name_of(61, "linux") == "ENODATA"
+    assert errnos.name_of(61, "macos") == "ECONNREFUSED"
+    assert errnos.platforms_of(61, "ECONNREFUSED") == ["macos", "bsd"]
+    e = explain("ConnectionRefusedError: [Errno 61] Connection refused")
+    assert e.platform == "macos" and any("ENODATA" in n for n in e.notes)
+
+
+@pytest.mark.parametrize("number,platform", [(111, "linux"), (61, "macos"), (10061, "windows")])
+def test_number_implies_platform(number: int, platform: str) -> None:
+    e = explain(f"Connection refused (os error {number})")
+    assert (e.source, e.errno_name, e.errno_number, e.platform) == ("rust", "ECONNREFUSED", number, platform)
+
+
+def test_errno_tables_agree_with_this_host() -> None:
+    import errno
+
+    table = errnos.ERRNO[{"linux": "linux", "darwin": "macos"}.get(sys.platform, "linux")]
+    for name in ("ECONNREFUSED", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "ECONNRESET"):
+        assert table[name] == getattr(errno, name)
+
+
+def test_cross_platform_line() -> None:
+    assert errnos.cross_platform("ECONNREFUSED") == (
+        "ECONNREFUSED is 111 on Linux, 61 on macOS and the BSDs, 10061 (WSAECONNREFUSED) on Windows")
+
+
+# --------------------------------------------------------------------------- neighbours of refused
+
+
+@pytest.mark.parametrize("text,name,state", [
+    ("Error: connect ETIMEDOUT 10.0.0.5:443", "ETIMEDOUT", "timeout"),
+    ("OSError: [Errno 110] Connection timed out", "ETIMEDOUT", "timeout"),
+    ("dial tcp 10.0.0.5:5432: i/o timeout", "ETIMEDOUT", "timeout"),
+    ("OSError: [Errno 113] No route to host", "EHOSTUNREACH", "unreachable"),
+    ("dial tcp 10.1.2.3:80: connect: network is unreachable", "ENETUNREACH", "unreachable"),
+    ("Error: read ECONNRESET", "ECONNRESET", "error"),
+    ("Error: getaddrinfo ENOTFOUND db.internal", "EAI_NONAME", "dns_error"),
+    ("socket.gaierror: [Errno -2] Name or service not known", "EAI_NONAME", "dns_error"),
+    ("dial tcp: lookup db on 127.0.0.11:53: no such host", "EAI_NONAME", "dns_error"),
+    ("curl: (6) Could not resolve host: db.internal", "EAI_NONAME", "dns_error"),
+])
+def test_neighbours(text: str, name: str, state: str) -> None:
+    e = explain(text)
+    assert e.recognized and e.errno_name == name and e.state == state, e
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def test_node_unbracketed_ipv6() -> None:
+    e = explain("Error: connect ECONNREFUSED ::1:3000")
+    assert e.target is not None and (e.target.host, e.target.port) == ("::1", 3000)
+    assert e.target.input == "[::1]:3000"
+    assert any("Node 17" in n for n in e.notes)
+
+
+def test_bracketed_ipv6_and_split_forms() -> None:
+    assert split_hostport("[::1]:5432") == ("::1", 5432)
+    assert split_hostport("::1:6379") == ("::1", 6379)
+    assert split_hostport("db.internal:5432") == ("db.internal", 5432)
+    assert split_hostport("localhost") == ("localhost", None)
+
+
+def test_url_gives_port_or_scheme_default() -> None:
+    assert url_target("GET http://api.test:8080/v1 failed")[:2] == ("api.test", 8080)
+    assert url_target("GET https://api.test/v1 failed")[:2] == ("api.test", 443)
+    assert url_target("postgres://app@db/prod")[:2] == ("db", 5432)
+
+
+def test_client_default_ports() -> None:
+    e = explain("ERROR 2003 (HY000): Can't connect to MySQL server on 'db' (111)")
+    assert e.target is not None and e.target.port == 3306 and e.port_defaulted
+    e = explain("ERROR 2003 (HY000): Can't connect to MySQL server on '127.0.0.1:3307' (111)")
+    assert e.target is not None and e.target.port == 3307 and not e.port_defaulted
+    e = explain("Could not connect to Redis at 127.0.0.1:6380: Connection refused")
+    assert e.target is not None and e.target.port == 6380 and not e.port_defaulted
+
+
+def test_psql_unix_socket_has_no_target() -> None:
+    e = explain((DATA / "psql-unix-socket.txt").read_text())
+    assert e.target is None and e.unix_socket == "/var/run/postgresql/.s.PGSQL.5432"
+    assert any("Unix socket, not TCP" in n for n in e.notes)
+
+
+def test_most_specific_line_of_a_traceback() -> None:
+    e = explain((DATA / "python-requests-refused.txt").read_text())
+    assert e.message.startswith("requests.exceptions.ConnectionError")
+
+
+def test_java_host_from_surrounding_text() -> None:
+    text = ("Caused by: java.net.ConnectException: Connection refused\n"
+            "\tat org.springframework.web.client.RestTemplate.doExecute(RestTemplate.java:785)\n"
+            "I/O error on GET request for \"http://localhost:8081/api/orders\": Connection refused")
+    e = explain(text)
+    assert (e.source, e.target.host, e.target.port) == ("java", "localhost", 8081)  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- robustness
+
+
+@pytest.mark.parametrize("text", ["", "   ", "hello world", "TypeError: undefined is not a function",
+                                  "HTTP/1.1 200 OK", "\x00\xff" * 100, "[Errno ", "connect E", "(os error x)",
+                                  "Could not connect to Redis at :", "dial tcp ", "x" * 300_000])
+def test_unknown_text_is_not_recognized(text: str) -> None:
+    e = explain(text)
+    assert e.recognized is False and e.target is None
+    assert e.to_json()["recognized"] is False
+
+
+def test_never_raises_on_odd_input() -> None:
+    for text in (None, 42, b"bytes", "connect ECONNREFUSED 999.1.1.1:99999", "ECONNREFUSED [::1]:0",
+                 "curl: (7) Failed to connect to [ port x: Connection refused"):
+        explain(text)  # type: ignore[arg-type]
+
+
+def test_json_document() -> None:
+    e = explain("Error: connect ECONNREFUSED 127.0.0.1:3000\n  errno: -61,")
+    doc = e.to_json()
+    assert doc["schema"] == "portdoctor.explain/1"
+    assert doc["errno"] == {"name": "ECONNREFUSED", "number": 61, "platform": "macos"}
+    assert doc["target"] == {"host": "127.0.0.1", "port": 3000}
+    assert "probe" not in doc
+    json.dumps(doc)
+
+
+def test_with_probe_adds_the_probe_document() -> None:
+    from portdoctor.probe import probe
+
+    e = explain("Error: connect ECONNREFUSED 127.0.0.1:1")
+    assert e.target is not None
+    p = probe(e.target, timeout=1.0)
+    doc = e.with_probe(p).to_json()
+    assert doc["probe"]["schema"] == "portdoctor.probe/1"
+    assert doc["probe"]["target"]["port"] == 1
+    assert e.probe is None  # the original is unchanged
+
+
+# --------------------------------------------------------------------------- through the CLI
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).parent / "portdoctor"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "portdoctor"]
+    env = dict(os.environ, NO_COLOR="1", COLUMNS="200")
+    return subprocess.run(cmd + list(args), input=stdin, capture_output=True, text=True, timeout=60,
+                          env=env, cwd=ROOT)
+
+
+def test_cli_json_no_probe() -> None:
+    r = run_cli("explain", "--no-probe", "--json",
+                "ERROR 2003 (HY000): Can't connect to MySQL server on 'db.internal' (61)")
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["source"] == "mysql"
+    assert doc["errno"] == {"name": "ECONNREFUSED", "number": 61, "platform": "macos"}
+    assert doc["target"] == {"host": "db.internal", "port": 3306}
+    assert "probe" not in doc
+
+
+def test_cli_unknown_text_exits_2_with_one_line() -> None:
+    r = run_cli("explain", "--no-probe", "all good here")
+    assert r.returncode == 2
+    assert r.stdout == ""
+    assert len(r.stderr.strip().splitlines()) == 1 and "all good here" in r.stderr
+
+
+def test_cli_reads_stdin() -> None:
+    text = (DATA / "node-fetch-localhost.txt").read_text()
+    r = run_cli("explain", "--no-probe", "--json", "-", stdin=text)
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["source"] == "node" and doc["target"] == {"host": "127.0.0.1", "port": 3000}
+
+
+def test_cli_probes_loopback_target() -> None:
+    r = run_cli("explain", "--json", "--timeout", "1", "connect ECONNREFUSED 127.0.0.1:1")
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["probe"]["state"] == "refused"
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown"])
+def test_cli_renders_text_and_markdown(fmt: str) -> None:
+    r = run_cli("explain", "--no-probe", "--format", fmt, (DATA / "psql-unix-socket.txt").read_text())
+    assert r.returncode == 1, r.stderr
+    assert "psql" in r.stdout and "ENOENT" in r.stdout
