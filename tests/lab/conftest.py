@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import netlab  # noqa: E402
 from netlab import Host, Lab  # noqa: E402
 
 
@@ -35,3 +36,13 @@ def lab() -> Iterator[Lab]:
 def pair(lab: Lab) -> tuple[Host, Host]:
     """Client "c" (10.0.0.1, fd00::1) and server "s" (10.0.0.2, fd00::2) joined by a veth."""
     return lab.pair()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Last safety net: tear down forgotten Labs and remove any namespace of this process."""
+    netlab._teardown_all()
+    removed = netlab.remove_leftovers()
+    if removed:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"netlab: removed namespaces left behind: {', '.join(removed)}", yellow=True)

@@ -396,7 +396,10 @@ class Host:
 
     def json_of(self, *args: str, user: str | None = None, timeout: float = 60) -> tuple[int, Any]:
         """Run portdoctor with --json added; return (exit code, parsed document)."""
-        cp = self.portdoctor(*args, "--json", user=user, timeout=timeout)
+        argv = list(args)
+        at = argv.index("--") if "--" in argv else len(argv)  # `wait T -- CMD`: the flag is ours
+        argv.insert(at, "--json")
+        cp = self.portdoctor(*argv, user=user, timeout=timeout)
         try:
             doc = json.loads(cp.stdout)
         except json.JSONDecodeError as exc:
@@ -521,6 +524,23 @@ class Lab:
         with _LIVE_LOCK:
             if self in _LABS:
                 _LABS.remove(self)
+
+
+def leftovers(prefix: str | None = None) -> list[str]:
+    """Namespaces and /etc/netns folders of this process (prefix pd<pid>) that still exist."""
+    prefix = prefix or f"pd{os.getpid()}"
+    found = {p.name for p in NETNS_RUN.glob(f"{prefix}*")} if NETNS_RUN.exists() else set()
+    found |= {p.name for p in NETNS_ETC.glob(f"{prefix}*")} if NETNS_ETC.exists() else set()
+    return sorted(found)
+
+
+def remove_leftovers(prefix: str | None = None) -> list[str]:
+    """Delete what `leftovers` finds; return the names it removed."""
+    names = leftovers(prefix)
+    for name in names:
+        _delete_netns(name)
+        shutil.rmtree(NETNS_ETC / name, ignore_errors=True)
+    return names
 
 
 def _teardown_all() -> None:

@@ -363,3 +363,25 @@ def test_lab_tests_without_root_fail_under_ci_and_skip_otherwise(ci: str, outcom
     assert outcome in cp.stdout, cp.stdout + cp.stderr
     assert cp.returncode == code
     assert "need root" in cp.stdout
+
+
+def test_leftovers_finds_and_removes_what_a_lab_forgot(lab: Lab) -> None:
+    import netlab
+
+    h = lab.host("left")
+    # simulate a crash between creating and registering: unknown to any Lab
+    stray = f"pd{os.getpid()}stray"
+    subprocess.run(["ip", "netns", "add", stray], check=True)
+    (NETNS_ETC / stray).mkdir(parents=True, exist_ok=True)
+    assert {h.ns, stray} <= set(netlab.leftovers())
+    assert stray in netlab.remove_leftovers(stray)
+    assert stray not in _netns_names() and not (NETNS_ETC / stray).exists()
+    assert h.ns in _netns_names()  # only what the prefix named was removed
+
+
+def test_json_flag_goes_before_a_double_dash(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080)
+    # after "--" every word is an argument: "--json" appended there would be a second TARGET
+    code, doc = c.json_of("probe", "--", "10.0.0.2:8080")
+    assert code == 0 and doc["state"] == "open"
