@@ -437,6 +437,9 @@ class Lab:
         """Create namespace f"pd{pid}{name}" with lo up, its own resolv.conf and no IPv6 DAD."""
         if name in self.hosts:
             raise LabError(f"host {name!r} exists already")
+        if not name or name[0].isdigit() or "/" in name:
+            # pd<pid><name> must not read as another pid's namespace (pd12 + "3c" = pd123 + "c")
+            raise LabError(f"host name {name!r} must not be empty, start with a digit or hold a '/'")
         ns = f"{self.prefix}{name}"
         with _LIVE_LOCK:
             if ns in _LIVE_NS:
@@ -531,7 +534,8 @@ def leftovers(prefix: str | None = None) -> list[str]:
     prefix = prefix or f"pd{os.getpid()}"
     found = {p.name for p in NETNS_RUN.glob(f"{prefix}*")} if NETNS_RUN.exists() else set()
     found |= {p.name for p in NETNS_ETC.glob(f"{prefix}*")} if NETNS_ETC.exists() else set()
-    return sorted(found)
+    # pd123 must not match pd1234c, a namespace of process 1234
+    return sorted(n for n in found if n[len(prefix):][:1] and not n[len(prefix)].isdigit())
 
 
 def remove_leftovers(prefix: str | None = None) -> list[str]:

@@ -377,6 +377,14 @@ def test_leftovers_finds_and_removes_what_a_lab_forgot(lab: Lab) -> None:
     assert stray in netlab.remove_leftovers(stray)
     assert stray not in _netns_names() and not (NETNS_ETC / stray).exists()
     assert h.ns in _netns_names()  # only what the prefix named was removed
+    other_pid = f"pd{os.getpid()}7x"  # what process <our pid>7 would name its host "x"
+    subprocess.run(["ip", "netns", "add", other_pid], check=True)
+    try:
+        assert other_pid not in netlab.leftovers()
+    finally:
+        subprocess.run(["ip", "netns", "delete", other_pid], check=True)
+    with pytest.raises(LabError, match="digit"):
+        lab.host("7x")
 
 
 def test_json_flag_goes_before_a_double_dash(pair: tuple[Host, Host]) -> None:
