@@ -535,7 +535,7 @@ def leftovers(prefix: str | None = None) -> list[str]:
     found = {p.name for p in NETNS_RUN.glob(f"{prefix}*")} if NETNS_RUN.exists() else set()
     found |= {p.name for p in NETNS_ETC.glob(f"{prefix}*")} if NETNS_ETC.exists() else set()
     # pd123 must not match pd1234c, a namespace of process 1234
-    return sorted(n for n in found if n[len(prefix):][:1] and not n[len(prefix)].isdigit())
+    return sorted(n for n in found if not n[len(prefix):][:1].isdigit())
 
 
 def remove_leftovers(prefix: str | None = None) -> list[str]:
