@@ -278,3 +278,60 @@ def test_cli_renders_text_and_markdown(fmt: str) -> None:
     r = run_cli("explain", "--no-probe", "--format", fmt, (DATA / "psql-unix-socket.txt").read_text())
     assert r.returncode == 1, r.stderr
     assert "psql" in r.stdout and "ENOENT" in r.stdout
+
+
+# --------------------------------------------------------------------------- more clients
+
+
+@pytest.mark.parametrize("text,source,host,port", [
+    ("redis.exceptions.ConnectionError: Error 111 connecting to localhost:6379. Connection refused.",
+     "python", "localhost", 6379),
+    ("Multiple exceptions: [Errno 111] Connect call failed ('::1', 8000, 0, 0), "
+     "[Errno 111] Connect call failed ('127.0.0.1', 8000)", "python", "::1", 8000),
+    ("nc: connect to 127.0.0.1 port 8080 (tcp) failed: Connection refused", "unknown", "127.0.0.1", 8080),
+    ("failed to connect to http://localhost:8080/health: connection refused", "unknown", "localhost", 8080),
+])
+def test_more_clients(text: str, source: str, host: str, port: int) -> None:
+    e = explain(text)
+    assert (e.source, e.errno_name) == (source, "ECONNREFUSED")
+    assert e.target is not None and (e.target.host, e.target.port) == (host, port)
+
+
+def test_meaning_names_the_target_and_the_server() -> None:
+    e = explain('psql: error: connection to server at "127.0.0.1", port 5432 failed: Connection refused')
+    assert "port 5432" in e.meaning and "PostgreSQL" in e.meaning
+
+
+def test_nginx_unix_socket_upstream() -> None:
+    e = explain('2024/01/01 10:00:00 [crit] 12#12: *7 connect() to unix:/run/php/php8.1-fpm.sock failed '
+                '(2: No such file or directory) while connecting to upstream, client: 10.0.0.1, server: _, '
+                'request: "GET / HTTP/1.1", upstream: "fastcgi://unix:/run/php/php8.1-fpm.sock:", host: "example.com"')
+    assert (e.source, e.errno_name, e.target) == ("nginx", "ENOENT", None)
+    assert e.unix_socket == "/run/php/php8.1-fpm.sock"
+
+
+def test_platform_of_resolver_messages() -> None:
+    assert explain("socket.gaierror: [Errno 8] nodename nor servname provided, or not known").platform == "macos"
+    assert explain("socket.gaierror: [Errno 11001] getaddrinfo failed").platform == "windows"
+    assert explain("socket.gaierror: [Errno -3] Temporary failure in name resolution").errno_name == "EAI_AGAIN"
+
+
+try:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover - hypothesis is in the test extra
+    given = None
+
+if given is not None:
+    _pieces = st.sampled_from(["connect ", "ECONNREFUSED ", "[Errno ", "111] ", "::1:", "3000", "dial tcp ",
+                               ": connect: ", "connection refused", "curl: (7) ", "port ", "'", '"', "(", ")",
+                               "http://", "[", "]", "\n", "Could not connect to Redis at ", "os error "])
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.one_of(_pieces, st.text(max_size=8)), max_size=30).map("".join))
+    def test_explain_never_raises(text: str) -> None:
+        e = explain(text)
+        assert isinstance(e.recognized, bool)
+        json.dumps(e.to_json())
+        if e.target is not None:
+            assert 1 <= e.target.port <= 65535

@@ -27,6 +27,9 @@ __all__ = ["Explanation", "explain"]
 
 MAX_CHARS = 200_000  # a pasted log longer than this is cut (regexes stay fast)
 
+# the server a client's refusal is about, for the meaning sentence
+_SERVICES = {"psql": "PostgreSQL", "mysql": "MySQL/MariaDB", "redis-cli": "Redis", "ssh": "SSH"}
+
 _PLATFORM_WORDS = {"linux": "Linux", "macos": "macOS", "bsd": "a BSD", "windows": "Windows"}
 
 
@@ -164,6 +167,15 @@ def _meaning(c: Candidate, target: Target | None) -> str:
                     "often the connection was refused (nothing listens on that port).")
         return f"The {c.source} client could not connect{(' to' + where) if where else ''}."
     base = errnos.MEANING.get(name, f"The connection failed with {name}.")
+    service = _SERVICES.get(c.source or "")
+    if name == "ECONNREFUSED" and target is not None and not c.unix_socket:
+        what = f"no {service} server" if service else "no process"
+        return (f"{target.host} answered, but nothing accepted the connection on port {target.port}: "
+                f"{what} listens there on that address, or a firewall rule rejects the packet.")
+    if name in ("ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH") and target is not None:
+        return f"{target.input}: {base[0].lower()}{base[1:]}"
+    if name.startswith("EAI_") and c.host:
+        return base.replace("The host name", f"The host name {c.host}", 1)
     if c.unix_socket and name == "ENOENT":
         return (f"The Unix socket {c.unix_socket} does not exist: the server is not running, or it "
                 "listens only on TCP or puts its socket in another directory.")

@@ -544,6 +544,7 @@ def parse_java(text: str) -> Candidate | None:
     if kind == "UnknownHostException":
         c.errno_name = "EAI_NONAME"
         c.host = clean_host(msg.split(":")[0].strip())
+        _platform_from_gai(c, msg)
     elif kind == "NoRouteToHostException":
         c.errno_name = "EHOSTUNREACH"
     elif kind == "SocketTimeoutException":
@@ -600,7 +601,8 @@ def parse_python(text: str) -> Candidate | None:
         apply_number(c, int(m.group(1)), strerror_name(m.group(3)))
     else:
         c.errno_name = "ETIMEDOUT"
-    h = re.search(r"host='([^']+)', port=(\d+)", text)
+    h = (re.search(r"host='([^']+)', port=(\d+)", text)
+         or re.search(r"Connect call failed \('([^']+)', (\d+)", text))  # asyncio
     if h and c.host is None:
         c.host, c.port = clean_host(h.group(1)), valid_port(h.group(2))
     if c.host is None:
@@ -648,6 +650,10 @@ def parse_generic(text: str) -> Candidate | None:
     c = Candidate("unknown", line_at(text, phrase.start()) if phrase else text.strip().splitlines()[0])
     c.errno_name = name
     fill_from_url(c, text)
+    if c.host is None:  # nc, telnet and friends: `connect to 127.0.0.1 port 8080 (tcp) failed`
+        hp = re.search(r"\b(?:to|host) (\[?[\w.:-]{1,253}?\]?) port (\d{1,5})\b", text)
+        if hp:
+            c.host, c.port = clean_host(hp.group(1)), valid_port(hp.group(2))
     if c.host is None:
         hp = re.search(r"(?<![\w.:/])(\[[0-9a-fA-F:]+\]:\d{1,5}|(?:\d{1,3}\.){3}\d{1,3}:\d{1,5}|localhost:\d{1,5})\b", text)
         if hp:
