@@ -333,6 +333,8 @@ def check_firewall(snap: Snapshot, ctx: Context) -> list[Finding]:
     done: set[tuple[str, str]] = set()
     exact_bad = False
     undecidable_seen: set[str] = set()
+    order = {"from": 0, "probe": 1, "remote": 2}  # the user's clients first: their fix is scoped to them
+    checked = sorted(checked, key=lambda c: order[c.kind])
     for c in checked:
         o = _decided(c)
         if o is not None:

@@ -1,0 +1,299 @@
+"""Firewall and NAT faults built with real rules in network namespaces, each checked against what
+a real client saw, then diagnosed by `portdoctor diagnose` running in the server namespace.
+
+Client c: 10.0.0.1 (+10.0.0.3) / fd00::1; server s: 10.0.0.2 / fd00::2; backend b (a third
+namespace behind s, as a container or pod would be): 10.0.1.2, nothing listening.
+Where the fix is an exact command, the test runs it and checks that the client then connects.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import socket
+from typing import Any
+
+import pytest
+
+from netlab import Host, Lab, in_netns
+
+pytestmark = pytest.mark.lab
+
+if os.environ.get("CI") != "true":
+    if os.geteuid() != 0:
+        pytest.skip("firewall lab tests need root (they fail instead under CI=true)", allow_module_level=True)
+    if not (shutil.which("iptables") and shutil.which("nft") and shutil.which("ip6tables")):
+        pytest.skip("iptables, ip6tables and nft are needed (they fail instead under CI=true)",
+                    allow_module_level=True)
+
+
+def connect_from(h: Host, src: str, dst: str, port: int, timeout: float = 0.5) -> int:
+    """Connect from h, bound to source address `src`; 0 when accepted, else the errno."""
+    def go() -> int:
+        fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
+        with socket.socket(fam, socket.SOCK_STREAM) as sk:
+            sk.settimeout(timeout)
+            sk.bind((src, 0))
+            try:
+                rc = sk.connect_ex((dst, port))
+            except socket.timeout:
+                return errno.ETIMEDOUT
+            return errno.ETIMEDOUT if rc in (errno.EAGAIN, errno.EINPROGRESS) else rc
+    return in_netns(h.ns, go)
+
+
+def diagnose(s: Host, target: str, src: str | None = "10.0.0.1") -> dict[str, Any]:
+    args = ["diagnose", target, "--timeout", "1"] + (["--from", src] if src else [])
+    _rc, doc = s.json_of(*args)
+    return doc
+
+
+def fw_findings(doc: dict[str, Any], cause: str | None = None) -> list[dict[str, Any]]:
+    return [f for f in doc["findings"] if f["check"] == "firewall" and (cause is None or f["cause"] == cause)]
+
+
+def commands(f: dict[str, Any]) -> list[str]:
+    return [x["command"] for x in f["fix"] if x["command"]]
+
+
+def run_fix(s: Host, command: str) -> None:
+    s.run(["sh", "-c", command])
+
+
+def backend(lab: Lab, s: Host) -> Host:
+    """Third namespace b (10.0.1.2) behind s (10.0.1.1), routing back through s; s forwards."""
+    b = lab.host("b")
+    lab.link(s, b, "10.0.1.1/24", "10.0.1.2/24")
+    b.run(["ip", "route", "add", "default", "via", "10.0.1.1"])
+    s.sysctl("net.ipv4.ip_forward", 1)
+    return b
+
+
+# --------------------------------------------------------------------------- REJECT on INPUT
+
+
+def test_reject_tcp_reset_on_input(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080)
+    s.iptables("-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "REJECT", "--reject-with", "tcp-reset")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:8080")
+    assert doc["verdict"]["cause"] == "firewall_reject", doc
+    (f,) = [f for f in fw_findings(doc, "firewall_reject") if f["severity"] == "error"][:1]
+    assert "rule 1 of chain INPUT (iptables filter table)" in f["summary"]
+    assert "ECONNREFUSED" in f["summary"]
+    ev = "\n".join(f["evidence"])
+    assert "iptables -A INPUT -p tcp -m tcp --dport 8080 -j REJECT --reject-with tcp-reset" in ev
+    assert "it rose" in ev  # the probe from this host went through lo and hit the rule
+    assert doc["verdict"]["confidence"] >= 0.9
+    run_fix(s, "iptables -I INPUT 1 -p tcp -s 10.0.0.1 --dport 8080 -j ACCEPT")
+    assert "iptables -I INPUT 1 -p tcp -s 10.0.0.1 --dport 8080 -j ACCEPT" in commands(f)
+    assert c.connect_errno("10.0.0.2", 8080) == 0
+
+
+def test_reject_icmp_port_unreachable_for_one_source(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080)
+    s.iptables("-A", "INPUT", "-s", "10.0.0.1", "-p", "tcp", "--dport", "8080", "-j", "REJECT")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:8080")
+    assert doc["probe"]["state"] == "open"  # the local probe is not concerned
+    assert doc["verdict"]["cause"] == "firewall_reject", doc
+    f = fw_findings(doc, "firewall_reject")[0]
+    assert "icmp-port-unreachable" in f["summary"] and "from 10.0.0.1" in f["summary"]
+    cmd = commands(f)[0]
+    assert cmd == "iptables -I INPUT 1 -p tcp -s 10.0.0.1 --dport 8080 -j ACCEPT"
+    run_fix(s, cmd)
+    assert c.connect_errno("10.0.0.2", 8080) == 0
+
+
+def test_reject_in_user_chain_reached_by_jump_for_one_source(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    c.add_addr("10.0.0.3/24", "veth0")
+    s.listen(8080)
+    s.iptables("-N", "APP")
+    s.iptables("-A", "INPUT", "-i", "lo", "-j", "ACCEPT")
+    s.iptables("-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "APP")
+    s.iptables("-A", "APP", "-s", "10.0.0.1", "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset")
+    s.iptables("-A", "APP", "-j", "RETURN")
+    assert connect_from(c, "10.0.0.1", "10.0.0.2", 8080) == errno.ECONNREFUSED
+    assert connect_from(c, "10.0.0.3", "10.0.0.2", 8080) == 0
+    doc = diagnose(s, "10.0.0.2:8080", "10.0.0.1")
+    assert doc["verdict"]["cause"] == "firewall_reject", doc
+    f = fw_findings(doc, "firewall_reject")[0]
+    assert "rule 1 of chain APP" in f["summary"]
+    assert any("reached through rule 2 of chain INPUT" in e for e in f["evidence"])
+    assert any("a listener is there" in e for e in f["evidence"])
+    other = diagnose(s, "10.0.0.2:8080", "10.0.0.3")
+    assert other["verdict"]["cause"] == "ok", other
+    assert not [f for f in fw_findings(other) if f["severity"] == "error"]
+    # without --from: a warning that some sources are rejected
+    anyone = diagnose(s, "10.0.0.2:8080", None)
+    w = [f for f in fw_findings(anyone, "firewall_reject") if f["severity"] == "warning"]
+    assert w and "for some sources" in w[0]["summary"], anyone
+    cmd = commands(f)[0]
+    assert cmd == "iptables -I APP 1 -p tcp -s 10.0.0.1 --dport 8080 -j ACCEPT"
+    run_fix(s, cmd)
+    assert connect_from(c, "10.0.0.1", "10.0.0.2", 8080) == 0
+
+
+def test_drop_is_a_timeout(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080)
+    s.iptables("-A", "INPUT", "!", "-i", "lo", "-p", "tcp", "--dport", "8080", "-j", "DROP")
+    assert c.connect_errno("10.0.0.2", 8080, timeout=0.5) == errno.ETIMEDOUT
+    doc = diagnose(s, "10.0.0.2:8080")
+    assert doc["verdict"]["cause"] == "firewall_drop", doc
+    f = fw_findings(doc, "firewall_drop")[0]
+    assert "timeout" in f["summary"] and "! -i lo" in "\n".join(f["evidence"])
+
+
+def test_nftables_inet_reject(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080)
+    s.nft("""table inet guard {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    ct state established,related accept
+    ip saddr 10.0.0.1 tcp dport 8080 reject
+  }
+}""")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:8080")
+    assert doc["verdict"]["cause"] == "firewall_reject", doc
+    f = fw_findings(doc, "firewall_reject")[0]
+    assert "chain input (nft inet guard table" in f["summary"]
+    cmd = commands(f)[0]
+    assert cmd.startswith("nft insert rule inet guard input position ")
+    assert cmd.endswith("ip saddr 10.0.0.1 tcp dport 8080 accept")
+    run_fix(s, cmd)
+    assert c.connect_errno("10.0.0.2", 8080) == 0
+
+
+def test_ip6tables_reject_ipv6_target(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080, "::")
+    s.ip6tables("-A", "INPUT", "-s", "fd00::1", "-p", "tcp", "--dport", "8080", "-j", "REJECT")
+    # the first SYN's ICMPv6 error can be lost while the server resolves fd00::1; the retry gets it
+    assert c.connect_errno("fd00::2", 8080, timeout=3) == errno.ECONNREFUSED
+    doc = diagnose(s, "[fd00::2]:8080", "fd00::1")
+    assert doc["verdict"]["cause"] == "firewall_reject", doc
+    f = fw_findings(doc, "firewall_reject")[0]
+    assert "ip6tables filter" in f["summary"] and "icmp6-port-unreachable" in f["summary"]
+    cmd = commands(f)[0]
+    assert cmd == "ip6tables -I INPUT 1 -p tcp -s fd00::1 --dport 8080 -j ACCEPT"
+    run_fix(s, cmd)
+    assert c.connect_errno("fd00::2", 8080, timeout=3) == 0
+
+
+def test_icmp_host_prohibited_is_unreachable_not_refused(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080)
+    s.iptables("-A", "INPUT", "-s", "10.0.0.1", "-p", "tcp", "--dport", "8080", "-j", "REJECT",
+               "--reject-with", "icmp-host-prohibited")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.EHOSTUNREACH
+    rc, probe = c.json_of("probe", "10.0.0.2:8080", "--timeout", "1")
+    assert probe["state"] == "unreachable"
+    doc = diagnose(s, "10.0.0.2:8080")
+    assert doc["verdict"]["cause"] == "firewall_reject", doc
+    f = fw_findings(doc, "firewall_reject")[0]
+    assert "no route to host (EHOSTUNREACH)" in f["summary"] and "icmp-host-prohibited" in f["summary"]
+
+
+# --------------------------------------------------------------------------- NAT
+
+
+def test_dnat_by_hand_to_backend_where_nothing_listens(lab: Lab, pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    backend(lab, s)
+    s.iptables("-t", "nat", "-A", "PREROUTING", "-d", "10.0.0.2", "-p", "tcp", "--dport", "8080",
+               "-j", "DNAT", "--to-destination", "10.0.1.2:80")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED  # b answers RST
+    doc = diagnose(s, "10.0.0.2:8080")
+    (f,) = fw_findings(doc, "port_mapping")
+    assert f["summary"].startswith("8080 on 10.0.0.2 is DNATed to 10.0.1.2:80 by chain PREROUTING")
+    assert "nothing listens there" in f["summary"]
+    assert "iptables -t nat -D PREROUTING 1" in commands(f)
+    assert doc["verdict"]["cause"] == "port_mapping", doc
+
+
+def test_docker_style_publish(lab: Lab, pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    b = backend(lab, s)
+    c.add_addr("10.0.0.3/24", "veth0")
+    br = "veth2"  # s's side of the link to b, playing docker0
+    for args in (
+        ["-t", "nat", "-N", "DOCKER"],
+        ["-t", "nat", "-A", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "DOCKER"],
+        ["-t", "nat", "-A", "OUTPUT", "!", "-d", "127.0.0.0/8", "-m", "addrtype", "--dst-type", "LOCAL",
+         "-j", "DOCKER"],
+        ["-t", "nat", "-A", "DOCKER", "-i", br, "-j", "RETURN"],
+        ["-t", "nat", "-A", "DOCKER", "!", "-i", br, "-p", "tcp", "-m", "tcp", "--dport", "8080", "-j", "DNAT",
+         "--to-destination", "10.0.1.2:80"],
+        ["-N", "DOCKER"], ["-N", "DOCKER-USER"],
+        ["-P", "FORWARD", "DROP"],
+        ["-A", "FORWARD", "-j", "DOCKER-USER"],
+        ["-A", "FORWARD", "-o", br, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+        ["-A", "FORWARD", "-o", br, "-j", "DOCKER"],
+        ["-A", "FORWARD", "-i", br, "!", "-o", br, "-j", "ACCEPT"],
+        ["-A", "DOCKER", "-d", "10.0.1.2/32", "!", "-i", br, "-o", br, "-p", "tcp", "-m", "tcp", "--dport", "80",
+         "-j", "ACCEPT"],
+        ["-A", "DOCKER-USER", "-s", "10.0.0.3/32", "-j", "DROP"],
+        ["-A", "DOCKER-USER", "-j", "RETURN"],
+    ):
+        s.iptables(*args)
+    assert connect_from(c, "10.0.0.1", "10.0.0.2", 8080) == errno.ECONNREFUSED
+    assert connect_from(c, "10.0.0.3", "10.0.0.2", 8080) == errno.ETIMEDOUT
+    doc = diagnose(s, "10.0.0.2:8080", "10.0.0.1")
+    (f,) = fw_findings(doc, "port_mapping")
+    assert "DNATed to 10.0.1.2:80 by chain DOCKER" in f["summary"] and "docker" in f["summary"]
+    assert doc["verdict"]["cause"] == "port_mapping", doc
+    dropped = diagnose(s, "10.0.0.2:8080", "10.0.0.3")
+    d = fw_findings(dropped, "firewall_drop")[0]
+    assert "DOCKER-USER" in d["summary"] and "DNATs it to 10.0.1.2:80" in d["summary"]
+    # once something listens in the "container", the mapping works
+    b.listen(80)
+    assert connect_from(c, "10.0.0.1", "10.0.0.2", 8080) == 0
+
+
+def test_kube_proxy_style_rules(lab: Lab, pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    backend(lab, s)
+    rules = """*filter
+:KUBE-EXTERNAL-SERVICES - [0:0]
+:KUBE-SERVICES - [0:0]
+-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES
+-A OUTPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A KUBE-EXTERNAL-SERVICES -p tcp -m comment --comment "default/web:http has no endpoints" -m addrtype --dst-type LOCAL -m tcp --dport 30080 -j REJECT --reject-with icmp-port-unreachable
+COMMIT
+*nat
+:KUBE-MARK-MASQ - [0:0]
+:KUBE-NODEPORTS - [0:0]
+:KUBE-SERVICES - [0:0]
+:KUBE-EXT-API - [0:0]
+:KUBE-SVC-API - [0:0]
+:KUBE-SEP-AAA - [0:0]
+-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
+-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
+-A KUBE-NODEPORTS -p tcp -m comment --comment "default/api:http" -m tcp --dport 30081 -j KUBE-EXT-API
+-A KUBE-EXT-API -m comment --comment "masquerade traffic for default/api:http external destinations" -j KUBE-MARK-MASQ
+-A KUBE-EXT-API -j KUBE-SVC-API
+-A KUBE-SVC-API -m comment --comment "default/api:http -> 10.0.1.2:8080" -j KUBE-SEP-AAA
+-A KUBE-SEP-AAA -p tcp -m comment --comment "default/api:http" -m tcp -j DNAT --to-destination 10.0.1.2:8080
+COMMIT
+"""
+    s.run(["iptables-restore", "--noflush"], input=rules)
+    assert c.connect_errno("10.0.0.2", 30080) == errno.ECONNREFUSED
+    assert c.connect_errno("10.0.0.2", 30081) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:30080")
+    assert doc["verdict"]["cause"] == "firewall_reject", doc
+    f = fw_findings(doc, "firewall_reject")[0]
+    assert "Service default/web has no endpoints" in f["summary"]
+    assert "kubectl -n default get endpointslices -l kubernetes.io/service-name=web" in commands(f)
+    doc = diagnose(s, "10.0.0.2:30081")
+    (m,) = fw_findings(doc, "port_mapping")
+    assert "DNATed to 10.0.1.2:8080 by chain KUBE-SEP-AAA" in m["summary"] and "kube-proxy" in m["summary"]
+    assert doc["verdict"]["cause"] == "port_mapping", doc
