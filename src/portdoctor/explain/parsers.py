@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from portdoctor.explain import errnos
-from portdoctor.explain.errnos import BSD, LINUX, MACOS, WINDOWS
+from portdoctor.explain.errnos import LINUX, MACOS, WINDOWS
 
 # Ports a client uses when the message (or the user) gives none.
 CLIENT_PORTS: dict[str, int] = {"psql": 5432, "mysql": 3306, "redis-cli": 6379, "ssh": 22}
@@ -466,7 +466,7 @@ def parse_node(text: str) -> Candidate | None:
     if n:
         value = int(n.group(1))
         if value in errnos.LIBUV_WINDOWS:
-            if value > -3000 or value < -3100:  # getaddrinfo codes are the same everywhere
+            if not -3100 < value <= -3000:  # libuv's getaddrinfo codes are the same everywhere
                 c.platform = WINDOWS
                 c.errno_number = errnos.number_of(c.errno_name, WINDOWS)
                 c.notes.append(f"Node on Windows prints libuv's code {value} for {c.errno_name}.")
@@ -514,7 +514,7 @@ def parse_rust(text: str) -> Candidate | None:
     return c
 
 
-_JAVA_EXC = re.compile(r"\b(?:java\.net\.|org\.apache\.http\.conn\.|io\.netty\.channel\.AbstractChannel\$)?"
+_JAVA_EXC = re.compile(r"(?<!\\)\b(?:java\.net\.|org\.apache\.http\.conn\.|io\.netty\.channel\.AbstractChannel\$)?"
                        r"(ConnectException|HttpHostConnectException|AnnotatedConnectException|"
                        r"NoRouteToHostException|UnknownHostException|SocketTimeoutException)"
                        r"(?::[ \t]*([^\n]*))?")
@@ -532,8 +532,6 @@ def parse_java(text: str) -> Candidate | None:
         c.host, c.port = split_hostport(addr)
         c.host = clean_host(name) or c.host
         return c
-    hits = [h for h in hits if "java" in text or "Exception in thread" in text or h.group(1) != "ConnectException"
-            or h.group(0).startswith(("java.", "io.netty", "org.apache"))]
     if not hits:
         return None
     # the most specific line: one that names a host, else the first
@@ -669,4 +667,4 @@ PARSERS: tuple[Callable[[str], Candidate | None], ...] = (
 # Tried only when no parser above recognises the text.
 FALLBACK: tuple[Callable[[str], Candidate | None], ...] = (parse_generic,)
 
-__all__ = ["Candidate", "PARSERS", "FALLBACK", "BSD", "split_hostport", "url_target"]
+__all__ = ["Candidate", "PARSERS", "FALLBACK", "split_hostport", "url_target"]
