@@ -158,6 +158,9 @@ def _meaning(c: Candidate, target: Target | None) -> str:
     if c.source == "nginx" and name == "ECONNREFUSED":
         return (f"nginx's upstream{where} refused the connection: the backend is not listening "
                 "there (or a firewall rejects it), so nginx answers 502 Bad Gateway.")
+    if c.source == "nginx" and name == "ETIMEDOUT" and c.raw_code == "read":
+        return (f"nginx's upstream{where} accepted the connection but sent no response header in "
+                "time (proxy_read_timeout): the backend is slow or stuck; nginx answers 504.")
     if c.source == "nginx" and name == "ETIMEDOUT":
         return (f"nginx's upstream{where} did not answer in time: packets are dropped, the backend "
                 "host is down, or its accept queue is full; nginx answers 504 or 502.")

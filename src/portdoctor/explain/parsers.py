@@ -169,7 +169,7 @@ def parse_nginx(text: str) -> Candidate | None:
     rest = text[m.end():m.end() + 2000]
     if m.group(1) and m.group(1).startswith("unix:"):
         c.unix_socket = m.group(1)[5:]
-    up = re.search(r'upstream: "([^"]+)"', rest)
+    up = re.search(r'upstream: "([^"\s]+)', rest)
     if up and not c.unix_socket:
         if up.group(1).startswith("unix:") or "unix:/" in up.group(1):
             c.unix_socket = up.group(1).split("unix:", 1)[1].split(":")[0]
@@ -177,8 +177,14 @@ def parse_nginx(text: str) -> Candidate | None:
             fill_from_url(c, up.group(1))
     if c.host is None and m.group(1) and not c.unix_socket:
         c.host, c.port = split_hostport(m.group(1))
-    c.notes.append("This is nginx's connection to its upstream (the backend it proxies to), not a "
-                   "client's connection to nginx: clients of nginx get 502 Bad Gateway.")
+    if "while reading response header" in m.group(0):
+        c.raw_code = "read"
+        c.notes.append("nginx did connect to the upstream; the backend accepted the connection but "
+                       "sent no response header within proxy_read_timeout (a slow or stuck backend, "
+                       "not a refused or dropped connection).")
+    else:
+        c.notes.append("This is nginx's connection to its upstream (the backend it proxies to), not a "
+                       "client's connection to nginx: clients of nginx get 502 Bad Gateway.")
     return c
 
 
@@ -495,7 +501,7 @@ def parse_rust(text: str) -> Candidate | None:
     """Rust std::io::Error: `Connection refused (os error 111)` and the Debug form
     `Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }`."""
     m = re.search(r"\(os error (-?\d+)\)", text)
-    d = re.search(r'Os \{ code: (-?\d+), kind: (\w+), message: "([^"]*)" \}', text)
+    d = re.search(r'Os \{\s*code: (-?\d+),\s*kind: (\w+),\s*message: "([^"]*)",?\s*\}', text)
     if not (m or d):
         return None
     anchor = d or m
