@@ -74,7 +74,7 @@ class Target:
     @property
     def is_this_host(self) -> bool:
         """True for the `:port` form, which means "this host, any local address"."""
-        return self.input.startswith(":")
+        return self.input.startswith(":") and self.input[1:].isdigit()
 
     def to_json(self) -> dict[str, Any]:
         """The `target` object of the JSON contract."""
