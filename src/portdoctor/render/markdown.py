@@ -39,8 +39,11 @@ def explain(result: Any) -> str:
                  + (f" ({result.errno_number}, {result.platform})" if result.errno_number is not None else ""))
     if result.meaning:
         lines.append(f"- meaning: {result.meaning}")
+    for note in result.notes:
+        lines.append(f"- note: {note}")
     if result.target is not None:
-        lines.append(f"- target: `{result.target.host}:{result.target.port}`")
+        t = result.target
+        lines.append(f"- target: `{f'[{t.host}]' if ':' in t.host else t.host}:{t.port}`")
     lines.append("")
     if result.probe is not None:
         lines += ["### probe from this host", "", *probe_rows(result.probe)]

@@ -133,6 +133,10 @@ def explain(result: Any) -> None:
     out.print(f"  target: [bold]{where}[/]" + (" (default port of the client)" if result.port_defaulted else ""))
     if result.probe is None:
         out.print(f"  next: [bold]portdoctor diagnose {where}[/] (on the server, for the cause and the fix)")
+    elif getattr(result, "state", None) and result.probe.state.value != result.state:
+        out.print(f"  [yellow]note:[/] the message says {result.state}, but from here the target is now "
+                  f"{result.probe.state.value}: the service came back, or the client runs elsewhere (another "
+                  f"host, a container) and sees a different network")
 
 
 def diagnosis(result: Diagnosis) -> None:
