@@ -1,0 +1,202 @@
+"""Benchmark: collecting the snapshot vs `ss -ltnp`, on a namespace with 10,000 listeners.
+
+Builds its own network namespace (removed in `finally`), forks 200 processes in it holding 50
+listening sockets each and, between them, 50,000 established loopback connections (100,000
+socket ends), then times inside the namespace, best of 5 each:
+
+  - `ss -ltnp` (a subprocess, as a user runs it),
+  - this project's collectors for one port, in-process (listeners + owners, processes,
+    addresses, routes, sysctls, counters, configs),
+  - the same as a fresh `python -c` (Python start-up and imports included),
+  - every registered collector (`collect()`, other teams' ones included), in-process.
+
+Prints the figures and the ratio to `ss -ltnp`; the goal is <= 1.5. Run as root:
+`python bench/bench_snapshot.py [--procs 200 --per 50 --conns 50000]` (about a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+LAUNCHER = r"""
+import os, resource, signal, socket, sys
+nproc, per, conns, base = (int(x) for x in sys.argv[1:5])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+r, w = os.pipe()
+kids = []
+for i in range(nproc):
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        try:
+            ls = []
+            for j in range(per):
+                s = socket.socket()
+                s.bind(("127.0.0.1", base + i * per + j))
+                s.listen(128)
+                ls.append(s)
+            held = []
+            mine = conns // nproc + (1 if i < conns % nproc else 0)
+            for c in range(mine):
+                l = ls[c % per]
+                cs = socket.socket()
+                cs.connect(l.getsockname())
+                held.append(cs)
+                held.append(l.accept()[0])
+        except OSError as exc:
+            os.write(w, b"!")
+            print(f"child {i}: {exc}", file=sys.stderr, flush=True)
+            os._exit(1)
+        os.write(w, b"x")
+        while True:
+            signal.pause()
+    kids.append(pid)
+os.close(w)
+got = b""
+while len(got) < nproc:
+    got += os.read(r, 4096)
+    if b"!" in got:
+        break
+print("ready" if got.count(b"x") == nproc else f"failed after {got.count(b'x')} processes", flush=True)
+sys.stdin.read()  # until the benchmark closes our stdin
+for k in kids:
+    os.kill(k, signal.SIGKILL)
+for k in kids:
+    os.waitpid(k, 0)
+"""
+
+TIMER = r"""
+import json, os, subprocess, sys, time
+port, rounds = int(sys.argv[1]), int(sys.argv[2])
+from portdoctor import collectors
+from portdoctor.collectors import Request, collect
+
+MINE = [
+    "portdoctor.collectors.linux:collect_listeners",
+    "portdoctor.collectors.processes:collect_processes",
+    "portdoctor.collectors.linux:collect_addresses",
+    "portdoctor.collectors.linux:collect_routes",
+    "portdoctor.collectors.procfs:collect_sysctls",
+    "portdoctor.collectors.procfs:collect_counters",
+    "portdoctor.collectors.configs:collect_configs",
+]
+ALL = list(collectors.COLLECTORS["linux"])
+
+def best(fn):
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
+    return min(times), times
+
+def ss():
+    subprocess.run(["ss", "-ltnp"], stdout=subprocess.DEVNULL, check=True)
+
+def mine():
+    collectors.COLLECTORS["linux"] = MINE
+    req = Request(port=port, addresses=("127.0.0.1",))
+    collectors.collect_before(req)
+    return collect(req)
+
+def everything():
+    collectors.COLLECTORS["linux"] = ALL
+    req = Request(port=port, addresses=("127.0.0.1",))
+    collectors.collect_before(req)
+    return collect(req)
+
+SCRIPT = ("import sys; from portdoctor import collectors; from portdoctor.collectors import Request, collect;"
+          f"collectors.COLLECTORS['linux'] = {MINE!r};"
+          f"req = Request(port={port}, addresses=('127.0.0.1',)); collectors.collect_before(req); collect(req)")
+
+def fresh():
+    subprocess.run([sys.executable, "-c", SCRIPT], check=True)
+
+out = {}
+ss_lines = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout.count("\n")
+snap = mine()
+out["check"] = {"ss_listeners": ss_lines, "listeners": len(snap.listeners),
+                "with_owner": sum(1 for x in snap.listeners if x.pids), "processes": len(snap.processes),
+                "limitations": [str(x) for x in snap.limitations]}
+for name, fn in (("ss -ltnp", ss), ("collectors in-process", mine), ("collectors, python -c", fresh),
+                 ("collect() all collectors in-process", everything)):
+    b, times = best(fn)
+    out[name] = {"best": b, "all": times}
+print(json.dumps(out))
+"""
+
+
+def sh(*argv: str) -> None:
+    subprocess.run(list(argv), check=True, capture_output=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--procs", type=int, default=200)
+    ap.add_argument("--per", type=int, default=50)
+    ap.add_argument("--conns", type=int, default=50_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--base-port", type=int, default=20000)
+    ap.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench_snapshot: needs root (ip netns add)", file=sys.stderr)
+        return 3
+    if args.base_port + args.procs * args.per > 32768:
+        ap.error("listener ports must stay below the ephemeral range (32768)")
+    # SIGTERM (timeout, Ctrl-C from a wrapper) must still run the cleanup in `finally`
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    ns = f"pdbench{os.getpid()}"
+    launcher: subprocess.Popen | None = None
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    t0 = time.monotonic()
+    sh("ip", "netns", "add", ns)
+    try:
+        sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        launcher = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-c", LAUNCHER, str(args.procs), str(args.per),
+             str(args.conns), str(args.base_port)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        assert launcher.stdout is not None
+        ready, _, _ = select.select([launcher.stdout], [], [], 120)
+        line = launcher.stdout.readline().strip() if ready else "no answer within 120 s"
+        if line != "ready":
+            raise RuntimeError(f"launcher: {line!r}")
+        built = time.monotonic() - t0
+        cp = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", TIMER, str(args.base_port),
+                             str(args.rounds)], capture_output=True, text=True, env=env, timeout=300)
+        if cp.returncode != 0:
+            raise RuntimeError(cp.stderr)
+        res = json.loads(cp.stdout)
+    finally:
+        if launcher is not None:
+            try:
+                os.killpg(launcher.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            launcher.wait()
+        subprocess.run(["ip", "netns", "delete", ns], check=False)
+    ss = res["ss -ltnp"]["best"]
+    print(f"namespace: {args.procs} processes, {args.procs * args.per} listeners, {args.conns} established "
+          f"connections (built in {built:.1f} s)")
+    print(f"check: {res['check']}")
+    for name in ("ss -ltnp", "collectors in-process", "collectors, python -c", "collect() all collectors in-process"):
+        b = res[name]["best"]
+        print(f"{name:40s} best of {args.rounds}: {b * 1000:8.1f} ms   ratio to ss -ltnp: {b / ss:5.2f}")
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
