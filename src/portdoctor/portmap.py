@@ -9,7 +9,8 @@ import ipaddress
 import os
 from typing import Any
 
-from portdoctor.model import Listener, Scope, Snapshot
+from portdoctor.checks.proxy import process_name
+from portdoctor.model import Listener, Snapshot
 
 SCHEMA = "portdoctor.ports/1"
 _HOLDERS = ("conmon", "docker-proxy", "rootlessport", "rootlessport-child", "slirp4netns", "pasta")
@@ -71,7 +72,8 @@ def _processes(snap: Snapshot, ln: Listener) -> list[dict[str, Any]]:
         container = _container_name(snap, p.container)
         if container is None and p.name in _HOLDERS:
             container = _publisher(snap, ln.port)  # the engine's process holding a published port
-        out.append({"pid": pid, "name": p.name, "user": p.user, "unit": p.unit, "container": container})
+        out.append({"pid": pid, "name": process_name(snap, pid), "user": p.user, "unit": p.unit,
+                    "container": container})
     return out
 
 

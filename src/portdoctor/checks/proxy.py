@@ -102,7 +102,7 @@ def _local(snap: Snapshot, host: str) -> bool:
     return any(a.address == host for a in snap.addresses)
 
 
-def _proc_name(snap: Snapshot, pid: int) -> str:
+def process_name(snap: Snapshot, pid: int) -> str:
     """The name a user knows a process by: argv[0]'s base name (as renamed), else the kernel's."""
     p = snap.processes[pid]
     first = os.path.basename(p.cmdline[0]) if p.cmdline else ""
@@ -111,7 +111,7 @@ def _proc_name(snap: Snapshot, pid: int) -> str:
 
 def _owner(snap: Snapshot, listener: Listener | dict[str, Any]) -> str:
     pids = listener.pids if isinstance(listener, Listener) else ()
-    names = sorted({_proc_name(snap, p) for p in pids if p in snap.processes})
+    names = sorted({process_name(snap, p) for p in pids if p in snap.processes})
     return f" ({', '.join(names)})" if names else ""
 
 
