@@ -259,3 +259,36 @@ def test_ports_lists_the_container_mapping(pod: tuple[Pod, Host, Host]) -> None:
     assert inner[0]["via"][0]["kind"] == "publish" and inner[0]["via"][0]["from"] == "0.0.0.0:18084"
     held = [e for e in doc["listeners"] if e["port"] == 18084 and not e.get("container")]
     assert held and held[0]["processes"][0]["name"] == "conmon" and held[0]["processes"][0]["container"] == name
+
+
+NGINX = """daemon off;
+worker_processes 1;
+error_log {d}/error.log;
+pid {d}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    server {{
+        listen 8088;
+        location / {{ proxy_pass http://127.0.0.1:18085; }}
+    }}
+}}
+"""
+
+
+def test_nginx_in_front_of_a_container_whose_app_is_on_loopback(pod: tuple[Pod, Host, Host], tmp_path: Path) -> None:
+    p, _c, h = pod
+    need("nginx")
+    name = p.run("backend", "-p", "18085:8080", IMAGE, "/bin/httpd", "-f", "-p", "127.0.0.1:8080")
+    p.wait_listening(name, 8080)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(NGINX.format(d=tmp_path))
+    h.start(["nginx", "-c", str(conf)], ready_port=8088)
+    rc, doc = p.portdoctor(h, "diagnose", "127.0.0.1:8088")
+    v = doc["verdict"]
+    assert v["cause"] == "proxy_upstream", doc
+    assert f"{conf}:12" in v["summary"]
+    assert f"published by container {name}" in v["summary"] and "127.0.0.1:8080" in v["summary"]
+    assert "502 Bad Gateway" in _ev(doc)

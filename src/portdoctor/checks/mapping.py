@@ -334,6 +334,19 @@ def check_mapping(snap: Snapshot, ctx: Context) -> list[Finding]:
         else:
             findings += _running(snap, ctx, c, p)
     if not publishing and ctx.probe.state is not State.OPEN and not _host_listens(snap, port, addrs):
-        findings += _container_port_confusion(snap, ctx)
-        findings += _unpublished(snap, ctx)
+        found = _container_port_confusion(snap, ctx) + _unpublished(snap, ctx)
+        findings += found or _other_published(snap, ctx)
     return findings
+
+
+def _other_published(snap: Snapshot, ctx: Context) -> list[Finding]:
+    """Nothing publishes the port, but running containers publish others: list them."""
+    pubs = [(c, p) for c in _containers(snap) if c.get("state") == "running" for p in c.get("ports") or []]
+    if not pubs:
+        return []
+    port = ctx.target.port
+    listed = ", ".join(f"{_mapping_text(p)} ({_name(c)})" for c, p in pubs[:6])
+    summary = (f"No container publishes port {port}; the containers here publish {listed}. "
+               f"If the service runs in one of them, connect to its published host port.")
+    return [Finding(Cause.WRONG_PORT, CHECK, Severity.WARNING, summary,
+                    tuple(f"published: {_mapping_text(p)} (container {_name(c)})" for c, p in pubs[:6]), (), 0.5)]

@@ -134,6 +134,14 @@ def upstream_cause(snap: Snapshot, host: str, port: int, exclude_pids: set[int] 
         return (f"{host} is not an address of this host; run `portdoctor diagnose {where}` on it",
                 [], [Fix(f"diagnose the upstream on {host} itself", f"portdoctor diagnose {where}")],
                 {"kind": "remote"})
+    published = _published_by(snap, host, port)
+    if published is not None:
+        c, mp = published
+        ip = (c.get("addresses") or [host])[0]
+        sentence, ev, fixes, facts = _container_cause(c, ip, mp["container_port"])
+        mapping = f"{endpoint_key(mp.get('host_ip') or '0.0.0.0', port)}->{mp['container_port']}"
+        return (f"port {port} is published by container {c.get('name')} ({mapping}), and {sentence}",
+                [f"published: {mapping} (container {c.get('name')})", *ev], fixes, facts)
     if not snap.listeners:
         return (f"nothing is known about listeners here", [], [], {"kind": "unknown"})
     on_port = [ln for ln in snap.listeners if ln.port == port]
@@ -181,6 +189,18 @@ def _nearby(snap: Snapshot, port: int, exclude_pids: set[int], exclude_ports: se
         if close and ln not in out:
             out.append(ln)
     return sorted(out, key=lambda ln: abs(ln.port - port))[:3]
+
+
+def _published_by(snap: Snapshot, host: str, port: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The container (and mapping) that publishes host:port on this host, if any."""
+    for c in (snap.extra.get("containers") or {}).get("containers", []):
+        if c.get("local") is False:
+            continue
+        for mp in c.get("ports") or []:
+            hip = mp.get("host_ip") or "0.0.0.0"
+            if mp.get("host_port") == port and (hip in ("0.0.0.0", "::") or hip == host):
+                return c, mp
+    return None
 
 
 def _container_with(snap: Snapshot, host: str) -> dict[str, Any] | None:
