@@ -107,3 +107,56 @@ def test_no_facts_no_findings():
     snap, ctx = _case("127_0_0_1_8080")
     empty = Snapshot()
     assert check_proxy(empty, ctx) == [] and check_mapping(empty, ctx) == [] and check_supervisor(empty, ctx) == []
+
+
+SYSTEMCTL_SHOW = """Id=billing.service
+ActiveState=activating
+SubState=auto-restart
+Result=exit-code
+NRestarts=7
+ExecMainStatus=1
+ExecMainCode=1
+UnitFileState=enabled
+ExecStart={ path=/usr/local/bin/billing ; argv[]=/usr/local/bin/billing --port 8085 ; ignore_errors=no ; start_time=[n/a] ; stop_time=[n/a] ; pid=0 ; code=(null) ; status=0/0 }
+MainPID=0
+
+Id=cache.service
+ActiveState=inactive
+SubState=dead
+Result=success
+NRestarts=0
+ExecMainStatus=0
+ExecMainCode=0
+UnitFileState=disabled
+ExecStart={ path=/usr/bin/cache ; argv[]=/usr/bin/cache -p 6390 ; ignore_errors=no }
+MainPID=0
+"""
+
+
+def _systemd_case(port: int, service: str | None = None):
+    from portdoctor.collectors.supervisors import _unit_record, parse_systemctl_show
+    from portdoctor.model import AddressResult, State
+
+    units = [_unit_record(p) for p in parse_systemctl_show(SYSTEMCTL_SHOW)]
+    units[0]["journal"] = ["billing: cannot bind: address already in use"]
+    snap = Snapshot(extra={"supervisors": {"systemd": {"units": units}}})
+    target = Target(f"127.0.0.1:{port}", "127.0.0.1", port)
+    probe = ProbeResult(target, State.REFUSED, (AddressResult("127.0.0.1", 4, State.REFUSED, "ECONNREFUSED", 0.001),), 3.0)
+    return snap, Context(target=target, probe=probe, service=service)
+
+
+def test_systemd_restart_loop_with_journal():
+    snap, ctx = _systemd_case(8085)
+    (f,) = _errors(check_supervisor(snap, ctx))
+    assert f.summary == "systemd unit billing.service is in a restart loop (7 restarts, last exit status 1)."
+    assert "ExecStart: /usr/local/bin/billing --port 8085" in f.evidence
+    assert "journal: billing: cannot bind: address already in use" in f.evidence
+    assert [x.command for x in f.fix] == ["journalctl -u billing.service -n 50 --no-pager",
+                                         "systemctl restart billing.service"]
+
+
+def test_systemd_disabled_unit_named_by_the_user():
+    snap, ctx = _systemd_case(6390, service="cache")
+    (f,) = _errors(check_supervisor(snap, ctx))
+    assert "cache.service is inactive and disabled" in f.summary
+    assert f.fix[-1].command == "systemctl enable --now cache.service"
