@@ -186,3 +186,11 @@ def test_cgroup_of_recorded_process_has_no_unit() -> None:
 ])
 def test_parse_cgroup(text: str, expected: tuple[str | None, str | None]) -> None:
     assert procfs.parse_cgroup(text) == expected
+
+
+def test_cgroup_of_a_real_podman_container() -> None:
+    """Recorded from `podman --runtime runc run` with cgroup_manager = "cgroupfs" (cgroup v1)."""
+    text = (DATA / "cgroup" / "podman-runc-cgroupfs.txt").read_text()
+    assert procfs.parse_cgroup(text) == (None, "2c5b47fc3e1de1b692b3da188d1e5bfb99b927a132b0eef4f223f2136666861d")
+    host = (DATA / "cgroup" / "host-v1-hybrid.txt").read_text()
+    assert procfs.parse_cgroup(host) == (None, None)
