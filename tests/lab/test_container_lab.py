@@ -292,3 +292,18 @@ def test_nginx_in_front_of_a_container_whose_app_is_on_loopback(pod: tuple[Pod, 
     assert f"{conf}:12" in v["summary"]
     assert f"published by container {name}" in v["summary"] and "127.0.0.1:8080" in v["summary"]
     assert "502 Bad Gateway" in _ev(doc)
+
+
+def test_container_in_a_restart_loop(pod: tuple[Pod, Host, Host]) -> None:
+    p, _c, h = pod
+    name = p.run("loop", "--restart=always", "-p", "18087:8080", IMAGE, "sh", "-c",
+                 "echo 'panic: missing DATABASE_URL' >&2; sleep 0.3; exit 2")
+    deadline = time.monotonic() + 20
+    while (p.inspect(name).get("RestartCount") or 0) < 3:
+        assert time.monotonic() < deadline, "podman did not restart the container"
+        time.sleep(0.2)
+    rc, doc = p.portdoctor(h, "diagnose", "127.0.0.1:18087")
+    v = doc["verdict"]
+    assert v["cause"] == "service_not_running", doc
+    assert name in v["summary"] and "restart loop" in v["summary"]
+    assert "panic: missing DATABASE_URL" in _ev(doc)

@@ -14,6 +14,7 @@ Facts come from extra["containers"] (collectors/containers.py). Findings:
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from typing import Any
 
 from portdoctor.checks import Context, endpoint_key
@@ -119,8 +120,11 @@ def _not_running(snap: Snapshot, c: dict[str, Any], p: dict[str, Any]) -> Findin
         ev.append(f"restart count {restarts}, restart policy {c.get('restart_policy') or 'none'}")
     ev.append(f"published: {_mapping_text(p)}; command: {' '.join(c.get('cmd') or [])}")
     ev += _logs(c)
-    fixes = [Fix(f"read why it stopped", f"{eng} logs --tail 50 {name}"),
-             Fix(f"start it again once the cause is fixed", f"{eng} start {name}")]
+    fixes = [Fix("read why it stopped", f"{eng} logs --tail 50 {name}")]
+    if state == "running":
+        fixes.append(Fix("fix the cause in the logs, then restart it", f"{eng} restart {name}"))
+    else:
+        fixes.append(Fix("start it again once the cause is fixed", f"{eng} start {name}"))
     return Finding(Cause.SERVICE_NOT_RUNNING, CHECK, Severity.ERROR, summary, tuple(ev), tuple(fixes), 0.85)
 
 
@@ -150,6 +154,8 @@ def _running(snap: Snapshot, ctx: Context, c: dict[str, Any], p: dict[str, Any])
     fu_ev = [f"from this host, {endpoint_key(ip, cport)} is {fu.state.value}"
              + (f" ({fu.addresses[0].errno})" if fu.addresses and fu.addresses[0].errno else "")] if fu else []
     on_port = [x for x in lns if x["port"] == cport]
+    if not on_port and (c.get("restart_count") or 0) >= 3:
+        return [replace(_not_running(snap, c, p), weight=0.88)]  # crashes and is restarted, again and again
     if on_port and all(_is_loopback(x["address"]) for x in on_port):
         x = on_port[0]
         summary = (f"Container {name} publishes {mapping}, but its app listens on "
