@@ -307,3 +307,16 @@ def test_container_in_a_restart_loop(pod: tuple[Pod, Host, Host]) -> None:
     assert v["cause"] == "service_not_running", doc
     assert name in v["summary"] and "restart loop" in v["summary"]
     assert "panic: missing DATABASE_URL" in _ev(doc)
+
+
+def test_localhost_from_a_container_diagnosed_on_the_host(pod: tuple[Pod, Host, Host]) -> None:
+    p, _c, h = pod
+    h.listen(7001, "127.0.0.1")  # on the host, loopback only
+    name = p.run("client2", IMAGE, "sleep", "300")
+    ip = p.inspect(name)["NetworkSettings"]["Networks"][p.network]["IPAddress"]
+    rc, doc = p.portdoctor(h, "diagnose", "127.0.0.1:7001", "--from", ip)
+    v = doc["verdict"]
+    assert v["cause"] == "port_mapping", doc
+    assert "localhost is the container itself" in v["summary"] and name in v["summary"]
+    fixes = _fixes(doc)
+    assert "listens on loopback only" in fixes
