@@ -49,3 +49,8 @@ def test_undefined_backend_is_a_problem():
 def test_modes_follow_defaults_and_sections():
     cfg = haproxy.parse((DATA / "haproxy-app.cfg").read_text())
     assert [r.mode for r in cfg.routes] == ["http", "tcp", "http"]
+
+
+def test_disabled_servers_take_no_traffic():
+    cfg = haproxy.parse("listen x\n  bind :80\n  server a 127.0.0.1:81\n  server b 127.0.0.1:82 disabled\n")
+    assert [u.port for u in cfg.routes[0].upstreams] == [81]

@@ -292,6 +292,10 @@ def gather(req: Request, env: dict[str, str] | None = None) -> Facts:
     containers: list[dict[str, Any]] = []
     path = _socket_path(env)
     cli = shutil.which("podman") or shutil.which("docker")
+    if path and not os.path.exists(path):
+        lims.append(Limitation(f"the container engine socket {path} (DOCKER_HOST) does not exist",
+                               "start the engine, or unset DOCKER_HOST"))
+        path = None
     if path:
         if not stat.S_ISSOCK(os.stat(path).st_mode) or not os.access(path, os.R_OK | os.W_OK):
             lims.append(Limitation(f"the container engine socket {path} is not accessible: containers "
@@ -337,4 +341,10 @@ def gather(req: Request, env: dict[str, str] | None = None) -> Facts:
 
 def collect_containers(req: Request) -> Facts:
     """Collector entry point: containers, their published ports and what listens inside."""
-    return gather(req)
+    try:
+        return gather(req)
+    except PermissionError:
+        raise
+    except Exception as exc:  # an engine answering nonsense must not stop the diagnosis
+        return Facts(limitations=[Limitation(f"containers could not be read ({type(exc).__name__}: {exc})",
+                                             "run `podman ps -a` / `docker ps -a` to see them")])

@@ -245,4 +245,10 @@ def gather(req: Request) -> Facts:
 
 def collect_proxies(req: Request) -> Facts:
     """Collector entry point: running reverse proxies, their routes and an HTTP check."""
-    return gather(req)
+    try:
+        return gather(req)
+    except PermissionError:
+        raise
+    except Exception as exc:  # a configuration the parsers trip on must not stop the diagnosis
+        return Facts(limitations=[Limitation(f"reverse proxies could not be read ({type(exc).__name__}: {exc})",
+                                             "check the proxy's configuration with nginx -T / haproxy -c")])

@@ -240,6 +240,16 @@ def systemd_facts(service: str | None) -> dict[str, Any]:
 
 def collect_supervisors(req: Request) -> Facts:
     """Collector entry point: supervisord programs and (with systemd as PID 1) service units."""
+    try:
+        return _collect(req)
+    except PermissionError:
+        raise
+    except Exception as exc:  # a supervisor answering nonsense must not stop the diagnosis
+        return Facts(limitations=[Limitation(f"supervisors could not be read ({type(exc).__name__}: {exc})",
+                                             "ask supervisorctl status / systemctl status directly")])
+
+
+def _collect(req: Request) -> Facts:
     extra: dict[str, Any] = {}
     lims: list[Limitation] = []
     found = find_supervisord(req.proc_root)
