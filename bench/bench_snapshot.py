@@ -79,7 +79,7 @@ for k in kids:
 
 TIMER = r"""
 import json, os, subprocess, sys, time
-port, rounds = int(sys.argv[1]), int(sys.argv[2])
+port, rounds, profile = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 from portdoctor import collectors
 from portdoctor.collectors import Request, collect
 
@@ -122,6 +122,17 @@ SCRIPT = ("import sys; from portdoctor import collectors; from portdoctor.collec
 def fresh():
     subprocess.run([sys.executable, "-c", SCRIPT], check=True)
 
+def dump_only():
+    from portdoctor.collectors import linux
+    return linux.read_listeners("/proc")
+
+def scan_only():
+    from portdoctor.collectors import linux, procfs
+    return procfs.scan_socket_owners([r.inode for r in linux.read_listeners("/proc")[0]], "/proc")
+
+def ss_no_p():
+    subprocess.run(["ss", "-ltn"], stdout=subprocess.DEVNULL, check=True)
+
 out = {}
 ss_lines = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout.count("\n")
 snap = mine()
@@ -129,9 +140,15 @@ out["check"] = {"ss_listeners": ss_lines, "listeners": len(snap.listeners),
                 "with_owner": sum(1 for x in snap.listeners if x.pids), "processes": len(snap.processes),
                 "limitations": [str(x) for x in snap.limitations]}
 for name, fn in (("ss -ltnp", ss), ("collectors in-process", mine), ("collectors, python -c", fresh),
-                 ("collect() all collectors in-process", everything)):
+                 ("collect() all collectors in-process", everything), ("part: sock_diag dump", dump_only),
+                 ("part: sock_diag dump + owner scan", scan_only), ("ss -ltn (no owners)", ss_no_p)):
     b, times = best(fn)
     out[name] = {"best": b, "all": times}
+if profile:
+    import cProfile, io, pstats
+    pr = cProfile.Profile(); pr.enable(); mine(); pr.disable()
+    buf = io.StringIO(); pstats.Stats(pr, stream=buf).sort_stats("cumulative").print_stats(25)
+    out["profile"] = buf.getvalue()
 print(json.dumps(out))
 """
 
@@ -148,6 +165,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--base-port", type=int, default=20000)
     ap.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
+    ap.add_argument("--profile", action="store_true", help="print a cProfile of one collection")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_snapshot: needs root (ip netns add)", file=sys.stderr)
@@ -174,7 +192,7 @@ def main() -> int:
             raise RuntimeError(f"launcher: {line!r}")
         built = time.monotonic() - t0
         cp = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", TIMER, str(args.base_port),
-                             str(args.rounds)], capture_output=True, text=True, env=env, timeout=300)
+                             str(args.rounds), "1" if args.profile else "0"], capture_output=True, text=True, env=env, timeout=300)
         if cp.returncode != 0:
             raise RuntimeError(cp.stderr)
         res = json.loads(cp.stdout)
@@ -190,11 +208,14 @@ def main() -> int:
     print(f"namespace: {args.procs} processes, {args.procs * args.per} listeners, {args.conns} established "
           f"connections (built in {built:.1f} s)")
     print(f"check: {res['check']}")
-    for name in ("ss -ltnp", "collectors in-process", "collectors, python -c", "collect() all collectors in-process"):
+    for name in ("ss -ltnp", "collectors in-process", "collectors, python -c", "collect() all collectors in-process",
+                 "part: sock_diag dump", "part: sock_diag dump + owner scan", "ss -ltn (no owners)"):
         b = res[name]["best"]
         print(f"{name:40s} best of {args.rounds}: {b * 1000:8.1f} ms   ratio to ss -ltnp: {b / ss:5.2f}")
     if args.json:
         print(json.dumps(res))
+    if args.profile:
+        print(res["profile"])
     return 0
 
 

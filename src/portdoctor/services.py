@@ -13,6 +13,7 @@ upstream ones, as globs.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -178,6 +179,7 @@ def _base(word: str) -> str:
     return base
 
 
+@functools.lru_cache(maxsize=512)
 def by_process(name_or_cmdline: str) -> ServiceInfo | None:
     """The service a process name or command line belongs to, or None.
 
@@ -199,23 +201,52 @@ def by_process(name_or_cmdline: str) -> ServiceInfo | None:
                 break
     if prog not in GENERIC_RUNTIMES:
         return svc
-    # a generic runtime: look for what it runs
-    for word in words[1:]:
-        base = _base(word)
-        for cand in (base, base.split(".")[0]):
-            found = _BY_NAME.get(cand)
-            if found is not None and cand not in GENERIC_RUNTIMES:
-                return found
-        low = word.lower()
-        if "kafka.kafka" in low:
-            return by_name("kafka")
-        if "zookeeper" in low and "quorumpeermain" in low:
-            return by_name("zookeeper")
-        if "org.elasticsearch" in low or "org.opensearch" in low:
-            return by_name("elasticsearch")
-        if "rabbit" in low:
-            return by_name("rabbitmq")
+    # a generic runtime: what it runs decides (`python -m uvicorn`, `python3 /usr/bin/gunicorn`,
+    # `java ... kafka.Kafka`, `beam.smp ... -s rabbit`), never a later argument (`pytest -k redis`)
+    if prog in ("java", "beam.smp", "erl"):
+        for word in words[1:64]:
+            low = word.lower()
+            if "kafka.kafka" in low:
+                return by_name("kafka")
+            if "quorumpeermain" in low:
+                return by_name("zookeeper")
+            if "org.elasticsearch" in low or "org.opensearch" in low:
+                return by_name("elasticsearch")
+            if low == "rabbit" or low.startswith("rabbit@") or "/rabbitmq" in low:
+                return by_name("rabbitmq")
+        return svc
+    main = _runtime_program(words[1:])
+    if main is not None:
+        base = _base(main)
+        found = _BY_NAME.get(base) or _BY_NAME.get(base.split(".")[0])
+        if found is not None and found.name not in ("node", "python"):
+            return found
     return svc
+
+
+# options of python and node that take a value (so the next word is not the program)
+_VALUE_OPTIONS = frozenset({"-X", "-W", "-Q", "-r", "--require", "--import", "--loader",
+                            "--experimental-loader", "--inspect-port", "--max-old-space-size"})
+
+
+def _runtime_program(args: list[str]) -> str | None:
+    """The module or script an interpreter runs: `-m MODULE` or its first positional argument."""
+    skip = False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        if a == "-m":
+            return args[i + 1] if i + 1 < len(args) else None
+        if a in ("-c", "-e", "--eval", "-p", "--print"):
+            return None  # inline code
+        if a in _VALUE_OPTIONS:
+            skip = True
+            continue
+        if a.startswith("-"):
+            continue
+        return a
+    return None
 
 
 def service_for_process(proc: Process) -> ServiceInfo | None:

@@ -49,6 +49,10 @@ def test_by_port_unknown() -> None:
     ("/usr/bin/python3 /usr/bin/gunicorn -b 0.0.0.0:8000 app:app", "gunicorn"),
     ("python3 -m uvicorn main:app --port 8000", "uvicorn"),
     ("python3.11 manage.py runserver", "python"),
+    ("/usr/bin/python3 -m pytest -q tests -k postgres", "python"),  # a generic runtime, not postgres
+    ("/usr/bin/python3 -X dev -m gunicorn app:app", "gunicorn"),
+    ("python3 -c import x redis-server", "python"),
+    ("node --require ts-node/register server.ts", "node"),
     ("node server.js", "node"),
     ("/usr/bin/java -Xmx1G -cp /opt/kafka/libs/* kafka.Kafka /opt/kafka/config/server.properties", "kafka"),
     ("java -cp zookeeper.jar org.apache.zookeeper.server.quorum.QuorumPeerMain zoo.cfg", "zookeeper"),
@@ -64,7 +68,8 @@ def test_by_process(text: str, name: str) -> None:
 
 
 @pytest.mark.parametrize("text", ["bash", "sleep 100", "", "/usr/bin/java -jar app.jar", "vim redis.conf",
-                                  "vim /usr/bin/redis-server", "beam.smp -- -root /usr/lib/erlang -s couch"])
+                                  "vim /usr/bin/redis-server", "beam.smp -- -root /usr/lib/erlang -s couch",
+                                  "java -cp app.jar com.example.Main --redis redis:6379"])
 def test_by_process_unknown(text: str) -> None:
     assert services.by_process(text) is None
 

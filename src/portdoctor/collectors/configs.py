@@ -14,7 +14,7 @@ from __future__ import annotations
 import glob
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from portdoctor import services
@@ -281,6 +281,41 @@ def _opt(argv: tuple[str, ...], *names: str) -> str | None:
     return found
 
 
+def _postgresql_paths(argv: tuple[str, ...], env: dict[str, str], reader: ConfigReader,
+                      packaged: Callable[[], list[str]]) -> list[str]:
+    """postgresql.conf (-c config_file=, else DATADIR/postgresql.conf, else the packaged one), then
+    DATADIR/postgresql.auto.conf (ALTER SYSTEM), which the server reads last."""
+    explicit = None
+    for i, a in enumerate(argv):
+        if a == "-c" and i + 1 < len(argv) and argv[i + 1].startswith("config_file="):
+            explicit = argv[i + 1].split("=", 1)[1]
+        elif a.startswith(("--config-file=", "--config_file=")):
+            explicit = a.split("=", 1)[1]
+    datadir = _opt(argv, "-D") or env.get("PGDATA")
+    if explicit:
+        main = explicit
+    elif datadir:
+        main = os.path.join(datadir, "postgresql.conf")
+    else:
+        found = packaged()
+        if len(found) != 1:
+            return found  # several clusters and no hint which one: read them all
+        main = found[0]
+    if explicit or not datadir:
+        # Debian keeps the config in /etc and names the data directory inside it
+        text = reader.read(main)
+        for s in parse_postgresql(text or ""):
+            if s.key == "data_directory":
+                datadir = s.value
+        reader.files -= 1 if text is not None else 0  # read again below; count it once
+    out = [main]
+    if datadir:
+        auto = os.path.join(datadir, "postgresql.auto.conf")
+        if reader.exists(auto):
+            out.append(auto)
+    return out
+
+
 def config_paths(info: ServiceInfo, proc: Process, env: dict[str, str], reader: ConfigReader) -> list[str]:
     """The config file(s) this server process reads, as the server itself would pick them."""
     argv = proc.cmdline
@@ -294,18 +329,7 @@ def config_paths(info: ServiceInfo, proc: Process, env: dict[str, str], reader: 
         return out
 
     if info.name == "postgresql":
-        explicit = None
-        for i, a in enumerate(argv):
-            if a == "-c" and i + 1 < len(argv) and argv[i + 1].startswith("config_file="):
-                explicit = argv[i + 1].split("=", 1)[1]
-            elif a.startswith(("--config-file=", "--config_file=")):
-                explicit = a.split("=", 1)[1]
-        if explicit:
-            return [explicit]
-        datadir = _opt(argv, "-D") or env.get("PGDATA")
-        if datadir:
-            return [os.path.join(datadir, "postgresql.conf")]
-        return packaged()[:1] if len(packaged()) == 1 else packaged()
+        return _postgresql_paths(argv, env, reader, packaged)
     if info.name == "redis":
         for a in argv[1:]:
             if not a.startswith("-") and a.endswith(".conf"):

@@ -177,12 +177,21 @@ def listener_facts(req: Request) -> ListenerFacts:
     ]
     listeners.sort(key=lambda x: (x.port, x.family, x.address, x.inode))
     unknown = sum(1 for x in listeners if not x.pids and x.inode)
-    if unknown and scan.unreadable:
+    if unknown and (scan.unreadable or not _is_root()):
         lims.append(Limitation(f"owners of {unknown} listening sockets are unknown",
                                "run as root (sudo) to see which process holds each port"))
+    elif unknown:
+        lims.append(Limitation(
+            f"no process visible here holds {unknown} listening sockets (the kernel's own, or "
+            "processes of another PID namespace)",
+            "run `ss -ltnp` inside the container or PID namespace that owns them"))
     facts = ListenerFacts(listeners, scan, lims, source)
     _CACHE[:] = [(req, facts)]
     return facts
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
 
 
 def collect_listeners(req: Request) -> Facts:
