@@ -55,7 +55,7 @@ def test_postgresql_quotes_and_command_line() -> None:
     info = services.by_name("postgresql")
     cl = configs.cmdline_settings(info, Process(pid=1, name="postgres",
                                                 cmdline=("postgres", "-p", "5433", "-c", "listen_addresses=*")))
-    assert [(c.key, c.value, c.path) for c in cl] == [("p", "5433", configs.COMMAND_LINE),
+    assert [(c.key, c.value, c.path) for c in cl] == [("port", "5433", configs.COMMAND_LINE),
                                                       ("listen_addresses", "*", configs.COMMAND_LINE)]
 
 
@@ -138,6 +138,22 @@ def test_directive_and_xml_parsers() -> None:
     props = "listeners=PLAINTEXT://:9092\n# x=y\nclientPort: 2181\n"
     assert [(s.key, s.value) for s in configs.parse_properties(props)] == [
         ("listeners", "PLAINTEXT://:9092"), ("clientPort", "2181")]
+
+
+def test_command_line_keys_are_the_config_keys() -> None:
+    mongo = configs.cmdline_settings(services.by_name("mongodb"), Process(
+        pid=1, name="mongod", cmdline=("mongod", "--bind_ip", "0.0.0.0", "--port=27018")))
+    assert [(c.key, c.value, c.text) for c in mongo] == [("net.bindIp", "0.0.0.0", "--bind_ip 0.0.0.0"),
+                                                         ("net.port", "27018", "--port=27018")]
+    mc = configs.cmdline_settings(services.by_name("memcached"), Process(
+        pid=1, name="memcached", cmdline=("memcached", "-m", "64", "-p", "11212", "-l", "127.0.0.1")))
+    assert [(c.key, c.value) for c in mc] == [("-p", "11212"), ("-l", "127.0.0.1")]
+
+
+def test_keys_spelled_as_services_py(tmp_path: Path) -> None:
+    (tmp_path / "sshd_config").write_text("port 2222\nlistenaddress 10.0.0.2\n")
+    got = settings("sshd", ("sshd", "-D", "-f", str(tmp_path / "sshd_config")))
+    assert got == [("sshd_config", 1, "Port", "2222"), ("sshd_config", 2, "ListenAddress", "10.0.0.2")]
 
 
 def test_file_limit_is_kept(tmp_path: Path) -> None:

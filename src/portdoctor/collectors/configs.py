@@ -357,39 +357,42 @@ def config_paths(info: ServiceInfo, proc: Process, env: dict[str, str], reader: 
     return packaged()
 
 
-def _wanted_keys(info: ServiceInfo) -> tuple[set[str], str]:
-    keys: set[str] = set()
+def _wanted_keys(info: ServiceInfo) -> tuple[dict[str, str], str]:
+    """lower-cased key -> the spelling of services.py (checks compare keys exactly), and the syntax."""
+    keys: dict[str, str] = {}
     syntax = "directives"
     for spec in info.configs:
-        keys.update(k.lower() for k in (*spec.bind_keys, *spec.port_keys))
+        for k in (*spec.bind_keys, *spec.port_keys):
+            keys.setdefault(k.lower(), k)
         syntax = spec.syntax
     return keys, syntax
 
 
-# command-line flags that override config files, per service
-_CMDLINE_FLAGS = {
-    "redis": ("--port", "--bind", "--protected-mode"),
-    "mysql": ("--port", "--bind-address", "--skip-networking"),
-    "mongodb": ("--port", "--bind_ip", "--bind_ip_all"),
-    "memcached": ("-p", "-l", "--port", "--listen"),
-    "postgresql": ("-p", "-h"),
-    "sshd": ("-p",),
+# command-line options that override config files, per service: option -> config key
+_CMDLINE_FLAGS: dict[str, dict[str, str]] = {
+    "redis": {"--port": "port", "--bind": "bind", "--protected-mode": "protected-mode"},
+    "mysql": {"--port": "port", "--bind-address": "bind-address", "--bind_address": "bind-address",
+              "-P": "port"},
+    "mongodb": {"--port": "net.port", "--bind_ip": "net.bindIp", "--bind_ip_all": "net.bindIpAll"},
+    "memcached": {"-p": "-p", "-l": "-l", "--port": "-p", "--listen": "-l"},
+    "postgresql": {"-p": "port", "-h": "listen_addresses"},
+    "sshd": {"-p": "Port"},
 }
 
 
 def cmdline_settings(info: ServiceInfo, proc: Process) -> list[ServiceConfig]:
-    """Bind/port settings given as options on the server's command line."""
+    """Bind/port settings given as options on the server's command line (path "(command line)")."""
     out: list[ServiceConfig] = []
     argv = proc.cmdline
+    flags = _CMDLINE_FLAGS.get(info.name, {})
     for i, a in enumerate(argv[1:], 1):
-        for flag in _CMDLINE_FLAGS.get(info.name, ()):
-            if a == flag:
-                value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("-") else ""
-                out.append(ServiceConfig(info.name, COMMAND_LINE, 0, flag.lstrip("-"), value,
-                                         f"{a} {value}".strip()))
-            elif a.startswith(flag + "=") and flag.startswith("--"):
-                out.append(ServiceConfig(info.name, COMMAND_LINE, 0, flag.lstrip("-"), a.split("=", 1)[1], a))
-        if info.name == "postgresql" and a == "-c" and i + 1 < len(argv):
+        opt, eq, inline = a.partition("=")
+        if a in flags:
+            value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("-") else ""
+            out.append(ServiceConfig(info.name, COMMAND_LINE, 0, flags[a], value, f"{a} {value}".strip()))
+        elif eq and opt.startswith("--") and opt in flags:
+            out.append(ServiceConfig(info.name, COMMAND_LINE, 0, flags[opt], inline, a))
+        elif info.name == "postgresql" and a == "-c" and i + 1 < len(argv):
             key, _, value = argv[i + 1].partition("=")
             if key in ("port", "listen_addresses"):
                 out.append(ServiceConfig(info.name, COMMAND_LINE, 0, key, value, f"-c {argv[i + 1]}"))
@@ -406,10 +409,9 @@ def service_configs(info: ServiceInfo, proc: Process, proc_root: str = "/proc",
     out: list[ServiceConfig] = []
     for path in config_paths(info, proc, env or {}, reader):
         for file, s in read_settings(reader, path, syntax):
-            key = s.key.lower()
-            if key not in keys:
-                continue
-            out.append(ServiceConfig(info.name, file, s.line, s.key, s.value, s.text))
+            key = keys.get(s.key.lower())
+            if key is not None:
+                out.append(ServiceConfig(info.name, file, s.line, key, s.value, s.text))
     out.extend(cmdline_settings(info, proc))
     return out, reader.denied
 
