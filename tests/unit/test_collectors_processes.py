@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -78,3 +82,16 @@ def test_user_name_of_unknown_uid() -> None:
     assert processes.user_name(0) == "root"
     assert processes.user_name(4_000_000) == "4000000"
     assert processes.user_name(None) is None
+
+
+def test_portdoctor_and_its_parents_are_no_candidates() -> None:
+    # a child that names the port is a candidate; we (and our parents) are not
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "--port", "47123"])
+    try:
+        time.sleep(0.2)
+        cands, _ = processes.find_candidates(Request(port=47123), exclude=set())
+        assert child.pid in cands
+        assert os.getpid() not in cands and os.getppid() not in cands
+    finally:
+        child.kill()
+        child.wait()

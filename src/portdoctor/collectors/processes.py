@@ -110,13 +110,23 @@ def read_process(proc_root: str, pid: int, argv: tuple[str, ...] | None = None,
     )
 
 
+def _ancestors(pid: int, proc_root: str = "/proc") -> set[int]:
+    """pid and its parents up to (not including) init."""
+    out: set[int] = set()
+    while pid > 1 and pid not in out and len(out) < 64:
+        out.add(pid)
+        pid = procfs.read_ppid(proc_root, pid) or 0
+    return out
+
+
 def find_candidates(req: Request, exclude: set[int]) -> tuple[dict[int, tuple[tuple[str, ...], dict | None]], int]:
     """pid -> (argv, environ) of candidate processes, and how many environments were unreadable."""
     out: dict[int, tuple[tuple[str, ...], dict | None]] = {}
     hidden = 0
-    me = os.getpid()
+    # portdoctor and whatever started it (sudo, a shell, timeout) name the port too
+    ours = _ancestors(os.getpid()) if req.proc_root == "/proc" else set()
     for pid in procfs.pids(req.proc_root):
-        if pid in exclude or pid == me:
+        if pid in exclude or pid in ours:
             continue
         argv = procfs.read_cmdline(req.proc_root, pid)
         if not argv:
