@@ -160,6 +160,16 @@ def test_haproxy_upstream_nothing_listens(pair: tuple[Host, Host], tmp_path: Pat
     assert "answered 503 Service Unavailable" in ev
 
 
+def test_nginx_upstream_runs_on_another_port(pair: tuple[Host, Host], tmp_path: Path) -> None:
+    c, s = pair
+    s.listen(8000, "127.0.0.1", argv0="gunicorn")
+    conf = start_nginx(s, tmp_path, "127.0.0.1:8008")
+    f = the_finding(diagnose(s))
+    assert "upstream 127.0.0.1:8008 refuses connections: nothing listens on port 8008" in f["summary"]
+    assert "127.0.0.1:8000 (gunicorn) listens on port 8000 instead" in f["summary"]
+    assert any("127.0.0.1:8000" in x["description"] and f"{conf}:" in x["description"] for x in f["fix"])
+
+
 def test_haproxy_upstream_on_another_address(pair: tuple[Host, Host], tmp_path: Path) -> None:
     c, s = pair
     s.listen(9004, "10.0.0.2", argv0="app-server")

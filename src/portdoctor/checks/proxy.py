@@ -181,13 +181,17 @@ def upstream_cause(snap: Snapshot, host: str, port: int, exclude_pids: set[int] 
 
 def _nearby(snap: Snapshot, port: int, exclude_pids: set[int], exclude_ports: set[int]) -> list[Listener]:
     """Listeners on ports close to `port` (a digit off, the same tail), not the proxy's own."""
-    out = []
+    out, others = [], []
     for ln in snap.listeners:
-        if ln.port == port or ln.port in exclude_ports or set(ln.pids) & exclude_pids:
+        if ln.port == port or ln.port in exclude_ports or set(ln.pids) & exclude_pids or ln.port in (22, 53):
             continue
         close = abs(ln.port - port) <= 10 or (ln.port % 1000 == port % 1000 and ln.port > 1023)
         if close and ln not in out:
             out.append(ln)
+        if ln.port not in {o.port for o in others}:
+            others.append(ln)
+    if not out and len(others) == 1:
+        return others  # the only other service here: likely the upstream, on another port
     return sorted(out, key=lambda ln: abs(ln.port - port))[:3]
 
 
