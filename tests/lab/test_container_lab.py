@@ -320,3 +320,20 @@ def test_localhost_from_a_container_diagnosed_on_the_host(pod: tuple[Pod, Host, 
     assert "localhost is the container itself" in v["summary"] and name in v["summary"]
     fixes = _fixes(doc)
     assert "listens on loopback only" in fixes
+
+
+def test_containers_seen_through_proc_without_engine_api_or_cli(pod: tuple[Pod, Host, Host]) -> None:
+    p, _c, h = pod
+    name = p.run("procview", IMAGE, "/bin/httpd", "-f", "-p", "0.0.0.0:8089")
+    p.wait_listening(name, 8089)
+    info = p.inspect(name)
+    code = ("import json; from portdoctor.collectors import Request; "
+            "from portdoctor.collectors.containers import gather; "
+            "print(json.dumps(gather(Request(port=0), env={'PATH': '/nonexistent'}).extra))")
+    cp = h.run([sys.executable, "-c", code], env={"DOCKER_HOST": ""})
+    doc = json.loads(cp.stdout)["containers"]
+    assert doc["source"] == "proc"
+    rec = next(c for c in doc["containers"] if c["id"] == info["Id"][:12])
+    assert {"address": "0.0.0.0", "port": 8089, "family": 4} in rec["listeners"]
+    assert info["NetworkSettings"]["Networks"][p.network]["IPAddress"] in rec["addresses"]
+    assert rec["pid"] == info["State"]["Pid"]

@@ -291,7 +291,7 @@ def gather(req: Request, env: dict[str, str] | None = None) -> Facts:
     source: str | None = None
     containers: list[dict[str, Any]] = []
     path = _socket_path(env)
-    cli = shutil.which("podman") or shutil.which("docker")
+    cli = shutil.which("podman", path=env.get("PATH")) or shutil.which("docker", path=env.get("PATH"))
     if path and not os.path.exists(path):
         lims.append(Limitation(f"the container engine socket {path} (DOCKER_HOST) does not exist",
                                "start the engine, or unset DOCKER_HOST"))
