@@ -254,3 +254,33 @@ def test_postgres_settings_from_its_data_directory(pair: tuple[Host, Host]) -> N
         assert len(snap["processes"]) > 2
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_mariadb_settings_from_the_packaged_files(pair: tuple[Host, Host]) -> None:
+    """A real mariadbd reads /etc/mysql/my.cnf and its !includedir files; argv overrides them."""
+    _c, s = pair
+    server = Path("/etc/mysql/mariadb.conf.d/50-server.cnf")
+    if not Path("/usr/sbin/mariadbd").exists() or not server.exists():
+        pytest.fail("mariadb-server is not installed (apt-get install mariadb-server)")
+    top = Path(tempfile.mkdtemp(prefix="pd-mylab-"))
+    try:
+        os.chmod(top, 0o755)
+        shutil.chown(top, "mysql")
+        s.run(["mariadb-install-db", f"--datadir={top / 'data'}", "--user=mysql", "--skip-test-db",
+               "--auth-root-authentication-method=normal"], timeout=120)
+        md = s.start(["/usr/sbin/mariadbd", f"--datadir={top / 'data'}", f"--socket={top / 'sock'}",
+                      f"--pid-file={top / 'pid'}", "--port=3307", "--bind-address=10.0.0.2", "--user=mysql",
+                      "--skip-grant-tables"], ready_port=3307, ready_address="10.0.0.2", timeout=60)
+        snap = snapshot(s, 3307, service="mysql")
+        found = [(c["path"], c["line"], c["key"], c["value"]) for c in snap["configs"] if c["service"] == "mysql"]
+        packaged = [(str(server), n, "bind-address", line.split("=", 1)[1].strip())
+                    for n, line in enumerate(server.read_text().splitlines(), 1)
+                    if line.replace("_", "-").startswith("bind-address")]
+        assert packaged and found[:len(packaged)] == packaged
+        assert found[-2:] == [("(command line)", 0, "port", "3307"),
+                              ("(command line)", 0, "bind-address", "10.0.0.2")]
+        listener = [x for x in snap["listeners"] if x["port"] == 3307]
+        assert [x["address"] for x in listener] == ["10.0.0.2"] and listener[0]["pids"] == [md.pid]
+        assert snap["processes"][str(md.pid)]["user"] == "mysql"
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
