@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from portdoctor.checks import endpoint_key, facts
-from portdoctor.firewall.advice import allow_fixes, client_error, kube_service, manager, mapping_fixes, reject_words
+from portdoctor.firewall.advice import (
+    allow_fixes, client_error, established_fixes, kube_service, manager, mapping_fixes, reject_words,
+)
 from portdoctor.firewall.evaluate import Evaluation, Evaluator, Flow, HostInfo, Outcome, Step
 from portdoctor.firewall.model import counter_key, ruleset_from_plain
 from portdoctor.model import Cause, Finding, Severity, Snapshot, State, Target
@@ -33,6 +35,7 @@ _cache: dict[int, tuple[Snapshot, Evaluator | None]] = {}
 class _Checked:
     kind: str  # probe (this host's own probe), from (--from), remote (any client elsewhere)
     evaluation: Evaluation
+    established: Evaluation | None = None  # the handshake's ACK, when the SYN is accepted
 
 
 def evaluator(snap: Snapshot) -> Evaluator | None:
@@ -124,7 +127,14 @@ def evaluate(snap: Snapshot, ctx: Context) -> list[_Checked]:
     ev = evaluator(snap)
     if ev is None:
         return []
-    return [_Checked(kind, ev.evaluate(fl)) for kind, fl in flows(snap, ctx, ev)]
+    out = []
+    for kind, fl in flows(snap, ctx, ev):
+        e = ev.evaluate(fl)
+        est = None
+        if kind != "remote" and e.outcomes and all(o.verdict == "accept" for o in e.outcomes):
+            est = ev.evaluate_established(e, e.outcomes[0])
+        out.append(_Checked(kind, e, est))
+    return out
 
 
 def followups(snap: Snapshot, ctx: Context) -> list[Target]:
@@ -364,7 +374,46 @@ def check_firewall(snap: Snapshot, ctx: Context) -> list[Finding]:
             done.add(key)
             findings.append(_finding_for(snap, ctx, c, o, definite=False))
     findings.extend(_mapping_findings(snap, ctx, checked, exact_bad))
+    findings.extend(_handshake_findings(snap, ctx, checked, done))
     return findings
+
+
+def _handshake_findings(snap: Snapshot, ctx: Context, checked: list[_Checked],
+                        done: set[tuple[str, str]]) -> list[Finding]:
+    """A SYN let through but the rest of the connection refused: "forgot established,related"."""
+    out: list[Finding] = []
+    for c in checked:
+        est = c.established
+        if est is None or not est.outcomes or any(o.verdict not in ("drop", "reject") for o in est.outcomes):
+            continue
+        o = min(est.outcomes, key=lambda x: len(x.assumptions))
+        key = ((o.step.where if o.step else o.note) + " (established)", o.verdict)
+        if key in done:
+            continue
+        done.add(key)
+        if o.verdict == "reject" and (o.reject_with or "").lower() == "tcp-reset":
+            seen = "the connection opens and is reset at once (ECONNRESET)"
+            cause = Cause.FIREWALL_REJECT
+        elif o.verdict == "reject":
+            errno, words = client_error(o)
+            seen = (f"the connection opens, then fails with {words} ({errno}) as soon as the client "
+                    "checks it (non-blocking clients see it at connect)")
+            cause = Cause.FIREWALL_REJECT
+        else:
+            seen = "the connection opens on the client, then hangs: the server never completes the handshake"
+            cause = Cause.FIREWALL_DROP
+        place = o.step.where if o.step else f"the {o.hook} path"
+        evidence = [_rule_line(o.step) if o.step else o.note, *_path_lines(o),
+                    "the first packet (SYN) is accepted; the next ones are in conntrack state ESTABLISHED, "
+                    "which no rule before it accepts"]
+        listening, lline = _listeners_line(snap, o) if facts.is_local(snap, o.flow.dst) else (True, "")
+        if lline:
+            evidence.append(lline)
+        out.append(Finding(
+            cause=cause, check=CHECK, severity=Severity.ERROR,
+            summary=f"{place} {reject_words(o)} the packets after the SYN of {_flow_words(c)}: {seen}",
+            evidence=tuple(evidence), fix=tuple(established_fixes(o)), weight=0.7 if listening else 0.5))
+    return out
 
 
 def _mapping_findings(snap: Snapshot, ctx: Context, checked: list[_Checked], exact_bad: bool) -> list[Finding]:

@@ -178,6 +178,22 @@ def allow_fixes(outcome: Outcome, source: str | None) -> list[Fix]:
     return fixes
 
 
+def established_fixes(outcome: Outcome) -> list[Fix]:
+    """Accept the packets of connections already let in, at the top of the base chain."""
+    step = outcome.step
+    if step is None:
+        return []
+    base = outcome.path[0] if outcome.path else step
+    table = base.table
+    tool = command_tool(table)
+    if tool == "nft":
+        cmd = f"nft insert rule {table.family} {table.name} {base.chain} ct state established,related accept"
+    else:
+        t = "" if table.name == "filter" else f"-t {table.name} "
+        cmd = f"{tool} {t}-I {base.chain} 1 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+    return [Fix(f"accept packets of connections already let in, first in chain {base.chain}", cmd)]
+
+
 def mapping_fixes(nat: Step, backend: str, state: str) -> list[Fix]:
     """What to do when a DNAT sends the connection to a backend that refuses or does not answer."""
     fixes = [Fix(f"make the service listen on {backend} (on that address or 0.0.0.0, not 127.0.0.1 only), "

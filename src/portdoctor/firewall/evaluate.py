@@ -56,6 +56,7 @@ class Flow:
     not_lo: bool = False
     dnat: bool = False
     mark: int = 0  # the packet mark (MARK / meta mark set), 0 on arrival
+    ct: str = "new"  # conntrack state: "new" (the SYN) or "established" (the handshake's ACK)
 
     @property
     def family(self) -> int:
@@ -466,7 +467,7 @@ class Evaluator:
             states = {str(v).lower() for v in m.values}
 
             def ct(p: _Packet) -> Tri:
-                if "new" in states:
+                if p.flow.ct in states:
                     return True
                 if "dnat" in states and p.flow.dnat:
                     return True
@@ -488,8 +489,9 @@ class Evaluator:
             if "all" in mask:
                 mask = {"syn", "ack", "fin", "rst", "urg", "psh", "ece", "cwr"}
             comp = {f for f in str(m.values[0]).lower().split(",") if f and f != "none"}
-            result = ({"syn"} & mask) == comp
-            return out(lambda p: p.flow.proto == "tcp" and result)
+            on_syn = ({"syn"} & mask) == comp
+            on_ack = ({"ack"} & mask) == comp
+            return out(lambda p: p.flow.proto == "tcp" and (on_syn if p.flow.ct == "new" else on_ack))
         if k == "pkttype":
             return out(lambda p: str(m.values[0]) in ("host", "unicast"))
         if k == "fragment":
@@ -621,6 +623,16 @@ class Evaluator:
                 finals.append(self._accepted(st, "postrouting"))
         return Evaluation(flow, tuple(_merge(finals)), self._truncated)
 
+    def evaluate_established(self, evaluation: Evaluation, outcome: Outcome) -> Evaluation:
+        """The handshake's final ACK of a flow whose SYN ended in `outcome` (accepted).
+
+        Conntrack applies the SYN's NAT to it and NAT chains are not consulted again; a rule that
+        drops or rejects this packet breaks the connection right after the client saw it open.
+        """
+        f = evaluation.flow
+        return self.evaluate(replace(f, dst=outcome.flow.dst, dport=outcome.flow.dport, dnat=outcome.nat is not None,
+                                     ct="established"))
+
     def _routed(self, st: _State, output: bool = False) -> _State:
         dev, _kind = self.route(st.flow.dst)
         return replace(st, flow=replace(st.flow, oif=dev))
@@ -639,7 +651,8 @@ class Evaluator:
                 if tf != "inet" and (tf == "ip") != (fam == 4):
                     nxt.append(st)
                     continue
-                if cc.chain.type == "nat" and hook in st.nat_hooks:
+                if cc.chain.type == "nat" and (hook in st.nat_hooks or st.flow.ct != "new"):
+                    # NAT chains see only a connection's first packet; conntrack rewrites the rest
                     nxt.append(st)
                     continue
                 for kind, s2, c in self._walk(cc, 0, st, 0):
