@@ -192,7 +192,8 @@ def main() -> int:
             raise RuntimeError(f"launcher: {line!r}")
         built = time.monotonic() - t0
         cp = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", TIMER, str(args.base_port),
-                             str(args.rounds), "1" if args.profile else "0"], capture_output=True, text=True, env=env, timeout=300)
+                             str(args.rounds), "1" if args.profile else "0"],
+                            capture_output=True, text=True, env=env, timeout=300)
         if cp.returncode != 0:
             raise RuntimeError(cp.stderr)
         res = json.loads(cp.stdout)

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from netlab import Host, python_for
 
 SNAPSHOT = r"""

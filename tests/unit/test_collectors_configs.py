@@ -8,8 +8,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
-
 from portdoctor import services
 from portdoctor.collectors import Request, configs
 from portdoctor.model import Process
@@ -131,8 +129,10 @@ def test_haproxy_default_has_no_bind() -> None:
 
 def test_directive_and_xml_parsers() -> None:
     sshd = "Port 2222\n#ListenAddress ::\nListenAddress\t10.0.0.2\n"
-    assert [(s.key, s.value) for s in configs.parse_directives(sshd)] == [("Port", "2222"), ("ListenAddress", "10.0.0.2")]
-    xml = "<clickhouse>\n<!-- <listen_host>::</listen_host> -->\n<listen_host>0.0.0.0</listen_host>\n<!--\n<tcp_port>1</tcp_port>\n-->\n<tcp_port>9000</tcp_port>\n"
+    assert [(s.key, s.value) for s in configs.parse_directives(sshd)] == [
+        ("Port", "2222"), ("ListenAddress", "10.0.0.2")]
+    xml = ("<clickhouse>\n<!-- <listen_host>::</listen_host> -->\n<listen_host>0.0.0.0</listen_host>\n"
+           "<!--\n<tcp_port>1</tcp_port>\n-->\n<tcp_port>9000</tcp_port>\n")
     assert [(s.line, s.key, s.value) for s in configs.parse_xml_tags(xml)] == [
         (3, "listen_host", "0.0.0.0"), (7, "tcp_port", "9000")]
     props = "listeners=PLAINTEXT://:9092\n# x=y\nclientPort: 2181\n"

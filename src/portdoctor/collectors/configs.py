@@ -18,8 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from portdoctor import services
-from portdoctor.collectors import Facts, Request
-from portdoctor.collectors import procfs
+from portdoctor.collectors import Facts, Request, procfs
 from portdoctor.model import Limitation, Process, ServiceConfig
 from portdoctor.services import ServiceInfo
 

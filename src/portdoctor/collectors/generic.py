@@ -7,6 +7,7 @@ users' sockets; what it cannot see becomes a Limitation. Processes are filled fo
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 from portdoctor.collectors import Facts, Request
 from portdoctor.model import InterfaceAddress, Limitation, Listener, Process
@@ -56,7 +57,7 @@ def collect_listeners(req: Request) -> Facts:
     import psutil
 
     lims: list[Limitation] = []
-    pairs: list[tuple[object, int | None]] = []  # (connection, pid)
+    pairs: list[tuple[Any, int | None]] = []  # (psutil connection tuple, pid)
     try:
         pairs = [(c, c.pid) for c in psutil.net_connections(kind="tcp")]
     except psutil.AccessDenied:

@@ -15,8 +15,7 @@ import sys
 from collections.abc import Iterable
 
 from portdoctor import services
-from portdoctor.collectors import Facts, Request
-from portdoctor.collectors import procfs
+from portdoctor.collectors import Facts, Request, procfs
 from portdoctor.model import Limitation, Process
 
 # environment variable names that may carry a port or an address
@@ -152,10 +151,10 @@ _CACHE: list[tuple[Request, dict[int, Process], list[Limitation]]] = []
 
 def processes_for(req: Request) -> tuple[dict[int, Process], list[Limitation]]:
     """Owners of every listener plus candidates for req.port / req.service (read once per request)."""
-    for cached_req, procs, lims in _CACHE:
+    for cached_req, cached, cached_lims in _CACHE:
         if cached_req is req:
-            return procs, lims
-    lims = []
+            return cached, cached_lims
+    lims: list[Limitation] = []
     owners: set[int] = set()
     fd_counts: dict[int, int] = {}
     if sys.platform.startswith("linux"):

@@ -182,9 +182,10 @@ def scan_socket_owners(inodes: Iterable[int], proc_root: str = "/proc",
     missing = set(wanted)
     holders: set[int] = set()
     all_pids = pids(proc_root)
-    i = 0
-    for i, pid in enumerate(all_pids):
+    rest: list[int] = []
+    for n, pid in enumerate(all_pids):
         if not missing:
+            rest = all_pids[n:]
             break
         for inode in _scan_fds(proc_root, pid, wanted, scan):
             scan.owners.setdefault(inode, []).append(pid)
@@ -194,7 +195,7 @@ def scan_socket_owners(inodes: Iterable[int], proc_root: str = "/proc",
         scan.complete = True
         return scan
     if all_holders and holders:
-        for pid in all_pids[i:]:
+        for pid in rest:
             if read_ppid(proc_root, pid) in holders:
                 found = _scan_fds(proc_root, pid, wanted, scan)
                 for inode in found:
@@ -228,12 +229,12 @@ def parse_snmp_table(text: str, only: Iterable[str] | None = None) -> dict[str, 
     keep = set(only) if only is not None else None
     out: dict[str, int] = {}
     lines = text.splitlines()
-    for head, values in zip(lines[0::2], lines[1::2]):
+    for head, values in zip(lines[0::2], lines[1::2], strict=False):
         hname, _, hrest = head.partition(":")
         vname, _, vrest = values.partition(":")
         if hname != vname or (keep is not None and hname not in keep):
             continue
-        for key, val in zip(hrest.split(), vrest.split()):
+        for key, val in zip(hrest.split(), vrest.split(), strict=False):
             try:
                 out[f"{hname}.{key}"] = int(val)
             except ValueError:

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -139,7 +138,7 @@ def main(name: str) -> None:
         expected = {
             "ss_ltnHe": sh("ip", "netns", "exec", ns, "ss", "-ltnHe").stdout.splitlines(),
             "ss_ltnpH": sh("ip", "netns", "exec", ns, "ss", "-ltnpH").stdout.splitlines(),
-            "pids": {argv0: pid for (argv0, *_), pid in zip(LISTENERS, pids)},
+            "pids": {argv0: pid for (argv0, *_), pid in zip(LISTENERS, pids, strict=False)},
         }
         (HERE / f"{name}.expected.json").write_text(json.dumps(expected, indent=1) + "\n")
     finally:
