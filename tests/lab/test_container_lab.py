@@ -206,13 +206,15 @@ def test_exited_container_reports_exit_code(pod: tuple[Pod, Host, Host]) -> None
 
 def test_mapping_to_the_wrong_container_port(pod: tuple[Pod, Host, Host]) -> None:
     p, _c, h = pod
-    name = p.run("api", "-p", "18082:8080", IMAGE, "/bin/httpd", "-f", "-p", "0.0.0.0:8081")
+    name = p.run("api", "-p", "18082:8080", "--label", "com.docker.compose.project=shop",
+                 "--label", "com.docker.compose.service=api", IMAGE, "/bin/httpd", "-f", "-p", "0.0.0.0:8081")
     p.wait_listening(name, 8081)
     rc, doc = p.portdoctor(h, "diagnose", "127.0.0.1:18082")
     v = doc["verdict"]
     assert v["cause"] in ("port_mapping", "wrong_port"), doc
     assert name in v["summary"] and "18082" in v["summary"] and "8080" in v["summary"] and "8081" in v["summary"]
     assert "-p 18082:8081" in _fixes(doc)
+    assert 'in the compose file (service api of project shop): ports: ["18082:8081"]' in _fixes(doc)
 
 
 def test_client_uses_the_container_port(pod: tuple[Pod, Host, Host]) -> None:

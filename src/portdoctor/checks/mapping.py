@@ -66,6 +66,16 @@ def _publish_flag(host_ip: str, host_port: int, cport: int) -> str:
     return f"-p {host_port}:{cport}" if host_ip in ("", "0.0.0.0", "::") else f"-p {host_ip}:{host_port}:{cport}"
 
 
+def _compose(c: dict[str, Any]) -> str:
+    """'the compose file (service web of project shop)' when compose labels say so."""
+    labels = c.get("labels") or {}
+    svc = labels.get("com.docker.compose.service") or labels.get("io.podman.compose.service")
+    proj = labels.get("com.docker.compose.project") or labels.get("io.podman.compose.project")
+    if svc:
+        return f"the compose file (service {svc}" + (f" of project {proj})" if proj else ")")
+    return "a compose file"
+
+
 def _name(c: dict[str, Any]) -> str:
     return c.get("name") or c.get("id") or "?"
 
@@ -182,7 +192,7 @@ def _running(snap: Snapshot, ctx: Context, c: dict[str, Any], p: dict[str, Any])
                    f"not {cport}: host port {hport} leads to container port {cport}, where nothing listens.")
         fixes = [Fix(f"publish the port the app uses: host {hport} -> container {q}",
                      f"{eng} run ... {_publish_flag(p.get('host_ip', ''), hport, q)} {c.get('image')}"),
-                 Fix(f"in a compose file: ports: [\"{hport}:{q}\"]"),
+                 Fix(f"in {_compose(c)}: ports: [\"{hport}:{q}\"]"),
                  Fix(f"or make the app listen on {cport} inside the container")]
         ev = [ev_inside, f"published: {mapping}", *fu_ev]
         return [Finding(Cause.PORT_MAPPING, CHECK, Severity.ERROR, summary, tuple(ev), tuple(fixes), 0.9)]
@@ -204,7 +214,7 @@ def _loopback_published(snap: Snapshot, ctx: Context, c: dict[str, Any], p: dict
                f"{who} cannot reach it.")
     fixes = [Fix("publish on every host address (or on the one clients use)",
                  f"{eng} run ... {_publish_flag('', p['host_port'], p['container_port'])} {c.get('image')}"),
-             Fix(f"in a compose file: ports: [\"{p['host_port']}:{p['container_port']}\"] instead of "
+             Fix(f"in {_compose(c)}: ports: [\"{p['host_port']}:{p['container_port']}\"] instead of "
                  f"\"{p['host_ip']}:{p['host_port']}:{p['container_port']}\"")]
     return Finding(Cause.WRONG_INTERFACE, CHECK, Severity.ERROR, summary,
                    (f"published: {_mapping_text(p)} (container {name})",), tuple(fixes), 0.93)
@@ -224,7 +234,7 @@ def _container_port_confusion(snap: Snapshot, ctx: Context) -> list[Finding]:
                 fixes = [Fix(f"connect to {endpoint_key(ctx.target.host, hp)} instead"),
                          Fix(f"or publish host port {port}",
                              f"{eng} run ... {_publish_flag(p.get('host_ip', ''), port, port)} {c.get('image')}"),
-                         Fix(f"in a compose file: ports: [\"{port}:{port}\"] (host:container)")]
+                         Fix(f"in {_compose(c)}: ports: [\"{port}:{port}\"] (host:container)")]
                 inside = [x for x in c.get("listeners") or [] if x["port"] == port and not _is_loopback(x["address"])]
                 ev = (f"published: {_mapping_text(p)} (container {name}, state {c.get('state')})",
                       f"the client used port {port}; nothing on this host publishes or listens on it",
@@ -248,7 +258,7 @@ def _unpublished(snap: Snapshot, ctx: Context) -> list[Finding]:
                    f"host port for it, so port {port} on this host refuses.")
         fixes = [Fix(f"publish it: host {port} -> container {port}",
                      f"{eng} run ... -p {port}:{port} {c.get('image')}"),
-                 Fix(f"in a compose file: ports: [\"{port}:{port}\"]")]
+                 Fix(f"in {_compose(c)}: ports: [\"{port}:{port}\"]")]
         if ip and not all(_is_loopback(x["address"]) for x in lns):
             fixes.append(Fix(f"or, from this host, connect to the container's address {endpoint_key(ip, port)}"))
         ev = (f"listening inside container {name}: " + ", ".join(endpoint_key(x['address'], x['port']) for x in lns),
