@@ -191,3 +191,19 @@ def test_small_helpers() -> None:
     assert chain == "INPUT" and action.kind == "drop"
     assert [m.kind for m in matches] == ["proto", "unsupported", "saddr"]
     assert matches[1].text == "-m foo --bar 1 ! --baz"
+
+
+def test_fast_counter_sampling_matches_full_parse() -> None:
+    from portdoctor.collectors.firewall import iptables_counters, nft_counters
+
+    saves = [(read("features.iptables-save"), "ip", "iptables"), (read("features.ip6tables-save"), "ip6", "iptables")]
+    rs, _ = build_ruleset(saves, read("features.nft.json"), read("features.nft.txt"))
+    owned: set[tuple[str, str]] = set()
+    fast: dict[str, int] = {}
+    for text, fam, src in saves:
+        fast.update(iptables_counters(text, fam, src, owned))
+    fast.update(nft_counters(read("features.nft.json"), owned))
+    assert fast == counters_of(rs)
+    with gzip.open(DATA / "large.iptables-save.gz", "rt") as f:
+        text = f.read()
+    assert iptables_counters(text, "ip", "iptables") == counters_of(Ruleset(tuple(parse_iptables_save(text, "ip"))))

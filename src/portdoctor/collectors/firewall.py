@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -262,6 +263,64 @@ def collect_firewall(req: Request) -> Facts:
 
 
 def sample_counters(req: Request) -> dict[str, Any]:
-    """Per-rule packet counters just before the probe: {"counters": {key: packets}}."""
-    rs, _host, _limits = _read(routes=False)
-    return {"counters": counters_of(rs), "time": time.time()}
+    """Per-rule packet counters just before the probe: {"counters": {key: packets}}.
+
+    Reads only the counters (no rule parsing), keyed as `counter_key` keys them.
+    """
+    jobs, _limits = _jobs(routes=False)
+    jobs = [j for j in jobs if j.source in ("iptables", "iptables-legacy", "nft-json")]
+    counters: dict[str, int] = {}
+    owned: set[tuple[str, str]] = set()
+    results = _run_all(jobs)
+    for r in results:
+        if r.missing or r.rc != 0 or r.job.source == "nft-json":
+            continue
+        source = r.job.source
+        if source == "iptables" and r.out.strip() and "(nf_tables)" not in r.out:
+            source = "iptables-legacy"
+        counters.update(iptables_counters(r.out, r.job.family, source, owned))
+    for r in results:
+        if r.job.source == "nft-json" and not r.missing and r.rc == 0:
+            counters.update(nft_counters(r.out, owned))
+    return {"counters": counters, "time": time.time()}
+
+
+_COUNTED = re.compile(r"^\[(\d+):\d+\]\s+-A\s+(\S+)")
+
+
+def iptables_counters(text: str, family: str, source: str, owned: set[tuple[str, str]] | None = None
+                      ) -> dict[str, int]:
+    """Rule packet counters from iptables-save -c text, without parsing the rules."""
+    out: dict[str, int] = {}
+    table = ""
+    pos: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table, pos = line[1:].strip(), {}
+            if owned is not None and source == "iptables":
+                owned.add((family, table))
+            continue
+        m = _COUNTED.match(line)
+        if m:
+            chain = m.group(2)
+            pos[chain] = pos.get(chain, 0) + 1
+            out[f"{source}/{family}/{table}/{chain}/{pos[chain]}"] = int(m.group(1))
+    return out
+
+
+def nft_counters(text: str, skip: set[tuple[str, str]]) -> dict[str, int]:
+    """Rule packet counters from nft -j list ruleset, for tables not in `skip`."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        return {}
+    out: dict[str, int] = {}
+    for it in doc.get("nftables", []):
+        r = it.get("rule")
+        if not r or (r["family"], r["table"]) in skip:
+            continue
+        for e in r.get("expr", []):
+            c = e.get("counter") if isinstance(e, dict) else None
+            if isinstance(c, dict) and "packets" in c:
+                out[f"nft/{r['family']}/{r['table']}/{r['chain']}/h{r.get('handle')}"] = int(c["packets"])
+    return out

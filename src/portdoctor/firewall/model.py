@@ -25,10 +25,9 @@ A rule is a list of matches (all must hold) and one action. Match kinds:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
-from portdoctor.model import from_plain, to_plain
 
 # Built-in iptables chains: (table, chain) -> (hook, priority, chain type). Priorities are the
 # kernel's NF_IP_PRI_* values, the same numbers nftables uses for its named priorities.
@@ -184,11 +183,60 @@ def counters_of(ruleset: Ruleset) -> dict[str, int]:
     return out
 
 
+def _plain(obj: Any) -> Any:
+    """A model object as compact JSON data: fields left at their default are omitted."""
+    if isinstance(obj, (Match, Action, VmapEntry, Rule, Chain, NamedSet, Table, Ruleset)):
+        out: dict[str, Any] = {}
+        for f in fields(obj):
+            v = getattr(obj, f.name)
+            if f.default is not MISSING and v == f.default:
+                continue
+            out[f.name] = _plain(v)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [_plain(x) for x in obj]
+    return obj
+
+
+def _tuple(data: Any, fn: Any = None) -> tuple[Any, ...]:
+    return tuple(fn(x) if fn else (list(x) if isinstance(x, list) else x) for x in data or ())
+
+
+def _action(d: dict[str, Any]) -> Action:
+    d = dict(d)
+    d["fields"] = _tuple(d.get("fields"))
+    d["entries"] = _tuple(d.get("entries"), lambda e: VmapEntry(e.get("key"), _action(e["action"])))
+    return Action(**d)
+
+
+def _rule(d: dict[str, Any]) -> Rule:
+    d = dict(d)
+    d["matches"] = _tuple(d.get("matches"), lambda m: Match(**{**m, "values": _tuple(m.get("values")),
+                                                                "fields": _tuple(m.get("fields"))}))
+    if "action" in d:
+        d["action"] = _action(d["action"])
+    return Rule(**d)
+
+
+def _set(d: dict[str, Any]) -> NamedSet:
+    return NamedSet(**{**d, "fields": _tuple(d.get("fields")), "elements": _tuple(d.get("elements")),
+                       "verdicts": _tuple(d.get("verdicts"), _action), "data": _tuple(d.get("data"))})
+
+
 def ruleset_to_plain(ruleset: Ruleset) -> dict[str, Any]:
-    """The ruleset as JSON data."""
-    return to_plain(ruleset)
+    """The ruleset as compact JSON data (see `ruleset_from_plain`)."""
+    return _plain(ruleset)
 
 
 def ruleset_from_plain(data: dict[str, Any]) -> Ruleset:
-    """Rebuild a ruleset from `ruleset_to_plain` output."""
-    return from_plain(Ruleset, data)
+    """Rebuild a ruleset from `ruleset_to_plain` output.
+
+    >>> rs = Ruleset((Table("nft", "inet", "t", (Chain("input", (Rule(1, "drop", action=Action("drop")),)),)),))
+    >>> ruleset_from_plain(ruleset_to_plain(rs)) == rs
+    True
+    """
+    tables = []
+    for t in data.get("tables", ()):
+        chains = tuple(Chain(**{**c, "rules": _tuple(c.get("rules"), _rule)}) for c in t.get("chains", ()))
+        tables.append(Table(**{**t, "chains": chains, "sets": _tuple(t.get("sets"), _set)}))
+    return Ruleset(tuple(tables), _tuple(data.get("ipsets"), _set))
