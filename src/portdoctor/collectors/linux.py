@@ -181,10 +181,10 @@ def listener_facts(req: Request) -> ListenerFacts:
         lims.append(Limitation(f"owners of {unknown} listening sockets are unknown",
                                "run as root (sudo) to see which process holds each port"))
     elif unknown:
+        what = "1 listening socket has" if unknown == 1 else f"{unknown} listening sockets have"
         lims.append(Limitation(
-            f"no process visible here holds {unknown} listening sockets (the kernel's own, or "
-            "processes of another PID namespace)",
-            "run `ss -ltnp` inside the container or PID namespace that owns them"))
+            f"{what} no owner among the processes visible here: the kernel's own, or held in "
+            "another PID namespace", "run `ss -ltnp` inside the container or PID namespace that owns them"))
     facts = ListenerFacts(listeners, scan, lims, source)
     _CACHE[:] = [(req, facts)]
     return facts
