@@ -149,3 +149,17 @@ def test_whole_snapshot_round_trips_through_json(monkeypatch: pytest.MonkeyPatch
         assert Snapshot.from_json(json.loads(json.dumps(snap.to_json()))) == snap
     finally:
         s.close()
+
+
+def test_listener_without_visible_owner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "net").mkdir()
+    tcp = (DATA / "lab1" / "net" / "tcp").read_text().splitlines()
+    (tmp_path / "net" / "tcp").write_text("\n".join(tcp[:2]) + "\n")  # header + 0.0.0.0:8080
+    monkeypatch.setattr(linux, "_is_root", lambda: True)
+    lims = linux.collect_listeners(Request(port=8080, proc_root=str(tmp_path))).limitations
+    assert [x.what for x in lims] == ["1 listening socket has no owner among the processes visible here: "
+                                      "the kernel's own, or held in another PID namespace"]
+    monkeypatch.setattr(linux, "_is_root", lambda: False)
+    lims = linux.collect_listeners(Request(port=8080, proc_root=str(tmp_path))).limitations
+    assert [(x.what, x.how) for x in lims] == [("owners of 1 listening sockets are unknown",
+                                                "run as root (sudo) to see which process holds each port")]
