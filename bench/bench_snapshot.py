@@ -130,6 +130,9 @@ def scan_only():
     from portdoctor.collectors import linux, procfs
     return procfs.scan_socket_owners([r.inode for r in linux.read_listeners("/proc")[0]], "/proc")
 
+def bare_python():
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+
 def ss_no_p():
     subprocess.run(["ss", "-ltn"], stdout=subprocess.DEVNULL, check=True)
 
@@ -141,7 +144,8 @@ out["check"] = {"ss_listeners": ss_lines, "listeners": len(snap.listeners),
                 "limitations": [str(x) for x in snap.limitations]}
 for name, fn in (("ss -ltnp", ss), ("collectors in-process", mine), ("collectors, python -c", fresh),
                  ("collect() all collectors in-process", everything), ("part: sock_diag dump", dump_only),
-                 ("part: sock_diag dump + owner scan", scan_only), ("ss -ltn (no owners)", ss_no_p)):
+                 ("part: sock_diag dump + owner scan", scan_only), ("ss -ltn (no owners)", ss_no_p),
+                 ("python -c pass (start-up alone)", bare_python)):
     b, times = best(fn)
     out[name] = {"best": b, "all": times}
 if profile:
@@ -210,7 +214,8 @@ def main() -> int:
           f"connections (built in {built:.1f} s)")
     print(f"check: {res['check']}")
     for name in ("ss -ltnp", "collectors in-process", "collectors, python -c", "collect() all collectors in-process",
-                 "part: sock_diag dump", "part: sock_diag dump + owner scan", "ss -ltn (no owners)"):
+                 "part: sock_diag dump", "part: sock_diag dump + owner scan", "ss -ltn (no owners)",
+                 "python -c pass (start-up alone)"):
         b = res[name]["best"]
         print(f"{name:40s} best of {args.rounds}: {b * 1000:8.1f} ms   ratio to ss -ltnp: {b / ss:5.2f}")
     if args.json:

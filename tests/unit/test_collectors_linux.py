@@ -163,3 +163,13 @@ def test_listener_without_visible_owner(tmp_path: Path, monkeypatch: pytest.Monk
     lims = linux.collect_listeners(Request(port=8080, proc_root=str(tmp_path))).limitations
     assert [(x.what, x.how) for x in lims] == [("owners of 1 listening sockets are unknown",
                                                 "run as root (sudo) to see which process holds each port")]
+
+
+def test_addresses_fall_back_to_psutil(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> list:
+        raise linux.NetlinkFailure(1, "Operation not permitted")
+
+    monkeypatch.setattr(linux, "read_addresses", broken)
+    facts = linux.collect_addresses(Request(port=1))
+    assert any(a.address == "127.0.0.1" for a in facts.fields["addresses"])
+    assert len(facts.limitations) == 1 and "psutil" in facts.limitations[0].what

@@ -334,8 +334,16 @@ def collect_addresses(req: Request) -> Facts:
     try:
         return Facts(fields={"addresses": tuple(read_addresses())})
     except (OSError, NetlinkFailure) as exc:
-        return Facts(limitations=[Limitation(f"interface addresses could not be read over netlink ({exc})",
-                                             "run `ip -br addr` to see them")])
+        try:
+            from portdoctor.collectors import generic
+
+            facts = generic.collect_addresses(req)  # psutil reads them through ioctls and /proc
+        except Exception:  # noqa: BLE001 - any failure here only means "not seen"
+            facts = Facts()
+        facts.limitations.append(Limitation(
+            f"interface addresses could not be read over netlink ({exc})"
+            + ("; psutil's view is used" if facts.fields else ""), "run `ip -br addr` to see them"))
+        return facts
 
 
 def collect_routes(req: Request) -> Facts:
