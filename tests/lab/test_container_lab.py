@@ -78,7 +78,7 @@ class Pod:
             argv = ["nsenter", f"--net=/run/netns/{self.host.ns}", "podman", "import", "-", IMAGE]
             subprocess.run(argv, input=tar, capture_output=True, env=self.env, check=True, timeout=60)
             self.own_image = True
-        self.podman("network", "create", "--subnet", self.subnet, self.network)
+        self.podman("network", "create", "--disable-dns", "--subnet", self.subnet, self.network)
         self.service = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{self.host.ns}", "podman", "system", "service", "--time=0",
              f"unix://{self.socket}"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
