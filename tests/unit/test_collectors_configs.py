@@ -202,3 +202,18 @@ def test_postgresql_auto_conf_is_read_last(tmp_path: Path) -> None:
     assert got == [("postgresql.conf", 64, "port", "5432"), ("postgresql.auto.conf", 2, "port", "5498")]
     got = settings("postgresql", ("postgres", "-D", str(data), "-c", f"config_file={etc / 'postgresql.conf'}"))
     assert got[-1] == ("postgresql.auto.conf", 2, "port", "5498")
+
+
+def test_expected_but_stopped_server_config_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing runs: the packaged file of the port's server is read (redis here, from our data)."""
+    info = services.by_name("redis")
+    fake = services.ServiceInfo(info.name, info.ports, info.process_names,
+                                (services.ConfigSpec((str(CONF / "redis" / "redis.conf"),), "redis",
+                                                     ("bind", "protected-mode"), ("port",)),))
+    monkeypatch.setattr(services, "by_port", lambda port: [fake] if port == 6399 else [])
+    monkeypatch.setattr("portdoctor.collectors.processes.processes_for", lambda req: ({}, []))
+    facts = configs.collect_configs(Request(port=6399))
+    assert [(c.service, c.line, c.key) for c in facts.fields["configs"]] == [
+        ("redis", 87, "bind"), ("redis", 111, "protected-mode"), ("redis", 138, "port")]
+    assert configs.expected_services(Request(port=1, service="postgres"))[0].name == "postgresql"
+    assert configs.expected_services(Request(port=3000)) == []  # dev servers have no config file

@@ -416,16 +416,22 @@ def service_configs(info: ServiceInfo, proc: Process, proc_root: str = "/proc",
 
 
 def collect_configs(req: Request) -> Facts:
-    """ServiceConfig for every bind/port setting of each known server among the processes."""
+    """ServiceConfig for every bind/port setting of each known server among the processes.
+
+    A server that is expected (--service, or the well-known owner of the port) but not running
+    has its packaged config files read too: they may say it listens elsewhere.
+    """
     from portdoctor.collectors.processes import processes_for
 
     procs, _ = processes_for(req)
     out: list[ServiceConfig] = []
     lims: list[Limitation] = []
+    running: set[str] = set()
     for pid, proc in sorted(procs.items()):
         info = services.service_for_process(proc)
         if info is None or not info.configs:
             continue
+        running.add(info.name)
         # postgres, nginx and apache fork workers that share the parent's settings
         parent = procs.get(procfs.read_ppid(req.proc_root, pid) or -1)
         if parent is not None and services.service_for_process(parent) is info:
@@ -436,4 +442,22 @@ def collect_configs(req: Request) -> Facts:
         for path in denied:
             lims.append(Limitation(f"{info.name} configuration {path} is not readable",
                                    "run as root (sudo) to read it"))
+    if req.proc_root == "/proc":  # a recorded tree comes from another host: its files are not here
+        for info in expected_services(req):
+            if info.name in running:
+                continue
+            found, denied = service_configs(info, Process(pid=0, name=info.name),
+                                            reader=ConfigReader(req.proc_root, None))
+            out.extend(x for x in found if x not in out)
+            for path in denied:
+                lims.append(Limitation(f"{info.name} configuration {path} is not readable",
+                                       "run as root (sudo) to read it"))
     return Facts(fields={"configs": tuple(out)}, limitations=lims)
+
+
+def expected_services(req: Request) -> list[ServiceInfo]:
+    """The servers with config files the user means: --service, else the daemons of the port."""
+    if req.service:
+        info = services.by_name(req.service)
+        return [info] if info is not None and info.configs else []
+    return [s for s in services.by_port(req.port) if s.configs and not services.is_generic(s)][:3]
