@@ -8,6 +8,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from portdoctor import services
 from portdoctor.collectors import Request, configs
 from portdoctor.model import Process
