@@ -222,6 +222,40 @@ def _first_line(text: str) -> str:
     return line if len(line) <= 120 else line[:117] + "..."
 
 
+# --------------------------------------------------------------------------- ports
+
+
+@app.command()
+@output_options
+def ports(fmt: str, as_json: bool) -> None:
+    """The port map of this host: every listener, its process, bind scope, exposure, mappings.
+
+    \b
+    Run as root to see every owner and the firewall. The Markdown form is a document a team
+    can commit next to its services.
+
+    \b
+    Examples:
+      sudo portdoctor ports
+      sudo portdoctor ports --format markdown > PORTS.md
+    """
+    from portdoctor.portmap import port_map
+
+    doc = port_map()
+    fmt = _fmt(fmt, as_json)
+    if fmt == "json":
+        import json
+
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        from portdoctor.render import ports as render_ports
+
+        out = render_ports.markdown(doc) if fmt == "markdown" else render_ports.text(doc)
+        if isinstance(out, str):
+            sys.stdout.write(out if out.endswith("\n") else out + "\n")
+    raise SystemExit(ExitCode.OK)
+
+
 # --------------------------------------------------------------------------- output
 
 
