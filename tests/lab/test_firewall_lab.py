@@ -9,6 +9,7 @@ Where the fix is an exact command, the test runs it and checks that the client t
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import socket
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from netlab import Host, Lab, in_netns
+from netlab import Host, Lab, in_netns, python_for
 
 pytestmark = pytest.mark.lab
 
@@ -297,3 +298,49 @@ COMMIT
     (m,) = fw_findings(doc, "port_mapping")
     assert "DNATed to 10.0.1.2:8080 by chain KUBE-SEP-AAA" in m["summary"] and "kube-proxy" in m["summary"]
     assert doc["verdict"]["cause"] == "port_mapping", doc
+
+
+def test_nft_policy_drop_and_fix(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080)
+    s.nft("""table inet host {
+  chain input {
+    type filter hook input priority 0; policy drop;
+    ct state established,related accept
+    iifname "lo" accept
+    tcp dport 22 accept
+  }
+}""")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ETIMEDOUT
+    doc = diagnose(s, "10.0.0.2:8080")
+    assert doc["verdict"]["cause"] == "firewall_drop", doc
+    f = fw_findings(doc, "firewall_drop")[0]
+    assert "policy DROP of chain input (nft inet host table)" in f["summary"]
+    cmd = commands(f)[0]
+    assert cmd == "nft add rule inet host input ip saddr 10.0.0.1 tcp dport 8080 accept"
+    run_fix(s, cmd)
+    assert c.connect_errno("10.0.0.2", 8080) == 0
+
+
+def test_redirect_to_a_port_where_nothing_listens(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080, "127.0.0.1")
+    s.iptables("-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", "80", "-j", "REDIRECT", "--to-ports", "8080")
+    assert c.connect_errno("10.0.0.2", 80) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:80")
+    (f,) = fw_findings(doc, "port_mapping")
+    assert f["summary"].startswith("80 on 10.0.0.2 is DNATed to 10.0.0.2:8080 by chain PREROUTING")
+    assert doc["verdict"]["cause"] == "port_mapping", doc
+
+
+def test_without_root_rules_are_a_limitation(pair: tuple[Host, Host]) -> None:
+    _c, s = pair
+    s.iptables("-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "REJECT")
+    code = ("import json; from portdoctor.collectors import Request; "
+            "from portdoctor.collectors.firewall import collect_firewall; "
+            "f = collect_firewall(Request(8080)); print(json.dumps([str(x) for x in f.limitations]))")
+    exe, env = python_for("nobody")
+    out = s.run([exe, "-c", code], user="nobody", env=env).stdout
+    limits = "\n".join(json.loads(out))
+    assert "iptables rules not read: iptables-nft-save needs root (run with sudo)" in limits
+    assert "nftables rules not read: nft needs root (run with sudo)" in limits

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from portdoctor.checks import endpoint_key, facts
 from portdoctor.firewall.advice import (
-    allow_fixes, client_error, established_fixes, kube_service, manager, mapping_fixes, reject_words,
+    allow_fixes, client_error, established_fixes, kube_service, manager, mapping_fixes, nat_manager,
+    reject_words,
 )
 from portdoctor.firewall.evaluate import Evaluation, Evaluator, Flow, HostInfo, Outcome, Step
 from portdoctor.firewall.model import counter_key, ruleset_from_plain
@@ -440,8 +441,7 @@ def _mapping_findings(snap: Snapshot, ctx: Context, checked: list[_Checked], exa
             evidence.extend(f"reached through {_rule_line(s)}" for s in o.path)
             if not o.definite:
                 evidence.extend(_assumption_words(o))
-            mgr = "kube-proxy" if o.nat.chain.startswith("KUBE-") else (
-                "docker" if o.nat.chain.startswith("DOCKER") else "")
+            mgr = nat_manager(o.nat)
             if mgr:
                 summary += f" (chains written by {mgr})"
             weight = 0.85 if c.kind != "remote" else 0.6

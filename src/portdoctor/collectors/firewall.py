@@ -14,7 +14,7 @@ import re
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from portdoctor.collectors import Facts, Request
@@ -200,6 +200,11 @@ def build_ruleset(saves: list[tuple[str, str, str]], nft_json: str | None = None
             limits.append(Limitation(f"nftables rules not read: nft -j printed invalid JSON ({exc})"))
         else:
             owned = {(t.family, t.name) for t in tables if t.source == "iptables"}
+            handles = {(x["table"]["family"], x["table"]["name"]): x["table"].get("handle")
+                       for x in doc.get("nftables", []) if "table" in x}
+            # iptables-nft tables are nft tables too: their handles give the creation order
+            tables = [replace(t, handle=handles.get((t.family, t.name))) if t.source == "iptables" else t
+                      for t in tables]
             tables.extend(parse_nft_json(doc, rule_texts(nft_text), owned))
     ipsets = parse_ipset_save(ipset_text) if ipset_text else []
     return Ruleset(tuple(tables), tuple(ipsets)), limits

@@ -89,6 +89,8 @@ def manager(outcome: Outcome) -> str:
         return "firewalld"
     if any(n.startswith("DOCKER") for n in names):
         return "docker"
+    if any(n.startswith("NETAVARK") or n.startswith("CNI-") for n in names) or "netavark" in tables:
+        return "podman"
     return ""
 
 
@@ -201,13 +203,15 @@ def mapping_fixes(nat: Step, backend: str, state: str) -> list[Fix]:
     rule = nat.rule
     if rule is None:
         return fixes
-    who = "kube-proxy" if nat.chain.startswith("KUBE-") else "docker" if nat.chain.startswith("DOCKER") else ""
+    who = nat_manager(nat)
     if who == "kube-proxy":
         fixes.append(Fix("the endpoint behind this Service does not accept the port: check the pod and the "
                          "Service's targetPort", "kubectl get endpointslices -A -o wide"))
-    elif who == "docker":
+    elif who in ("docker", "podman"):
+        port = rule_port(nat)
         fixes.append(Fix("check the container publishing this port is running and its app listens on the "
-                         "container port", f"docker ps --filter publish={rule_port(nat) or ''}".rstrip("=")))
+                         "container port on 0.0.0.0 (not 127.0.0.1 inside the container)",
+                         f"{who} ps --filter publish={port}" if port else f"{who} ps"))
     tool = command_tool(nat.table)
     if tool == "nft":
         if rule.handle is not None:
@@ -218,6 +222,17 @@ def mapping_fixes(nat: Step, backend: str, state: str) -> list[Fix]:
         fixes.append(Fix("if the mapping is stale (its backend is gone), delete it",
                          f"{tool} {t}-D {nat.chain} {rule.position}"))
     return fixes
+
+
+def nat_manager(nat: Step) -> str:
+    """Who wrote a NAT rule: kube-proxy, docker, podman, or ''."""
+    if nat.chain.startswith("KUBE-"):
+        return "kube-proxy"
+    if nat.chain.startswith("DOCKER"):
+        return "docker"
+    if nat.chain.startswith("NETAVARK") or nat.chain.startswith("CNI-") or nat.table.name == "netavark":
+        return "podman"
+    return ""
 
 
 def rule_port(step: Step) -> str:

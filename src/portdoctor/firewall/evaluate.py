@@ -349,7 +349,10 @@ class Evaluator:
                 if ch.hook:
                     self._base.setdefault(ch.hook, []).append(cc)
         for hook in self._base:
-            self._base[hook].sort(key=lambda c: c.chain.priority)
+            # equal priorities run in registration order: legacy x_tables first (registered when
+            # the module loads), then nft tables (iptables-nft's too) in creation (handle) order
+            self._base[hook].sort(key=lambda c: (c.chain.priority, c.table.source != "iptables-legacy",
+                                                 c.table.handle if c.table.handle is not None else 1 << 30))
 
     # ------------------------------------------------------------------ host facts
 
