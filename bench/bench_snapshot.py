@@ -139,7 +139,8 @@ def ss_no_p():
 out = {}
 ss_lines = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout.count("\n")
 snap = mine()
-out["check"] = {"ss_listeners": ss_lines, "listeners": len(snap.listeners),
+established = subprocess.run(["ss", "-tnH", "state", "established"], capture_output=True, text=True).stdout.count("\n")
+out["check"] = {"ss_listeners": ss_lines, "established_socket_ends": established, "listeners": len(snap.listeners),
                 "with_owner": sum(1 for x in snap.listeners if x.pids), "processes": len(snap.processes),
                 "limitations": [str(x) for x in snap.limitations]}
 for name, fn in (("ss -ltnp", ss), ("collectors in-process", mine), ("collectors, python -c", fresh),
