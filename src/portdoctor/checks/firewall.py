@@ -262,7 +262,8 @@ def _finding_for(snap: Snapshot, ctx: Context, c: _Checked, o: Outcome, definite
         if a > b:
             evidence.append(f"packet counter of that rule: {b} before the probe, {a} after: it rose, "
                             "so a connection attempt hit it")
-            weight = 0.95
+            # proof the rule fires; it outranks "not running" only when something listens
+            weight = 0.95 if listening else 0.65
         else:
             evidence.append(f"packet counter of that rule: {b} before the probe, {a} after")
     if c.kind == "probe":

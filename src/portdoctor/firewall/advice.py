@@ -29,7 +29,8 @@ def client_error(outcome: Outcome) -> tuple[str, str]:
     """
     if outcome.verdict == "drop":
         if outcome.hook in ("output", "postrouting") and outcome.flow.local_src:
-            return "EPERM", "operation not permitted (the packet is dropped before it leaves)"
+            # TCP retries the SYN quietly; connect() ends in a timeout, not EPERM
+            return "ETIMEDOUT", "a timeout (this host drops the packet before it leaves)"
         return "ETIMEDOUT", "a timeout (the packet is dropped without an answer)"
     t = outcome.reject_with.lower()
     v6 = outcome.flow.family == 6
