@@ -193,3 +193,13 @@ COMMIT
     assert f.cause is Cause.FIREWALL_REJECT and "reset at once (ECONNRESET)" in f.summary
     assert "packets after the SYN" in f.summary
     assert f.fix[0].command == "iptables -I INPUT 1 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+
+
+def test_exposure_for_ports() -> None:
+    from portdoctor.firewall.exposure import dnat_rules, exposed
+
+    assert exposed(snapshot(("ufw.iptables-save", "ip")), "0.0.0.0", 443) is True
+    assert exposed(snapshot(("ufw.iptables-save", "ip")), "0.0.0.0", 8080) is False  # reject or policy drop
+    assert exposed(snapshot(("features.iptables-save", "ip")), "0.0.0.0", 7002) is None  # random
+    (d,) = dnat_rules(snapshot(("docker.iptables-save", "ip")))
+    assert (d["from"], d["to"], d["chain"]) == ("*:8080", "172.17.0.2:80", "DOCKER")

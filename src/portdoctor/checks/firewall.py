@@ -115,8 +115,12 @@ def flows(snap: Snapshot, ctx: Context, ev: Evaluator) -> list[tuple[str, Flow]]
                 seen.add(d)
                 out.append(("from", Flow(dst=d, dport=port, src=f, iif=iif, not_lo=True)))
     elif local_target:
-        for d in dests:
-            if facts.is_loopback(d):
+        remote_dests = [d for d in dests if not facts.is_loopback(d)]
+        if not remote_dests and ctx.target.is_this_host:  # `:port`: clients elsewhere use our addresses
+            remote_dests = [a for a, dev in ev.host.local_addresses.items()
+                            if dev != "lo" and not facts.is_loopback(a) and not a.startswith("fe80")][:4]
+        for d in remote_dests:
+            if d.startswith("fe80") or facts.ip(d) is None:
                 continue
             for iface in _interfaces(snap, ev):
                 out.append(("remote", Flow(dst=d, dport=port, src=None, iif=iface, not_lo=True)))

@@ -574,6 +574,10 @@ class Evaluator:
             return iface
         if fld == "proto":
             return lambda p, v: p.flow.proto == _PROTO_NUM.get(str(v), str(v))
+        if fld == "ctstate":  # ct state vmap { established : accept, invalid : drop, ... }
+            return lambda p, v: str(v).lower() == p.flow.ct or (str(v).lower() == "dnat" and p.flow.dnat)
+        if fld == "family":
+            return lambda p, v: {"ipv4": 4, "ip": 4, "ipv6": 6, "ip6": 6}.get(str(v)) == p.fam
         return lambda p, v: f"could not evaluate: set field {fld}"
 
     # ------------------------------------------------------------------ walking
