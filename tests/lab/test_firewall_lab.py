@@ -344,3 +344,38 @@ def test_without_root_rules_are_a_limitation(pair: tuple[Host, Host]) -> None:
     limits = "\n".join(json.loads(out))
     assert "iptables rules not read: iptables-nft-save needs root (run with sudo)" in limits
     assert "nftables rules not read: nft needs root (run with sudo)" in limits
+
+
+def test_iptables_legacy_reject(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    if not shutil.which("iptables-legacy") and os.environ.get("CI") != "true":
+        pytest.skip("iptables-legacy is not installed")
+    s.listen(8080)
+    s.run(["iptables-legacy", "-A", "INPUT", "-s", "10.0.0.1", "-p", "tcp", "--dport", "8080", "-j", "REJECT"])
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:8080")
+    assert doc["verdict"]["cause"] == "firewall_reject", doc
+    f = fw_findings(doc, "firewall_reject")[0]
+    assert "iptables-legacy filter" in f["summary"]
+    cmd = commands(f)[0]
+    assert cmd == "iptables-legacy -I INPUT 1 -p tcp -s 10.0.0.1 --dport 8080 -j ACCEPT"
+    run_fix(s, cmd)
+    assert c.connect_errno("10.0.0.2", 8080) == 0
+
+
+def test_ipset_blocklist(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    if not shutil.which("ipset") and os.environ.get("CI") != "true":
+        pytest.skip("ipset is not installed")
+    s.listen(8080)
+    s.run(["ipset", "create", "blocked", "hash:net"])
+    s.run(["ipset", "add", "blocked", "10.0.0.0/31"])
+    s.iptables("-A", "INPUT", "-p", "tcp", "--dport", "8080", "-m", "set", "--match-set", "blocked", "src",
+               "-j", "REJECT", "--reject-with", "tcp-reset")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:8080")
+    assert doc["verdict"]["cause"] == "firewall_reject", doc
+    f = fw_findings(doc, "firewall_reject")[0]
+    assert "--match-set blocked src" in "\n".join(f["evidence"])
+    ok = diagnose(s, "10.0.0.2:8080", "10.0.0.9")
+    assert not [x for x in fw_findings(ok) if x["severity"] == "error"], ok
