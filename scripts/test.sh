@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 SYSTEM_PACKAGES=(
   python3 python3-venv iproute2 iptables nftables ipset procps util-linux
-  dnsmasq-base nginx-light haproxy redis-server postgresql supervisor
+  dnsmasq-base nginx-light haproxy redis-server postgresql mariadb-server supervisor
   podman runc netavark busybox-static caddy curl
 )
 

@@ -2,7 +2,7 @@
 
 Commands stay thin: each parses its arguments, calls one library function and hands the result
 to a renderer. Errors meet the user in one place, `main`, as one line and an exit code.
-Heavy modules (rich, pyroute2, psutil) are imported inside the commands that need them.
+Heavy modules (rich, psutil, the docker SDK) are imported inside the commands that need them.
 """
 
 from __future__ import annotations

@@ -233,7 +233,9 @@ def test_redis_bound_to_loopback(pair: tuple[Host, Host], tmpdir_cleanup) -> Non
     _c, s = pair
     d = tmpdir_cleanup()
     conf = d / "redis.conf"
+    # set-proc-title no keeps the config path in /proc/PID/cmdline, as a unit's ExecStart shows it
     conf.write_text("# lab redis\nport 6379\nbind 127.0.0.1 -::1\nprotected-mode yes\ndaemonize no\n"
+                    "set-proc-title no\n"
                     f"dir {d}\nsave \"\"\nappendonly no\n")
     s.start([redis, str(conf)], ready_port=6379)
     rc, doc = diagnose(s, "10.0.0.2:6379", "--from", "10.0.0.1")

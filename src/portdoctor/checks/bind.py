@@ -135,8 +135,13 @@ def _config_lines(snap: Snapshot, socks: list[Listener]):
     info = _service(snap, socks)
     if info is None:
         return None, []
-    keys = {k for spec in info.configs for k in spec.bind_keys}
-    return info, [c for c in snap.configs if c.service == info.name and c.key in keys]
+    # the first bind key a config sets is the address setting (redis lists protected-mode after bind)
+    mine = [c for c in snap.configs if c.service == info.name]
+    for key in (k for spec in info.configs for k in spec.bind_keys):
+        lines = [c for c in mine if c.key == key]
+        if lines:
+            return info, lines
+    return info, []
 
 
 def _config_evidence(snap: Snapshot, socks: list[Listener]) -> list[str]:

