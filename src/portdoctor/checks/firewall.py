@@ -277,6 +277,10 @@ def _finding_for(snap: Snapshot, ctx: Context, c: _Checked, o: Outcome, definite
                             + (f" ({seen.errno})" if seen.errno else ""))
             if seen.state is State.OPEN:
                 weight = min(weight, 0.3)
+    if kube is not None:
+        # the port belongs to a Service: nothing is expected to listen on the node itself
+        weight = max(weight, 0.9)
+        listening = True
     if not definite:
         evidence.extend(_assumption_words(o))
     verb = reject_words(o)
