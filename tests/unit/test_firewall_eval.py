@@ -173,3 +173,12 @@ def test_firewalld() -> None:
     o = only(ev, remote("10.0.0.1", 8080, iif="veth1"))
     assert (o.verdict, o.reject_with, o.step.chain) == ("reject", "icmpx-admin-prohibited", "filter_INPUT")
     assert only(ev, remote("10.0.0.1", 22, iif="veth1")).verdict == "accept"
+
+
+def test_netdev_ingress_bound_to_its_device() -> None:
+    rs, _ = build_ruleset([], read("netdev.nft.json"), read("netdev.nft.txt"))
+    assert rs.tables[0].chain("ingress").device == "vx"
+    ev = Evaluator(rs, HostInfo({"10.0.0.2": "vx"}))
+    o = only(ev, Flow("10.0.0.2", 8080, "10.0.0.1", iif="vx", not_lo=True))
+    assert o.verdict == "drop" and o.hook == "ingress"
+    assert only(ev, Flow("10.0.0.2", 8080, "10.0.0.1", iif="vy", not_lo=True)).verdict == "accept"

@@ -20,7 +20,7 @@ from typing import Any
 from portdoctor.collectors import Facts, Request
 from portdoctor.firewall.iptables import parse_ipset_save, parse_iptables_save
 from portdoctor.firewall.model import Ruleset, Table, counters_of, ruleset_to_plain
-from portdoctor.firewall.nftables import parse_nft_json, rule_texts
+from portdoctor.firewall.nftables import chain_devices, parse_nft_json, rule_texts
 from portdoctor.model import Limitation
 
 TIMEOUT = 5.0
@@ -205,7 +205,7 @@ def build_ruleset(saves: list[tuple[str, str, str]], nft_json: str | None = None
             # iptables-nft tables are nft tables too: their handles give the creation order
             tables = [replace(t, handle=handles.get((t.family, t.name))) if t.source == "iptables" else t
                       for t in tables]
-            tables.extend(parse_nft_json(doc, rule_texts(nft_text), owned))
+            tables.extend(parse_nft_json(doc, rule_texts(nft_text), owned, chain_devices(nft_text)))
     ipsets = parse_ipset_save(ipset_text) if ipset_text else []
     return Ruleset(tuple(tables), tuple(ipsets)), limits
 

@@ -336,8 +336,8 @@ class Evaluator:
         self._base: dict[str, list[_CChain]] = {}
         self._set_cache: dict[tuple[int, str], NamedSet | None] = {}
         for t in ruleset.tables:
-            if t.family not in ("ip", "ip6", "inet"):
-                continue
+            if t.family not in ("ip", "ip6", "inet", "netdev"):
+                continue  # arp and bridge tables do not see routed TCP
             for ch in t.chains:
                 cc = _CChain(ch, t)
                 self._chains[(id(t), ch.name)] = cc
@@ -346,7 +346,7 @@ class Evaluator:
                         continue  # logs, counters, marks: no effect on the verdict
                     cc.add(_Compiled(r, t, ch.name, [self._pred(m, t) for m in r.matches if m.kind != "comment"],
                                      r.action, len(cc.rules)))
-                if ch.hook:
+                if ch.hook and (t.family != "netdev" or ch.hook == "ingress"):
                     self._base.setdefault(ch.hook, []).append(cc)
         for hook in self._base:
             # equal priorities run in registration order: legacy x_tables first (registered when
@@ -610,7 +610,8 @@ class Evaluator:
             for st in self._hook("input", to_input, finals):
                 finals.append(self._accepted(st, "input"))
         else:
-            states = self._hook("prerouting", [start], finals)
+            states = self._hook("ingress", [start], finals)
+            states = self._hook("prerouting", states, finals)
             local, forward = [], []
             for st in states:
                 (local if self.is_local(st.flow.dst) else forward).append(st)
@@ -655,8 +656,11 @@ class Evaluator:
             for st in states:
                 fam = st.flow.family
                 tf = cc.table.family
-                if tf != "inet" and (tf == "ip") != (fam == 4):
+                if tf not in ("inet", "netdev") and (tf == "ip") != (fam == 4):
                     nxt.append(st)
+                    continue
+                if cc.chain.device and st.flow.iif is not None and st.flow.iif != cc.chain.device:
+                    nxt.append(st)  # an ingress chain of another interface
                     continue
                 if cc.chain.type == "nat" and (hook in st.nat_hooks or st.flow.ct != "new"):
                     # NAT chains see only a connection's first packet; conntrack rewrites the rest

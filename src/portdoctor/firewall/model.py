@@ -118,6 +118,7 @@ class Chain:
     policy: str | None = None  # ACCEPT / DROP for base chains
     packets: int | None = None  # iptables policy counter
     handle: int | None = None
+    device: str = ""  # netdev ingress chains: the interface they are bound to
 
 
 @dataclass(frozen=True, slots=True)

@@ -354,8 +354,33 @@ def rule_texts(text: str) -> dict[tuple[str, str, str, int], str]:
     return out
 
 
+_DEVICE_RE = re.compile(r'\bhook\s+ingress\s+device\s+"?([^";\s]+)"?')
+
+
+def chain_devices(text: str) -> dict[tuple[str, str, str], str]:
+    """(family, table, chain) -> device of netdev ingress chains, from `nft list ruleset` text
+    (nft 1.0's JSON does not carry it)."""
+    out: dict[tuple[str, str, str], str] = {}
+    family = table = chain = ""
+    for raw in text.splitlines():
+        line = _HANDLE_RE.sub("", raw.strip())
+        m = _TABLE_RE.match(line)
+        if m:
+            family, table = m.group(1), m.group(2)
+            continue
+        m = _CHAIN_RE.match(line)
+        if m:
+            chain = m.group(1).strip('"')
+            continue
+        m = _DEVICE_RE.search(line)
+        if m and line.startswith("type "):
+            out[(family, table, chain)] = m.group(1)
+    return out
+
+
 def parse_nft_json(doc: dict[str, Any] | str, texts: dict[tuple[str, str, str, int], str] | None = None,
-                   skip: set[tuple[str, str]] | None = None) -> list[Table]:
+                   skip: set[tuple[str, str]] | None = None,
+                   devices: dict[tuple[str, str, str], str] | None = None) -> list[Table]:
     """Parse `nft -j list ruleset`; skip (family, table) pairs another parser owns."""
     if isinstance(doc, str):
         doc = json.loads(doc)
@@ -402,9 +427,12 @@ def parse_nft_json(doc: dict[str, Any] | str, texts: dict[tuple[str, str, str, i
             o = c["obj"]
             rules = tuple(_with_position(r, i + 1) for i, r in enumerate(c["rules"]))
             policy = o.get("policy")
+            dev = o.get("dev") or (devices or {}).get((family, name, cname), "")
+            if isinstance(dev, list):
+                dev = dev[0] if len(dev) == 1 else ""
             chains.append(Chain(name=cname, rules=rules, hook=o.get("hook"), priority=int(c["prio"]),
                                 type=o.get("type", "filter"), policy=(policy or "accept").upper() if o.get("hook") else None,
-                                handle=o.get("handle")))
+                                handle=o.get("handle"), device=str(dev)))
         out.append(Table(source="nft", family=family, name=name, chains=tuple(chains), sets=tuple(t["sets"]),
                          handle=t["handle"]))
     return out

@@ -86,6 +86,11 @@ def main() -> None:
         (HERE / "firewalld.nft.json").write_text(sh("nft", "-j", "list", "ruleset"))
         (HERE / "firewalld.nft.txt").write_text(sh("nft", "-a", "list", "ruleset"))
         fresh()
+        sh("ip", "link", "add", "vx", "type", "veth", "peer", "name", "vy")
+        sh("nft", "-f", "-", input=(HERE / "netdev.nft").read_text())
+        (HERE / "netdev.nft.json").write_text(sh("nft", "-j", "list", "ruleset"))
+        (HERE / "netdev.nft.txt").write_text(sh("nft", "-a", "list", "ruleset"))
+        fresh()
         sh("iptables-legacy-restore", input=(HERE / "features.rules").read_text().replace(
             "-m set --match-set allowed src ", "").replace("-m set --match-set pairs src,dst,dst ", ""))
         bump([8080])
