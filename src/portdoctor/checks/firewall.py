@@ -270,12 +270,15 @@ def _finding_for(snap: Snapshot, ctx: Context, c: _Checked, o: Outcome, definite
             weight = 0.95 if listening else 0.65
         else:
             evidence.append(f"packet counter of that rule: {b} before the probe, {a} after")
+    contradicted = False
     if c.kind == "probe":
         seen = _probe_state(ctx, c.evaluation.flow.dst)
         if seen is not None:
             evidence.append(f"the probe from this host saw {seen.state.value}"
                             + (f" ({seen.errno})" if seen.errno else ""))
-            if seen.state is State.OPEN:
+            if seen.state is State.OPEN:  # reality disagrees: the rules read are not the whole story
+                evidence.append("yet it connected: something outside the rules read lets it through")
+                contradicted = True
                 weight = min(weight, 0.3)
     if kube is not None:
         # the port belongs to a Service: nothing is expected to listen on the node itself
@@ -301,7 +304,7 @@ def _finding_for(snap: Snapshot, ctx: Context, c: _Checked, o: Outcome, definite
         summary += f" (chains written by {mgr})"
     source = ctx.from_addr if c.kind == "from" else None
     fixes = tuple(allow_fixes(o, source))
-    if c.kind == "remote" or not definite:
+    if c.kind == "remote" or not definite or contradicted:
         severity, weight = Severity.WARNING, min(weight, 0.4)
     else:
         severity = Severity.ERROR
