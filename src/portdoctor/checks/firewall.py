@@ -146,7 +146,11 @@ def followups(snap: Snapshot, ctx: Context) -> list[Target]:
     """The DNAT destinations of the checked flows, for diagnose to probe."""
     out: list[Target] = []
     seen: set[tuple[str, int]] = set()
-    for c in evaluate(snap, ctx):
+    try:
+        checked = evaluate(snap, ctx)
+    except Exception:  # check_firewall reports it
+        return []
+    for c in checked:
         for o in c.evaluation.outcomes:
             if o.nat is None or o.verdict != "accept":
                 continue
@@ -349,6 +353,15 @@ def _undecidable(c: _Checked, seen: set[str]) -> list[Finding]:
 
 def check_firewall(snap: Snapshot, ctx: Context) -> list[Finding]:
     """Findings for the rules that reject, drop or redirect the target's connections."""
+    try:
+        return _check(snap, ctx)
+    except Exception as exc:  # a ruleset we misread must not cost the user the other checks
+        return [Finding(cause=Cause.UNKNOWN, check=CHECK, severity=Severity.WARNING,
+                        summary=f"the firewall rules could not be evaluated ({type(exc).__name__}: {exc})",
+                        evidence=("please report this with `diagnose --record FILE`",), weight=0.05)]
+
+
+def _check(snap: Snapshot, ctx: Context) -> list[Finding]:
     checked = evaluate(snap, ctx)
     if not checked:
         return []

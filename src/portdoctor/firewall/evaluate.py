@@ -344,7 +344,7 @@ class Evaluator:
                 for i, r in enumerate(ch.rules):
                     if r.action.kind == "continue":
                         continue  # logs, counters, marks: no effect on the verdict
-                    cc.add(_Compiled(r, t, ch.name, [self._pred(m, t) for m in r.matches if m.kind != "comment"],
+                    cc.add(_Compiled(r, t, ch.name, [self._safe_pred(m, t) for m in r.matches if m.kind != "comment"],
                                      r.action, len(cc.rules)))
                 if ch.hook and (t.family != "netdev" or ch.hook == "ingress"):
                     self._base.setdefault(ch.hook, []).append(cc)
@@ -400,6 +400,14 @@ class Evaluator:
                 found = self._ipsets.get(name)
             self._set_cache[key] = found
         return self._set_cache[key]
+
+    def _safe_pred(self, m: Match, table: Table) -> Callable[[_Packet], Tri]:
+        """`_pred`, or "could not evaluate" for a match whose values make no sense to it."""
+        try:
+            return self._pred(m, table)
+        except (ValueError, TypeError, IndexError) as exc:
+            text = m.text or f"{m.kind} {' '.join(map(str, m.values))}"
+            return lambda p: f"could not evaluate: {text} ({exc})"
 
     def _pred(self, m: Match, table: Table) -> Callable[[_Packet], Tri]:
         """A predicate for one match: packet -> True / False / reason it cannot be told."""
@@ -535,7 +543,10 @@ class Evaluator:
                 vals = el if isinstance(el, list) else [el]
                 ok: Tri = True
                 for chk, v in zip(checkers, vals):
-                    r = chk(p, v)
+                    try:
+                        r = chk(p, v)
+                    except (ValueError, TypeError):
+                        r = f"could not evaluate: set element {v!r}"
                     if r is False:
                         ok = False
                         break
@@ -824,7 +835,10 @@ class Evaluator:
             vals = key if isinstance(key, list) else [key]
             r: Tri = True
             for chk, v in zip(checkers, vals):
-                x = chk(pkt, v)
+                try:
+                    x = chk(pkt, v)
+                except (ValueError, TypeError):
+                    x = f"could not evaluate: map key {v!r}"
                 if x is False:
                     r = False
                     break
