@@ -192,7 +192,11 @@ def build_ruleset(saves: list[tuple[str, str, str]], nft_json: str | None = None
     for text, family, source in saves:
         if source == "iptables" and text.strip() and "(nf_tables)" not in text:
             source = "iptables-legacy"
-        tables.extend(parse_iptables_save(text, family, source))
+        try:
+            tables.extend(parse_iptables_save(text, family, source))
+        except Exception as exc:  # noqa: BLE001 - a parser bug must not hide the other facts
+            limits.append(Limitation(f"{'ip6tables' if family == 'ip6' else 'iptables'} rules not understood: "
+                                     f"{type(exc).__name__}: {exc}"))
     if nft_json:
         try:
             doc = json.loads(nft_json)
@@ -205,8 +209,15 @@ def build_ruleset(saves: list[tuple[str, str, str]], nft_json: str | None = None
             # iptables-nft tables are nft tables too: their handles give the creation order
             tables = [replace(t, handle=handles.get((t.family, t.name))) if t.source == "iptables" else t
                       for t in tables]
-            tables.extend(parse_nft_json(doc, rule_texts(nft_text), owned, chain_devices(nft_text)))
-    ipsets = parse_ipset_save(ipset_text) if ipset_text else []
+            try:
+                tables.extend(parse_nft_json(doc, rule_texts(nft_text), owned, chain_devices(nft_text)))
+            except Exception as exc:  # noqa: BLE001
+                limits.append(Limitation(f"nftables rules not understood: {type(exc).__name__}: {exc}"))
+    try:
+        ipsets = parse_ipset_save(ipset_text) if ipset_text else []
+    except Exception as exc:  # noqa: BLE001
+        ipsets = []
+        limits.append(Limitation(f"ipsets not understood: {type(exc).__name__}: {exc}"))
     return Ruleset(tuple(tables), tuple(ipsets)), limits
 
 

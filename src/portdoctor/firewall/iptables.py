@@ -272,7 +272,12 @@ def parse_iptables_save(text: str, family: str = "ip", source: str = "iptables")
         chains_set = set(order)
         rules: dict[str, list[Rule]] = {c: [] for c in order}
         for pk, by, line in lines:
-            chain, matches, action, comment = parse_rule(line, chains_set)
+            try:
+                chain, matches, action, comment = parse_rule(line, chains_set)
+            except (ValueError, IndexError) as exc:  # an unparsable rule stays visible, undecided
+                chain = line.split()[1] if len(line.split()) > 1 else "?"
+                matches = [Match("unsupported", text=f"{line} ({exc})")]
+                action, comment = Action("unsupported", text=line), ""
             if chain not in rules:
                 rules[chain] = []
                 order.append(chain)
