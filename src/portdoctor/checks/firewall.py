@@ -170,7 +170,10 @@ def _rule_line(step: Step) -> str:
         return step.where
     comment = f" (comment: {step.rule.comment})" if step.rule.comment and step.rule.comment not in step.rule.text \
         else ""
-    return f"{step.where}: {step.rule.text}{comment}"
+    text = step.rule.text
+    if step.table.source == "nft" and not text.startswith("["):  # as a user would type it
+        text = f"nft add rule {step.table.family} {step.table.name} {step.chain} {text}"
+    return f"{step.where}: {text}{comment}"
 
 
 def _counter(snap: Snapshot, step: Step | None) -> tuple[int, int] | None:
