@@ -203,3 +203,11 @@ def test_exposure_for_ports() -> None:
     assert exposed(snapshot(("features.iptables-save", "ip")), "0.0.0.0", 7002) is None  # random
     (d,) = dnat_rules(snapshot(("docker.iptables-save", "ip")))
     assert (d["from"], d["to"], d["chain"]) == ("*:8080", "172.17.0.2:80", "DOCKER")
+
+
+def test_redirected_for_other_checks() -> None:
+    from portdoctor.checks.firewall import redirected
+
+    (r,) = redirected(snapshot(("docker.iptables-save", "ip")), context(8080))
+    assert (r["from"], r["to"], r["flow"], r["definite"]) == ("10.0.0.2:8080", "172.17.0.2:80", "from", True)
+    assert "DNAT --to-destination 172.17.0.2:80" in r["rule"]

@@ -445,6 +445,28 @@ def _handshake_findings(snap: Snapshot, ctx: Context, checked: list[_Checked],
     return out
 
 
+def redirected(snap: Snapshot, ctx: Context) -> list[dict[str, Any]]:
+    """Where NAT sends the target's connections: for other checks (a DNATed port needs no listener).
+
+    Each entry: {"from": "10.0.0.2:8080", "to": "172.17.0.2:80", "rule": "...", "flow": "from" | "probe" |
+    "remote", "definite": bool}.
+    """
+    out: list[dict[str, Any]] = []
+    try:
+        checked = evaluate(snap, ctx)
+    except Exception:  # noqa: BLE001 - check_firewall reports it
+        return out
+    for c in checked:
+        for o in c.evaluation.outcomes:
+            if o.nat is not None and o.original is not None:
+                entry = {"from": endpoint_key(o.original.dst, o.original.dport),
+                         "to": endpoint_key(o.flow.dst, o.flow.dport), "rule": _rule_line(o.nat),
+                         "flow": c.kind, "definite": o.definite}
+                if entry not in out:
+                    out.append(entry)
+    return out
+
+
 def _mapping_findings(snap: Snapshot, ctx: Context, checked: list[_Checked], exact_bad: bool) -> list[Finding]:
     out: list[Finding] = []
     seen: set[str] = set()
@@ -461,8 +483,7 @@ def _mapping_findings(snap: Snapshot, ctx: Context, checked: list[_Checked], exa
                     State.TIMEOUT: "it does not answer (timeout)",
                     State.UNREACHABLE: "it is unreachable"}[res.state]
             front = o.original
-            summary = (f"{front.dport} on {front.dst} is DNATed to {key} by chain {o.nat.chain} "
-                       f"({o.nat.where}); {what}")
+            summary = f"{front.dport} on {front.dst} is DNATed to {key} by chain {o.nat.chain} ({o.nat.short}); {what}"
             errno = res.addresses[0].errno if res.addresses else None
             evidence = [f"NAT rule: {_rule_line(o.nat)}",
                         f"a connection from this host to {key} was {res.state.value}" + (f" ({errno})" if errno else "")]
