@@ -208,6 +208,7 @@ def test_exposure_for_ports() -> None:
 def test_redirected_for_other_checks() -> None:
     from portdoctor.checks.firewall import redirected
 
-    (r,) = redirected(snapshot(("docker.iptables-save", "ip")), context(8080))
-    assert (r["from"], r["to"], r["flow"], r["definite"]) == ("10.0.0.2:8080", "172.17.0.2:80", "from", True)
-    assert "DNAT --to-destination 172.17.0.2:80" in r["rule"]
+    found = redirected(snapshot(("docker.iptables-save", "ip")), context(8080))
+    assert [(r["from"], r["to"], r["flow"], r["definite"]) for r in found] == [
+        ("10.0.0.2:8080", "172.17.0.2:80", "probe", True), ("10.0.0.2:8080", "172.17.0.2:80", "from", True)]
+    assert "DNAT --to-destination 172.17.0.2:80" in found[0]["rule"]

@@ -79,12 +79,27 @@ class Step:
     rule: Rule | None = None
 
     @property
-    def where(self) -> str:
-        """'rule 3 of chain INPUT (iptables filter)' or 'policy DROP of chain FORWARD (...)'."""
+    def table_words(self) -> str:
+        """'iptables nat', 'ip6tables-legacy filter', 'nft inet fw'."""
         fam = self.table.family
         src = self.table.source
-        tbl = f"{src} {fam} {self.table.name}" if src == "nft" else f"{'ip6tables' if fam == 'ip6' else 'iptables'}" \
-            f"{'-legacy' if src.endswith('legacy') else ''} {self.table.name}"
+        if src == "nft":
+            return f"nft {fam} {self.table.name}"
+        tool = "ip6tables" if fam == "ip6" else "iptables"
+        return f"{tool}{'-legacy' if src.endswith('legacy') else ''} {self.table.name}"
+
+    @property
+    def short(self) -> str:
+        """'rule 1, iptables nat table' (with the handle for nft), for use after a chain name."""
+        if self.rule is None:
+            return f"policy, {self.table_words} table"
+        h = f", handle {self.rule.handle}" if self.rule.handle is not None else ""
+        return f"rule {self.rule.position}, {self.table_words} table{h}"
+
+    @property
+    def where(self) -> str:
+        """'rule 3 of chain INPUT (iptables filter table)' or 'policy DROP of chain FORWARD (...)'."""
+        tbl = self.table_words
         if self.rule is None:
             c = self.table.chain(self.chain)
             pol = c.policy if c is not None else "?"
