@@ -226,8 +226,36 @@ class _Compiled:
         return reasons or True
 
 
+def _prefix_of(ver: int, lo: int, hi: int) -> int | None:
+    """The prefix length of the block lo..hi, or None when it is not one CIDR block."""
+    size = hi - lo + 1
+    bits = 32 if ver == 4 else 128
+    if size & (size - 1) or lo & (size - 1):
+        return None
+    return bits - (size.bit_length() - 1)
+
+
+def _blocks(ver: int, lo: int, hi: int, limit: int = 32) -> list[tuple[int, int, int]] | None:
+    """lo..hi as CIDR blocks (version, prefix length, network); None past `limit` blocks."""
+    plen = _prefix_of(ver, lo, hi)
+    if plen is not None:
+        return [(ver, plen, lo)]
+    cls = ipaddress.IPv4Address if ver == 4 else ipaddress.IPv6Address
+    out = []
+    for net in ipaddress.summarize_address_range(cls(lo), cls(hi)):
+        out.append((ver, net.prefixlen, int(net.network_address)))
+        if len(out) > limit:
+            return None
+    return out
+
+
 class _CChain:
-    """A compiled chain: its rules, and indexes by destination port and addresses."""
+    """A compiled chain: its rules, indexed by destination port and by address prefix.
+
+    Each rule goes in one index: under each destination port it names (small ranges expanded),
+    else under each destination or source prefix it names (looked up per prefix length, as a
+    routing table does), else among the rules every packet must be tried against.
+    """
 
     def __init__(self, chain: Chain, table: Table) -> None:
         self.chain = chain
@@ -235,8 +263,11 @@ class _CChain:
         self.rules: list[_Compiled] = []
         self.wild: list[int] = []
         self.by_dport: dict[int, list[int]] = {}
-        self.by_daddr: dict[tuple[int, int], list[int]] = {}
-        self.by_saddr: dict[tuple[int, int], list[int]] = {}
+        # (version, prefix length, network) -> rules; and the prefix lengths in use
+        self.by_daddr: dict[tuple[int, int, int], list[int]] = {}
+        self.by_saddr: dict[tuple[int, int, int], list[int]] = {}
+        self.dlens: set[tuple[int, int]] = set()
+        self.slens: set[tuple[int, int]] = set()
         self.saddr_all: list[int] = []
 
     def add(self, c: _Compiled) -> None:
@@ -257,23 +288,41 @@ class _CChain:
                     for p in set(ports):
                         self.by_dport.setdefault(p, []).append(i)
                     return
-        for m in c.rule.matches:
-            if m.neg or m.kind not in ("daddr", "saddr") or not m.values or len(m.values) > 8:
-                continue
-            hosts = []
-            for v in m.values:
-                ver, lo, hi = _net(v)
-                if lo != hi:
-                    break
-                hosts.append((ver, lo))
-            else:
-                target = self.by_daddr if m.kind == "daddr" else self.by_saddr
-                for h in set(hosts):
-                    target.setdefault(h, []).append(i)
-                if m.kind == "saddr":
-                    self.saddr_all.append(i)
-                return
+        for kind in ("daddr", "saddr"):
+            for m in c.rule.matches:
+                if m.neg or m.kind != kind or not m.values or len(m.values) > 16:
+                    continue
+                keys: list[tuple[int, int, int]] = []
+                for v in m.values:
+                    try:
+                        ver, lo, hi = _net(v)
+                    except ValueError:
+                        break
+                    blocks = _blocks(ver, lo, hi)
+                    if blocks is None:
+                        break
+                    keys.extend(blocks)
+                else:
+                    index, lens = (self.by_daddr, self.dlens) if kind == "daddr" else (self.by_saddr, self.slens)
+                    for k in set(keys):
+                        index.setdefault(k, []).append(i)
+                        lens.add(k[:2])
+                    if kind == "saddr":
+                        self.saddr_all.append(i)
+                    return
         self.wild.append(i)
+
+    @staticmethod
+    def _lookup(index: dict[tuple[int, int, int], list[int]], lens: set[tuple[int, int]],
+                addr: tuple[int, int], lists: list[list[int]]) -> None:
+        ver, n = addr
+        bits = 32 if ver == 4 else 128
+        for v, plen in lens:
+            if v != ver:
+                continue
+            hit = index.get((ver, plen, n >> (bits - plen) << (bits - plen) if plen else 0))
+            if hit:
+                lists.append(hit)
 
     def candidates(self, pkt: _Packet) -> list[int]:
         """Indexes of the rules that could match this packet, in order."""
@@ -281,16 +330,13 @@ class _CChain:
         d = self.by_dport.get(pkt.flow.dport)
         if d:
             lists.append(d)
-        d = self.by_daddr.get(pkt.dst)
-        if d:
-            lists.append(d)
+        if self.dlens:
+            self._lookup(self.by_daddr, self.dlens, pkt.dst, lists)
         if pkt.src is None:
             if self.saddr_all:
                 lists.append(self.saddr_all)
-        else:
-            d = self.by_saddr.get(pkt.src)
-            if d:
-                lists.append(d)
+        elif self.slens:
+            self._lookup(self.by_saddr, self.slens, pkt.src, lists)
         if len(lists) == 1:
             return self.wild
         out: list[int] = []
