@@ -270,9 +270,12 @@ class _CChain:
         self.slens: set[tuple[int, int]] = set()
         self.saddr_all: list[int] = []
 
-    def add(self, c: _Compiled) -> None:
+    def add(self, c: _Compiled, index: bool = True) -> None:
         i = len(self.rules)
         self.rules.append(c)
+        if not index:
+            self.wild.append(i)
+            return
         for m in c.rule.matches:
             if m.neg:
                 continue
@@ -375,8 +378,9 @@ class HostInfo:
 class Evaluator:
     """Compile a ruleset once; evaluate many flows."""
 
-    def __init__(self, ruleset: Ruleset, host: HostInfo | None = None) -> None:
+    def __init__(self, ruleset: Ruleset, host: HostInfo | None = None, index: bool = True) -> None:
         self.ruleset = ruleset
+        self._index = index  # False: walk every rule (the reference the indexes are tested against)
         self.host = host or HostInfo()
         self._local: set[tuple[int, int]] = set()
         for a in self.host.local_addresses:
@@ -406,7 +410,7 @@ class Evaluator:
                     if r.action.kind == "continue":
                         continue  # logs, counters, marks: no effect on the verdict
                     cc.add(_Compiled(r, t, ch.name, [self._safe_pred(m, t) for m in r.matches if m.kind != "comment"],
-                                     r.action, len(cc.rules)))
+                                     r.action, len(cc.rules)), self._index)
                 if ch.hook and (t.family != "netdev" or ch.hook == "ingress"):
                     self._base.setdefault(ch.hook, []).append(cc)
         for hook in self._base:
