@@ -189,7 +189,7 @@ def _iface_match(pattern: str, name: str) -> bool:
 Tri = bool | str  # True, False, or the reason it cannot be told
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Packet:
     """The flow with addresses as integers, for fast matching."""
 
@@ -351,7 +351,7 @@ class _CChain:
         return out
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _State:
     flow: Flow
     assumptions: tuple[Assumption, ...] = ()
@@ -366,7 +366,7 @@ class _State:
 # --------------------------------------------------------------------------- the evaluator
 
 
-@dataclass
+@dataclass(frozen=True)
 class HostInfo:
     """What the evaluator must know about the host besides rules."""
 
