@@ -212,3 +212,19 @@ def test_redirected_for_other_checks() -> None:
     assert [(r["from"], r["to"], r["flow"], r["definite"]) for r in found] == [
         ("10.0.0.2:8080", "172.17.0.2:80", "probe", True), ("10.0.0.2:8080", "172.17.0.2:80", "from", True)]
     assert "DNAT --to-destination 172.17.0.2:80" in found[0]["rule"]
+
+
+def test_real_ufw_rules() -> None:
+    """Rules written by the real ufw 0.36 (see capture.py): deny, reject, allow, an app profile."""
+    snap = snapshot(("ufw-real.iptables-save", "ip"), ("ufw-real.ip6tables-save", "ip6"))
+    (f,) = errors(check_firewall(snap, context(8080)))
+    assert f.cause is Cause.FIREWALL_DROP and "rule 2 of chain ufw-user-input" in f.summary
+    assert "chains written by ufw" in f.summary
+    assert f.fix[0].command == "ufw insert 1 allow from 10.0.0.1 to any port 8080 proto tcp"
+    (g,) = errors(check_firewall(snap, context(8080, from_addr="10.0.0.3")))
+    assert g.cause is Cause.FIREWALL_REJECT and "tcp-reset" in g.summary
+    assert not errors(check_firewall(snap, context(8080, from_addr="10.0.0.9")))
+    (h,) = errors(check_firewall(snap, context(9999, from_addr="10.0.0.9")))
+    assert h.cause is Cause.FIREWALL_DROP and "policy DROP of chain INPUT" in h.summary
+    assert h.fix[0].command == "ufw insert 1 allow from 10.0.0.9 to any port 9999 proto tcp"
+    assert not errors(check_firewall(snap, context(443, from_addr="10.0.0.9")))

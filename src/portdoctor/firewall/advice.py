@@ -84,7 +84,11 @@ def manager(outcome: Outcome) -> str:
     tables = {s.table.name for s in steps}
     if kube_service(outcome.step) or any(n.startswith("KUBE-") for n in names):
         return "kube-proxy"
-    if any(n.startswith("ufw-") or n.startswith("ufw6-") for n in names):
+    # a policy decision has no path; the table's chains still say who manages it
+    table_chains = {c.name for s in steps for c in s.table.chains}
+    if any(n.startswith("ufw-") or n.startswith("ufw6-") for n in names) or \
+            (outcome.step is not None and outcome.step.rule is None
+             and any(n.startswith("ufw-") or n.startswith("ufw6-") for n in table_chains)):
         return "ufw"
     if "firewalld" in tables or any(_FIREWALLD_ZONE.match(n) for n in names):
         return "firewalld"

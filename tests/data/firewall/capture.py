@@ -103,5 +103,27 @@ def main() -> None:
         subprocess.run(["ip", "netns", "del", NS], capture_output=True)
 
 
+def capture_ufw(root: str) -> None:
+    """ufw-real.*: rules written by the real ufw 0.36 (Debian package unpacked, not installed,
+    with `dpkg-deb -x ufw_*.deb ROOT`, its /usr/share/ufw templates copied to ROOT/etc/ufw, an
+    empty ROOT/etc/ufw/sysctl.conf and ROOT/usr/sbin/ip*tables* linked to the system's), run in
+    the throwaway namespace with --rootdir so nothing outside ROOT and the namespace changes."""
+    ufw = ["env", f"PYTHONPATH={root}/usr/lib/python3/dist-packages", "python3", f"{root}/usr/sbin/ufw",
+           f"--rootdir={root}", f"--datadir={root}"]
+    fresh()
+    for args in (["--force", "enable"], ["allow", "22/tcp"],
+                 ["deny", "from", "10.0.0.1", "to", "any", "port", "8080", "proto", "tcp"],
+                 ["reject", "from", "10.0.0.3", "to", "any", "port", "8080", "proto", "tcp"],
+                 ["allow", "8080/tcp"], ["allow", "WWW Full"]):
+        sh(*ufw, *args)
+    (HERE / "ufw-real.iptables-save").write_text(sh("iptables-save", "-c"))
+    (HERE / "ufw-real.ip6tables-save").write_text(sh("ip6tables-save", "-c"))
+
+
 if __name__ == "__main__":
     main()
+    if os.environ.get("UFW_ROOT"):
+        try:
+            capture_ufw(os.environ["UFW_ROOT"])
+        finally:
+            subprocess.run(["ip", "netns", "del", NS], capture_output=True)
