@@ -207,3 +207,17 @@ def test_fast_counter_sampling_matches_full_parse() -> None:
     with gzip.open(DATA / "large.iptables-save.gz", "rt") as f:
         text = f.read()
     assert iptables_counters(text, "ip", "iptables") == counters_of(Ruleset(tuple(parse_iptables_save(text, "ip"))))
+
+
+def test_routes_and_local_addresses_from_ip_json() -> None:
+    from portdoctor.collectors.firewall import _routes
+
+    host: dict = {"local_addresses": {}, "routes": []}
+    _routes(read("routes4.json"), host)
+    _routes(read("routes6.json"), host, v6=True)
+    assert host["local_addresses"]["10.0.0.2"] == "veth1"
+    assert host["local_addresses"]["fd00::2"] == "veth1"
+    assert ["0.0.0.0/0", "veth1", "unicast"] in host["routes"]
+    assert ["10.0.0.0/24", "veth1", "unicast"] in host["routes"]
+    assert ["fd00::/64", "veth1", "unicast"] in host["routes"]
+    assert ["127.0.0.0/8", "lo", "local"] in host["routes"]

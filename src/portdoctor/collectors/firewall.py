@@ -171,7 +171,7 @@ def _read(routes: bool) -> tuple[Ruleset, dict[str, Any], list[Limitation]]:
         elif r.job.source == "ipset":
             ipset_text = r.out
         elif r.job.source in ("routes4", "routes6"):
-            _routes(r.out, host)
+            _routes(r.out, host, r.job.source == "routes6")
     ruleset, problems = build_ruleset(saves, nft_json, nft_text, ipset_text)
     limits.extend(problems)
     if routes:
@@ -229,8 +229,8 @@ def _sysctl(key: str) -> bool | None:
         return None
 
 
-def _routes(text: str, host: dict[str, Any]) -> None:
-    """Fill local addresses and routes from `ip -j route show table all`."""
+def _routes(text: str, host: dict[str, Any], v6: bool = False) -> None:
+    """Fill local addresses and routes from `ip -j -4|-6 route show table all`."""
     try:
         items = json.loads(text or "[]")
     except json.JSONDecodeError:
@@ -252,8 +252,7 @@ def _routes(text: str, host: dict[str, Any]) -> None:
         if kind in ("broadcast", "multicast", "anycast"):
             continue
         if dst == "default":
-            dst = "::/0" if ":" in (r.get("gateway") or r.get("prefsrc") or "") or r.get("family") == "inet6" \
-                else "0.0.0.0/0"
+            dst = "::/0" if v6 else "0.0.0.0/0"
         if dst:
             if "/" not in dst:
                 dst += "/128" if ":" in dst else "/32"

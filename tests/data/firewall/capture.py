@@ -95,6 +95,15 @@ def main() -> None:
             "-m set --match-set allowed src ", "").replace("-m set --match-set pairs src,dst,dst ", ""))
         bump([8080])
         (HERE / "legacy.iptables-save").write_text(sh("iptables-legacy-save", "-c"))
+        fresh()  # routes: one veth end with 10.0.0.2/24 and fd00::2/64, a default route
+        sh("ip", "link", "add", "veth1", "type", "veth", "peer", "name", "veth0")
+        sh("ip", "addr", "add", "10.0.0.2/24", "dev", "veth1")
+        sh("ip", "addr", "add", "fd00::2/64", "dev", "veth1", "nodad")
+        sh("ip", "link", "set", "veth1", "up")
+        sh("ip", "link", "set", "veth0", "up")
+        sh("ip", "route", "add", "default", "via", "10.0.0.1")
+        (HERE / "routes4.json").write_text(sh("ip", "-j", "-4", "route", "show", "table", "all"))
+        (HERE / "routes6.json").write_text(sh("ip", "-j", "-6", "route", "show", "table", "all"))
         fresh()
         sh("iptables-restore", input=large_rules())
         with gzip.open(HERE / "large.iptables-save.gz", "wt") as f:
