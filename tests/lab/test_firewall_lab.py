@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,8 @@ import pytest
 from netlab import Host, Lab, in_netns, python_for
 
 pytestmark = pytest.mark.lab
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "firewall"
 
 if os.environ.get("CI") != "true":
     if os.geteuid() != 0:
@@ -379,3 +382,19 @@ def test_ipset_blocklist(pair: tuple[Host, Host]) -> None:
     assert "--match-set blocked src" in "\n".join(f["evidence"])
     ok = diagnose(s, "10.0.0.2:8080", "10.0.0.9")
     assert not [x for x in fw_findings(ok) if x["severity"] == "error"], ok
+
+
+def test_kube_proxy_nftables_mode(lab: Lab, pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    backend(lab, s)
+    s.nft((DATA / "kube-nft.nft").read_text())
+    assert c.connect_errno("10.0.0.2", 30080) == errno.ECONNREFUSED
+    assert c.connect_errno("10.0.0.2", 30081) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:30080")
+    assert doc["verdict"]["cause"] == "firewall_reject", doc
+    f = fw_findings(doc, "firewall_reject")[0]
+    assert "Service default/web has no endpoints" in f["summary"]
+    doc = diagnose(s, "10.0.0.2:30081")
+    (m,) = fw_findings(doc, "port_mapping")
+    assert "DNATed to 10.0.1.2:8080" in m["summary"] and "kube-proxy" in m["summary"]
+    assert doc["verdict"]["cause"] == "port_mapping", doc

@@ -228,3 +228,18 @@ def test_real_ufw_rules() -> None:
     assert h.cause is Cause.FIREWALL_DROP and "policy DROP of chain INPUT" in h.summary
     assert h.fix[0].command == "ufw insert 1 allow from 10.0.0.9 to any port 9999 proto tcp"
     assert not errors(check_firewall(snap, context(443, from_addr="10.0.0.9")))
+
+
+def test_kube_proxy_nftables_mode() -> None:
+    """kube-proxy's nftables mode names the Service in the no-endpoint map element's comment."""
+    snap = snapshot(nft="kube-nft")
+    (f,) = errors(check_firewall(snap, context(30080)))
+    assert "Service default/web has no endpoints" in f.summary and "reject-chain" in f.summary
+    assert f.fix[0].command == "kubectl -n default get endpointslices -l kubernetes.io/service-name=web"
+    ctx = context(30081, state=State.REFUSED)
+    (t,) = followups(snap, ctx)
+    assert (t.host, t.port) == ("10.0.1.2", 8080)
+    backend = ProbeResult(t, State.REFUSED, (AddressResult("10.0.1.2", 4, State.REFUSED, "ECONNREFUSED", 0.001),), 3.0)
+    (m,) = errors(check_firewall(snap, context(30081, state=State.REFUSED, followups={"10.0.1.2:8080": backend})))
+    assert m.cause is Cause.PORT_MAPPING and "endpoint-EFGH5678-default/api/tcp/http__10.0.1.2/8080" in m.summary
+    assert "kube-proxy" in m.summary

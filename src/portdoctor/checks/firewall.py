@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from portdoctor.checks import endpoint_key, facts
 from portdoctor.firewall.advice import (
-    allow_fixes, client_error, established_fixes, kube_service, manager, mapping_fixes, nat_manager,
+    allow_fixes, client_error, established_fixes, kube_service_of, manager, mapping_fixes, nat_manager,
     reject_words,
 )
 from portdoctor.firewall.evaluate import Evaluation, Evaluator, Flow, HostInfo, Outcome, Step
@@ -256,7 +256,7 @@ def _finding_for(snap: Snapshot, ctx: Context, c: _Checked, o: Outcome, definite
     who = f"{_flow_words(c)}"
     step = o.step
     place = step.where if step is not None else f"the {o.hook} path"
-    kube = kube_service(step)
+    kube = kube_service_of(o)
     evidence: list[str] = []
     if step is not None:
         evidence.append(_rule_line(step))

@@ -77,12 +77,34 @@ def kube_service(step: Step | None) -> tuple[str, str, str] | None:
     return m.group("ns"), m.group("svc"), m.group("port") or ""
 
 
+_KUBE_NAME = re.compile(r"^(?P<ns>[^/\s]+)/(?P<svc>[^:\s/]+)(?::(?P<port>\S*))?$")
+
+
+def kube_service_of(outcome: Outcome) -> tuple[str, str, str] | None:
+    """(namespace, service, port name) when kube-proxy rejects for lack of endpoints.
+
+    iptables mode says so in the rule's comment; nftables mode in the comment of the
+    no-endpoint-services / no-endpoint-nodeports map element that led to its reject-chain.
+    """
+    found = kube_service(outcome.step)
+    if found is not None:
+        return found
+    step = outcome.step
+    if step is None or not (step.table.name == "kube-proxy" or step.chain == "reject-chain"):
+        return None
+    for note in reversed(outcome.notes):
+        m = _KUBE_NAME.match(note.strip())
+        if m:
+            return m.group("ns"), m.group("svc"), m.group("port") or ""
+    return None
+
+
 def manager(outcome: Outcome) -> str:
     """Who wrote the chain that decided: ufw, firewalld, kube-proxy, docker, or ''."""
     steps = [*outcome.path, *([outcome.step] if outcome.step else [])]
     names = [s.chain for s in steps]
     tables = {s.table.name for s in steps}
-    if kube_service(outcome.step) or any(n.startswith("KUBE-") for n in names):
+    if kube_service_of(outcome) or any(n.startswith("KUBE-") for n in names) or "kube-proxy" in tables:
         return "kube-proxy"
     # a policy decision has no path; the table's chains still say who manages it
     table_chains = {c.name for s in steps for c in s.table.chains}
@@ -123,7 +145,7 @@ def allow_fixes(outcome: Outcome, source: str | None) -> list[Fix]:
             key = "net.ipv6.conf.all.forwarding" if flow.family == 6 else "net.ipv4.ip_forward"
             fixes.append(Fix("enable forwarding so DNATed connections reach their backend", f"sysctl -w {key}=1"))
         return fixes
-    kube = kube_service(step)
+    kube = kube_service_of(outcome)
     if kube is not None:
         ns, svc, _pname = kube
         fixes.append(Fix(f"kube-proxy rejects this port because Service {ns}/{svc} has no ready endpoints; "
@@ -231,7 +253,7 @@ def mapping_fixes(nat: Step, backend: str, state: str) -> list[Fix]:
 
 def nat_manager(nat: Step) -> str:
     """Who wrote a NAT rule: kube-proxy, docker, podman, or ''."""
-    if nat.chain.startswith("KUBE-"):
+    if nat.chain.startswith("KUBE-") or nat.table.name == "kube-proxy":
         return "kube-proxy"
     if nat.chain.startswith("DOCKER"):
         return "docker"

@@ -131,6 +131,7 @@ class Outcome:
     path: tuple[Step, ...] = ()  # jumps taken to reach the decision
     assumptions: tuple[Assumption, ...] = ()
     note: str = ""
+    notes: tuple[str, ...] = ()  # comments of the map elements that chose the way (kube-proxy names)
 
     @property
     def definite(self) -> bool:
@@ -361,6 +362,7 @@ class _State:
     nat_hooks: frozenset[str] = frozenset()
     accepted: Step | None = None
     accepted_rank: int = -1
+    notes: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- the evaluator
@@ -723,7 +725,7 @@ class Evaluator:
 
     def _accepted(self, st: _State, hook: str) -> Outcome:
         return Outcome("accept", st.accepted, hook, st.flow, nat=st.nat,
-                       original=st.original, path=st.path, assumptions=st.assumptions)
+                       original=st.original, path=st.path, assumptions=st.assumptions, notes=st.notes)
 
     def _hook(self, hook: str, states: list[_State], finals: list[Outcome]) -> list[_State]:
         """Run the states through every base chain of `hook`; return those accepted."""
@@ -767,7 +769,7 @@ class Evaluator:
     def _final(self, verdict: str, step: Step, hook: str, st: _State, reject_with: str = "",
                note: str = "") -> Outcome:
         return Outcome(verdict, step, hook, st.flow, reject_with=reject_with, nat=st.nat, original=st.original,
-                       path=st.path, assumptions=st.assumptions, note=note)
+                       path=st.path, assumptions=st.assumptions, note=note, notes=st.notes)
 
     def _fork(self, st: _State, c: _Compiled, reasons: list[str]) -> tuple[_State | None, _State]:
         """(state assuming the rule matched, state assuming it did not); None when out of budget."""
@@ -877,6 +879,9 @@ class Evaluator:
                            for k, d in zip(s.elements, s.data)]
             else:
                 entries = list(zip(s.elements, s.verdicts))
+            comments = dict(zip(range(len(s.elements)), s.comments))
+        else:
+            comments = {}
         pkt = self._packet(st.flow)
         if a.fields == ("random",):
             res = []
@@ -896,7 +901,11 @@ class Evaluator:
         checkers = [self._element_checker(f) if f not in ("iface",) else self._element_checker("iif")
                     for f in a.fields]
         res: list[tuple[str, _State, _Compiled | None]] = []
-        for key, act in entries:
+        for n, (key, act) in enumerate(entries):
+            if comments.get(n):
+                noted = replace(st, notes=st.notes + (comments[n],))
+            else:
+                noted = st
             vals = key if isinstance(key, list) else [key]
             r: Tri = True
             for chk, v in zip(checkers, vals):
@@ -910,11 +919,13 @@ class Evaluator:
                 if x is not True:
                     r = x
             if r is True:
-                res.extend(self._act(cc, c, act, st, depth))
+                res.extend(self._act(cc, c, act, noted, depth))
                 return res
             if r is not False:
                 yes, st = self._fork(st, c, [str(r)])
                 if yes is not None:
+                    if comments.get(n):
+                        yes = replace(yes, notes=yes.notes + (comments[n],))
                     res.extend(self._act(cc, c, act, yes, depth))
         # no element matched: the rule does not decide; continue with the next rule
         res.extend(self._walk(cc, c.index + 1, st, depth))

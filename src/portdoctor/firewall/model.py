@@ -131,6 +131,7 @@ class NamedSet:
     verdicts: tuple[Action, ...] = ()  # for verdict maps, one per element
     data: tuple[Any, ...] = ()  # for data maps (e.g. dnat addresses), one per element
     kind: str = "nft"  # nft or ipset
+    comments: tuple[str, ...] = ()  # per element ("" when none): kube-proxy names services there
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +222,8 @@ def _rule(d: dict[str, Any]) -> Rule:
 
 def _set(d: dict[str, Any]) -> NamedSet:
     return NamedSet(**{**d, "fields": _tuple(d.get("fields")), "elements": _tuple(d.get("elements")),
-                       "verdicts": _tuple(d.get("verdicts"), _action), "data": _tuple(d.get("data"))})
+                       "verdicts": _tuple(d.get("verdicts"), _action), "data": _tuple(d.get("data")),
+                       "comments": _tuple(d.get("comments"))})
 
 
 def ruleset_to_plain(ruleset: Ruleset) -> dict[str, Any]:

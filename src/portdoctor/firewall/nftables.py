@@ -255,6 +255,14 @@ def _rule(obj: dict[str, Any], text: str) -> Rule:
                 if isinstance(val, int):
                     action = Action("mark", arg="set", addr=str(val))
                     continue
+                # meta mark set meta mark | 0x4000 (and &, ^)
+                if isinstance(val, dict) and len(val) == 1:
+                    (op, args), = val.items()
+                    how = {"|": "or", "&": "and", "^": "xor"}.get(op)
+                    if how and isinstance(args, list) and len(args) == 2 and args[0] == {"meta": {"key": "mark"}} \
+                            and isinstance(args[1], int):
+                        action = Action("mark", arg=how, addr=str(args[1]))
+                        continue
                 matches.append(Match("unsupported", text="meta mark set " + json.dumps(val)))
                 continue
             if "xt" in e:
@@ -292,11 +300,13 @@ def _named_set(obj: dict[str, Any], is_map: bool) -> NamedSet:
     elems: list[Any] = []
     verdicts: list[Action] = []
     data: list[Any] = []
+    comments: list[str] = []
     for el in obj.get("elem", []) or []:
         try:
             if is_map:
                 k, v = el
                 elems.append(_value(k))
+                comments.append(str(k["elem"].get("comment", "")) if isinstance(k, dict) and "elem" in k else "")
                 if obj.get("map") == "verdict":
                     verdicts.append(_verdict(v) or Action("unsupported", text=json.dumps(v)))
                 else:
@@ -304,10 +314,11 @@ def _named_set(obj: dict[str, Any], is_map: bool) -> NamedSet:
                                 else [_value(x) for x in v["concat"]])
             else:
                 elems.append(_value(el))
+                comments.append(str(el["elem"].get("comment", "")) if isinstance(el, dict) and "elem" in el else "")
         except _Unsupported:
             continue
     return NamedSet(name=obj["name"], fields=fields, elements=tuple(elems), verdicts=tuple(verdicts),
-                    data=tuple(data), kind="nft")
+                    data=tuple(data), kind="nft", comments=tuple(comments) if any(comments) else ())
 
 
 _TABLE_RE = re.compile(r"^table\s+(\S+)\s+(\S+)\s*\{")
