@@ -398,3 +398,21 @@ def test_kube_proxy_nftables_mode(lab: Lab, pair: tuple[Host, Host]) -> None:
     (m,) = fw_findings(doc, "port_mapping")
     assert "DNATed to 10.0.1.2:8080" in m["summary"] and "kube-proxy" in m["summary"]
     assert doc["verdict"]["cause"] == "port_mapping", doc
+
+
+def test_collector_is_fast_and_complete(pair: tuple[Host, Host]) -> None:
+    _c, s = pair
+    s.iptables("-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "REJECT")
+    s.nft("table inet t {\n chain input {\n type filter hook input priority 0;\n tcp dport 8081 drop\n }\n}\n")
+    code = ("import json, time; from portdoctor.collectors import Request; "
+            "from portdoctor.collectors.firewall import collect_firewall, sample_counters; "
+            "t = time.monotonic(); b = sample_counters(Request(8080)); t1 = time.monotonic(); "
+            "f = collect_firewall(Request(8080, before={'portdoctor.collectors.firewall:sample_counters': b})); "
+            "fw = f.extra['firewall']; print(json.dumps({'sample': t1 - t, 'collect': fw['seconds'], "
+            "'limits': [str(x) for x in f.limitations], 'tables': sorted((t['source'], t['family'], t['name']) "
+            "for t in fw['ruleset']['tables']), 'local': fw['local_addresses'], 'before': fw['counters_before']}))")
+    out = json.loads(s.run([python_for(None)[0], "-c", code]).stdout)
+    assert out["limits"] == []
+    assert ["iptables", "ip", "filter"] in out["tables"] and ["nft", "inet", "t"] in out["tables"]
+    assert out["local"]["10.0.0.2"] == "veth1" and out["before"]
+    assert out["sample"] < 0.5 and out["collect"] < 0.5, out
