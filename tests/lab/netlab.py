@@ -399,6 +399,7 @@ class Host:
         argv = list(args)
         at = argv.index("--") if "--" in argv else len(argv)  # `wait T -- CMD`: the flag is ours
         argv.insert(at, "--json")
+        argv += _record_args(argv, user)
         cp = self.portdoctor(*argv, user=user, timeout=timeout)
         try:
             doc = json.loads(cp.stdout)
@@ -406,6 +407,23 @@ class Host:
             raise LabError(f"{self.name}: portdoctor {' '.join(args)} printed no JSON (exit {cp.returncode})\n"
                            f"stdout: {cp.stdout}\nstderr: {cp.stderr}") from exc
         return cp.returncode, doc
+
+
+_recorded: dict[str, int] = {}
+
+
+def _record_args(argv: list[str], user: str | None) -> list[str]:
+    """With PD_RECORD_DIR set, a root `diagnose` also records its case for tests/unit replays."""
+    record_dir = os.environ.get("PD_RECORD_DIR")
+    if not record_dir or user is not None or not argv or argv[0] != "diagnose" or "--record" in argv:
+        return []
+    test = os.environ.get("PYTEST_CURRENT_TEST", "case")
+    module = test.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py").removeprefix("test_")
+    name = f"{module}--{test.split('::')[-1].split(' ')[0]}"
+    _recorded[name] = _recorded.get(name, 0) + 1
+    if _recorded[name] > 1:
+        name += f"-{_recorded[name]}"
+    return ["--record", str(Path(record_dir) / f"{name}.json")]
 
 
 class Lab:

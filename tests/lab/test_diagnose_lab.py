@@ -21,11 +21,7 @@ from netlab import Host, Lab
 
 
 def diagnose(host: Host, *args: str, user: str | None = None) -> tuple[int, dict]:
-    """Run diagnose in `host`; with PD_RECORD_DIR set, also record the case for tests/unit replays."""
-    record_dir = os.environ.get("PD_RECORD_DIR")
-    if record_dir and user is None:
-        name = os.environ.get("PYTEST_CURRENT_TEST", "case").split("::")[-1].split(" ")[0]
-        args = (*args, "--record", str(Path(record_dir) / f"{name}.json"))
+    """Run diagnose in `host` (with PD_RECORD_DIR set, netlab records the case for replays)."""
     return host.json_of("diagnose", *args, user=user)
 
 

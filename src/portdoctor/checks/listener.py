@@ -14,7 +14,7 @@ import re
 from typing import TYPE_CHECKING
 
 from portdoctor.checks import facts
-from portdoctor.model import Cause, Finding, Fix, Process, Severity, Snapshot
+from portdoctor.model import Cause, Finding, Fix, Process, Severity, Snapshot, State
 
 if TYPE_CHECKING:
     from portdoctor.checks import Context
@@ -249,7 +249,15 @@ def check_listener(snap: Snapshot, ctx: Context) -> list[Finding]:
                  f"connect to {other}", None),),
             0.45))
 
-    # 5. nothing at all
+    # 5. nothing at all. Two things weaken this: a NAT rule that sends the port elsewhere (then
+    # no local listener is needed; the firewall check follows the mapping), and a timeout,
+    # which a closed port does not produce (it answers with a reset at once).
+    weight = 0.8 if not near else 0.7
+    redirect = _redirect(snap, ctx)
+    if redirect is not None:
+        weight = 0.3
+    if ctx.probe.addresses and all(a.state is State.TIMEOUT for a in ctx.probe.addresses):
+        weight = min(weight, 0.45)
     daemons = [s for s in known if s.name not in _RUNTIMES and s.configs]
     known = daemons or known
     if daemons:
@@ -266,9 +274,20 @@ def check_listener(snap: Snapshot, ctx: Context) -> list[Finding]:
         Cause.SERVICE_NOT_RUNNING, CHECK, Severity.ERROR,
         f"Nothing listens on port {port} on this host{svc_text}: the service is not running, "
         f"or it has not bound its port.",
-        tuple(evidence), tuple(start_fixes(snap, _unit_name(daemons[0]) if daemons else None, port)),
-        0.8 if not near else 0.7))
+        tuple(evidence + ([f"but NAT sends port {port} on to {redirect['to']} ({redirect['rule']})"]
+                          if redirect else [])),
+        tuple(start_fixes(snap, _unit_name(daemons[0]) if daemons else None, port)),
+        weight))
     return findings
+
+
+def _redirect(snap: Snapshot, ctx: Context) -> dict | None:
+    """The NAT redirection of the target port that the firewall check found, if any."""
+    if not snap.extra.get("firewall"):
+        return None
+    from portdoctor.checks.firewall import redirected
+
+    return next((r for r in redirected(snap, ctx) if r.get("definite") and r.get("flow") != "remote"), None)
 
 
 def _unit_name(info) -> str:
