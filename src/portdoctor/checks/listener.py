@@ -271,7 +271,7 @@ def check_listener(snap: Snapshot, ctx: Context) -> list[Finding]:
         procs_names = sorted({n for s in known for n in s.process_names})
         evidence.append(f"no process named {', '.join(procs_names[:6])} is running")
     findings.append(Finding(
-        Cause.SERVICE_NOT_RUNNING, CHECK, Severity.ERROR,
+        Cause.SERVICE_NOT_RUNNING, CHECK, Severity.INFO if redirect else Severity.ERROR,
         f"Nothing listens on port {port} on this host{svc_text}: the service is not running, "
         f"or it has not bound its port.",
         tuple(evidence + ([f"but NAT sends port {port} on to {redirect['to']} ({redirect['rule']})"]
