@@ -133,6 +133,11 @@ def scan_only():
 def bare_python():
     subprocess.run([sys.executable, "-c", "pass"], check=True)
 
+def whole_diagnose():
+    # the CLI end to end, start-up included: probe + every collector + checks + verdict + JSON
+    subprocess.run([sys.executable, "-m", "portdoctor", "diagnose", f":{port}", "--json", "--timeout", "1"],
+                   stdout=subprocess.DEVNULL, check=False)
+
 def ss_no_p():
     subprocess.run(["ss", "-ltn"], stdout=subprocess.DEVNULL, check=True)
 
@@ -146,6 +151,7 @@ out["check"] = {"ss_listeners": ss_lines, "established_socket_ends": established
 for name, fn in (("ss -ltnp", ss), ("collectors in-process", mine), ("collectors, python -c", fresh),
                  ("collect() all collectors in-process", everything), ("part: sock_diag dump", dump_only),
                  ("part: sock_diag dump + owner scan", scan_only), ("ss -ltn (no owners)", ss_no_p),
+                 ("portdoctor diagnose :PORT (whole CLI)", whole_diagnose),
                  ("python -c pass (start-up alone)", bare_python)):
     b, times = best(fn)
     out[name] = {"best": b, "all": times}
@@ -216,7 +222,7 @@ def main() -> int:
     print(f"check: {res['check']}")
     for name in ("ss -ltnp", "collectors in-process", "collectors, python -c", "collect() all collectors in-process",
                  "part: sock_diag dump", "part: sock_diag dump + owner scan", "ss -ltn (no owners)",
-                 "python -c pass (start-up alone)"):
+                 "portdoctor diagnose :PORT (whole CLI)", "python -c pass (start-up alone)"):
         b = res[name]["best"]
         print(f"{name:40s} best of {args.rounds}: {b * 1000:8.1f} ms   ratio to ss -ltnp: {b / ss:5.2f}")
     if args.json:
