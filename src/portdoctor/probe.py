@@ -8,8 +8,10 @@ which is the order a client tries them.
 from __future__ import annotations
 
 import errno as errno_mod
+import ipaddress
 import select
 import socket
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -171,11 +173,43 @@ def _settle(opened: dict[int, tuple[socket.socket, float]], results: dict[int, _
         s.close()
 
 
+class ResolverTimeout(Exception):
+    """getaddrinfo did not return in time (a resolver that drops queries)."""
+
+
+def resolve_within(host: str, port: int, timeout: float) -> list[tuple[int, tuple]]:
+    """`resolve`, but give up after `timeout` seconds: glibc alone may wait 10 s or more per
+    nameserver. Address literals need no resolver and take the direct path."""
+    try:
+        ipaddress.ip_address(host.split("%")[0])
+        return resolve(host, port)
+    except ValueError:
+        pass
+    box: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            box["value"] = resolve(host, port)
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name="portdoctor-resolve", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise ResolverTimeout(f"the resolver did not answer within {timeout:g} s")
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]
+
+
 def probe(target: Target, timeout: float = DEFAULT_TIMEOUT, attempts: int = 1,
           interval: float = 0.0) -> ProbeResult:
     """Resolve `target` and connect to each address `attempts` times; classify the outcome."""
     try:
-        addrs = resolve(target.host, target.port)
+        addrs = resolve_within(target.host, target.port, max(timeout, 2.0))
+    except ResolverTimeout as exc:
+        return ProbeResult(target, State.DNS_ERROR, (), timeout, dns_error=str(exc))
     except socket.gaierror as exc:
         return ProbeResult(target, State.DNS_ERROR, (), timeout, dns_error=_gai_text(exc))
     except UnicodeError:

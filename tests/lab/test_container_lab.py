@@ -127,10 +127,6 @@ class Pod:
             cp = subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", sys.executable, "-m", "portdoctor",
                                  *args, "--json"], capture_output=True, text=True, timeout=60,
                                 env={**os.environ, **env})
-        if cp.returncode == 2 and "No such command" in cp.stderr and args[0] == "ports":
-            # the `ports` command is not wired into the CLI yet: build the same document directly
-            code = "import json; from portdoctor.portmap import port_map; print(json.dumps(port_map()))"
-            cp = host.run([sys.executable, "-c", code], check=False, env=env)
         try:
             return cp.returncode, json.loads(cp.stdout)
         except json.JSONDecodeError as exc:

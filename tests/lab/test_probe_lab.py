@@ -201,6 +201,31 @@ def test_name_without_any_resolver_is_a_dns_error(pair: tuple[Host, Host]) -> No
     assert "did not answer" in doc["dns_error"]  # EAI_AGAIN, told apart from NXDOMAIN
 
 
+SILENT_RESOLVER = """
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 53))
+print("ready", flush=True)
+while True:
+    s.recvfrom(4096)  # read every query, answer none
+"""
+
+
+def test_resolver_that_never_answers_is_bounded_by_the_timeout(pair: tuple[Host, Host]) -> None:
+    import subprocess
+    import sys
+
+    c, _s = pair
+    silent = c.popen([sys.executable, "-c", SILENT_RESOLVER], stdout=subprocess.PIPE, text=True)
+    assert silent.stdout is not None and silent.stdout.readline().strip() == "ready"
+    start = time.monotonic()
+    code, doc, _ = probe(c, "server.lab:8080", "--timeout", "1")
+    took = time.monotonic() - start
+    assert code == 1 and doc["state"] == "dns_error"
+    assert "did not answer within 2 s" in doc["dns_error"]
+    assert took < 4.5, f"a silent resolver held the probe {took:.1f} s"
+
+
 def test_resolved_name_is_open(pair: tuple[Host, Host]) -> None:
     c, s = pair
     c.dns({"server.lab": SERVER4})
