@@ -607,18 +607,7 @@ class Evaluator:
         def member(p: _Packet) -> Tri:
             uncertain = ""
             for el in elements:
-                vals = el if isinstance(el, list) else [el]
-                ok: Tri = True
-                for chk, v in zip(checkers, vals):
-                    try:
-                        r = chk(p, v)
-                    except (ValueError, TypeError):
-                        r = f"could not evaluate: set element {v!r}"
-                    if r is False:
-                        ok = False
-                        break
-                    if r is not True:
-                        ok = r
+                ok = _match_key(checkers, p, el, "set element")
                 if ok is True:
                     return True
                 if ok is not False:
@@ -906,18 +895,7 @@ class Evaluator:
                 noted = replace(st, notes=st.notes + (comments[n],))
             else:
                 noted = st
-            vals = key if isinstance(key, list) else [key]
-            r: Tri = True
-            for chk, v in zip(checkers, vals):
-                try:
-                    x = chk(pkt, v)
-                except (ValueError, TypeError):
-                    x = f"could not evaluate: map key {v!r}"
-                if x is False:
-                    r = False
-                    break
-                if x is not True:
-                    r = x
+            r = _match_key(checkers, pkt, key, "map key")
             if r is True:
                 res.extend(self._act(cc, c, act, noted, depth))
                 return res
@@ -930,6 +908,22 @@ class Evaluator:
         # no element matched: the rule does not decide; continue with the next rule
         res.extend(self._walk(cc, c.index + 1, st, depth))
         return res
+
+
+def _match_key(checkers: list[Callable[[_Packet, Any], Tri]], pkt: _Packet, key: Any, what: str) -> Tri:
+    """Match one set element or map key (a value, or a list for concatenated fields) field by
+    field: False as soon as one field differs, else True, or the reason a field cannot be told."""
+    result: Tri = True
+    for chk, v in zip(checkers, key if isinstance(key, list) else [key]):
+        try:
+            r = chk(pkt, v)
+        except (ValueError, TypeError):
+            r = f"could not evaluate: {what} {v!r}"
+        if r is False:
+            return False
+        if r is not True:
+            result = r
+    return result
 
 
 def _accept(st: _State, step: Step, hook: str, cc: _CChain) -> _State:
