@@ -22,19 +22,10 @@ from typing import Any, Iterator
 import pytest
 
 from netlab import Host, Lab
+from servers import need, nginx_conf, nginx_pass
 
 IMAGE = "localhost/portdoctor-bb:1"
 CONF = '[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\n'
-
-
-def need(*tools: str) -> None:
-    """Fail under CI=true, skip elsewhere, when root or a tool is missing."""
-    missing = [t for t in tools if shutil.which(t) is None and not os.path.exists(t)]
-    why = "needs root" if os.geteuid() != 0 else (f"needs {', '.join(missing)}" if missing else "")
-    if why:
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
 
 
 def root_state() -> tuple[str, str]:
@@ -259,30 +250,13 @@ def test_ports_lists_the_container_mapping(pod: tuple[Pod, Host, Host]) -> None:
     assert held and held[0]["processes"][0]["name"] == "conmon" and held[0]["processes"][0]["container"] == name
 
 
-NGINX = """daemon off;
-worker_processes 1;
-error_log {d}/error.log;
-pid {d}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    server {{
-        listen 8088;
-        location / {{ proxy_pass http://127.0.0.1:18085; }}
-    }}
-}}
-"""
-
-
 def test_nginx_in_front_of_a_container_whose_app_is_on_loopback(pod: tuple[Pod, Host, Host], tmp_path: Path) -> None:
     p, _c, h = pod
     need("nginx")
     name = p.run("backend", "-p", "18085:8080", IMAGE, "/bin/httpd", "-f", "-p", "127.0.0.1:8080")
     p.wait_listening(name, 8080)
     conf = tmp_path / "nginx.conf"
-    conf.write_text(NGINX.format(d=tmp_path))
+    conf.write_text(nginx_conf(tmp_path, nginx_pass(8088, "127.0.0.1:18085"), ("client_body", "proxy")))
     h.start(["nginx", "-c", str(conf)], ready_port=8088)
     rc, doc = p.portdoctor(h, "diagnose", "127.0.0.1:8088")
     v = doc["verdict"]

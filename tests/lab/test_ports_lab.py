@@ -12,26 +12,8 @@ from typing import Iterator
 import pytest
 
 from netlab import Host, Lab
-from test_container_lab import IMAGE, Pod, need, root_state
-
-NGINX = """daemon off;
-worker_processes 1;
-error_log {d}/error.log;
-pid {d}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    server {{
-        listen 8080;
-        location / {{ proxy_pass http://127.0.0.1:9001; }}
-    }}
-}}
-"""
+from servers import need, nginx_conf, nginx_pass
+from test_container_lab import IMAGE, Pod, root_state
 
 
 @pytest.fixture
@@ -52,7 +34,7 @@ def layout() -> Iterator[tuple[Pod, Host, Path, str]]:
         h.listen(5432, "10.0.0.2", argv0="postgres")
         (tmp / "nginx").mkdir()
         conf = tmp / "nginx" / "nginx.conf"
-        conf.write_text(NGINX.format(d=tmp / "nginx"))
+        conf.write_text(nginx_conf(tmp / "nginx", nginx_pass(8080, "127.0.0.1:9001")))
         h.start(["nginx", "-c", str(conf)], ready_port=8080)
         h.iptables("-A", "INPUT", "-p", "tcp", "--dport", "5432", "-j", "DROP")
         h.iptables("-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", "15432", "-j", "DNAT",

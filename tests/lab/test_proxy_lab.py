@@ -7,27 +7,13 @@ file and line, and the upstream's own cause.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
-import pytest
-
 from netlab import Host
+from servers import need, nginx_conf
 
-NGINX = """daemon off;
-worker_processes 1;
-error_log {d}/error.log;
-pid {d}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    upstream app {{
+# the inside of nginx's http block
+NGINX = """    upstream app {{
         server {upstream};
     }}
     server {{
@@ -37,7 +23,6 @@ http {{
             proxy_pass http://app;
         }}
     }}
-}}
 """
 
 HAPROXY = """global
@@ -68,20 +53,10 @@ CADDY = """{{
 """
 
 
-def need(*tools: str) -> None:
-    """Fail under CI=true, skip elsewhere, when root or a tool is missing."""
-    missing = [t for t in tools if shutil.which(t) is None]
-    why = "needs root" if os.geteuid() != 0 else (f"needs {', '.join(missing)}" if missing else "")
-    if why:
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
-
-
 def start_nginx(s: Host, tmp: Path, upstream: str) -> Path:
     need("nginx")
     conf = tmp / "nginx.conf"
-    conf.write_text(NGINX.format(d=tmp, upstream=upstream))
+    conf.write_text(nginx_conf(tmp, NGINX.format(upstream=upstream)))
     s.start(["nginx", "-c", str(conf)], ready_port=8080)
     return conf
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from pathlib import Path
 
-import pytest
-
 from netlab import Host
+from servers import need
 
 CONF = """[unix_http_server]
 file={d}/supervisor.sock
@@ -41,15 +38,6 @@ autorestart=false
 command=/bin/sleep 300 --port 8087
 autostart=false
 """
-
-
-def need(*tools: str) -> None:
-    missing = [t for t in tools if shutil.which(t) is None]
-    why = "needs root" if os.geteuid() != 0 else (f"needs {', '.join(missing)}" if missing else "")
-    if why:
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
 
 
 def start(s: Host, tmp: Path) -> Path:
