@@ -65,6 +65,46 @@ def run_fix(s: Host, command: str) -> None:
     s.run(["sh", "-c", command])
 
 
+def diagnosed(s: Host, cause: str, target: str = "10.0.0.2:8080",
+              src: str | None = "10.0.0.1") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Diagnose on s gives `cause` as the verdict: the diagnosis and its first firewall finding of that cause."""
+    doc = diagnose(s, target, src)
+    assert doc["verdict"]["cause"] == cause, doc
+    return doc, fw_findings(doc, cause)[0]
+
+
+def blocked(c: Host, s: Host, cause: str, err: int, target: str = "10.0.0.2:8080", src: str | None = "10.0.0.1",
+            timeout: float = 0.5) -> tuple[dict[str, Any], dict[str, Any]]:
+    """c's connect to target fails with `err`, then as diagnosed()."""
+    address, port = target.rsplit(":", 1)
+    assert c.connect_errno(address.strip("[]"), int(port), timeout=timeout) == err
+    return diagnosed(s, cause, target, src)
+
+
+def fix_lets_in(c: Host, s: Host, f: dict[str, Any], expected: str, address: str = "10.0.0.2",
+                timeout: float = 0.5) -> None:
+    """The first fix of f is the command `expected`; once it runs on s, c connects to port 8080."""
+    cmd = commands(f)[0]
+    assert cmd == expected
+    run_fix(s, cmd)
+    assert c.connect_errno(address, 8080, timeout=timeout) == 0
+
+
+def kube_services_diagnosed(c: Host, s: Host) -> tuple[dict[str, Any], dict[str, Any]]:
+    """With kube-proxy's rules for NodePort 30080 (Service default/web, no endpoints) and 30081
+    (default/api, DNATed to 10.0.1.2:8080 where nothing listens): both refuse, and diagnose finds
+    the reject and the mapping. The reject finding and the mapping finding."""
+    assert c.connect_errno("10.0.0.2", 30080) == errno.ECONNREFUSED
+    assert c.connect_errno("10.0.0.2", 30081) == errno.ECONNREFUSED
+    _doc, f = diagnosed(s, "firewall_reject", "10.0.0.2:30080")
+    assert "Service default/web has no endpoints" in f["summary"]
+    doc = diagnose(s, "10.0.0.2:30081")
+    (m,) = fw_findings(doc, "port_mapping")
+    assert "DNATed to 10.0.1.2:8080" in m["summary"] and "kube-proxy" in m["summary"]
+    assert doc["verdict"]["cause"] == "port_mapping", doc
+    return f, m
+
+
 def backend(lab: Lab, s: Host) -> Host:
     """Third namespace b (10.0.1.2) behind s (10.0.1.1), routing back through s; s forwards."""
     b = lab.host("b")
@@ -100,16 +140,10 @@ def test_reject_icmp_port_unreachable_for_one_source(pair: tuple[Host, Host]) ->
     c, s = pair
     s.listen(8080)
     s.iptables("-A", "INPUT", "-s", "10.0.0.1", "-p", "tcp", "--dport", "8080", "-j", "REJECT")
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:8080")
+    doc, f = blocked(c, s, "firewall_reject", errno.ECONNREFUSED)
     assert doc["probe"]["state"] == "open"  # the local probe is not concerned
-    assert doc["verdict"]["cause"] == "firewall_reject", doc
-    f = fw_findings(doc, "firewall_reject")[0]
     assert "icmp-port-unreachable" in f["summary"] and "from 10.0.0.1" in f["summary"]
-    cmd = commands(f)[0]
-    assert cmd == "iptables -I INPUT 1 -p tcp -s 10.0.0.1 --dport 8080 -j ACCEPT"
-    run_fix(s, cmd)
-    assert c.connect_errno("10.0.0.2", 8080) == 0
+    fix_lets_in(c, s, f, "iptables -I INPUT 1 -p tcp -s 10.0.0.1 --dport 8080 -j ACCEPT")
 
 
 def test_reject_in_user_chain_reached_by_jump_for_one_source(pair: tuple[Host, Host]) -> None:
@@ -123,9 +157,7 @@ def test_reject_in_user_chain_reached_by_jump_for_one_source(pair: tuple[Host, H
     s.iptables("-A", "APP", "-j", "RETURN")
     assert connect_from(c, "10.0.0.1", "10.0.0.2", 8080) == errno.ECONNREFUSED
     assert connect_from(c, "10.0.0.3", "10.0.0.2", 8080) == 0
-    doc = diagnose(s, "10.0.0.2:8080", "10.0.0.1")
-    assert doc["verdict"]["cause"] == "firewall_reject", doc
-    f = fw_findings(doc, "firewall_reject")[0]
+    _doc, f = diagnosed(s, "firewall_reject", "10.0.0.2:8080", "10.0.0.1")
     assert "rule 1 of chain APP" in f["summary"]
     assert any("reached through rule 2 of chain INPUT" in e for e in f["evidence"])
     assert any("a listener is there" in e for e in f["evidence"])
@@ -146,10 +178,7 @@ def test_drop_is_a_timeout(pair: tuple[Host, Host]) -> None:
     c, s = pair
     s.listen(8080)
     s.iptables("-A", "INPUT", "!", "-i", "lo", "-p", "tcp", "--dport", "8080", "-j", "DROP")
-    assert c.connect_errno("10.0.0.2", 8080, timeout=0.5) == errno.ETIMEDOUT
-    doc = diagnose(s, "10.0.0.2:8080")
-    assert doc["verdict"]["cause"] == "firewall_drop", doc
-    f = fw_findings(doc, "firewall_drop")[0]
+    _doc, f = blocked(c, s, "firewall_drop", errno.ETIMEDOUT, timeout=0.5)
     assert "timeout" in f["summary"] and "! -i lo" in "\n".join(f["evidence"])
 
 
@@ -163,10 +192,7 @@ def test_nftables_inet_reject(pair: tuple[Host, Host]) -> None:
     ip saddr 10.0.0.1 tcp dport 8080 reject
   }
 }""")
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:8080")
-    assert doc["verdict"]["cause"] == "firewall_reject", doc
-    f = fw_findings(doc, "firewall_reject")[0]
+    _doc, f = blocked(c, s, "firewall_reject", errno.ECONNREFUSED)
     assert "chain input (nft inet guard table" in f["summary"]
     cmd = commands(f)[0]
     assert cmd.startswith("nft insert rule inet guard input position ")
@@ -180,15 +206,9 @@ def test_ip6tables_reject_ipv6_target(pair: tuple[Host, Host]) -> None:
     s.listen(8080, "::")
     s.ip6tables("-A", "INPUT", "-s", "fd00::1", "-p", "tcp", "--dport", "8080", "-j", "REJECT")
     # the first SYN's ICMPv6 error can be lost while the server resolves fd00::1; the retry gets it
-    assert c.connect_errno("fd00::2", 8080, timeout=3) == errno.ECONNREFUSED
-    doc = diagnose(s, "[fd00::2]:8080", "fd00::1")
-    assert doc["verdict"]["cause"] == "firewall_reject", doc
-    f = fw_findings(doc, "firewall_reject")[0]
+    _doc, f = blocked(c, s, "firewall_reject", errno.ECONNREFUSED, "[fd00::2]:8080", "fd00::1", timeout=3)
     assert "ip6tables filter" in f["summary"] and "icmp6-port-unreachable" in f["summary"]
-    cmd = commands(f)[0]
-    assert cmd == "ip6tables -I INPUT 1 -p tcp -s fd00::1 --dport 8080 -j ACCEPT"
-    run_fix(s, cmd)
-    assert c.connect_errno("fd00::2", 8080, timeout=3) == 0
+    fix_lets_in(c, s, f, "ip6tables -I INPUT 1 -p tcp -s fd00::1 --dport 8080 -j ACCEPT", "fd00::2", timeout=3)
 
 
 def test_icmp_host_prohibited_is_unreachable_not_refused(pair: tuple[Host, Host]) -> None:
@@ -199,9 +219,7 @@ def test_icmp_host_prohibited_is_unreachable_not_refused(pair: tuple[Host, Host]
     assert c.connect_errno("10.0.0.2", 8080) == errno.EHOSTUNREACH
     rc, probe = c.json_of("probe", "10.0.0.2:8080", "--timeout", "1")
     assert probe["state"] == "unreachable"
-    doc = diagnose(s, "10.0.0.2:8080")
-    assert doc["verdict"]["cause"] == "firewall_reject", doc
-    f = fw_findings(doc, "firewall_reject")[0]
+    _doc, f = diagnosed(s, "firewall_reject")
     assert "no route to host (EHOSTUNREACH)" in f["summary"] and "icmp-host-prohibited" in f["summary"]
 
 
@@ -290,17 +308,9 @@ COMMIT
 COMMIT
 """
     s.run(["iptables-restore", "--noflush"], input=rules)
-    assert c.connect_errno("10.0.0.2", 30080) == errno.ECONNREFUSED
-    assert c.connect_errno("10.0.0.2", 30081) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:30080")
-    assert doc["verdict"]["cause"] == "firewall_reject", doc
-    f = fw_findings(doc, "firewall_reject")[0]
-    assert "Service default/web has no endpoints" in f["summary"]
+    f, m = kube_services_diagnosed(c, s)
     assert "kubectl -n default get endpointslices -l kubernetes.io/service-name=web" in commands(f)
-    doc = diagnose(s, "10.0.0.2:30081")
-    (m,) = fw_findings(doc, "port_mapping")
-    assert "DNATed to 10.0.1.2:8080 by chain KUBE-SEP-AAA" in m["summary"] and "kube-proxy" in m["summary"]
-    assert doc["verdict"]["cause"] == "port_mapping", doc
+    assert "DNATed to 10.0.1.2:8080 by chain KUBE-SEP-AAA" in m["summary"]
 
 
 def test_nft_policy_drop_and_fix(pair: tuple[Host, Host]) -> None:
@@ -314,15 +324,9 @@ def test_nft_policy_drop_and_fix(pair: tuple[Host, Host]) -> None:
     tcp dport 22 accept
   }
 }""")
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ETIMEDOUT
-    doc = diagnose(s, "10.0.0.2:8080")
-    assert doc["verdict"]["cause"] == "firewall_drop", doc
-    f = fw_findings(doc, "firewall_drop")[0]
+    _doc, f = blocked(c, s, "firewall_drop", errno.ETIMEDOUT)
     assert "policy DROP of chain input (nft inet host table)" in f["summary"]
-    cmd = commands(f)[0]
-    assert cmd == "nft add rule inet host input ip saddr 10.0.0.1 tcp dport 8080 accept"
-    run_fix(s, cmd)
-    assert c.connect_errno("10.0.0.2", 8080) == 0
+    fix_lets_in(c, s, f, "nft add rule inet host input ip saddr 10.0.0.1 tcp dport 8080 accept")
 
 
 def test_redirect_to_a_port_where_nothing_listens(pair: tuple[Host, Host]) -> None:
@@ -355,15 +359,9 @@ def test_iptables_legacy_reject(pair: tuple[Host, Host]) -> None:
         pytest.skip("iptables-legacy is not installed")
     s.listen(8080)
     s.run(["iptables-legacy", "-A", "INPUT", "-s", "10.0.0.1", "-p", "tcp", "--dport", "8080", "-j", "REJECT"])
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:8080")
-    assert doc["verdict"]["cause"] == "firewall_reject", doc
-    f = fw_findings(doc, "firewall_reject")[0]
+    _doc, f = blocked(c, s, "firewall_reject", errno.ECONNREFUSED)
     assert "iptables-legacy filter" in f["summary"]
-    cmd = commands(f)[0]
-    assert cmd == "iptables-legacy -I INPUT 1 -p tcp -s 10.0.0.1 --dport 8080 -j ACCEPT"
-    run_fix(s, cmd)
-    assert c.connect_errno("10.0.0.2", 8080) == 0
+    fix_lets_in(c, s, f, "iptables-legacy -I INPUT 1 -p tcp -s 10.0.0.1 --dport 8080 -j ACCEPT")
 
 
 def test_ipset_blocklist(pair: tuple[Host, Host]) -> None:
@@ -375,10 +373,7 @@ def test_ipset_blocklist(pair: tuple[Host, Host]) -> None:
     s.run(["ipset", "add", "blocked", "10.0.0.0/31"])
     s.iptables("-A", "INPUT", "-p", "tcp", "--dport", "8080", "-m", "set", "--match-set", "blocked", "src",
                "-j", "REJECT", "--reject-with", "tcp-reset")
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:8080")
-    assert doc["verdict"]["cause"] == "firewall_reject", doc
-    f = fw_findings(doc, "firewall_reject")[0]
+    _doc, f = blocked(c, s, "firewall_reject", errno.ECONNREFUSED)
     assert "--match-set blocked src" in "\n".join(f["evidence"])
     ok = diagnose(s, "10.0.0.2:8080", "10.0.0.9")
     assert not [x for x in fw_findings(ok) if x["severity"] == "error"], ok
@@ -388,16 +383,7 @@ def test_kube_proxy_nftables_mode(lab: Lab, pair: tuple[Host, Host]) -> None:
     c, s = pair
     backend(lab, s)
     s.nft((DATA / "kube-nft.nft").read_text())
-    assert c.connect_errno("10.0.0.2", 30080) == errno.ECONNREFUSED
-    assert c.connect_errno("10.0.0.2", 30081) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:30080")
-    assert doc["verdict"]["cause"] == "firewall_reject", doc
-    f = fw_findings(doc, "firewall_reject")[0]
-    assert "Service default/web has no endpoints" in f["summary"]
-    doc = diagnose(s, "10.0.0.2:30081")
-    (m,) = fw_findings(doc, "port_mapping")
-    assert "DNATed to 10.0.1.2:8080" in m["summary"] and "kube-proxy" in m["summary"]
-    assert doc["verdict"]["cause"] == "port_mapping", doc
+    kube_services_diagnosed(c, s)
 
 
 def test_collector_is_fast_and_complete(pair: tuple[Host, Host]) -> None:
