@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -134,19 +135,22 @@ class Pod:
             self.podman("rmi", "-f", IMAGE, check=False)
 
 
-@pytest.fixture(scope="module")
-def pod() -> Iterator[tuple[Pod, Host, Host]]:
-    need("podman", "runc", "busybox", "nsenter", "iptables-save")
+@contextmanager
+def podman_lab(prefix: str, tmp_prefix: str, *, subnet_offset: int = 0,
+               tools: tuple[str, ...] = ()) -> Iterator[tuple[Pod, Host, Host, Path]]:
+    """Client c (10.0.0.1) linked to host h (10.0.0.2) running rootful Podman, and a temporary
+    folder: (pod, c, h, folder). All is removed afterwards, and the root namespace must be as it was."""
+    need("podman", "runc", "busybox", "nsenter", *tools, "iptables-save")
     before = root_state()
-    lab = Lab(prefix=f"pdc{os.getpid() % 100000}")
-    tmp = Path(tempfile.mkdtemp(prefix="pdpod"))
+    lab = Lab(prefix=f"{prefix}{os.getpid() % 100000}")
+    tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix))
     p: Pod | None = None
     try:
         c, h = lab.host("c"), lab.host("h")
         lab.link(c, h, "10.0.0.1/24", "10.0.0.2/24")
-        p = Pod(h, tmp, f"10.{200 + os.getpid() % 50}.{os.getpid() % 250}.0/24")
+        p = Pod(h, tmp, f"10.{200 + os.getpid() % 50}.{(os.getpid() + subnet_offset) % 250}.0/24")
         p.start()
-        yield p, c, h
+        yield p, c, h, tmp
     finally:
         try:
             if p is not None:
@@ -155,6 +159,12 @@ def pod() -> Iterator[tuple[Pod, Host, Host]]:
             lab.teardown()
             shutil.rmtree(tmp, ignore_errors=True)
     assert root_state() == before, "the root namespace's iptables rules or ip_forward changed"
+
+
+@pytest.fixture(scope="module")
+def pod() -> Iterator[tuple[Pod, Host, Host]]:
+    with podman_lab("pdc", "pdpod") as (p, c, h, _tmp):
+        yield p, c, h
 
 
 def _ev(doc: dict[str, Any]) -> str:

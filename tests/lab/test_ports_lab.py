@@ -3,31 +3,19 @@ port, nginx in front of an app, a database on one address behind a firewall rule
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from netlab import Host, Lab
-from servers import need, nginx_conf, nginx_pass
-from test_container_lab import IMAGE, Pod, root_state
+from netlab import Host
+from servers import nginx_conf, nginx_pass
+from test_container_lab import IMAGE, Pod, podman_lab
 
 
 @pytest.fixture
 def layout() -> Iterator[tuple[Pod, Host, Path, str]]:
-    need("podman", "runc", "busybox", "nsenter", "nginx", "iptables-save")
-    before = root_state()
-    lab = Lab(prefix=f"pdm{os.getpid() % 100000}")
-    tmp = Path(tempfile.mkdtemp(prefix="pdports"))
-    p: Pod | None = None
-    try:
-        c, h = lab.host("c"), lab.host("h")
-        lab.link(c, h, "10.0.0.1/24", "10.0.0.2/24")
-        p = Pod(h, tmp, f"10.{200 + os.getpid() % 50}.{(os.getpid() + 7) % 250}.0/24")
-        p.start()
+    with podman_lab("pdm", "pdports", subnet_offset=7, tools=("nginx",)) as (p, _c, h, tmp):
         name = p.run("web", "-p", "18090:8080", IMAGE, "/bin/httpd", "-f", "-p", "0.0.0.0:8080")
         p.wait_listening(name, 8080)
         h.listen(9001, "127.0.0.1", argv0="app-server")
@@ -40,14 +28,6 @@ def layout() -> Iterator[tuple[Pod, Host, Path, str]]:
         h.iptables("-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", "15432", "-j", "DNAT",
                    "--to-destination", "10.0.0.2:5432")
         yield p, h, conf, name
-    finally:
-        try:
-            if p is not None:
-                p.close()
-        finally:
-            lab.teardown()
-            shutil.rmtree(tmp, ignore_errors=True)
-    assert root_state() == before
 
 
 def ports_markdown(p: Pod, h: Host) -> str:
