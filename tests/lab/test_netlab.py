@@ -24,6 +24,27 @@ def _netns_names() -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
+def _removed(names: set[str]) -> None:
+    """The namespaces `names` are gone, and so are their folders under /etc/netns."""
+    assert not names & _netns_names()
+    assert not any((NETNS_ETC / n).exists() for n in names)
+
+
+def _lab_script(then: str) -> str:
+    """A Python program that builds a lab (a pair, s listening on 8080), prints the pair's two
+    namespaces and then runs the statement `then`."""
+    return textwrap.dedent(f"""
+        import os, sys, time
+        sys.path.insert(0, {str(HERE)!r})
+        from netlab import Lab
+        lab = Lab()
+        c, s = lab.pair()
+        s.listen(8080)
+        print(c.ns, s.ns, flush=True)
+        {then}
+    """)
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -46,8 +67,7 @@ def test_teardown_removes_namespaces_processes_and_folders() -> None:
 
     lab.teardown()
 
-    assert not names & _netns_names()
-    assert not (NETNS_ETC / c.ns).exists() and not (NETNS_ETC / s.ns).exists()
+    _removed(names)
     assert not _alive(proc.pid) and not _alive(daemon.pid)
     lab.teardown()  # a second teardown finds nothing and does not complain
 
@@ -61,8 +81,8 @@ def test_teardown_runs_when_the_test_body_raised() -> None:
             names.add(h.ns)
             h.popen(["sleep", "300"])
             1 / 0
-    assert names and not names & _netns_names()
-    assert not (NETNS_ETC / next(iter(names))).exists()
+    assert names
+    _removed(names)
 
 
 def test_teardown_tolerates_things_already_gone() -> None:
@@ -74,8 +94,7 @@ def test_teardown_tolerates_things_already_gone() -> None:
     subprocess.run(["ip", "netns", "delete", h.ns], check=True)
     (NETNS_ETC / h.ns / "resolv.conf").unlink()
     lab.teardown()
-    assert h.ns not in _netns_names()
-    assert not (NETNS_ETC / h.ns).exists()
+    _removed({h.ns})
 
 
 def test_teardown_kills_processes_a_daemon_left_in_the_namespace() -> None:
@@ -93,22 +112,11 @@ def test_teardown_kills_processes_a_daemon_left_in_the_namespace() -> None:
 def test_interpreter_exit_tears_down_an_abandoned_lab(how: str) -> None:
     """A test process that dies without teardown (uncaught error, sys.exit) still cleans up."""
     ending = "raise RuntimeError('boom')" if how == "exception" else "sys.exit(3)"
-    script = textwrap.dedent(f"""
-        import os, sys
-        sys.path.insert(0, {str(HERE)!r})
-        from netlab import Lab
-        lab = Lab()
-        c, s = lab.pair()
-        s.listen(8080)
-        print(c.ns, s.ns, flush=True)
-        {ending}
-    """)
-    cp = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    cp = subprocess.run([sys.executable, "-c", _lab_script(ending)], capture_output=True, text=True, timeout=60)
     assert cp.returncode != 0
     names = set(cp.stdout.split())
     assert len(names) == 2
-    assert not names & _netns_names()
-    assert not any((NETNS_ETC / n).exists() for n in names)
+    _removed(names)
 
 
 # --------------------------------------------------------------------------- hosts and links
@@ -309,17 +317,7 @@ def test_portdoctor_runs_inside_the_namespace(pair: tuple[Host, Host]) -> None:
 
 def test_sigterm_tears_down_the_lab() -> None:
     """A test run killed with SIGTERM (a CI timeout) still removes its namespaces."""
-    script = textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {str(HERE)!r})
-        from netlab import Lab
-        lab = Lab()
-        c, s = lab.pair()
-        s.listen(8080)
-        print(c.ns, s.ns, flush=True)
-        time.sleep(60)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", _lab_script("time.sleep(60)")], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         names = set(proc.stdout.readline().split())
@@ -330,8 +328,7 @@ def test_sigterm_tears_down_the_lab() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert not names & _netns_names()
-    assert not any((NETNS_ETC / n).exists() for n in names)
+    _removed(names)
 
 
 def test_two_labs_of_one_process_cannot_share_a_host_name(lab: Lab) -> None:
