@@ -28,6 +28,14 @@ def probe(c: Host, *args: str) -> tuple[int, dict[str, Any], float]:
     return code, doc, time.monotonic() - start
 
 
+def failed(c: Host, state: str, *args: str) -> tuple[dict[str, Any], float]:
+    """Run `portdoctor probe ARGS --json` on c, which exits 1 in state `state`; the document and wall seconds."""
+    code, doc, wall = probe(c, *args)
+    assert code == 1
+    assert doc["state"] == state
+    return doc, wall
+
+
 def only(doc: dict[str, Any]) -> dict[str, Any]:
     """The single address entry of a probe document."""
     assert len(doc["addresses"]) == 1, doc
@@ -57,10 +65,8 @@ def by_address(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_closed_port_is_refused(pair: tuple[Host, Host], target: str, family: int) -> None:
     c, s = pair
     s.listen(8081)  # something listens on the host, just not on this port
-    code, doc, _ = probe(c, target)
-    assert code == 1
+    doc, _ = failed(c, "refused", target)
     assert doc["schema"] == "portdoctor.probe/1"
-    assert doc["state"] == "refused"
     a = only(doc)
     assert a["state"] == "refused" and a["errno"] == "ECONNREFUSED" and a["family"] == family
     assert a["seconds"] < 0.5  # a refusal comes back at once
@@ -73,9 +79,7 @@ def test_firewall_reject_is_refused(pair: tuple[Host, Host], reject_with: str | 
     assert c.connect_errno(SERVER4, 8080) == 0
     extra = ["--reject-with", reject_with] if reject_with else []
     s.iptables("-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "REJECT", *extra)
-    code, doc, _ = probe(c, f"{SERVER4}:8080")
-    assert code == 1
-    assert doc["state"] == "refused"
+    doc, _ = failed(c, "refused", f"{SERVER4}:8080")
     assert only(doc)["errno"] == "ECONNREFUSED"
 
 
@@ -83,8 +87,7 @@ def test_ip6tables_default_reject_is_refused(pair: tuple[Host, Host]) -> None:
     c, s = pair
     s.listen(8080, "::", v6only=False)
     s.ip6tables("-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "REJECT")  # icmp6-port-unreachable
-    code, doc, _ = probe(c, f"[{SERVER6}]:8080")
-    assert code == 1 and doc["state"] == "refused"
+    doc, _ = failed(c, "refused", f"[{SERVER6}]:8080")
     assert only(doc)["errno"] == "ECONNREFUSED"
     # over a veth, TCP takes an ICMPv6 error only for the SYN retransmitted after 1 s
     # (the first arrives while connect() still holds the socket); IPv4 takes it at once
@@ -100,9 +103,7 @@ def test_drop_is_a_timeout_within_the_given_timeout(pair: tuple[Host, Host]) -> 
     c, s = pair
     s.listen(8080)
     s.iptables("-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "DROP")
-    code, doc, wall = probe(c, f"{SERVER4}:8080", "--timeout", "1")
-    assert code == 1
-    assert doc["state"] == "timeout"
+    doc, wall = failed(c, "timeout", f"{SERVER4}:8080", "--timeout", "1")
     a = only(doc)
     assert a["state"] == "timeout" and a["errno"] is None
     assert 0.95 <= a["seconds"] <= 1.3
@@ -114,9 +115,7 @@ def test_icmp_host_prohibited_is_unreachable(pair: tuple[Host, Host]) -> None:
     s.listen(8080)
     s.iptables("-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "REJECT",
                "--reject-with", "icmp-host-prohibited")
-    code, doc, _ = probe(c, f"{SERVER4}:8080")
-    assert code == 1
-    assert doc["state"] == "unreachable"
+    doc, _ = failed(c, "unreachable", f"{SERVER4}:8080")
     assert only(doc)["errno"] == "EHOSTUNREACH"
 
 
@@ -124,9 +123,8 @@ def test_ip6tables_adm_prohibited_is_unreachable(pair: tuple[Host, Host]) -> Non
     c, s = pair
     s.listen(8080, "::")
     s.ip6tables("-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "REJECT", "--reject-with", "adm-prohibited")
-    code, doc, _ = probe(c, f"[{SERVER6}]:8080")
-    assert code == 1
-    assert doc["state"] == "unreachable"  # not "error": a firewall answered, as icmp-host-prohibited on IPv4
+    # not "error": a firewall answered, as icmp-host-prohibited on IPv4
+    doc, _ = failed(c, "unreachable", f"[{SERVER6}]:8080")
     a = only(doc)
     assert a["errno"] == "EACCES"
     assert "prohibited" in a["detail"] and "firewall" in a["detail"]
@@ -134,9 +132,7 @@ def test_ip6tables_adm_prohibited_is_unreachable(pair: tuple[Host, Host]) -> Non
 
 def test_absent_host_on_the_link_is_unreachable_after_arp(pair: tuple[Host, Host]) -> None:
     c, _s = pair
-    code, doc, wall = probe(c, "10.0.0.99:8080", "--timeout", "5")
-    assert code == 1
-    assert doc["state"] == "unreachable"
+    doc, wall = failed(c, "unreachable", "10.0.0.99:8080", "--timeout", "5")
     a = only(doc)
     assert a["errno"] == "EHOSTUNREACH"
     # the kernel gives up after its ARP solicitations (3 x 1 s), well before --timeout 5
@@ -146,9 +142,7 @@ def test_absent_host_on_the_link_is_unreachable_after_arp(pair: tuple[Host, Host
 
 def test_no_route_is_unreachable_at_once(pair: tuple[Host, Host]) -> None:
     c, _s = pair
-    code, doc, _ = probe(c, "10.77.0.1:80")
-    assert code == 1
-    assert doc["state"] == "unreachable"
+    doc, _ = failed(c, "unreachable", "10.77.0.1:80")
     assert only(doc)["errno"] == "ENETUNREACH"
     assert only(doc)["seconds"] < 0.5
 
@@ -159,9 +153,8 @@ def test_full_accept_queue_is_a_timeout(pair: tuple[Host, Host]) -> None:
     held = [in_netns(c.ns, lambda: socket.create_connection((SERVER4, 8080), timeout=2)) for _ in range(2)]
     try:
         before = netstat(s, "TcpExt", "ListenDrops")
-        code, doc, _ = probe(c, f"{SERVER4}:8080", "--timeout", "1")
-        assert code == 1
-        assert doc["state"] == "timeout"  # the server drops the SYN: it looks like a firewall drop
+        # the server drops the SYN: it looks like a firewall drop
+        failed(c, "timeout", f"{SERVER4}:8080", "--timeout", "1")
         assert netstat(s, "TcpExt", "ListenDrops") > before
     finally:
         for conn in held:
@@ -186,9 +179,7 @@ def test_unresolvable_name_is_a_dns_error(pair: tuple[Host, Host]) -> None:
     c, s = pair
     c.dns({"server.lab": SERVER4})
     s.listen(8080)
-    code, doc, _ = probe(c, "nosuch.lab:8080")
-    assert code == 1
-    assert doc["state"] == "dns_error"
+    doc, _ = failed(c, "dns_error", "nosuch.lab:8080")
     assert doc["addresses"] == []
     assert doc["target"] == {"input": "nosuch.lab:8080", "host": "nosuch.lab", "port": 8080}
     assert "does not exist" in doc["dns_error"]
@@ -196,8 +187,8 @@ def test_unresolvable_name_is_a_dns_error(pair: tuple[Host, Host]) -> None:
 
 def test_name_without_any_resolver_is_a_dns_error(pair: tuple[Host, Host]) -> None:
     c, _s = pair  # resolv.conf points at 127.0.0.1, where nothing answers
-    code, doc, _ = probe(c, "server.lab:8080")
-    assert code == 1 and doc["state"] == "dns_error" and doc["addresses"] == []
+    doc, _ = failed(c, "dns_error", "server.lab:8080")
+    assert doc["addresses"] == []
     assert "did not answer" in doc["dns_error"]  # EAI_AGAIN, told apart from NXDOMAIN
 
 
@@ -312,9 +303,7 @@ def test_localhost_only_ipv4_listens(local: Host) -> None:
 
 
 def test_localhost_nothing_listens_reports_the_first_address(local: Host) -> None:
-    code, doc, _ = probe(local, ":3000")
-    assert code == 1
-    assert doc["state"] == "refused"
+    doc, _ = failed(local, "refused", ":3000")
     assert doc["target"]["host"] == "localhost"
     assert [a["state"] for a in doc["addresses"]] == ["refused", "refused"]
     order = local.run(["python3", "-c", "import socket; print(' '.join(dict.fromkeys("
