@@ -1,0 +1,1167 @@
+"""Further real faults, built the way operators meet them, diagnosed by `portdoctor diagnose --json`.
+
+These are the "held-out" kinds of issues 4, 5 and 6 (bind scope and family, wrong port, firewall
+rules written in other shapes, NAT, resources, DNS, proxies) in shapes the other lab tests do not
+build. Client c: 10.0.0.1 / fd00::1; server s: 10.0.0.2 / fd00::2; a third namespace b (10.0.1.2)
+behind s where a test needs a backend. Each test first checks what a real client saw, then asserts
+the verdict an operator should act on and the evidence words that prove it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from netlab import Host, Lab, in_netns
+
+pytestmark = pytest.mark.lab
+
+
+def need(*tools: str) -> None:
+    """Fail under CI=true, skip elsewhere, when root or a tool is missing."""
+    missing = [t for t in tools if shutil.which(t) is None and not os.path.exists(t)]
+    why = "needs root" if os.geteuid() != 0 else (f"needs {', '.join(missing)}" if missing else "")
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+@pytest.fixture(autouse=True)
+def _root() -> None:
+    need("iptables", "nft")
+
+
+def brief(doc: dict[str, Any]) -> str:
+    """The verdict and the findings, short, for assertion messages."""
+    return json.dumps({"probe": doc.get("probe", {}).get("state"), "verdict": doc.get("verdict"),
+                       "findings": [{"cause": f["cause"], "check": f["check"], "severity": f["severity"],
+                                     "summary": f["summary"]} for f in doc.get("findings", [])]}, indent=1)
+
+
+def diagnose(h: Host, target: str, *args: str) -> dict[str, Any]:
+    _rc, doc = h.json_of("diagnose", target, *args)
+    _dump(doc, [target, *args])
+    return doc
+
+
+def pod_diagnose(p: Any, h: Host, target: str, *args: str) -> dict[str, Any]:
+    """diagnose in `h`, reading Podman through its API socket (see test_container_lab.Pod)."""
+    _rc, doc = p.portdoctor(h, "diagnose", target, *args)
+    _dump(doc, [target, *args])
+    return doc
+
+
+def _dump(doc: dict[str, Any], argv: list[str]) -> None:
+    dump = os.environ.get("PD_MORE_DUMP")  # a file to collect every verdict in, for review
+    if dump:
+        with open(dump, "a") as fh:
+            fh.write(json.dumps({"test": os.environ.get("PYTEST_CURRENT_TEST", ""), "argv": argv,
+                                 "probe": doc.get("probe", {}).get("state"), "verdict": doc.get("verdict"),
+                                 "findings": doc.get("findings"), "limitations": doc.get("limitations")}) + "\n")
+
+
+def verdict(doc: dict[str, Any], cause: str) -> dict[str, Any]:
+    assert doc["verdict"]["cause"] == cause, brief(doc)
+    return doc["verdict"]
+
+
+def everything(doc: dict[str, Any]) -> str:
+    """Verdict summary, every finding's summary, evidence and fix, as one text."""
+    parts = [doc["verdict"]["summary"]]
+    for f in doc["findings"]:
+        parts.append(f["summary"])
+        parts.extend(f["evidence"])
+        parts.extend(f"{x['description']} {x.get('command') or ''}" for x in f["fix"])
+    return "\n".join(parts)
+
+
+def finding(doc: dict[str, Any], cause: str) -> dict[str, Any]:
+    fs = [f for f in doc["findings"] if f["cause"] == cause]
+    assert fs, brief(doc)
+    return fs[0]
+
+
+def text_of(f: dict[str, Any]) -> str:
+    return "\n".join([f["summary"], *f["evidence"],
+                      *(f"{x['description']} {x.get('command') or ''}" for x in f["fix"])])
+
+
+def connect_from(h: Host, src: str, dst: str, port: int, timeout: float = 0.5) -> int:
+    """Connect from h, bound to source address `src`; 0 when accepted, else the errno."""
+    def go() -> int:
+        fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
+        with socket.socket(fam, socket.SOCK_STREAM) as sk:
+            sk.settimeout(timeout)
+            sk.bind((src, 0))
+            try:
+                rc = sk.connect_ex((dst, port))
+            except socket.timeout:
+                return errno.ETIMEDOUT
+            return errno.ETIMEDOUT if rc in (errno.EAGAIN, errno.EINPROGRESS) else rc
+    return in_netns(h.ns, go)
+
+
+def backend(lab: Lab, s: Host) -> Host:
+    """Third namespace b (10.0.1.2) behind s (10.0.1.1), routing back through s; s forwards."""
+    b = lab.host("b")
+    lab.link(s, b, "10.0.1.1/24", "10.0.1.2/24")
+    b.run(["ip", "route", "add", "default", "via", "10.0.1.1"])
+    s.sysctl("net.ipv4.ip_forward", 1)
+    return b
+
+
+@pytest.fixture
+def tmpdir() -> Any:
+    """A world-readable temporary folder (daemons that drop privileges read it), removed after."""
+    d = Path(tempfile.mkdtemp(prefix="pdmore-"))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+# A stand-in for an application server: it reads where to listen the way the real one would
+# (`--bind HOST:PORT` on its command line, or a config file), so its argv looks like the real thing.
+APP = r'''#!/usr/bin/env python3
+import socket, sys, time
+from pathlib import Path
+argv = sys.argv[1:]
+spec = None
+if "--bind" in argv:
+    spec = argv[argv.index("--bind") + 1]
+else:
+    conf = Path(__file__).with_name("app.conf")
+    if conf.exists():
+        spec = conf.read_text().strip()
+if spec:
+    host, _, port = spec.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, int(port)))
+    s.listen(64)
+    Path(__file__).with_name("ready").write_text("ok")
+    while True:
+        c, _ = s.accept()
+        c.close()
+else:
+    Path(__file__).with_name("ready").write_text("ok")  # started, but never gets to listen
+    while True:
+        time.sleep(60)
+'''
+
+
+def start_app(h: Host, d: Path, name: str, args: list[str], conf: str | None = None,
+              env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Run the stand-in as `python3 D/NAME ARGS` (the cmdline a pip-installed entry point shows)."""
+    script = d / name
+    script.write_text(APP)
+    script.chmod(0o755)
+    if conf is not None:
+        (d / "app.conf").write_text(conf + "\n")
+    return h.start([sys.executable, str(script), *args], ready_file=d / "ready", env=env)
+
+
+# =========================================================================== bind scope and family
+
+
+def test_v6only_wildcard_reached_over_ipv4(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080, "::", v6only=True, argv0="java")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
+    assert c.connect_errno("fd00::2", 8080) == 0
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "wrong_interface")
+    t = everything(doc)
+    assert "IPv6" in t and ("V6ONLY" in t.upper() or "v6only" in t), t
+
+
+def test_listener_on_127_0_0_2_reached_via_127_0_0_1(pair: tuple[Host, Host]) -> None:
+    _c, s = pair
+    s.listen(8080, "127.0.0.2", argv0="devserver")
+    assert s.connect_errno("127.0.0.1", 8080) == errno.ECONNREFUSED
+    doc = diagnose(s, "127.0.0.1:8080")
+    verdict(doc, "wrong_interface")
+    assert "127.0.0.2" in doc["verdict"]["summary"], brief(doc)
+
+
+def test_localhost_is_only_ipv6_while_server_is_ipv4_loopback(pair: tuple[Host, Host]) -> None:
+    _c, s = pair
+    s.hosts("::1 localhost ip6-localhost\n")
+    s.listen(3000, "127.0.0.1", argv0="node")
+    assert socket.getaddrinfo  # the client resolves localhost through this host's /etc/hosts
+    rc, probe = s.json_of("probe", "localhost:3000")
+    assert [a["address"] for a in probe["addresses"]] == ["::1"], probe
+    assert probe["state"] == "refused"
+    doc = diagnose(s, "localhost:3000")
+    verdict(doc, "wrong_interface")
+    t = everything(doc)
+    assert "::1" in t and "127.0.0.1" in t, t
+
+
+def test_localhost_tries_ipv6_first_while_server_is_ipv4_loopback(pair: tuple[Host, Host]) -> None:
+    """Both addresses resolve; a client that tries only the first (Node < 20, many libraries) fails."""
+    _c, s = pair
+    s.hosts("::1 localhost\n127.0.0.1 localhost\n")
+    s.listen(3000, "127.0.0.1", argv0="node")
+    rc, probe = s.json_of("probe", "localhost:3000")
+    states = {a["address"]: a["state"] for a in probe["addresses"]}
+    assert states == {"::1": "refused", "127.0.0.1": "open"}, probe
+    doc = diagnose(s, "localhost:3000")
+    # the service answers on one of the two addresses: not a dead service, a family mismatch
+    assert doc["verdict"]["cause"] in ("ok", "wrong_interface"), brief(doc)
+    t = everything(doc)
+    assert "::1" in t and "127.0.0.1" in t, brief(doc)
+    assert any(f["cause"] == "wrong_interface" for f in doc["findings"]), brief(doc)
+
+
+def test_ipv4_only_listener_reached_over_ipv6(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080, "0.0.0.0", argv0="app-server")
+    assert c.connect_errno("fd00::2", 8080, timeout=2) == errno.ECONNREFUSED
+    doc = diagnose(s, "[fd00::2]:8080", "--from", "fd00::1")
+    verdict(doc, "wrong_interface")
+    t = everything(doc)
+    assert "0.0.0.0" in t and "IPv4" in t, t
+
+
+def test_listener_on_the_external_address_reached_via_loopback(pair: tuple[Host, Host]) -> None:
+    _c, s = pair
+    s.listen(8080, "10.0.0.2", argv0="app-server")
+    assert s.connect_errno("127.0.0.1", 8080) == errno.ECONNREFUSED
+    doc = diagnose(s, "127.0.0.1:8080")
+    verdict(doc, "wrong_interface")
+    assert "10.0.0.2" in doc["verdict"]["summary"], brief(doc)
+
+
+def test_two_specific_listeners_reached_via_a_third_address(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.add_addr("10.0.0.3/24", "veth1")
+    s.listen(8080, "127.0.0.1", argv0="app-server")
+    s.listen(8080, "10.0.0.2", argv0="app-server")
+    assert c.connect_errno("10.0.0.3", 8080) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.3:8080", "--from", "10.0.0.1")
+    verdict(doc, "wrong_interface")
+    t = everything(doc)
+    assert "10.0.0.2" in t and "127.0.0.1" in t, t
+
+
+def test_gunicorn_bound_to_loopback_on_its_command_line(pair: tuple[Host, Host], tmpdir: Path) -> None:
+    c, s = pair
+    start_app(s, tmpdir, "gunicorn", ["--bind", "127.0.0.1:8000", "--workers", "2", "app:app"])
+    assert c.connect_errno("10.0.0.2", 8000) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:8000", "--from", "10.0.0.1")
+    verdict(doc, "wrong_interface")
+    f = finding(doc, "wrong_interface")
+    t = text_of(f)
+    assert "127.0.0.1:8000" in t and "gunicorn" in t, t
+    # the bind setting is on the command line: the fix should say which argument to change
+    assert "--bind 0.0.0.0:8000" in t, t
+
+
+def test_redis_bound_to_loopback_by_its_command_line(pair: tuple[Host, Host], tmpdir: Path) -> None:
+    need("redis-server")
+    c, s = pair
+    s.start(["redis-server", "--bind", "127.0.0.1", "--port", "6379", "--save", "", "--appendonly", "no",
+             "--dir", str(tmpdir), "--protected-mode", "yes"], ready_port=6379)
+    assert c.connect_errno("10.0.0.2", 6379) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:6379", "--from", "10.0.0.1")
+    verdict(doc, "wrong_interface")
+    f = finding(doc, "wrong_interface")
+    t = text_of(f)
+    assert "redis" in t and "127.0.0.1" in t, t
+    fixes = "\n".join(x["description"] + " " + (x.get("command") or "") for x in f["fix"])
+    # protected-mode stays on when bind widens: the fix must warn (or redis still refuses clients)
+    assert "protected-mode" in t, t
+    # this redis runs without any config file (INFO server: config_file is empty): the bind came
+    # from its command line, so the packaged /etc/redis/redis.conf is not the file to edit
+    assert "/etc/redis/redis.conf" not in fixes, fixes
+    assert "--bind" in fixes or "CONFIG SET bind" in fixes, fixes
+
+
+def test_redis_with_its_own_config_file_and_the_default_process_title(pair: tuple[Host, Host], tmpdir: Path) -> None:
+    """redis rewrites its process title ("redis-server 127.0.0.1:6379"): the config path is not in argv."""
+    need("redis-server")
+    c, s = pair
+    conf = tmpdir / "redis.conf"
+    conf.write_text("port 6379\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\n"
+                    f"dir {tmpdir}\nsave \"\"\nappendonly no\n")
+    s.start(["redis-server", str(conf)], ready_port=6379)
+    assert c.connect_errno("10.0.0.2", 6379) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:6379", "--from", "10.0.0.1")
+    verdict(doc, "wrong_interface")
+    fixes = "\n".join(x["description"] + " " + (x.get("command") or "") for x in finding(doc, "wrong_interface")["fix"])
+    # redis itself says which file it loaded (redis-cli INFO server: config_file)
+    assert f"{conf}" in fixes and "line 2" in fixes, fixes
+
+
+# =========================================================================== wrong port / not running
+
+
+def test_process_with_port_argument_listening_elsewhere(pair: tuple[Host, Host], tmpdir: Path) -> None:
+    c, s = pair
+    # the app ignores --port (its config file wins) and listens on 3000
+    start_app(s, tmpdir, "webapp", ["--port", "8080"], conf="0.0.0.0:3000")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "wrong_port")
+    t = doc["verdict"]["summary"]
+    assert "3000" in t and "--port 8080" in everything(doc), brief(doc)
+
+
+def test_port_env_on_a_process_that_does_not_listen(pair: tuple[Host, Host], tmpdir: Path) -> None:
+    c, s = pair
+    start_app(s, tmpdir, "webapp", [], env={"PORT": "8080"})  # started, stuck before listen()
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "service_not_running")
+    t = everything(doc)
+    assert "PORT=8080" in t, brief(doc)  # the process meant to serve it is named
+
+
+def test_nginx_on_port_80_while_clients_use_8080(pair: tuple[Host, Host], tmpdir: Path) -> None:
+    need("nginx")
+    c, s = pair
+    conf = tmpdir / "nginx.conf"
+    conf.write_text(f"""daemon off;
+worker_processes 1;
+error_log {tmpdir}/error.log;
+pid {tmpdir}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmpdir}/body;
+    proxy_temp_path {tmpdir}/proxy;
+    fastcgi_temp_path {tmpdir}/fastcgi;
+    uwsgi_temp_path {tmpdir}/uwsgi;
+    scgi_temp_path {tmpdir}/scgi;
+    server {{
+        listen 80;
+        location / {{ return 200 "hello\\n"; }}
+    }}
+}}
+""")
+    s.start(["nginx", "-c", str(conf)], ready_port=80)
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "wrong_port")
+    assert "nginx" in doc["verdict"]["summary"] and "80" in doc["verdict"]["summary"], brief(doc)
+
+
+def test_service_on_the_adjacent_port(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8081, argv0="api-server")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "wrong_port")
+    assert "8081" in doc["verdict"]["summary"], brief(doc)
+
+
+def test_postgres_on_a_non_standard_port_in_its_config(pair: tuple[Host, Host], tmpdir: Path) -> None:
+    bindirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    if not bindirs:
+        need("/usr/lib/postgresql/NN/bin/postgres")
+    bindir = bindirs[-1]
+    c, s = pair
+    shutil.chown(tmpdir, "postgres", "postgres")
+    data = tmpdir / "data"
+    subprocess.run(["runuser", "-u", "postgres", "--", str(bindir / "initdb"), "-D", str(data), "-A", "trust",
+                    "--no-sync"], check=True, capture_output=True)
+    conf = data / "postgresql.conf"
+    with conf.open("a") as fh:
+        fh.write("\nlisten_addresses = '*'\nport = 5433\n")
+    lineno = len(conf.read_text().splitlines())
+    s.start(["runuser", "-u", "postgres", "--", str(bindir / "postgres"), "-D", str(data), "-k", str(tmpdir)],
+            ready_port=5433, timeout=30)
+    assert c.connect_errno("10.0.0.2", 5432) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:5432", "--from", "10.0.0.1")
+    verdict(doc, "wrong_port")
+    assert "5433" in doc["verdict"]["summary"], brief(doc)
+    t = everything(doc)
+    assert f"{conf}" in t and f"line {lineno}" in t, t
+
+
+# =========================================================================== resources
+
+
+HOLD = """
+import socket, sys, time
+conns = []
+for _ in range(int(sys.argv[3])):
+    s = socket.socket()
+    s.settimeout(1)
+    try:
+        s.connect((sys.argv[1], int(sys.argv[2])))
+    except OSError:
+        pass
+    conns.append(s)
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def hold(c: Host, n: int, port: int = 8080) -> None:
+    holder = c.popen([sys.executable, "-c", HOLD, "10.0.0.2", str(port), str(n)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+
+
+def test_accept_queue_full_without_abort_on_overflow(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080, backlog=2, accept=False, argv0="stuck-worker")
+    hold(c, 5)
+    assert c.connect_errno("10.0.0.2", 8080, timeout=0.5) == errno.ETIMEDOUT
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--timeout", "1")
+    assert doc["probe"]["state"] == "timeout", brief(doc)
+    verdict(doc, "resource_exhaustion")
+    t = everything(doc)
+    assert "accept queue full" in t, t
+
+
+def test_somaxconn_caps_the_backlog(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.sysctl("net.core.somaxconn", 4)
+    s.listen(8080, backlog=4096, accept=False, argv0="api-server")
+    hold(c, 8)
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--timeout", "1")
+    verdict(doc, "resource_exhaustion")
+    t = everything(doc)
+    assert "somaxconn" in t, t
+
+
+def test_listening_socket_with_backlog_zero(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080, backlog=0, accept=False, argv0="legacy-daemon")
+    hold(c, 3)
+    assert c.connect_errno("10.0.0.2", 8080, timeout=0.5) == errno.ETIMEDOUT
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--timeout", "1")
+    verdict(doc, "resource_exhaustion")
+    t = everything(doc)
+    assert "backlog 0" in t and "ListenOverflows" in t, t
+
+
+# =========================================================================== DNS
+
+
+def test_name_points_at_the_wrong_address(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080, argv0="api-server")
+    c.dns({"api.lab.test": "10.0.0.1"})  # a stale record: the old server's address, now the client's
+    s.dns({"api.lab.test": "10.0.0.1"})
+    rc, probe = c.json_of("probe", "api.lab.test:8080")
+    assert probe["state"] == "refused"
+    doc = diagnose(s, "api.lab.test:8080")
+    verdict(doc, "dns")
+    t = everything(doc)
+    assert "10.0.0.1" in t and "10.0.0.2" in t, t
+
+
+# =========================================================================== firewall
+
+
+def test_drop_in_user_chain_for_one_source(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    c.add_addr("10.0.0.3/24", "veth0")
+    s.listen(8080)
+    s.iptables("-N", "BLOCKLIST")
+    s.iptables("-A", "INPUT", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
+    s.iptables("-A", "INPUT", "-p", "tcp", "-m", "tcp", "--dport", "8080", "-j", "BLOCKLIST")
+    s.iptables("-A", "BLOCKLIST", "-s", "10.0.0.0/30", "-j", "DROP")
+    assert connect_from(c, "10.0.0.1", "10.0.0.2", 8080) == errno.ETIMEDOUT
+    assert connect_from(c, "10.0.0.3", "10.0.0.2", 8080) == errno.ETIMEDOUT
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--timeout", "1")
+    verdict(doc, "firewall_drop")
+    f = finding(doc, "firewall_drop")
+    assert "BLOCKLIST" in f["summary"], brief(doc)
+    assert "10.0.0.0/30" in "\n".join(f["evidence"]), text_of(f)
+
+
+def test_nft_ip_family_set_of_blocked_ports(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080)
+    s.nft("""table ip filter {
+  set blocked_ports {
+    type inet_service
+    elements = { 23, 8080, 9000 }
+  }
+  chain input {
+    type filter hook input priority filter; policy accept;
+    iif "lo" accept
+    tcp dport @blocked_ports reject with tcp reset
+  }
+}""")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "firewall_reject")
+    f = finding(doc, "firewall_reject")
+    assert "nft ip filter" in f["summary"], text_of(f)
+    assert "@blocked_ports" in text_of(f), text_of(f)
+
+
+def test_nft_verdict_map_drops_the_port(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080)
+    s.nft("""table inet fw {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    ct state established,related accept
+    iifname "lo" accept
+    tcp dport vmap { 22 : accept, 8080 : drop, 9090 : drop }
+  }
+}""")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ETIMEDOUT
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--timeout", "1")
+    verdict(doc, "firewall_drop")
+    assert "vmap" in text_of(finding(doc, "firewall_drop")), brief(doc)
+
+
+def test_nft_regular_chain_reject_for_a_source_set(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080)
+    s.nft("""table inet fw {
+  set untrusted {
+    type ipv4_addr
+    flags interval
+    elements = { 10.0.0.0/29 }
+  }
+  chain app {
+    ip saddr @untrusted reject with icmpx type port-unreachable
+    accept
+  }
+  chain input {
+    type filter hook input priority 0; policy accept;
+    tcp dport 8000-8100 jump app
+  }
+}""")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "firewall_reject")
+    f = finding(doc, "firewall_reject")
+    assert "chain app" in f["summary"], text_of(f)
+
+
+def test_multiport_reject_on_ip6tables(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080, "::")
+    s.ip6tables("-A", "INPUT", "-p", "tcp", "-m", "multiport", "--dports", "80,443,8000:8100",
+                "-j", "REJECT", "--reject-with", "tcp-reset")
+    assert c.connect_errno("fd00::2", 8080, timeout=2) == errno.ECONNREFUSED
+    doc = diagnose(s, "[fd00::2]:8080", "--from", "fd00::1")
+    verdict(doc, "firewall_reject")
+    assert "multiport" in text_of(finding(doc, "firewall_reject")), brief(doc)
+
+
+def test_reject_in_forward_for_a_dnat_to_a_running_backend(lab: Lab, pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    b = backend(lab, s)
+    b.listen(80, argv0="httpd")
+    s.iptables("-t", "nat", "-A", "PREROUTING", "-d", "10.0.0.2", "-p", "tcp", "--dport", "8080",
+               "-j", "DNAT", "--to-destination", "10.0.1.2:80")
+    s.iptables("-A", "FORWARD", "-d", "10.0.1.2", "-p", "tcp", "--dport", "80", "-j", "REJECT")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "firewall_reject")
+    f = finding(doc, "firewall_reject")
+    assert "FORWARD" in f["summary"], text_of(f)
+    assert "10.0.1.2:80" in text_of(f), text_of(f)
+
+
+def test_dnat_to_a_backend_listening_on_its_loopback(lab: Lab, pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    b = backend(lab, s)
+    b.listen(80, "127.0.0.1", argv0="httpd")
+    s.iptables("-t", "nat", "-A", "PREROUTING", "-d", "10.0.0.2", "-p", "tcp", "--dport", "8080",
+               "-j", "DNAT", "--to-destination", "10.0.1.2:80")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "port_mapping")
+    f = finding(doc, "port_mapping")
+    assert "10.0.1.2:80" in f["summary"], text_of(f)
+
+
+def test_output_chain_reject_on_the_client(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080)
+    c.iptables("-A", "OUTPUT", "-d", "10.0.0.2", "-p", "tcp", "--dport", "8080", "-j", "REJECT",
+               "--reject-with", "tcp-reset")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
+    doc = diagnose(c, "10.0.0.2:8080")
+    verdict(doc, "firewall_reject")
+    f = finding(doc, "firewall_reject")
+    assert "OUTPUT" in f["summary"], text_of(f)
+
+
+def test_local_dnat_in_output_to_a_port_where_nothing_listens(pair: tuple[Host, Host]) -> None:
+    _c, s = pair
+    s.iptables("-t", "nat", "-A", "OUTPUT", "-d", "127.0.0.1", "-p", "tcp", "--dport", "80",
+               "-j", "DNAT", "--to-destination", "127.0.0.1:8080")
+    assert s.connect_errno("127.0.0.1", 80) == errno.ECONNREFUSED
+    doc = diagnose(s, "127.0.0.1:80")
+    verdict(doc, "port_mapping")
+    assert "127.0.0.1:8080" in finding(doc, "port_mapping")["summary"], brief(doc)
+
+
+# =========================================================================== proxies
+
+
+NGINX_DIRECT = """daemon off;
+worker_processes 1;
+error_log {d}/error.log;
+pid {d}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 8080;
+        location /api/ {{
+            proxy_pass http://127.0.0.1:9001/;
+        }}
+        location / {{
+            proxy_pass http://127.0.0.1:9001;
+        }}
+    }}
+}}
+"""
+
+
+def test_nginx_proxy_pass_to_a_dead_port_without_from(pair: tuple[Host, Host], tmpdir: Path) -> None:
+    need("nginx")
+    _c, s = pair
+    conf = tmpdir / "nginx.conf"
+    conf.write_text(NGINX_DIRECT.format(d=tmpdir))
+    s.start(["nginx", "-c", str(conf)], ready_port=8080)
+    doc = diagnose(s, "10.0.0.2:8080")
+    assert doc["probe"]["state"] == "open"
+    verdict(doc, "proxy_upstream")
+    f = finding(doc, "proxy_upstream")
+    assert "127.0.0.1:9001" in f["summary"] and "nothing listens" in f["summary"], text_of(f)
+    assert f"{conf}:" in f["summary"], text_of(f)
+
+
+HAPROXY_NAMED = """global
+    maxconn 64
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 5s
+    timeout server 5s
+
+frontend web
+    bind *:8080
+    default_backend app
+
+backend app
+    server app1 app.lab.test:9003
+"""
+
+
+def test_haproxy_server_named_by_a_hostname(pair: tuple[Host, Host], tmpdir: Path) -> None:
+    need("haproxy")
+    _c, s = pair
+    s.dns({"app.lab.test": "127.0.0.1"})
+    conf = tmpdir / "haproxy.cfg"
+    conf.write_text(HAPROXY_NAMED)
+    s.start(["haproxy", "-db", "-f", str(conf)], ready_port=8080)
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    assert doc["probe"]["state"] == "open"
+    verdict(doc, "proxy_upstream")
+    f = finding(doc, "proxy_upstream")
+    assert "app.lab.test:9003" in f["summary"] and "nothing listens on port 9003" in f["summary"], text_of(f)
+
+
+NGINX_NAMED = """daemon off;
+worker_processes 1;
+error_log {d}/error.log;
+pid {d}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen {listen};
+        location / {{
+            proxy_pass {upstream};
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx(s: Host, d: Path, upstream: str, listen: str = "8080", port: int = 8080) -> Path:
+    need("nginx")
+    conf = d / "nginx.conf"
+    conf.write_text(NGINX_NAMED.format(d=d, upstream=upstream, listen=listen))
+    s.start(["nginx", "-c", str(conf)], ready_port=port)
+    return conf
+
+
+def test_nginx_proxy_pass_to_a_hostname(pair: tuple[Host, Host], tmpdir: Path) -> None:
+    """A compose-style upstream name, resolved by the proxy (nginx resolves it at start)."""
+    _c, s = pair
+    s.dns({"backend.lab.test": "127.0.0.1"})
+    conf = start_nginx(s, tmpdir, "http://backend.lab.test:9001")
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "proxy_upstream")
+    f = finding(doc, "proxy_upstream")
+    assert "backend.lab.test" in f["summary"] and "nothing listens on port 9001" in f["summary"], text_of(f)
+
+
+def test_nginx_upstream_unix_socket_missing(pair: tuple[Host, Host], tmpdir: Path) -> None:
+    """gunicorn behind nginx on a unix socket; the app is down, its socket file is gone."""
+    c, s = pair
+    sock = tmpdir / "app.sock"
+    conf = start_nginx(s, tmpdir, f"http://unix:{sock}:")
+    out = c.run(["curl", "-m", "5", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://10.0.0.2:8080/"],
+                check=False).stdout
+    assert out == "502"
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "proxy_upstream")
+    f = finding(doc, "proxy_upstream")
+    assert str(sock) in f["summary"], text_of(f)
+    assert f"{conf}:" in f["summary"], text_of(f)
+
+
+def test_nginx_listening_on_loopback_by_its_config(pair: tuple[Host, Host], tmpdir: Path) -> None:
+    c, s = pair
+    s.listen(9001, "127.0.0.1", argv0="app-server")
+    conf = start_nginx(s, tmpdir, "http://127.0.0.1:9001", listen="127.0.0.1:8080")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "wrong_interface")
+    f = finding(doc, "wrong_interface")
+    t = text_of(f)
+    assert "nginx" in t and f"{conf}" in t and "listen 127.0.0.1:8080" in t, t
+
+
+def test_dual_stack_wildcard_reached_over_ipv4_is_ok(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080, "::", v6only=False, argv0="java")
+    assert c.connect_errno("10.0.0.2", 8080) == 0
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "ok")
+
+
+def test_name_with_only_an_aaaa_record_and_an_ipv4_only_server(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080, "0.0.0.0", argv0="app-server")
+    c.dns({"api.lab.test": "fd00::2"})
+    rc, probe = c.json_of("probe", "api.lab.test:8080", "--timeout", "2")
+    assert probe["state"] == "refused", probe
+    s.dns({"api.lab.test": "fd00::2"})
+    doc = diagnose(s, "api.lab.test:8080", "--from", "fd00::1")
+    verdict(doc, "wrong_interface")
+    t = everything(doc)
+    assert "fd00::2" in t and "0.0.0.0" in t, t
+
+
+def test_hosts_file_sends_the_name_to_this_host(pair: tuple[Host, Host]) -> None:
+    """Debian's `127.0.1.1 <name>` line in the client's /etc/hosts shadows the DNS record."""
+    c, s = pair
+    s.listen(8080, argv0="api-server")
+    c.dns({"api.lab.test": "10.0.0.2"})
+    c.hosts("127.0.0.1 localhost\n127.0.1.1 api.lab.test api\n")
+    rc, probe = c.json_of("probe", "api.lab.test:8080")
+    assert probe["state"] == "refused" and probe["addresses"][0]["address"] == "127.0.1.1", probe
+    doc = diagnose(c, "api.lab.test:8080")
+    verdict(doc, "dns")
+    t = everything(doc)
+    assert "/etc/hosts" in t and "10.0.0.2" in t, t
+
+
+# --------------------------------------------------------------------------- more firewall shapes
+
+
+UFW = """*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:ufw-before-input - [0:0]
+:ufw-user-input - [0:0]
+:ufw-after-input - [0:0]
+:ufw-reject-input - [0:0]
+:ufw-track-input - [0:0]
+-A INPUT -j ufw-before-input
+-A INPUT -j ufw-after-input
+-A INPUT -j ufw-reject-input
+-A INPUT -j ufw-track-input
+-A ufw-before-input -i lo -j ACCEPT
+-A ufw-before-input -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A ufw-before-input -j ufw-user-input
+-A ufw-user-input -p tcp -m tcp --dport 22 -j ACCEPT
+-A ufw-user-input -p tcp -m tcp --dport 8080 -j REJECT --reject-with tcp-reset
+-A ufw-track-input -p tcp -m conntrack --ctstate NEW -j ACCEPT
+COMMIT
+"""
+
+
+def test_ufw_reject_rule(pair: tuple[Host, Host]) -> None:
+    """`ufw reject 8080/tcp`, as ufw writes it (a reject rule in ufw-user-input)."""
+    c, s = pair
+    s.listen(8080)
+    s.run(["iptables-restore"], input=UFW)
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "firewall_reject")
+    f = finding(doc, "firewall_reject")
+    assert "ufw-user-input" in f["summary"], text_of(f)
+    assert any((x.get("command") or "").startswith("ufw ") for x in f["fix"]), text_of(f)
+
+
+FIREWALLD = """table inet firewalld {
+  chain filter_INPUT {
+    type filter hook input priority filter + 10; policy accept;
+    ct state { established, related } accept
+    ct status dnat accept
+    iifname "lo" accept
+    ct state invalid drop
+    jump filter_INPUT_ZONES
+    reject with icmpx admin-prohibited
+  }
+  chain filter_INPUT_ZONES {
+    iifname "veth1" goto filter_IN_public
+    goto filter_IN_public
+  }
+  chain filter_IN_public {
+    jump filter_IN_public_pre
+    jump filter_IN_public_allow
+    meta l4proto { icmp, ipv6-icmp } accept
+  }
+  chain filter_IN_public_pre {
+  }
+  chain filter_IN_public_allow {
+    tcp dport 22 accept
+    ip6 daddr fe80::/64 udp dport 546 accept
+  }
+}"""
+
+
+def test_firewalld_zone_without_the_port(pair: tuple[Host, Host]) -> None:
+    """firewalld's public zone: only ssh allowed; the rest is rejected admin-prohibited."""
+    c, s = pair
+    s.listen(8080)
+    s.nft(FIREWALLD)
+    assert c.connect_errno("10.0.0.2", 8080) == errno.EHOSTUNREACH
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "firewall_reject")
+    f = finding(doc, "firewall_reject")
+    assert "admin-prohibited" in f["summary"] and "EHOSTUNREACH" in f["summary"], text_of(f)
+    assert any("firewall-cmd" in (x.get("command") or "") and "public" in (x.get("command") or "")
+               for x in f["fix"]), text_of(f)
+
+
+def test_iprange_reject(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080)
+    s.iptables("-A", "INPUT", "-p", "tcp", "--dport", "8080", "-m", "iprange", "--src-range",
+               "10.0.0.1-10.0.0.10", "-j", "REJECT")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "firewall_reject")
+    assert "10.0.0.1-10.0.0.10" in text_of(finding(doc, "firewall_reject")), brief(doc)
+
+
+def test_negated_source_drop_on_a_port_range(pair: tuple[Host, Host]) -> None:
+    """"Only the bastion may reach the admin ports": everyone else is dropped."""
+    c, s = pair
+    s.listen(8080)
+    s.iptables("-A", "INPUT", "!", "-s", "10.0.0.100/32", "-p", "tcp", "-m", "tcp", "--dport", "8000:8100",
+               "-m", "state", "--state", "NEW", "-j", "DROP")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ETIMEDOUT
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--timeout", "1")
+    verdict(doc, "firewall_drop")
+    assert "10.0.0.100" in text_of(finding(doc, "firewall_drop")), brief(doc)
+
+
+def test_drop_in_the_raw_table(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080)
+    s.iptables("-t", "raw", "-A", "PREROUTING", "-s", "10.0.0.1", "-p", "tcp", "--dport", "8080", "-j", "DROP")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ETIMEDOUT
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--timeout", "1")
+    verdict(doc, "firewall_drop")
+    assert "raw" in finding(doc, "firewall_drop")["summary"], brief(doc)
+
+
+def test_drop_in_the_mangle_table(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080)
+    s.iptables("-t", "mangle", "-A", "PREROUTING", "-s", "10.0.0.1", "-p", "tcp", "--dport", "8080", "-j", "DROP")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ETIMEDOUT
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--timeout", "1")
+    verdict(doc, "firewall_drop")
+    assert "mangle" in finding(doc, "firewall_drop")["summary"], brief(doc)
+
+
+def test_nft_prerouting_raw_priority_drop(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080)
+    s.nft("""table inet early {
+  chain pre {
+    type filter hook prerouting priority raw; policy accept;
+    ip saddr 10.0.0.1 tcp dport 8080 drop
+  }
+}""")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ETIMEDOUT
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--timeout", "1")
+    verdict(doc, "firewall_drop")
+    assert "chain pre" in finding(doc, "firewall_drop")["summary"], brief(doc)
+
+
+def test_ip6tables_drop_for_one_source(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080, "::")
+    s.ip6tables("-A", "INPUT", "-s", "fd00::1/128", "-p", "tcp", "--dport", "8080", "-j", "DROP")
+    assert c.connect_errno("fd00::2", 8080, timeout=0.5) == errno.ETIMEDOUT
+    doc = diagnose(s, "[fd00::2]:8080", "--from", "fd00::1", "--timeout", "1")
+    verdict(doc, "firewall_drop")
+    assert "ip6tables" in finding(doc, "firewall_drop")["summary"], brief(doc)
+
+
+# --------------------------------------------------------------------------- more NAT
+
+
+def test_nft_dnat_to_a_backend_where_nothing_listens(lab: Lab, pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    backend(lab, s)
+    s.nft("""table ip nat {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "veth1" tcp dport 8080 dnat to 10.0.1.2:80
+  }
+}""")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "port_mapping")
+    assert "10.0.1.2:80" in finding(doc, "port_mapping")["summary"], brief(doc)
+
+
+def test_dnat_to_another_host_with_forwarding_off(lab: Lab, pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    b = backend(lab, s)
+    b.listen(80, argv0="httpd")
+    s.sysctl("net.ipv4.ip_forward", 0)
+    s.iptables("-t", "nat", "-A", "PREROUTING", "-d", "10.0.0.2", "-p", "tcp", "--dport", "8080",
+               "-j", "DNAT", "--to-destination", "10.0.1.2:80")
+    assert c.connect_errno("10.0.0.2", 8080, timeout=0.5) == errno.ETIMEDOUT
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--timeout", "1")
+    # no rule drops it, the mapping leads nowhere because this host does not forward; the client
+    # sees a timeout. Either name is fair as long as ip_forward is the evidence and the fix.
+    assert doc["verdict"]["cause"] in ("port_mapping", "firewall_drop"), brief(doc)
+    t = everything(doc)
+    assert "ip_forward" in t and "10.0.1.2:80" in t, t
+    assert "sysctl -w net.ipv4.ip_forward=1" in t, t
+
+
+def test_dnat_to_the_wrong_backend_port(lab: Lab, pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    b = backend(lab, s)
+    b.listen(8080, argv0="httpd")  # the app in the "container" listens on 8080, the mapping says 80
+    s.iptables("-t", "nat", "-A", "PREROUTING", "-d", "10.0.0.2", "-p", "tcp", "--dport", "8080",
+               "-j", "DNAT", "--to-destination", "10.0.1.2:80")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "port_mapping")
+    assert "10.0.1.2:80" in finding(doc, "port_mapping")["summary"], brief(doc)
+
+
+def test_iptables_policy_drop_with_only_ssh_open(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080)
+    s.run(["iptables-restore"], input="""*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -i lo -j ACCEPT
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p icmp -j ACCEPT
+-A INPUT -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT
+COMMIT
+""")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ETIMEDOUT
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--timeout", "1")
+    verdict(doc, "firewall_drop")
+    f = finding(doc, "firewall_drop")
+    assert "policy DROP of chain INPUT" in f["summary"], text_of(f)
+    cmd = next(x["command"] for x in f["fix"] if x.get("command"))
+    assert cmd.startswith("iptables ") and "10.0.0.1" in cmd and "8080" in cmd, text_of(f)
+    s.run(["sh", "-c", cmd])  # the fix, as given, lets the client in
+    assert c.connect_errno("10.0.0.2", 8080) == 0
+
+
+def test_reject_on_the_external_interface_diagnosed_without_from(pair: tuple[Host, Host]) -> None:
+    """Loopback is let through, everything arriving on the network is rejected: a local check passes."""
+    c, s = pair
+    s.listen(8080)
+    s.iptables("-A", "INPUT", "-i", "veth1", "-p", "tcp", "--dport", "8080", "-j", "REJECT")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:8080")
+    assert doc["probe"]["state"] == "open"
+    # clients of 10.0.0.2 come in on veth1 (a local client would use lo): every one is rejected
+    verdict(doc, "firewall_reject")
+    assert "veth1" in text_of(finding(doc, "firewall_reject")), brief(doc)
+
+
+def test_nft_output_reject_on_the_client(pair: tuple[Host, Host]) -> None:
+    c, s = pair
+    s.listen(8080)
+    c.nft("""table inet egress {
+  chain out {
+    type filter hook output priority 0; policy accept;
+    ip daddr 10.0.0.0/24 tcp dport { 8080, 8443 } reject with tcp reset
+  }
+}""")
+    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
+    doc = diagnose(c, "10.0.0.2:8080")
+    verdict(doc, "firewall_reject")
+    assert "chain out" in finding(doc, "firewall_reject")["summary"], brief(doc)
+
+
+def test_name_with_a_stale_and_a_current_address(pair: tuple[Host, Host]) -> None:
+    """Round-robin record with one stale address: clients that try only the first fail half the time."""
+    c, s = pair
+    s.listen(8080, argv0="api-server")
+    s.dns({"api.lab.test": "10.0.0.1,10.0.0.2"})
+    rc, probe = s.json_of("probe", "api.lab.test:8080")
+    states = {a["address"]: a["state"] for a in probe["addresses"]}
+    assert states == {"10.0.0.1": "refused", "10.0.0.2": "open"}, probe
+    doc = diagnose(s, "api.lab.test:8080")
+    verdict(doc, "dns")
+    assert "10.0.0.1" in finding(doc, "dns")["summary"], brief(doc)
+
+
+def test_nginx_upstream_over_ipv6_loopback_while_app_is_on_ipv4(pair: tuple[Host, Host], tmpdir: Path) -> None:
+    c, s = pair
+    s.listen(9001, "127.0.0.1", argv0="uvicorn")
+    conf = start_nginx(s, tmpdir, "http://[::1]:9001")
+    out = c.run(["curl", "-m", "5", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://10.0.0.2:8080/"],
+                check=False).stdout
+    assert out == "502"
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "proxy_upstream")
+    f = finding(doc, "proxy_upstream")
+    assert "[::1]:9001" in f["summary"] or "::1" in f["summary"], text_of(f)
+    assert "127.0.0.1:9001" in text_of(f), text_of(f)
+
+
+def test_container_published_on_this_machine_is_not_about_a_remote_target(tmpdir: Path) -> None:
+    """A laptop runs a container publishing 18081->8080 and diagnoses a remote server's 8080.
+
+    The container says nothing about the remote host: no finding may blame its mapping.
+    """
+    from test_container_lab import IMAGE, podman_lab
+    with podman_lab("pdm", "pdmorepod") as (p, c, h, _tmp):
+        name = p.run("web", "-p", "18081:8080", IMAGE, "/bin/httpd", "-f", "-p", "0.0.0.0:8080")
+        p.wait_listening(name, 8080)
+        assert h.connect_errno("10.0.0.1", 8080) == errno.ECONNREFUSED  # c: nothing listens
+        doc = pod_diagnose(p, h, "10.0.0.1:8080")
+        assert doc["probe"]["state"] == "refused"
+        assert not [f for f in doc["findings"] if name in f["summary"]], brief(doc)
+        verdict(doc, "unknown")
+
+
+HALF_OPEN = """
+import socket, sys, time
+held = []
+for _ in range(int(sys.argv[3])):
+    s = socket.socket()
+    s.bind((sys.argv[4], 0))
+    s.setblocking(False)
+    s.connect_ex((sys.argv[1], int(sys.argv[2])))
+    held.append(s)
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_syn_queue_full_without_syncookies(pair: tuple[Host, Host]) -> None:
+    """A SYN flood (handshakes never completed) fills the SYN queue; syncookies are off."""
+    c, s = pair
+    c.add_addr("10.0.0.3/24", "veth0")
+    s.sysctl("net.ipv4.tcp_syncookies", 0)
+    s.listen(8080, backlog=8, argv0="api-server")
+    # the flooding address never answers the SYN-ACKs, so its handshakes stay half-open on s
+    c.iptables("-A", "INPUT", "-d", "10.0.0.1", "-p", "tcp", "--sport", "8080", "--tcp-flags", "SYN,ACK", "SYN,ACK",
+               "-j", "DROP")
+    flood = c.popen([sys.executable, "-c", HALF_OPEN, "10.0.0.2", "8080", "32", "10.0.0.1"], stdout=subprocess.PIPE,
+                    text=True)
+    assert flood.stdout is not None and flood.stdout.readline().strip() == "held"
+    assert connect_from(c, "10.0.0.3", "10.0.0.2", 8080) == errno.ETIMEDOUT  # a legitimate client
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.3", "--timeout", "1")
+    verdict(doc, "resource_exhaustion")
+    t = everything(doc)
+    # the accept queue is empty (queued 0): the SYN queue of half-open handshakes is what is full
+    assert "syncookies" in t, t
+    assert any(w in t for w in ("SYN queue", "half-open", "SYN_RECV", "SYN-RECV", "syn-recv")), t
+
+
+def mariadb(s: Host, d: Path, cnf: str, port: int) -> Path:
+    need("/usr/sbin/mariadbd", "mariadb-install-db")
+    shutil.chown(d, "mysql", "mysql")
+    s.run(["mariadb-install-db", f"--datadir={d / 'data'}", "--user=mysql", "--skip-test-db",
+           "--auth-root-authentication-method=normal"], timeout=120)
+    conf = d / "my.cnf"
+    conf.write_text(cnf.format(d=d))
+    s.start(["/usr/sbin/mariadbd", f"--defaults-file={conf}", "--user=mysql"], ready_port=port, timeout=60)
+    return conf
+
+
+def test_mariadb_on_another_port_by_its_defaults_file(pair: tuple[Host, Host], tmpdir: Path) -> None:
+    c, s = pair
+    conf = mariadb(s, tmpdir, "[mysqld]\ndatadir = {d}/data\nsocket = {d}/sock\npid-file = {d}/pid\n"
+                              "port = 3307\nbind-address = 0.0.0.0\nskip-grant-tables\n", 3307)
+    assert c.connect_errno("10.0.0.2", 3306) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:3306", "--from", "10.0.0.1")
+    verdict(doc, "wrong_port")
+    assert "3307" in doc["verdict"]["summary"], brief(doc)
+    t = everything(doc)
+    assert f"{conf}" in t and "line 5" in t, t
+
+
+def test_mariadb_bound_to_loopback_by_its_defaults_file(pair: tuple[Host, Host], tmpdir: Path) -> None:
+    c, s = pair
+    conf = mariadb(s, tmpdir, "[mysqld]\ndatadir = {d}/data\nsocket = {d}/sock\npid-file = {d}/pid\n"
+                              "port = 3306\nbind-address = 127.0.0.1\nskip-grant-tables\n", 3306)
+    assert c.connect_errno("10.0.0.2", 3306) == errno.ECONNREFUSED
+    doc = diagnose(s, "10.0.0.2:3306", "--from", "10.0.0.1")
+    verdict(doc, "wrong_interface")
+    fixes = "\n".join(x["description"] + " " + (x.get("command") or "") for x in finding(doc, "wrong_interface")["fix"])
+    # mariadbd --defaults-file reads that file only: /etc/mysql is not the place to change it
+    assert f"{conf}" in fixes and "line 6" in fixes, fixes
+
+
+def test_container_published_on_another_host_address(tmpdir: Path) -> None:
+    """`-p 10.0.0.3:18084:8080`: the mapping exists, but only on an address the clients do not use."""
+    from test_container_lab import IMAGE, podman_lab
+    with podman_lab("pdn", "pdmorepod") as (p, c, h, _tmp):
+        h.add_addr("10.0.0.3/24", "veth1")
+        name = p.run("shop", "-p", "10.0.0.3:18084:8080", IMAGE, "/bin/httpd", "-f", "-p", "0.0.0.0:8080")
+        p.wait_listening(name, 8080)
+        assert c.connect_errno("10.0.0.2", 18084) == errno.ECONNREFUSED
+        assert c.connect_errno("10.0.0.3", 18084) == 0
+        doc = pod_diagnose(p, h, "10.0.0.2:18084", "--from", "10.0.0.1")
+        verdict(doc, "wrong_interface")
+        # conmon only holds the port for the container: the answer is about the container's -p
+        assert name in doc["verdict"]["summary"] and "10.0.0.3" in doc["verdict"]["summary"], brief(doc)
+        fixes = "\n".join(x["description"] + " " + (x.get("command") or "")
+                          for f in doc["findings"] if f["cause"] == "wrong_interface" for x in f["fix"])
+        assert "-p 18084:8080" in fixes or "-p 10.0.0.2:18084:8080" in fixes, fixes
+        assert "--host 0.0.0.0" not in fixes, fixes
