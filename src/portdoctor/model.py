@@ -222,9 +222,13 @@ class RouteLookup:
     source: str | None = None
 
 
+# ServiceConfig.path of a setting given on the server's command line rather than in a file
+COMMAND_LINE = "(command line)"
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceConfig:
-    """A bind or port setting read from a server's configuration file."""
+    """A bind or port setting read from a server's configuration file (or its command line)."""
 
     service: str
     path: str

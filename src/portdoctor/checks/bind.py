@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from portdoctor.checks import facts
 from portdoctor.checks.listener import _known_service, restart_fix
-from portdoctor.model import Cause, Finding, Fix, Listener, Scope, Severity, Snapshot, State
+from portdoctor.model import COMMAND_LINE, Cause, Finding, Fix, Listener, Scope, Severity, Snapshot, State
 
 if TYPE_CHECKING:
     from portdoctor.checks import Context
@@ -155,6 +155,15 @@ def _bind_fix(snap: Snapshot, socks: list[Listener], wide: str | None, descripti
     proc = next((p for s in socks for p in facts.owners(snap, s)), None)
     if info is not None and info.configs:
         value = _WIDE_VALUE.get(info.name, wide or "0.0.0.0")
+        if lines and lines[-1].path == COMMAND_LINE:
+            c = lines[-1]
+            flag = c.text.split()[0] if c.text.startswith("-") else f"--{c.key}"
+            runtime = (f"\nredis-cli -h {c.value.split()[0].lstrip('-')} CONFIG SET bind '{value}'"
+                       if info.name == "redis" else "")
+            return Fix(f"{description}: the setting comes from {info.name}'s command line (`{c.text}`), not "
+                       f"from a config file: start it with `{flag} {value}` instead"
+                       + (", or change it at run time" if runtime else ""),
+                       f"# started as: {proc.command if proc else info.name}\n# use: {flag} {value}{runtime}")
         if lines:
             c = lines[-1]
             new = _replace(c.text, c.key, c.value, value)

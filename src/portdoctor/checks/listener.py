@@ -14,7 +14,7 @@ import re
 from typing import TYPE_CHECKING
 
 from portdoctor.checks import facts
-from portdoctor.model import Cause, Finding, Fix, Process, Severity, Snapshot, State
+from portdoctor.model import COMMAND_LINE, Cause, Finding, Fix, Process, Severity, Snapshot, State
 
 if TYPE_CHECKING:
     from portdoctor.checks import Context
@@ -119,6 +119,11 @@ def _config_fix(snap: Snapshot, proc: Process, key_kind: str, new_value: str) ->
         return [], []
     keys = tuple(k for spec in info.configs for k in (spec.port_keys if key_kind == "port" else spec.bind_keys))
     lines = [c for c in snap.configs if c.service == info.name and c.key in keys]
+    if lines and lines[-1].path == COMMAND_LINE:
+        c = lines[-1]
+        return ([f"{info.name}'s command line: {c.text}"],
+                [Fix(f"set {key_kind} to {new_value} where {info.name} is started: its command line has "
+                     f"`{c.text}`", f"# started as: {proc.command}")])
     if lines:
         c = lines[-1]  # the last setting wins in these formats
         return ([f"{c.path}:{c.line}: {c.text.strip()}"],

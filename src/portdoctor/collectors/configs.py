@@ -14,16 +14,16 @@ from __future__ import annotations
 import glob
 import os
 import re
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from portdoctor import services
 from portdoctor.collectors import Facts, Request, procfs
-from portdoctor.model import Limitation, Process, ServiceConfig
+from portdoctor.model import COMMAND_LINE, Limitation, Listener, Process, ServiceConfig
 from portdoctor.services import ServiceInfo
 
 MAX_FILES = 24  # per process, includes counted
-COMMAND_LINE = "(command line)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +315,8 @@ def _postgresql_paths(argv: tuple[str, ...], env: dict[str, str], reader: Config
     return out
 
 
-def config_paths(info: ServiceInfo, proc: Process, env: dict[str, str], reader: ConfigReader) -> list[str]:
+def config_paths(info: ServiceInfo, proc: Process, env: dict[str, str], reader: ConfigReader,
+                 listeners: Sequence[Listener] = ()) -> list[str]:
     """The config file(s) this server process reads, as the server itself would pick them."""
     argv = proc.cmdline
     spec_paths = [p for spec in info.configs for p in spec.paths]
@@ -333,6 +334,9 @@ def config_paths(info: ServiceInfo, proc: Process, env: dict[str, str], reader: 
         for a in argv[1:]:
             if not a.startswith("-") and a.endswith(".conf"):
                 return [a]
+        told = _redis_told(proc, listeners)
+        if told is not None and told.config_file is not None:
+            return [told.config_file] if told.config_file else []  # "" = no config file at all
         return packaged()[:1]
     if info.name == "mysql":
         explicit = _opt(argv, "--defaults-file")
@@ -354,6 +358,37 @@ def config_paths(info: ServiceInfo, proc: Process, env: dict[str, str], reader: 
         explicit = _opt(argv, "-f")
         return [explicit] if explicit else packaged()[:1]
     return packaged()
+
+
+def _redis_told(proc: Process, listeners: Sequence[Listener]):
+    """What the Redis of this process says about itself (its title hides the config path)."""
+    if proc.pid <= 0 or not listeners:
+        return None
+    if proc.pid in _REDIS_ASKED:
+        return _REDIS_ASKED[proc.pid]
+    from portdoctor.collectors import redisinfo
+
+    told = None
+    socks = sorted((r for r in listeners if proc.pid in r.pids),
+                   key=lambda r: (r.address not in ("127.0.0.1", "::1", "0.0.0.0", "::"), r.family))
+    for r in socks[:2]:
+        address = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(r.address, r.address)
+        told = redisinfo.ask(address, r.port)
+        if told is not None:
+            break
+    _REDIS_ASKED[proc.pid] = told
+    return told
+
+
+_REDIS_ASKED: dict[int, object] = {}
+
+
+def _redis_runtime_settings(proc: Process, listeners: Sequence[Listener]) -> list[ServiceConfig]:
+    """A Redis started without a config file: its bind list as given on its command line."""
+    told = _redis_told(proc, listeners)
+    if told is None or told.config_file != "" or not told.bind:
+        return []
+    return [ServiceConfig("redis", COMMAND_LINE, 0, "bind", told.bind, f"--bind {told.bind}")]
 
 
 def _wanted_keys(info: ServiceInfo) -> tuple[dict[str, str], str]:
@@ -400,18 +435,21 @@ def cmdline_settings(info: ServiceInfo, proc: Process) -> list[ServiceConfig]:
 
 def service_configs(info: ServiceInfo, proc: Process, proc_root: str = "/proc",
                     env: dict[str, str] | None = None,
-                    reader: ConfigReader | None = None) -> tuple[list[ServiceConfig], list[str]]:
+                    reader: ConfigReader | None = None,
+                    listeners: Sequence[Listener] = ()) -> tuple[list[ServiceConfig], list[str]]:
     """(settings, files that could not be read) of one server process."""
     if reader is None:
         reader = ConfigReader(proc_root, proc.pid)
     keys, syntax = _wanted_keys(info)
     out: list[ServiceConfig] = []
-    for path in config_paths(info, proc, env or {}, reader):
+    for path in config_paths(info, proc, env or {}, reader, listeners):
         for file, s in read_settings(reader, path, syntax):
             key = keys.get(s.key.lower())
             if key is not None:
                 out.append(ServiceConfig(info.name, file, s.line, key, s.value, s.text))
     out.extend(cmdline_settings(info, proc))
+    if info.name == "redis" and not any(c.path == COMMAND_LINE and c.key == "bind" for c in out):
+        out.extend(_redis_runtime_settings(proc, listeners))
     return out, reader.denied
 
 
@@ -424,6 +462,11 @@ def collect_configs(req: Request) -> Facts:
     from portdoctor.collectors.processes import processes_for
 
     procs, _ = processes_for(req)
+    listeners: list[Listener] = []
+    if req.proc_root == "/proc" and sys.platform.startswith("linux"):  # a live host: servers can be asked
+        from portdoctor.collectors.linux import listener_facts
+
+        listeners = list(listener_facts(req).listeners)
     out: list[ServiceConfig] = []
     lims: list[Limitation] = []
     running: set[str] = set()
@@ -437,7 +480,7 @@ def collect_configs(req: Request) -> Facts:
         if parent is not None and services.service_for_process(parent) is info:
             continue
         env = procfs.read_environ(req.proc_root, pid) or {}
-        found, denied = service_configs(info, proc, req.proc_root, env)
+        found, denied = service_configs(info, proc, req.proc_root, env, listeners=listeners)
         out.extend(x for x in found if x not in out)
         for path in denied:
             lims.append(Limitation(f"{info.name} configuration {path} is not readable",
