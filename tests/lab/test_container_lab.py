@@ -167,6 +167,16 @@ def pod() -> Iterator[tuple[Pod, Host, Host]]:
         yield p, c, h
 
 
+def diagnosed(p: Pod, h: Host, cause: str, *args: str,
+              netns_of: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`portdoctor diagnose ARGS` in h (or in container `netns_of`) gives `cause` as the verdict:
+    the verdict and the whole document."""
+    _rc, doc = p.portdoctor(h, "diagnose", *args, netns_of=netns_of)
+    v = doc["verdict"]
+    assert v["cause"] == cause, doc
+    return v, doc
+
+
 def _ev(doc: dict[str, Any]) -> str:
     return "\n".join(e for f in doc["findings"] for e in f["evidence"])
 
@@ -193,9 +203,7 @@ def test_exited_container_reports_exit_code(pod: tuple[Pod, Host, Host]) -> None
     p, _c, h = pod
     name = p.run("job", "-p", "18081:8080", IMAGE, "sh", "-c", "echo 'fatal: /etc/app.conf missing' >&2; exit 3")
     p.wait_exited(name)
-    rc, doc = p.portdoctor(h, "diagnose", "127.0.0.1:18081")
-    v = doc["verdict"]
-    assert v["cause"] == "service_not_running", doc
+    v, doc = diagnosed(p, h, "service_not_running", "127.0.0.1:18081")
     assert name in v["summary"] and "exit code 3" in v["summary"]
     assert "fatal: /etc/app.conf missing" in _ev(doc)
     assert f"podman start {name}" in _fixes(doc)
@@ -218,9 +226,7 @@ def test_client_uses_the_container_port(pod: tuple[Pod, Host, Host]) -> None:
     p, _c, h = pod
     name = p.run("metrics", "-p", "19090:9090", IMAGE, "/bin/httpd", "-f", "-p", "0.0.0.0:9090")
     p.wait_listening(name, 9090)
-    rc, doc = p.portdoctor(h, "diagnose", "127.0.0.1:9090")
-    v = doc["verdict"]
-    assert v["cause"] == "wrong_port", doc
+    v, doc = diagnosed(p, h, "wrong_port", "127.0.0.1:9090")
     assert "19090" in v["summary"] and name in v["summary"]
 
 
@@ -229,9 +235,7 @@ def test_published_on_host_loopback_reached_from_outside(pod: tuple[Pod, Host, H
     name = p.run("admin", "-p", "127.0.0.1:18083:8080", IMAGE, "/bin/httpd", "-f", "-p", "0.0.0.0:8080")
     p.wait_listening(name, 8080)
     assert c.connect_errno("10.0.0.2", 18083) == 111
-    rc, doc = p.portdoctor(h, "diagnose", "10.0.0.2:18083", "--from", "10.0.0.1")
-    v = doc["verdict"]
-    assert v["cause"] == "wrong_interface", doc
+    v, doc = diagnosed(p, h, "wrong_interface", "10.0.0.2:18083", "--from", "10.0.0.1")
     assert name in v["summary"] and "127.0.0.1 only" in v["summary"]
 
 
@@ -239,9 +243,7 @@ def test_localhost_inside_a_container_is_the_container(pod: tuple[Pod, Host, Hos
     p, _c, h = pod
     h.listen(7000)  # the service runs on the host
     name = p.run("client", IMAGE, "sleep", "300")
-    rc, doc = p.portdoctor(h, "diagnose", "127.0.0.1:7000", netns_of=name)
-    v = doc["verdict"]
-    assert v["cause"] == "port_mapping", doc
+    v, doc = diagnosed(p, h, "port_mapping", "127.0.0.1:7000", netns_of=name)
     assert name in v["summary"] and "localhost is the container itself" in v["summary"]
     gw = p.inspect(name)["NetworkSettings"]["Networks"][p.network]["Gateway"]
     assert f"{gw}:7000" in _fixes(doc)
@@ -268,9 +270,7 @@ def test_nginx_in_front_of_a_container_whose_app_is_on_loopback(pod: tuple[Pod, 
     conf = tmp_path / "nginx.conf"
     conf.write_text(nginx_conf(tmp_path, nginx_pass(8088, "127.0.0.1:18085"), ("client_body", "proxy")))
     h.start(["nginx", "-c", str(conf)], ready_port=8088)
-    rc, doc = p.portdoctor(h, "diagnose", "127.0.0.1:8088")
-    v = doc["verdict"]
-    assert v["cause"] == "proxy_upstream", doc
+    v, doc = diagnosed(p, h, "proxy_upstream", "127.0.0.1:8088")
     assert f"{conf}:12" in v["summary"]
     assert f"published by container {name}" in v["summary"] and "127.0.0.1:8080" in v["summary"]
     assert "502 Bad Gateway" in _ev(doc)
@@ -284,9 +284,7 @@ def test_container_in_a_restart_loop(pod: tuple[Pod, Host, Host]) -> None:
     while (p.inspect(name).get("RestartCount") or 0) < 3:
         assert time.monotonic() < deadline, "podman did not restart the container"
         time.sleep(0.2)
-    rc, doc = p.portdoctor(h, "diagnose", "127.0.0.1:18087")
-    v = doc["verdict"]
-    assert v["cause"] == "service_not_running", doc
+    v, doc = diagnosed(p, h, "service_not_running", "127.0.0.1:18087")
     assert name in v["summary"] and "restart loop" in v["summary"]
     assert "panic: missing DATABASE_URL" in _ev(doc)
 
@@ -296,9 +294,7 @@ def test_localhost_from_a_container_diagnosed_on_the_host(pod: tuple[Pod, Host, 
     h.listen(7001, "127.0.0.1")  # on the host, loopback only
     name = p.run("client2", IMAGE, "sleep", "300")
     ip = p.inspect(name)["NetworkSettings"]["Networks"][p.network]["IPAddress"]
-    rc, doc = p.portdoctor(h, "diagnose", "127.0.0.1:7001", "--from", ip)
-    v = doc["verdict"]
-    assert v["cause"] == "port_mapping", doc
+    v, doc = diagnosed(p, h, "port_mapping", "127.0.0.1:7001", "--from", ip)
     assert "localhost is the container itself" in v["summary"] and name in v["summary"]
     fixes = _fixes(doc)
     assert "listens on loopback only" in fixes
