@@ -81,8 +81,10 @@ def _finding(snap: Snapshot, ctx: Context, address: str, socks: list[Listener]) 
         summary = (f"The server listens on port {port} over {kind} only ({', '.join(s.address for s in socks)}), "
                    f"but the client connects to {address}.")
         if ctx.target.host == "localhost":
-            summary += (f" `localhost` resolves to both families here and the client tried {address}: "
-                        f"the classic localhost-means-::1 (or 127.0.0.1) trap.")
+            fams = {x.family for x in ctx.probe.addresses}
+            how = "to both families here and the client tried" if fams == {4, 6} else "only to"
+            summary += (f" `localhost` resolves {how} {address}: the classic localhost-means-::1 "
+                        f"(or 127.0.0.1) trap.")
         fixes = [Fix(f"Connect to the address the server uses: {other}",
                      f"portdoctor probe {'[' + other + ']' if ':' in other else other}:{port}"),
                  _bind_fix(snap, socks, "::" if fam == 4 else "0.0.0.0",

@@ -23,6 +23,7 @@ CHECK = "listener"
 
 _PORT_FLAGS = {"--port", "-p", "--listen", "--listen-port", "--http-port", "--bind", "-b", "--server.port",
                "--http.port", "--web.listen-address", "-l", "--addr", "--address", "--host-port"}
+_HTTP_PORTS = {80, 443, 591, 3000, 4000, 5000, 8000, 8008, 8080, 8081, 8088, 8443, 8888, 9000}
 _RUNTIMES = {"node", "python", "gunicorn", "uvicorn", "java", "ruby", "php"}
 _ENV_PORT = re.compile(r"(^|_)(PORT|HTTP_PORT|LISTEN_PORT|SERVER_PORT)$")
 
@@ -235,6 +236,18 @@ def check_listener(snap: Snapshot, ctx: Context) -> list[Finding]:
                                0.5)
                 else:
                     wrong_port(proc, ports, f"{info.name}'s usual port is {port}", 0.8)
+
+    # 3b. an HTTP server on another HTTP port (nginx on 80 while clients use 8080)
+    if port in _HTTP_PORTS:
+        for proc in snap.processes.values():
+            if proc.pid in seen:
+                continue
+            info = _known_service(proc)
+            if info is None or info.name in _RUNTIMES or not set(info.ports) & {80, 443}:
+                continue
+            ports = [p for p in listening_ports(snap, proc) if p in _HTTP_PORTS]
+            if ports:
+                wrong_port(proc, ports, f"an HTTP server, and {port} is an HTTP port too", 0.75)
 
     if findings:
         return findings

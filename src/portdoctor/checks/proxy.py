@@ -27,8 +27,14 @@ class Hop:
     proxy: dict[str, Any]
     route: dict[str, Any]
     upstream: dict[str, Any]
-    host: str  # an address to probe
+    host: str  # an address to probe, or a host name (`name` is then True); "" for a unix socket
     port: int
+    name: bool = False  # host is a name: the probe resolves it through this host's resolver
+    unix: str | None = None  # a unix socket path instead of host:port
+
+    @property
+    def key(self) -> str:
+        return f"unix:{self.unix}" if self.unix else endpoint_key(self.host, self.port)
 
 
 def _literal(host: str) -> str | None:
@@ -60,19 +66,36 @@ def hops(snap: Snapshot, target: Target) -> list[Hop]:
                 continue
             for up in route.get("upstreams", []):
                 if up.get("unix"):
+                    out.append(Hop(proxy, route, up, "", 0, unix=up["unix"]))
                     continue
-                host = _literal(up.get("host") or "")
+                raw = (up.get("host") or "").strip("[]")
+                host = _literal(raw)
                 port = up.get("port") or target.port
                 if host is None:
+                    if not _is_name(raw):
+                        continue
+                    out.append(Hop(proxy, route, up, raw.rstrip(".").lower(), port, name=True))
                     continue
                 out.append(Hop(proxy, route, up, host, port))
     return out
 
 
+def _is_name(text: str) -> bool:
+    """A DNS host name (letters, digits, '-', '_' and dots), as a proxy would resolve it."""
+    return bool(text) and len(text) <= 253 and all(
+        part and len(part) <= 63 and all(ch.isalnum() or ch in "-_" for ch in part)
+        for part in text.rstrip(".").split("."))
+
+
 def followups(snap: Snapshot, ctx: Context) -> list[Target]:
-    """Each upstream of a proxy that listens on the target port, to be probed from here."""
+    """Each upstream of a proxy that listens on the target port, to be probed from here.
+
+    An upstream given by name is probed by name: the probe resolves it through this host's
+    resolver, as the proxy does, and tries every address it gets."""
     out: list[Target] = []
     for h in hops(snap, ctx.target):
+        if h.unix:
+            continue  # judged from the collector's facts (extra["proxies"][i]["unix"])
         key = endpoint_key(h.host, h.port)
         if all(endpoint_key(t.host, t.port) != key for t in out):
             out.append(Target(key, h.host, h.port))
@@ -276,11 +299,10 @@ def _http_evidence(proxy: dict[str, Any]) -> list[str]:
     return out
 
 
-def _log_evidence(proxy: dict[str, Any], host: str, port: int) -> list[str]:
+def _log_evidence(proxy: dict[str, Any], *needles: str) -> list[str]:
     out = []
-    needle = _ep(host, port)
     for log in proxy.get("error_log") or []:
-        lines = [ln for ln in log.get("lines", []) if needle in ln] or []
+        lines = [ln for ln in log.get("lines", []) if any(n and n in ln for n in needles)]
         for ln in lines[-2:]:
             out.append(f"{log['path']}: {ln}")
     return out
@@ -293,47 +315,144 @@ def _state_text(res: ProbeResult) -> str:
     return f"{res.state.value}" + (f" ({a.errno})" if a.errno else "")
 
 
+_FAILED = (State.REFUSED, State.TIMEOUT, State.UNREACHABLE, State.DNS_ERROR, State.ERROR)
+_VERB = {State.REFUSED: "refuses connections", State.TIMEOUT: "does not answer",
+         State.UNREACHABLE: "is unreachable", State.ERROR: "cannot be connected to"}
+
+# unix socket fact state -> (what the socket does, why), for the summary
+_UNIX_WHY = {
+    "missing": "does not exist: the app that should create it is not running (or listens on another path)",
+    "refused": "refuses connections: the socket file is there, but no process listens on it any more "
+               "(left behind by an app that stopped)",
+    "not_socket": "is not a socket",
+    "busy": "does not accept: the app's accept queue on it is full",
+    "denied": "cannot be opened: permission denied",
+    "error": "cannot be connected to",
+}
+
+
+def _unix_fact(h: Hop) -> dict[str, Any] | None:
+    return (h.proxy.get("unix") or {}).get(h.unix or "")
+
+
+def _status(h: Hop, ctx: Context) -> bool | None:
+    """True when the upstream accepts, False when it fails, None when it was not judged."""
+    if h.unix:
+        fact = _unix_fact(h)
+        return None if fact is None or fact.get("state") is None else fact["state"] == "ok"
+    res = ctx.followups.get(h.key)
+    if res is None:
+        return None
+    if res.state is State.OPEN:
+        return True
+    return False if res.state in _FAILED else None
+
+
+def _unix_finding(h: Hop, fact: dict[str, Any]) -> tuple[str, list[str], list[Fix]]:
+    path, state = h.unix or "", fact.get("state") or "error"
+    why = _UNIX_WHY.get(state, _UNIX_WHY["error"])
+    if state in ("error", "denied") and fact.get("error"):
+        why += f" ({fact['error']})"
+    sentence = f"its upstream, the unix socket {path}, {why}"
+    ev = [f"unix socket {path}: " + ("no such file" if state == "missing" else
+                                      f"exists ({fact.get('kind') or 'socket'}"
+                                      + (f", mode {fact['mode']}" if fact.get("mode") else "")
+                                      + (f", owner {fact['owner']}" if fact.get("owner") else "") + ")")
+          + (f"; connect: {fact['error']}" if fact.get("error") else "")]
+    if fact.get("others"):
+        ev.append(f"other sockets in {os.path.dirname(path)}: {', '.join(fact['others'])}")
+    fixes = [Fix(f"start the upstream app so that it listens on unix:{path}")]
+    if state == "refused":
+        fixes = [Fix(f"restart the app that serves {path} (the socket file outlived it)")]
+    elif state == "busy":
+        fixes = [Fix(f"the app behind {path} is overloaded: add workers or raise its listen backlog")]
+    elif state == "denied":
+        fixes = [Fix(f"let the proxy's user read and write {path} (socket mode / group)")]
+    if fact.get("others"):
+        fixes.append(Fix(f"if the app listens on {fact['others'][0]}, point the proxy there ({_where(h.upstream)})"))
+    return sentence, ev, fixes
+
+
 def check_proxy(snap: Snapshot, ctx: Context) -> list[Finding]:
-    """A proxy listens on the target port and an upstream of it refuses: proxy_upstream."""
+    """A proxy listens on the target port and an upstream of it refuses: proxy_upstream.
+
+    Upstreams are literal addresses (probed), host names (probed by name: the resolver's error
+    is itself the cause, else each address is judged like a literal one) and unix sockets
+    (judged from the collector's stat and connect)."""
     all_hops = hops(snap, ctx.target)
     if not all_hops:
         return []
-    results = {endpoint_key(h.host, h.port): ctx.followups.get(endpoint_key(h.host, h.port)) for h in all_hops}
-    n_open = sum(1 for r in results.values() if r is not None and r.state is State.OPEN)
+    status = {h.key: _status(h, ctx) for h in all_hops}
+    n_open = sum(1 for v in status.values() if v is True)
+    all_down = n_open == 0
+    proxies = (snap.extra.get("proxies") or {}).get("proxies", [])
+    own_ports = {b["port"] for p in proxies for r in (p.get("config") or {}).get("routes", []) for b in r.get("binds", [])}
+    own_pids = {p.get("pid") for p in proxies}
+    own_pids |= {pid for ln in snap.listeners if ln.port in own_ports for pid in ln.pids}
     findings: list[Finding] = []
     done: set[str] = set()
     for h in all_hops:
-        key = endpoint_key(h.host, h.port)
-        res = results.get(key)
-        if key in done or res is None or res.state not in (State.REFUSED, State.TIMEOUT, State.UNREACHABLE):
+        if h.key in done or status[h.key] is not False:
             continue
-        done.add(key)
+        done.add(h.key)
         proxy, up, route = h.proxy, h.upstream, h.route
         kind = proxy.get("kind", "proxy")
-        own_ports = {b["port"] for p in (snap.extra.get("proxies") or {}).get("proxies", [])
-                     for r in (p.get("config") or {}).get("routes", []) for b in r.get("binds", [])}
-        own_pids = {p.get("pid") for p in (snap.extra.get("proxies") or {}).get("proxies", [])}
-        own_pids |= {pid for ln in snap.listeners if ln.port in own_ports for pid in ln.pids}
-        why, why_ev, why_fix, facts = upstream_cause(snap, h.host, h.port, own_pids, own_ports)
-        verb = {State.REFUSED: "refuses connections", State.TIMEOUT: "does not answer",
-                State.UNREACHABLE: "is unreachable"}[res.state]
         loc = f" (location {route['location']})" if route.get("location") else ""
-        summary = (f"{kind} accepts on port {ctx.target.port}, but its upstream {key} {verb}: {why}. "
-                   f"Configured at {_where(up)}{loc}.")
+        facts: dict[str, Any] = {}
+        needles: list[str] = [h.key]
+        weight = 0.9
+        if h.unix:
+            why, why_ev, why_fix = _unix_finding(h, _unix_fact(h) or {})
+            summary = f"{kind} accepts on port {ctx.target.port}, but {why}. Configured at {_where(up)}{loc}."
+            probe_ev: list[str] = []
+            needles = [f"unix:{h.unix}"]
+        else:
+            res = ctx.followups[h.key]
+            if res.state is State.DNS_ERROR:
+                err = res.dns_error or "no address"
+                summary = (f"{kind} accepts on port {ctx.target.port}, but its upstream {h.key} cannot be reached: "
+                           f"the name {h.host} does not resolve on this host ({err}). "
+                           f"Configured at {_where(up)}{loc}.")
+                probe_ev = [f"from this host, resolving {h.host} failed: {err}"]
+                why_ev, why_fix = [], [Fix(f"make {h.host} resolve on this host (a DNS record, an /etc/hosts "
+                                              f"entry, or the right container network / service name)"),
+                                          Fix(f"or point the proxy at the upstream's address in {_where(up)}")]
+                weight = 0.88
+            else:
+                failed = [a for a in res.addresses if a.state is not State.OPEN]
+                addrs = list(dict.fromkeys(a.address for a in failed))
+                first = failed[0] if failed else None
+                addr = first.address if first else h.host
+                why, why_ev, why_fix, facts = upstream_cause(snap, addr, h.port, own_pids, own_ports)
+                for other in addrs[1:]:
+                    more, more_ev, _f, _x = upstream_cause(snap, other, h.port, own_pids, own_ports)
+                    why_ev += [f"{_ep(other, h.port)}: {more}", *more_ev]
+                state = first.state if first else res.state
+                verb = _VERB.get(state, "fails")
+                if h.name:
+                    resolved = ", ".join(a.address for a in res.addresses) or "nothing"
+                    who = f"{h.key} ({h.host} resolves to {resolved} on this host)"
+                    needles += [_ep(a, h.port) for a in addrs]
+                else:
+                    who = h.key
+                summary = (f"{kind} accepts on port {ctx.target.port}, but its upstream {who} {verb}: {why}. "
+                           f"Configured at {_where(up)}{loc}.")
+                probe_ev = [f"from this host, {_ep(a.address, h.port)}" + (f" ({h.host})" if h.name else "")
+                            + f" is {a.state.value}" + (f" ({a.errno})" if a.errno else "") for a in res.addresses] \
+                    or [f"from this host, {h.key} is {_state_text(res)}"]
+                if state is not State.REFUSED:
+                    weight = 0.75
         evidence = [f"{kind} config ({proxy.get('source')}): {_where(up)}: {up.get('text')}"]
         if up.get("via_text"):
             evidence.append(f"routed by {up.get('via_file')}:{up.get('via_line')}: {up.get('via_text')}")
         evidence.append(f"{route.get('name')}{loc} listens on "
                         + ", ".join(_ep(b["address"], b["port"]) for b in route.get("binds", [])))
-        evidence.append(f"from this host, {key} is {_state_text(res)}")
-        evidence += why_ev + _http_evidence(proxy) + _log_evidence(proxy, h.host, h.port)
+        evidence += probe_ev + why_ev + _http_evidence(proxy) + _log_evidence(proxy, *needles)
         fixes = list(why_fix)
         if facts.get("kind") in ("loopback_only", "other_address", "other_port") and facts.get("listener"):
             fixes.append(Fix(f"to point the proxy there, edit {_where(up)} (`{up.get('text')}`) to use "
                              f"{facts['listener']}"))
         fixes.append(_reload(proxy))
-        all_down = n_open == 0
-        weight = (0.9 if res.state is State.REFUSED else 0.75) if all_down else 0.55
         findings.append(Finding(Cause.PROXY_UPSTREAM, CHECK, Severity.ERROR if all_down else Severity.WARNING,
-                                summary, tuple(evidence), tuple(fixes), weight))
+                                summary, tuple(evidence), tuple(fixes), weight if all_down else 0.55))
     return findings

@@ -49,7 +49,7 @@ def check_reachability(snap: Snapshot, ctx: Context) -> list[Finding]:
                         tuple(evidence), tuple(fixes), 0.95)]
 
     if facts.target_is_local(snap, ctx):
-        return []
+        return _stale_addresses(snap, ctx)
 
     findings: list[Finding] = []
     addrs = ctx.probe.addresses
@@ -144,3 +144,27 @@ def server_side_limitations(snap: Snapshot, ctx: Context) -> list[str]:
     return [f"{ctx.target.host} is not this host, so its listeners, bind addresses, firewall and "
             f"resources were not inspected: run `portdoctor diagnose :{ctx.target.port}"
             + (f" --from {src}" if src else "") + "` on the server"]
+
+
+def _stale_addresses(snap: Snapshot, ctx: Context) -> list[Finding]:
+    """A name with several addresses, some of them this host's, and others that fail: a stale or
+    wrong record sends part of the clients elsewhere (those that do not try the next address)."""
+    t = ctx.target
+    if facts.ip(t.host) is not None or t.is_this_host or len(ctx.probe.addresses) < 2:
+        return []
+    away = [a for a in ctx.probe.addresses if not facts.is_local(snap, a.address) and a.state is not State.OPEN]
+    here = [a for a in ctx.probe.addresses if facts.is_local(snap, a.address)]
+    if not away or not here:
+        return []
+    first_fails = ctx.probe.addresses[0] in away
+    bad = ", ".join(a.address for a in away)
+    return [Finding(
+        Cause.DNS, CHECK, Severity.ERROR,
+        f"{t.host} resolves to {bad} as well as to this host ({', '.join(a.address for a in here)}); {bad} is "
+        f"not this host and is {away[0].state.value}: a stale or wrong record sends "
+        + ("every client that tries the first address only" if first_fails else "part of the clients")
+        + " to a host that does not serve the port.",
+        tuple([f"{t.host} -> " + ", ".join(f"{a.address} ({a.state.value})" for a in ctx.probe.addresses),
+               *(f"{a.address} is not an address of this host" for a in away)]),
+        (Fix(f"Remove {bad} from the record of {t.host} (DNS or /etc/hosts)", f"getent ahosts {t.host}"),),
+        0.75 if first_fails else 0.6)]

@@ -66,6 +66,9 @@ def check_resources(snap: Snapshot, ctx: Context) -> list[Finding]:
         near = s.backlog > 0 and s.queue >= max(1, int(0.9 * s.backlog))
         if not (full or near or (grew and failing)):
             continue
+        if not (full or near) and (grew.keys() & {"TcpExt.TCPReqQFullDrop", "TcpExt.TCPReqQFullDoCookies"}):
+            findings.append(_syn_queue_finding(snap, ctx, s, grew, failing))
+            continue
         evidence = [facts.describe(snap, s)]
         if full:
             evidence.append(f"accept queue full: {s.queue} connections waiting, backlog {s.backlog} "
@@ -77,6 +80,9 @@ def check_resources(snap: Snapshot, ctx: Context) -> list[Finding]:
         if abort:
             evidence.append("net.ipv4.tcp_abort_on_overflow = 1: on overflow the server resets the "
                             "connection instead of letting the client retry")
+        if s.backlog <= 1:
+            evidence.append(f"the server listens with a backlog of {s.backlog} (listen(fd, {s.backlog})): "
+                            f"one connection waiting for accept() fills the queue")
         if somaxconn and s.backlog and str(s.backlog) == somaxconn.strip():
             evidence.append(f"the backlog equals net.core.somaxconn = {somaxconn}: the kernel capped the "
                             f"backlog the server asked for")
@@ -91,6 +97,9 @@ def check_resources(snap: Snapshot, ctx: Context) -> list[Finding]:
         fixes = [Fix(f"Find why {who} stops calling accept(): a blocked or overloaded event loop, too few "
                      f"workers, or a deadlock (look at its threads and CPU)",
                      f"ss -ltn 'sport = :{port}'" + (f"; cat /proc/{procs[0].pid}/status" if procs else ""))]
+        if s.backlog <= 1:
+            fixes.append(Fix(f"Raise the backlog the server passes to listen() (now {s.backlog}); 128 or more "
+                             f"is usual (a `backlog` option in most servers)", None))
         if abort:
             fixes.append(Fix("Let clients retry instead of resetting them on overflow",
                              "sysctl -w net.ipv4.tcp_abort_on_overflow=0"))
@@ -143,3 +152,34 @@ def check_resources(snap: Snapshot, ctx: Context) -> list[Finding]:
                      f"sysctl -w net.netfilter.nf_conntrack_max={m * 2}"),),
                 0.85 if failing else 0.3))
     return findings
+
+
+def _syn_queue_finding(snap: Snapshot, ctx: Context, s, grew: dict[str, int], failing: bool) -> Finding:
+    """The accept queue is fine but handshakes are dropped: the SYN queue of half-open
+    connections is full (a SYN flood, or clients whose final ACK never arrives)."""
+    port = ctx.target.port
+    cookies = snap.sysctls.get("net.ipv4.tcp_syncookies", "").strip()
+    syn_backlog = snap.sysctls.get("net.ipv4.tcp_max_syn_backlog", "").strip()
+    evidence = [facts.describe(snap, s),
+                f"the accept queue is not full ({s.queue} of {s.backlog}), yet handshakes were dropped:"]
+    evidence += [f"{name} rose by {delta} during the probe (/proc/net/netstat)" for name, delta in grew.items()]
+    if cookies:
+        evidence.append(f"net.ipv4.tcp_syncookies = {cookies}" + (" (off: a full SYN queue drops new SYNs)"
+                                                                  if cookies == "0" else ""))
+    if syn_backlog:
+        evidence.append(f"net.ipv4.tcp_max_syn_backlog = {syn_backlog}; the SYN queue of this listener is "
+                        f"also bounded by its backlog {s.backlog}")
+    fixes = [Fix("See the half-open handshakes (SYN-RECV) and where they come from: many from few sources "
+                 "is a SYN flood", f"ss -tn state syn-recv '( sport = :{port} )' | awk 'NR>1 {{print $4}}' | "
+                 "sed 's/:[0-9]*$//' | sort | uniq -c | sort -rn | head")]
+    if cookies == "0":
+        fixes.append(Fix("Turn SYN cookies back on, so a full SYN queue no longer drops real clients",
+                         "sysctl -w net.ipv4.tcp_syncookies=1"))
+    fixes.append(Fix("Give the SYN queue room: a larger listen backlog in the server and a larger kernel cap",
+                     "sysctl -w net.ipv4.tcp_max_syn_backlog=4096 net.core.somaxconn=4096"))
+    return Finding(
+        Cause.RESOURCE_EXHAUSTION, CHECK, Severity.ERROR if failing else Severity.WARNING,
+        f"Port {port} drops new handshakes because its SYN queue of half-open connections is full "
+        f"(a SYN flood, or clients whose final ACK never arrives)"
+        + (" and SYN cookies are off" if cookies == "0" else "") + f": {_symptom(ctx) or 'clients time out'}.",
+        tuple(evidence), tuple(fixes), 0.85 if failing else 0.35)
