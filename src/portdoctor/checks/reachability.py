@@ -48,6 +48,9 @@ def check_reachability(snap: Snapshot, ctx: Context) -> list[Finding]:
                         f"{t.host!r} does not resolve ({ctx.probe.dns_error}): no connection was attempted.",
                         tuple(evidence), tuple(fixes), 0.95)]
 
+    shadow = _hosts_file_override(snap, ctx)
+    if shadow:
+        return shadow
     if facts.target_is_local(snap, ctx):
         return _stale_addresses(snap, ctx)
 
@@ -168,3 +171,30 @@ def _stale_addresses(snap: Snapshot, ctx: Context) -> list[Finding]:
                *(f"{a.address} is not an address of this host" for a in away)]),
         (Fix(f"Remove {bad} from the record of {t.host} (DNS or /etc/hosts)", f"getent ahosts {t.host}"),),
         0.75 if first_fails else 0.6)]
+
+
+def _hosts_file_override(snap: Snapshot, ctx: Context) -> list[Finding]:
+    """/etc/hosts sends the name somewhere DNS does not, and the client fails there."""
+    entries = snap.extra.get("hosts_entries") or []
+    dns = snap.extra.get("dns_answers") or {}
+    in_dns = list(dict.fromkeys(dns.get("addresses") or []))
+    if not entries or not in_dns or ctx.probe.state is State.OPEN:
+        return []
+    from_hosts = [a for _n, a, _l in entries]
+    if set(in_dns) <= set(from_hosts):
+        return []
+    t = ctx.target
+    lines = [f"/etc/hosts:{n}: {line}" for n, _a, line in entries]
+    first = ctx.probe.addresses[0] if ctx.probe.addresses else None
+    return [Finding(
+        Cause.DNS, CHECK, Severity.ERROR,
+        f"{t.host} resolves through /etc/hosts to {', '.join(from_hosts)}"
+        + (" (this host)" if all(facts.is_local(snap, a) for a in from_hosts) else "")
+        + f", but DNS says {', '.join(in_dns)}: the hosts file wins, so clients here go to the wrong place"
+        + (f" and get {first.state.value}" if first is not None else "") + ".",
+        tuple([*lines, f"DNS ({', '.join(snap.extra.get('nameservers') or [])}): {t.host} -> {', '.join(in_dns)}",
+               *([f"connect to {first.address}:{t.port}: {first.errno or first.state.value}"] if first else [])]),
+        (Fix(f"Remove or correct the /etc/hosts line for {t.host} (Debian adds `127.0.1.1 <hostname>` at "
+             f"install time)", f"sed -i.bak '{entries[0][0]}d' /etc/hosts  # line {entries[0][0]}: {entries[0][2]}"),
+         Fix(f"Then check what clients get: {', '.join(in_dns)}", f"getent ahosts {t.host}")),
+        0.85)]

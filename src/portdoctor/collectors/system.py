@@ -49,5 +49,41 @@ def collect_system(req: Request) -> Facts:
     extra["nameservers"] = nameservers(resolv) if resolv else []
     if req.host:
         hosts = _read("/etc/hosts")
-        extra["hosts_entries"] = [list(e) for e in hosts_entries(hosts, req.host)] if hosts else []
+        entries = hosts_entries(hosts, req.host) if hosts else []
+        extra["hosts_entries"] = [list(e) for e in entries]
+        # /etc/hosts wins over DNS for this name: learn whether DNS would have said otherwise
+        if entries and extra["nameservers"] and not _is_local_name(req.host):
+            extra["dns_answers"] = dns_answers(req.host)
     return Facts(extra=extra)
+
+
+def _is_local_name(name: str) -> bool:
+    name = name.lower().rstrip(".")
+    return name in ("localhost", "ip6-localhost", "ip6-loopback") or name.endswith(".localhost")
+
+
+def dns_answers(name: str, timeout: float = 1.5) -> dict:
+    """A and AAAA records of `name` from the resolvers of /etc/resolv.conf, bypassing /etc/hosts:
+    {"addresses": [...], "error": None | "NXDOMAIN" | "..."}."""
+    import dns.exception
+    import dns.resolver
+
+    out: dict = {"addresses": [], "error": None}
+    try:
+        resolver = dns.resolver.Resolver(configure=True)
+    except (dns.exception.DNSException, OSError) as exc:
+        return {"addresses": [], "error": f"no resolver: {exc}"}
+    resolver.lifetime = timeout
+    for rdtype in ("A", "AAAA"):
+        try:
+            answer = resolver.resolve(name, rdtype, search=True)
+        except dns.resolver.NXDOMAIN:
+            out["error"] = "NXDOMAIN"
+            break
+        except dns.resolver.NoAnswer:
+            continue
+        except dns.exception.DNSException as exc:
+            out["error"] = type(exc).__name__
+            break
+        out["addresses"] += [r.address for r in answer]
+    return out
