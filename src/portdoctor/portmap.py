@@ -43,7 +43,10 @@ def _accepts(address: str, v6only: bool | None, dst: str) -> bool:
 
 
 def _containers(snap: Snapshot) -> list[dict[str, Any]]:
-    return [c for c in (snap.extra.get("containers") or {}).get("containers", []) if c.get("local") is not False]
+    """The containers of this network namespace (other namespaces' ones are not this host's ports)."""
+    from portdoctor.checks.mapping import container_here
+
+    return [c for c in (snap.extra.get("containers") or {}).get("containers", []) if container_here(snap, c)]
 
 
 def _container_name(snap: Snapshot, cid: str | None) -> str | None:
@@ -71,7 +74,10 @@ def _processes(snap: Snapshot, ln: Listener) -> list[dict[str, Any]]:
             continue
         container = _container_name(snap, p.container)
         if container is None and p.name in _HOLDERS:
-            container = _publisher(snap, ln.port)  # the engine's process holding a published port
+            from portdoctor.checks.mapping import holder_container
+
+            held = holder_container(snap, ln)  # the engine's process holding a published port
+            container = (held.get("name") or held.get("id")) if held else _publisher(snap, ln.port)
         out.append({"pid": pid, "name": process_name(snap, pid), "user": p.user, "unit": p.unit,
                     "container": container})
     return out

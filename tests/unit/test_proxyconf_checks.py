@@ -160,3 +160,122 @@ def test_systemd_disabled_unit_named_by_the_user():
     (f,) = _errors(check_supervisor(snap, ctx))
     assert "cache.service is inactive and disabled" in f.summary
     assert f.fix[-1].command == "systemctl enable --now cache.service"
+
+
+# --------------------------------------------------------------------------- other namespaces, names, sockets
+
+
+def _with_containers(snap: Snapshot, edit) -> Snapshot:
+    """snap with every container record passed through edit(record) (a copy)."""
+    import copy
+    from dataclasses import replace
+
+    extra = copy.deepcopy(dict(snap.extra))
+    for c in extra["containers"]["containers"]:
+        edit(c)
+    return replace(snap, extra=extra)
+
+
+def test_containers_of_another_network_namespace_say_nothing():
+    snap, ctx = _case("127_0_0_1_18080")
+    other = _with_containers(snap, lambda c: c.update(here=False))
+    assert check_mapping(other, ctx) == [] and mapping_followups(other, ctx) == []
+    here = _with_containers(snap, lambda c: c.update(here=True))
+    assert [f.cause for f in check_mapping(here, ctx)] == [Cause.WRONG_INTERFACE]
+
+
+def test_local_containers_say_nothing_about_a_remote_target():
+    from dataclasses import replace
+
+    snap, ctx = _case("127_0_0_1_9090")  # a client used the container port 9090 of pdxconf
+    assert [f.cause for f in _errors(check_mapping(snap, ctx))] == [Cause.WRONG_PORT]
+    remote = Target("10.99.0.1:9090", "10.99.0.1", 9090)
+    addr = replace(ctx.probe.addresses[0], address="10.99.0.1")
+    rctx = replace(ctx, target=remote, probe=replace(ctx.probe, target=remote, addresses=(addr,)))
+    assert check_mapping(snap, rctx) == [] and mapping_followups(snap, rctx) == []
+
+
+def test_published_on_another_host_address_names_the_container():
+    from dataclasses import replace
+
+    from portdoctor.model import InterfaceAddress
+
+    snap, ctx = _case("127_0_0_1_18080")
+
+    def on_other(c):
+        c.update(ports=[dict(p, host_ip="10.231.9.9") for p in c["ports"]])
+    snap = _with_containers(snap, on_other)
+    snap = replace(snap, listeners=tuple(replace(ln, address="10.231.9.9") if ln.port == 18080 else ln
+                                         for ln in snap.listeners),
+                   addresses=(*snap.addresses, InterfaceAddress("10.231.9.9", 24, 4, "eth9")))
+    (f,) = check_mapping(snap, ctx)
+    assert f.cause is Cause.WRONG_INTERFACE and f.weight > 0.9
+    assert "pdxweb" in f.summary and "10.231.9.9 only" in f.summary
+    cmds = "\n".join(x.command or "" for x in f.fix)
+    assert "-p 18080:8080" in cmds and "-p 127.0.0.1:18080:8080" in cmds
+    assert any("conmon" in e and "pdxweb" in e for e in f.evidence)
+
+
+def _named_upstream(snap: Snapshot, host: str) -> Snapshot:
+    import copy
+    from dataclasses import replace
+
+    extra = copy.deepcopy(dict(snap.extra))
+    for p in extra["proxies"]["proxies"]:
+        for r in p["config"]["routes"]:
+            for u in r["upstreams"]:
+                u["host"] = host
+    return replace(snap, extra=extra)
+
+
+def test_upstream_named_by_a_host_name_is_probed_by_name():
+    from dataclasses import replace
+
+    snap, ctx = _case("127_0_0_1_8080")
+    named = _named_upstream(snap, "app.lab.test")
+    (t,) = proxy_followups(named, ctx)
+    assert (t.host, t.port) == ("app.lab.test", 9000)
+    res = ctx.followups["127.0.0.1:9000"]
+    (f,) = check_proxy(named, replace(ctx, followups={"app.lab.test:9000": replace(res, target=t)}))
+    assert f.cause is Cause.PROXY_UPSTREAM and f.severity is Severity.ERROR
+    assert "app.lab.test:9000" in f.summary and "127.0.0.1" in f.summary
+    assert "nothing listens on port 9000" in f.summary
+    # a name that does not resolve is the cause itself
+    from portdoctor.model import State
+
+    bad = ProbeResult(t, State.DNS_ERROR, (), 3.0, dns_error="[Errno -2] Name or service not known")
+    (g,) = check_proxy(named, replace(ctx, followups={"app.lab.test:9000": bad}))
+    assert g.cause is Cause.PROXY_UPSTREAM and "does not resolve" in g.summary
+    assert any("Name or service not known" in e for e in g.evidence)
+    # not probed (a replay without follow-ups): no finding
+    assert check_proxy(named, replace(ctx, followups={})) == []
+
+
+def test_upstream_unix_socket_missing_or_refusing(tmp_path):
+    import copy
+    import socket
+    from dataclasses import replace
+
+    from portdoctor.collectors.proxies import unix_socket_fact
+
+    missing = str(tmp_path / "app.sock")
+    assert unix_socket_fact(missing)["state"] == "missing"
+    stale = str(tmp_path / "stale.sock")
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(stale)  # bound, never listening: what an exited app leaves behind
+        assert unix_socket_fact(stale)["state"] == "refused"
+        s.listen(1)
+        assert unix_socket_fact(stale)["state"] == "ok"
+
+    snap, ctx = _case("127_0_0_1_8080")
+    extra = copy.deepcopy(dict(snap.extra))
+    for p in extra["proxies"]["proxies"]:
+        for r in p["config"]["routes"]:
+            for u in r["upstreams"]:
+                u.update(host="", port=None, unix=missing)
+        p["unix"] = {missing: unix_socket_fact(missing)}
+    usnap = replace(snap, extra=extra)
+    assert proxy_followups(usnap, ctx) == []
+    (f,) = check_proxy(usnap, replace(ctx, followups={}))
+    assert f.cause is Cause.PROXY_UPSTREAM and missing in f.summary and "does not exist" in f.summary
+    assert "/tmp/pdx/ng/nginx.conf:12" in f.summary

@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from portdoctor.checks import Context, endpoint_key
+from portdoctor.checks.facts import addresses_to_check, describe, target_is_local, unmapped
 from portdoctor.model import Cause, Finding, Fix, Severity, Snapshot, State, Target
 
 CHECK = "mapping"
@@ -27,8 +28,107 @@ def _doc(snap: Snapshot) -> dict[str, Any]:
     return snap.extra.get("containers") or {}
 
 
+# Engine processes that hold a published port open on the host side for a container.
+HOLDERS = ("conmon", "docker-proxy", "rootlessport", "rootlessport-child", "slirp4netns", "pasta")
+
+
+def _all(snap: Snapshot) -> list[dict[str, Any]]:
+    return list(_doc(snap).get("containers", []))
+
+
 def _containers(snap: Snapshot) -> list[dict[str, Any]]:
-    return [c for c in _doc(snap).get("containers", []) if c.get("local") is not False]
+    """The containers whose ports and network belong to this network namespace (container_here)."""
+    return [c for c in _all(snap) if container_here(snap, c)]
+
+
+def _argv_value(argv: tuple[str, ...] | list[str], *flags: str) -> str | None:
+    for i, a in enumerate(argv):
+        for f in flags:
+            if a == f and i + 1 < len(argv):
+                return argv[i + 1]
+            if a.startswith(f + "="):
+                return a.split("=", 1)[1]
+    return None
+
+
+def _is_holder(snap: Snapshot, pid: int) -> bool:
+    proc = snap.processes.get(pid)
+    if proc is None:
+        return False
+    first = proc.cmdline[0].rsplit("/", 1)[-1] if proc.cmdline else ""
+    return proc.name in HOLDERS or first in HOLDERS
+
+
+def held_by_engine(snap: Snapshot, sock: Any) -> bool:
+    """Whether every known owner of a listening socket is a container engine's port holder."""
+    pids = [p for p in sock.pids if p in snap.processes]
+    return bool(pids) and all(_is_holder(snap, p) for p in pids)
+
+
+def holder_container(snap: Snapshot, sock: Any) -> dict[str, Any] | None:
+    """The container a port-holder listener (conmon, docker-proxy, rootlessport) holds its port for."""
+    if not held_by_engine(snap, sock):
+        return None
+    every = _all(snap)
+    for pid in sock.pids:
+        argv = snap.processes[pid].cmdline
+        cid = _argv_value(argv, "-c", "--cid", "-u", "--cuuid")
+        cname = _argv_value(argv, "-n", "--name")
+        cip = _argv_value(argv, "-container-ip", "--container-ip")
+        for c in every:
+            if cid and c.get("id") and cid.startswith(c["id"]):
+                return c
+            if cname and c.get("name") == cname:
+                return c
+            if cip and cip in (c.get("addresses") or []) and any(
+                    p.get("host_port") == sock.port for p in c.get("ports") or []):
+                return c
+    cands = [c for c in every if c.get("state") == "running" and any(
+        p.get("host_port") == sock.port and (p.get("host_ip") or "0.0.0.0") in ("0.0.0.0", "::", sock.address)
+        for p in c.get("ports") or [])]
+    return cands[0] if len(cands) == 1 else None
+
+
+def _dnat_to(snap: Snapshot, addresses: list[str]) -> bool:
+    """A DNAT rule of this namespace's ruleset leads to one of `addresses`."""
+    if not addresses:
+        return False
+    from portdoctor.portmap import _dnats
+
+    return any(d.get("to_addr") in addresses for d in _dnats(snap))
+
+
+def container_here(snap: Snapshot, c: dict[str, Any]) -> bool:
+    """Whether container c belongs to this network namespace, so that it may explain this host's
+    ports: portdoctor runs inside it, or its engine side (conmon, containerd-shim) runs here (the
+    collector's "here"), or, when that is unknown, a port holder or a DNAT rule of this namespace
+    leads to it. Rootful Podman lists the containers of every network namespace of the machine."""
+    if c.get("same_netns"):
+        return True
+    here = c.get("here")
+    if here is not None:
+        return bool(here)
+    if c.get("local") is False:
+        return False
+    if c.get("state") == "running":
+        if any(holder_container(snap, ln) is c for ln in snap.listeners):
+            return True
+        if _dnat_to(snap, list(c.get("addresses") or [])):
+            return True
+        return c.get("local") is True
+    # stopped: nothing holds its ports any more; it is ours when a network it uses is ours
+    nets = {n.get("name") for n in c.get("networks") or [] if n.get("name")}
+    if any(n.get("gateway") and _is_local_addr(snap, n["gateway"]) for n in c.get("networks") or []):
+        return True
+    return bool(nets) and any(o is not c and o.get("state") == "running"
+                              and nets & {n.get("name") for n in o.get("networks") or []}
+                              and container_here(snap, o) for o in _all(snap))
+
+
+def _is_local_addr(snap: Snapshot, addr: str) -> bool:
+    from portdoctor.checks.facts import is_local
+
+    return is_local(snap, addr)
 
 
 def _engine(snap: Snapshot) -> str:
@@ -92,6 +192,8 @@ def _publishing(snap: Snapshot, port: int) -> list[tuple[dict[str, Any], dict[st
 def followups(snap: Snapshot, ctx: Context) -> list[Target]:
     """The container address:port behind a published target port (what the DNAT leads to)."""
     out: list[Target] = []
+    if not _doc(snap) or not target_is_local(snap, ctx):
+        return out
     for c, p in _publishing(snap, ctx.target.port):
         ip = _ip(c)
         if ip and c.get("state") == "running":
@@ -220,6 +322,34 @@ def _loopback_published(snap: Snapshot, ctx: Context, c: dict[str, Any], p: dict
                    (f"published: {_mapping_text(p)} (container {name})",), tuple(fixes), 0.93)
 
 
+def _other_address_published(snap: Snapshot, ctx: Context, c: dict[str, Any], p: dict[str, Any]) -> Finding | None:
+    """Published on one specific host address (`-p 10.0.0.3:18084:8080`) while clients use another."""
+    hip = p.get("host_ip") or ""
+    if hip in ("", "0.0.0.0", "::") or _is_loopback(hip):
+        return None
+    used = [a for a in addresses_to_check(snap, ctx) if unmapped(a) != unmapped(hip)]
+    if not used:
+        return None
+    eng, name = _engine(snap), _name(c)
+    hport, cport = p["host_port"], p["container_port"]
+    mapping = _mapping_text(p)
+    summary = (f"Container {name} publishes port {hport} on {hip} only ({mapping}); clients connecting to "
+               f"{used[0]} cannot reach it. Publish it on every address (-p {hport}:{cport}) or on {used[0]}.")
+    held = [ln for ln in snap.listeners if ln.port == hport and holder_container(snap, ln) is c]
+    ev = [f"published: {mapping} (container {name}, state {c.get('state')})"]
+    ev += [f"{describe(snap, ln)}: the engine holds the port for container {name}, on the address its -p names"
+           for ln in held]
+    ev.append(f"nothing on port {hport} accepts connections to {', '.join(used)}")
+    use_flag = f"-p {endpoint_key(used[0], hport) if ':' in used[0] else f'{used[0]}:{hport}'}:{cport}"
+    fixes = [Fix(f"publish port {hport} on every host address (recreate container {name})",
+                 f"{eng} run ... {_publish_flag('', hport, cport)} {c.get('image')}"),
+             Fix(f"or publish it on the address the clients use, {used[0]}",
+                 f"{eng} run ... {use_flag} {c.get('image')}"),
+             Fix(f"in {_compose(c)}: ports: [\"{hport}:{cport}\"] instead of \"{hip}:{hport}:{cport}\""),
+             Fix(f"or connect to {endpoint_key(hip, hport)}")]
+    return Finding(Cause.WRONG_INTERFACE, CHECK, Severity.ERROR, summary, tuple(ev), tuple(fixes), 0.93)
+
+
 def _container_port_confusion(snap: Snapshot, ctx: Context) -> list[Finding]:
     port = ctx.target.port
     out: list[Finding] = []
@@ -332,14 +462,18 @@ def check_mapping(snap: Snapshot, ctx: Context) -> list[Finding]:
         return []
     if ctx.probe.state is State.OPEN and not ctx.from_addr:
         return []
+    if not target_is_local(snap, ctx):
+        return []  # this host's containers say nothing about another host's port
     port = ctx.target.port
     addrs = _target_addresses(ctx)
     findings: list[Finding] = []
     findings += _client_in_container(snap, ctx)
     publishing = [(c, p) for c, p in _publishing(snap, port) if _host_ip_covers(p.get("host_ip", ""), addrs)
-                  or _loopback_published(snap, ctx, c, p)]
+                  or _loopback_published(snap, ctx, c, p) or _other_address_published(snap, ctx, c, p)]
     for c, p in publishing:
         lp = _loopback_published(snap, ctx, c, p)
+        if lp is None and not _host_ip_covers(p.get("host_ip", ""), addrs):
+            lp = _other_address_published(snap, ctx, c, p)
         if lp is not None:
             findings.append(lp)
             continue
@@ -357,10 +491,11 @@ def check_mapping(snap: Snapshot, ctx: Context) -> list[Finding]:
 
 def _other_published(snap: Snapshot, ctx: Context) -> list[Finding]:
     """Nothing publishes the port, but running containers publish others: list them."""
-    pubs = [(c, p) for c in _containers(snap) if c.get("state") == "running" for p in c.get("ports") or []]
+    port = ctx.target.port
+    pubs = [(c, p) for c in _containers(snap) if c.get("state") == "running" for p in c.get("ports") or []
+            if p.get("host_port") != port]
     if not pubs:
         return []
-    port = ctx.target.port
     listed = ", ".join(f"{_mapping_text(p)} ({_name(c)})" for c, p in pubs[:6])
     summary = (f"No container publishes port {port}; the containers here publish {listed}. "
                f"If the service runs in one of them, connect to its published host port.")

@@ -220,8 +220,10 @@ def _nearby(snap: Snapshot, port: int, exclude_pids: set[int], exclude_ports: se
 
 def _published_by(snap: Snapshot, host: str, port: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The container (and mapping) that publishes host:port on this host, if any."""
+    from portdoctor.checks.mapping import container_here
+
     for c in (snap.extra.get("containers") or {}).get("containers", []):
-        if c.get("local") is False:
+        if not container_here(snap, c):
             continue
         for mp in c.get("ports") or []:
             hip = mp.get("host_ip") or "0.0.0.0"
@@ -231,8 +233,10 @@ def _published_by(snap: Snapshot, host: str, port: int) -> tuple[dict[str, Any],
 
 
 def _container_with(snap: Snapshot, host: str) -> dict[str, Any] | None:
+    from portdoctor.checks.mapping import container_here
+
     for c in (snap.extra.get("containers") or {}).get("containers", []):
-        if host in (c.get("addresses") or []):
+        if host in (c.get("addresses") or []) and container_here(snap, c):
             return c
     return None
 

@@ -12,6 +12,9 @@ extra["containers"] = {
                   "ports": [{"host_ip", "host_port", "container_port", "proto"}],
                   "listeners": [{"address", "port", "family"}] | None,  # None: not readable
                   "addresses": [...], "local": bool | None, "same_netns": bool,
+                  "here": bool | None,  # its published ports and network live in THIS network
+                                        # namespace (its conmon / containerd-shim runs here, or,
+                                        # when stopped, its network's gateway is ours)
                   "logs": [...], "labels": {...}}]}
 
 The collector only gathers; checks/mapping.py decides.
@@ -183,6 +186,31 @@ def normalize(inspect: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def network_gateways(doc: dict[str, Any]) -> list[str]:
+    """Gateways of a network definition (`podman network inspect` or the Docker API's)."""
+    out: list[str] = []
+    for sub in doc.get("subnets") or []:  # podman (netavark) native
+        if sub.get("gateway"):
+            out.append(sub["gateway"])
+    for cfg in ((doc.get("IPAM") or {}).get("Config") or []):  # Docker API, podman compat
+        if cfg.get("Gateway") and cfg["Gateway"] not in out:
+            out.append(cfg["Gateway"])
+    return out
+
+
+def _needs_gateway(recs: list[dict[str, Any]]) -> set[str]:
+    """Network names of containers whose inspect document gives no gateway (stopped ones)."""
+    return {n["name"] for r in recs for n in r["networks"] if not n.get("gateway") and n.get("name")}
+
+
+def _fill_gateways(recs: list[dict[str, Any]], gateways: dict[str, list[str]]) -> None:
+    for r in recs:
+        for n in r["networks"]:
+            if not n.get("gateway") and gateways.get(n["name"]):
+                n["gateway"] = gateways[n["name"]][0]
+                n["gateway_from"] = "network"
+
+
 def _socket_path(env: dict[str, str]) -> str | None:
     for var in ("DOCKER_HOST", "CONTAINER_HOST"):
         url = env.get(var, "")
@@ -216,6 +244,13 @@ def from_api(path: str, logs_for: set[str] | None = None) -> tuple[str, list[dic
                 except Exception:  # logs are a bonus; a missing log driver must not hide the rest
                     rec["logs"] = []
             out.append(rec)
+        gws: dict[str, list[str]] = {}
+        for net in _needs_gateway(out):
+            try:
+                gws[net] = network_gateways(client.api.inspect_network(net) or {})
+            except Exception:  # a network removed meanwhile: its containers stay unplaced
+                continue
+        _fill_gateways(out, gws)
         return engine, out
     finally:
         client.close()
@@ -237,6 +272,15 @@ def from_cli(exe: str) -> list[dict[str, Any]]:
                                 text=True, timeout=10)
             rec["logs"] = (cp.stdout + cp.stderr).splitlines()[-LOG_LINES:]
         out.append(rec)
+    gws: dict[str, list[str]] = {}
+    for net in _needs_gateway(out):
+        cp = subprocess.run([exe, "network", "inspect", net], capture_output=True, text=True, timeout=15)
+        try:
+            docs = json.loads(cp.stdout or "[]") if cp.returncode == 0 else []
+        except ValueError:
+            docs = []
+        gws[net] = [g for d in docs if isinstance(d, dict) for g in network_gateways(d)]
+    _fill_gateways(out, gws)
     return out
 
 
@@ -260,14 +304,40 @@ def from_proc(proc_root: str, own_ns: int | None) -> list[dict[str, Any]]:
     return list(by_id.values())
 
 
+def engine_side_netns(proc_root: str, pid: int) -> int | None:
+    """The network namespace of the engine's side of a container: the first ancestor of pid
+    (conmon, containerd-shim) that lives in another namespace than the container itself. That
+    is where the engine published its ports (conmon's port holders, docker-proxy, DNAT rules)."""
+    ns = netns_inode(proc_root, pid)
+    if ns is None:
+        return None
+    cur: int | None = pid
+    for _ in range(64):
+        cur = procfs.read_ppid(proc_root, cur) if cur else None
+        if not cur:
+            return None
+        pns = netns_inode(proc_root, cur)
+        if pns is None:
+            return None
+        if pns != ns:
+            return pns
+    return None
+
+
 def _enrich(rec: dict[str, Any], proc_root: str, own_ns: int | None, own_addrs: set[str]) -> None:
     """Listeners and addresses inside the container's namespace; is it attached to this host?"""
     pid = rec.get("pid")
     rec["same_netns"] = False
+    rec["here"] = None
     if pid:
         ns = netns_inode(proc_root, pid)
         if ns is not None and ns == own_ns:
             rec["same_netns"] = True
+            rec["here"] = True
+        else:
+            side = engine_side_netns(proc_root, pid)
+            if side is not None and own_ns is not None:
+                rec["here"] = side == own_ns
         rec["listeners"] = ns_listeners(proc_root, pid)
         addrs = [a for a in ns_addresses(proc_root, pid) if not a.startswith("127.") and a != "::1"]
         rec["addresses"] = list(dict.fromkeys(rec["addresses"] + addrs))
@@ -278,6 +348,8 @@ def _enrich(rec: dict[str, Any], proc_root: str, own_ns: int | None, own_addrs: 
         rec["local"] = bool(gateways & own_addrs)
     elif rec.get("network_mode") == "host" or rec["same_netns"]:
         rec["local"] = True
+    if rec["here"] is None and not pid and gateways:
+        rec["here"] = bool(gateways & own_addrs)  # stopped: is its network's bridge ours?
 
 
 def gather(req: Request, env: dict[str, str] | None = None) -> Facts:

@@ -6,6 +6,9 @@ listening ports, one plain HTTP request to it on loopback or this namespace's ow
 
 extra["proxies"] = {"proxies": [{"kind", "pid", "exe", "source", "config": ProxyConfig JSON,
                                  "error_log": [{"path", "lines"}],
+                                 "unix": {path: {"state": "ok | missing | refused | busy | not_socket |
+                                                 denied | error", "kind", "mode", "owner", "error",
+                                                 "others": [other sockets in its folder]}},
                                  "http": [{"address", "port", "status", "reason", "server",
                                            "error", "seconds"}]}]}
 """
@@ -31,7 +34,8 @@ HTTP_TIMEOUT = 4.5  # HAProxy retries a refused server for ~3 s before its 503
 LOG_TAIL_BYTES = 256 * 1024
 LOG_LINES = 8
 _REFUSED_MARKS = ("Connection refused", "no live upstreams", "upstream prematurely closed",
-                  "connect() failed", "upstream timed out")
+                  "connect() failed", "upstream timed out", "while connecting to upstream",
+                  "could not be resolved")
 
 
 def _arg(argv: tuple[str, ...] | list[str], flag: str) -> str | None:
@@ -190,6 +194,64 @@ def http_check(address: str, port: int, host_header: str | None = None,
     return out
 
 
+def unix_socket_fact(path: str, root: str = "") -> dict[str, Any]:
+    """Stat a unix socket path (as seen under `root`, the proxy's root folder) and try one
+    non-blocking connect to it: does it exist, is it a socket, does something accept on it."""
+    import errno as errno_mod
+    import pwd
+    import stat as stat_mod
+
+    real = root.rstrip("/") + path if root else path
+    out: dict[str, Any] = {"state": None, "kind": None, "mode": None, "owner": None, "error": None, "others": []}
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        out["state"] = "missing"
+        folder = os.path.dirname(real)
+        try:
+            out["others"] = sorted(os.path.join(os.path.dirname(path), n) for n in os.listdir(folder)
+                                   if stat_mod.S_ISSOCK(os.lstat(os.path.join(folder, n)).st_mode))[:5]
+        except OSError:
+            pass
+        return out
+    except PermissionError as exc:
+        out["state"], out["error"] = None, f"stat: {exc.strerror}"
+        return out
+    except OSError as exc:
+        out["state"], out["error"] = "error", f"stat: {exc.strerror}"
+        return out
+    out["mode"] = oct(stat_mod.S_IMODE(st.st_mode))
+    try:
+        out["owner"] = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        out["owner"] = str(st.st_uid)
+    if not stat_mod.S_ISSOCK(st.st_mode):
+        out["state"], out["kind"] = "not_socket", "directory" if stat_mod.S_ISDIR(st.st_mode) else "file"
+        return out
+    out["kind"] = "socket"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sk:
+        sk.setblocking(False)
+        rc = sk.connect_ex(real)
+    if rc == 0 or rc == errno_mod.EINPROGRESS:
+        out["state"] = "ok"
+    else:
+        out["error"] = f"{errno_mod.errorcode.get(rc, rc)}: {os.strerror(rc)}"
+        out["state"] = {errno_mod.ECONNREFUSED: "refused", errno_mod.EAGAIN: "busy",
+                        errno_mod.ENOENT: "missing", errno_mod.EACCES: "denied",
+                        errno_mod.EPERM: "denied"}.get(rc, "error")
+    return out
+
+
+def _proxy_root(proc_root: str, pid: int) -> str:
+    """"" when the proxy sees the same files as we do, else its root through /proc/PID/root."""
+    try:
+        if os.stat(f"{proc_root}/{pid}/ns/mnt").st_ino == os.stat(f"{proc_root}/self/ns/mnt").st_ino:
+            return ""
+    except OSError:
+        return ""
+    return f"{proc_root}/{pid}/root"
+
+
 def _check_address(bind_address: str, own: set[str]) -> str | None:
     """Where this host may send the HTTP request for a bind: loopback or its own address only."""
     if bind_address in ("0.0.0.0",):
@@ -232,6 +294,23 @@ def gather(req: Request) -> Facts:
                         continue
                     tried.add((addr, b.port))
                     entry["http"].append(http_check(addr, b.port))
+            root = _proxy_root(proc, pid)
+            for route in cfg.routes:
+                if not any(b.port == req.port for b in route.binds):
+                    continue
+                for up in route.upstreams:
+                    if up.unix and up.unix not in entry.setdefault("unix", {}):
+                        fact = unix_socket_fact(up.unix, root)
+                        entry["unix"][up.unix] = fact
+                        if fact["state"] is None:
+                            lims.append(Limitation(f"{kind} upstream unix socket {up.unix} could not be checked "
+                                                   f"({fact['error']})", "run as root"))
+                    elif not up.unix and up.port is None and not up.host:
+                        lims.append(Limitation(f"{kind} upstream at {up.file}:{up.line} (`{up.text}`) could not "
+                                               "be judged: no address in it", "check it by hand"))
+            for problem in cfg.problems:
+                lims.append(Limitation(f"{kind} configuration not fully followed, an upstream may go unjudged: {problem}",
+                                       "check that upstream by hand (portdoctor diagnose HOST:PORT)"))
             for path in cfg.error_logs:
                 try:
                     entry["error_log"].append({"path": path, "lines": tail_lines(path)})
