@@ -217,3 +217,30 @@ def test_indexes_change_nothing() -> None:
         assert got == key(slow.evaluate(f)), f
         hits += any(o[2] and "policy" not in o[2] and "rule 10001 of" not in o[2] for o in got)
     assert hits > 50
+
+
+def test_native_nft_tables_named_like_iptables() -> None:
+    """nft `table ip filter` (named set of ports, reject) and `table ip nat` (DNAT) are evaluated,
+    although iptables-nft-save prints *filter and *nat for them."""
+    ev = ev_of(("nftnames.iptables-save", "ip"), ("nftnames.ip6tables-save", "ip6"), nft="nftnames")
+    o = only(ev, remote("10.0.0.1", 23))
+    assert (o.verdict, o.reject_with, o.step.table.source, o.step.chain) == ("reject", "tcp-reset", "nft", "input")
+    assert "@blocked_ports" in o.step.rule.text
+    o = only(ev, remote("10.0.0.1", 8080, iif="veth1"))
+    assert (o.flow.dst, o.flow.dport) == ("10.0.1.2", 80) and o.nat.table.name == "nat"
+    assert only(ev, remote("10.0.0.1", 8080)).verdict == "reject"  # not DNATed on eth0: @blocked_ports
+    o = only(ev, remote("fd00::1", 8080, dst="fd00::2"))
+    assert (o.verdict, o.step.table.family, o.step.chain) == ("reject", "ip6", "INPUT")
+    o = only(ev, remote("10.0.0.1", 7777))  # mangle INPUT at priority 10: iptables-save cannot show it
+    assert (o.verdict, o.step.table.source, o.step.table.name) == ("drop", "nft", "mangle")
+
+
+def test_native_chain_beside_iptables_chains_in_one_table() -> None:
+    ev = ev_of(("mixed.iptables-save", "ip"), nft="mixed")
+    o = only(ev, remote("10.0.0.1", 8080))
+    assert (o.verdict, o.step.table.source, o.step.chain) == ("drop", "nft", "extra")
+    o = only(ev, remote("10.0.0.1", 7000))  # iptables INPUT -> APP
+    assert (o.verdict, o.step.table.source, o.step.chain) == ("reject", "iptables", "APP")
+    o = only(ev, remote("10.0.0.1", 7001))  # nft chain extra jumps to iptables-nft's APP
+    assert (o.verdict, o.step.chain, [s.chain for s in o.path]) == ("reject", "APP", ["extra"])
+    assert only(ev, remote("10.0.0.3", 7001)).verdict == "accept"

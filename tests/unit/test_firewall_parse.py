@@ -221,3 +221,61 @@ def test_routes_and_local_addresses_from_ip_json() -> None:
     assert ["10.0.0.0/24", "veth1", "unicast"] in host["routes"]
     assert ["fd00::/64", "veth1", "unicast"] in host["routes"]
     assert ["127.0.0.0/8", "lo", "local"] in host["routes"]
+
+
+def test_native_nft_tables_named_like_iptables_are_read_from_nft() -> None:
+    """`table ip filter` / `table ip nat` written with nft (the nftables wiki's names):
+    iptables-nft-save prints them as empty *filter / *nat under an "incompatible" note."""
+    from portdoctor.collectors.firewall import incompatible_tables, iptables_counters, nft_counters
+
+    v4, v6 = read("nftnames.iptables-save"), read("nftnames.ip6tables-save")
+    assert incompatible_tables(v4) == {"filter": "partial", "mangle": "partial", "nat": "partial"}
+    assert incompatible_tables(v6) == {"filter": "whole"}
+    rs, limits = build_ruleset([(v4, "ip", "iptables"), (v6, "ip6", "iptables")],
+                               read("nftnames.nft.json"), read("nftnames.nft.txt"))
+    assert not limits
+    assert sorted((t.source, t.family, t.name, c.name) for t in rs.tables for c in t.chains) == [
+        ("iptables", "ip", "mangle", "OUTPUT"), ("nft", "ip", "filter", "input"), ("nft", "ip", "mangle", "INPUT"),
+        ("nft", "ip", "nat", "output"), ("nft", "ip", "nat", "prerouting"), ("nft", "ip6", "filter", "INPUT")]
+    # iptables-save printed an empty INPUT in place of the one it cannot show; nft's has the rule
+    assert [t for t in rs.tables if t.source == "nft" and t.name == "mangle"][0].chain("INPUT").rules
+    ipf = [t for t in rs.tables if (t.family, t.name) == ("ip", "filter")][0]
+    assert [c.name for c in ipf.chains] == ["input"] and {s.name for s in ipf.sets} == {"blocked_ports"}
+    nat = [t for t in rs.tables if (t.family, t.name) == ("ip", "nat")][0]
+    assert nat.chain("prerouting").rules[0].action.addr == "10.0.1.2"
+    # without nft, what iptables-save cannot show is said, not silently dropped
+    rs, limits = build_ruleset([(v4, "ip", "iptables")])
+    assert [(t.name, c.name) for t in rs.tables for c in t.chains if c.rules] == [("mangle", "OUTPUT")]
+    assert limits and "filter, mangle, nat" in limits[0].what, limits
+    owned: set[tuple[str, ...]] = set()
+    fast = iptables_counters(v4, "ip", "iptables", owned)
+    fast.update(iptables_counters(v6, "ip6", "iptables", owned))
+    fast.update(nft_counters(read("nftnames.nft.json"), owned))
+    rs, _ = build_ruleset([(v4, "ip", "iptables"), (v6, "ip6", "iptables")],
+                          read("nftnames.nft.json"), read("nftnames.nft.txt"))
+    assert fast == counters_of(rs)
+    assert fast["nft/ip/mangle/INPUT/h3"] == 1 and fast["iptables/ip/mangle/OUTPUT/1"] == 0
+
+
+def test_table_with_iptables_rules_and_a_native_chain_is_read_once() -> None:
+    """iptables-nft rules plus a base chain added with nft to the same `table ip filter`: the
+    chains iptables-save shows come from it, the chain it cannot show from nft, none twice."""
+    saves = [(read("mixed.iptables-save"), "ip", "iptables")]
+    rs, limits = build_ruleset(saves, read("mixed.nft.json"), read("mixed.nft.txt"))
+    assert not limits
+    got = sorted((t.source, t.family, t.name, c.name) for t in rs.tables for c in t.chains)
+    # chains iptables-save printed rules for are its; the empty ones it prints anyway come from nft
+    # (they may stand for a chain it cannot show), with the chain it did not print
+    assert got == [("iptables", "ip", "filter", "APP"), ("iptables", "ip", "filter", "INPUT"),
+                   ("iptables", "ip", "nat", "INPUT"), ("iptables", "ip", "nat", "OUTPUT"),
+                   ("iptables", "ip", "nat", "POSTROUTING"), ("iptables", "ip", "nat", "PREROUTING"),
+                   ("nft", "ip", "filter", "FORWARD"), ("nft", "ip", "filter", "OUTPUT"),
+                   ("nft", "ip", "filter", "extra")]
+    assert rs.tables[0].chain("INPUT").rules[0].comment == "ssh"  # iptables' view keeps the xt details
+    from portdoctor.collectors.firewall import iptables_counters, nft_counters
+
+    owned: set[tuple[str, ...]] = set()
+    fast = iptables_counters(saves[0][0], "ip", "iptables", owned)
+    fast.update(nft_counters(read("mixed.nft.json"), owned))
+    assert fast == counters_of(rs)
+    assert fast["nft/ip/filter/extra/h9"] == 1

@@ -4,7 +4,9 @@ firewall_drop, port_mapping).
 The flows checked: the probe this host made (a local connection: output, then input on lo),
 the connection from --from (in on the interface that routes back to it), and without --from,
 "any client from elsewhere" on each interface, where a rule that depends on the source address
-is reported "for some sources". A DNAT sends the flow to a backend that `followups` asks
+is reported "for some sources". A rule that stops every such client on the interface owning the
+target's (non-loopback) address is an error even when the local probe connects: that probe came
+in on lo, every real client comes in there. A DNAT sends the flow to a backend that `followups` asks
 diagnose to probe; a backend that refuses or does not answer is port_mapping.
 """
 
@@ -251,9 +253,21 @@ def _decided(c: _Checked) -> Outcome | None:
     return None
 
 
+def _remote_clients_of_target(snap: Snapshot, ctx: Context, c: _Checked) -> bool:
+    """True for the "any client from elsewhere" flow to the target's own (non-loopback) address
+    that comes in on the interface owning that address: the way every remote client arrives,
+    while this host's own probe goes through lo and so cannot see what they meet."""
+    f = c.evaluation.flow
+    if c.kind != "remote" or not f.iif or facts.is_loopback(f.dst) or f.dst not in _destinations(ctx):
+        return False
+    ev = evaluator(snap)
+    return ev is not None and ev.host.local_addresses.get(f.dst) == f.iif
+
+
 def _finding_for(snap: Snapshot, ctx: Context, c: _Checked, o: Outcome, definite: bool) -> Finding:
     errno, words = client_error(o)
     who = f"{_flow_words(c)}"
+    every_remote = definite and _remote_clients_of_target(snap, ctx, c)
     step = o.step
     place = step.where if step is not None else f"the {o.hook} path"
     kube = kube_service_of(o)
@@ -298,6 +312,17 @@ def _finding_for(snap: Snapshot, ctx: Context, c: _Checked, o: Outcome, definite
         ns, svc, _p = kube
         summary = (f"kube-proxy rejects {who}: Service {ns}/{svc} has no endpoints ({place}); "
                    f"the client sees {words} ({errno})")
+    elif every_remote:
+        f = c.evaluation.flow
+        summary = (f"{place} {verb} every client from other hosts to {_ep(f.dst, f.dport)} (they come in on "
+                   f"{f.iif}, the interface of {f.dst}); they see {words} ({errno}), while connections from "
+                   "this host get through (they use lo), so a check from this host passes")
+        if o.definite:
+            evidence.append(f"no match on the way depends on the client's address: every client that comes "
+                            f"in on {f.iif} is stopped, whatever its source")
+        else:
+            evidence.append(f"every way through the rules ends in a drop or a reject for clients coming in on "
+                            f"{f.iif}, whatever their source")
     elif definite:
         summary = f"{place} {verb} {who}; the client sees {words} ({errno})"
     else:
@@ -311,7 +336,10 @@ def _finding_for(snap: Snapshot, ctx: Context, c: _Checked, o: Outcome, definite
         summary += f" (chains written by {mgr})"
     source = ctx.from_addr if c.kind == "from" else None
     fixes = tuple(allow_fixes(o, source))
-    if c.kind == "remote" or not definite or contradicted:
+    if every_remote and not contradicted:
+        # the answer for the user's remote clients, not a side note: about as sure as --from would be
+        severity, weight = Severity.ERROR, min(weight, 0.8) if listening else min(weight, 0.55)
+    elif c.kind == "remote" or not definite or contradicted:
         severity, weight = Severity.WARNING, min(weight, 0.4)
     else:
         severity = Severity.ERROR
@@ -467,6 +495,35 @@ def redirected(snap: Snapshot, ctx: Context) -> list[dict[str, Any]]:
     return out
 
 
+def _backend_words(snap: Snapshot, host: str, port: int, key: str, state: State) -> tuple[str, list[str]]:
+    """What the probe of a DNAT backend showed, for the summary, and what is known of its listeners.
+
+    On this host the listener list tells why it refused; elsewhere (another host, a container's
+    namespace) portdoctor only saw the refusal, so it names the likely causes, not one of them.
+    """
+    if state is State.TIMEOUT:
+        return f"a connection from this host to {key} got no answer (timeout)", []
+    if state is State.UNREACHABLE:
+        return f"a connection from this host to {key} found it unreachable", []
+    if facts.is_local(snap, host):  # its listeners are ours: procfs shows them without privilege
+        others = facts.listeners_on_port(snap, port)
+        taking = facts.accepting(snap, host, port)
+        if taking:
+            return (f"a connection from this host to {key} was refused although a socket listens there",
+                    [facts.describe(snap, x) for x in taking[:3]])
+        if not others:
+            return f"nothing listens on port {port} on this host (connection refused)", []
+        scopes = ", ".join(sorted({s.endpoint for s in others}))
+        return (f"port {port} on this host listens on {scopes} only, which does not take connections to "
+                f"{host} (connection refused)", [facts.describe(snap, x) for x in others[:3]])
+    loop = "::1" if ":" in host else "127.0.0.1"
+    return (f"a connection from this host to {key} was refused: either nothing listens there (on port {port}), "
+            f"or the service there listens on its own loopback ({loop}) only, which a forwarded connection "
+            "cannot reach",
+            [f"the listeners of {host} are not visible from this host; run `ss -ltn 'sport = :{port}'` "
+             f"(or `portdoctor ports`) where {host} lives to tell which"])
+
+
 def _mapping_findings(snap: Snapshot, ctx: Context, checked: list[_Checked], exact_bad: bool) -> list[Finding]:
     out: list[Finding] = []
     seen: set[str] = set()
@@ -479,14 +536,13 @@ def _mapping_findings(snap: Snapshot, ctx: Context, checked: list[_Checked], exa
             if res is None or res.state not in (State.REFUSED, State.TIMEOUT, State.UNREACHABLE) or key in seen:
                 continue
             seen.add(key)
-            what = {State.REFUSED: "nothing listens there (connection refused)",
-                    State.TIMEOUT: "it does not answer (timeout)",
-                    State.UNREACHABLE: "it is unreachable"}[res.state]
+            errno = res.addresses[0].errno if res.addresses else None
+            what, seen_there = _backend_words(snap, o.flow.dst, o.flow.dport, key, res.state)
             front = o.original
             summary = f"{front.dport} on {front.dst} is DNATed to {key} by chain {o.nat.chain} ({o.nat.short}); {what}"
-            errno = res.addresses[0].errno if res.addresses else None
             evidence = [f"NAT rule: {_rule_line(o.nat)}",
                         f"a connection from this host to {key} was {res.state.value}" + (f" ({errno})" if errno else "")]
+            evidence.extend(seen_there)
             evidence.extend(f"reached through {_rule_line(s)}" for s in o.path)
             if not o.definite:
                 evidence.extend(_assumption_words(o))

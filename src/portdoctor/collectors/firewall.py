@@ -185,30 +185,66 @@ def build_ruleset(saves: list[tuple[str, str, str]], nft_json: str | None = None
     """One Ruleset from the tools' output: saves are (iptables-save text, "ip"/"ip6", source).
 
     An iptables-save without "(nf_tables)" in its header is the legacy variant. nftables tables
-    that iptables-nft-save already reported are not read twice.
+    that iptables-nft-save already reported are not read twice, and tables it could not report
+    are not dropped: iptables-nft-save prints a native nft table named like its own (`table ip
+    filter` of the nftables wiki) as an empty `*filter` under a note "# Table `filter' is
+    incompatible" or "... contains incompatible base-chains". Such a table is read from nft: all
+    of it, or, when iptables-save printed rules of some of its chains, every other chain (each
+    chain is read from one tool only, so no base chain is walked twice).
     """
     tables: list[Table] = []
     limits: list[Limitation] = []
+    partial: set[tuple[str, str]] = set()  # nf_tables tables iptables-save showed only in part
     for text, family, source in saves:
         if source == "iptables" and text.strip() and "(nf_tables)" not in text:
             source = "iptables-legacy"
         try:
-            tables.extend(parse_iptables_save(text, family, source))
+            parsed = parse_iptables_save(text, family, source)
         except Exception as exc:  # noqa: BLE001 - a parser bug must not hide the other facts
             limits.append(Limitation(f"{'ip6tables' if family == 'ip6' else 'iptables'} rules not understood: "
                                      f"{type(exc).__name__}: {exc}"))
+            continue
+        notes = incompatible_tables(text) if source == "iptables" else {}
+        for t in parsed:
+            how = notes.get(t.name)
+            if how == "whole":
+                continue  # nothing of it is iptables': all of it comes from nft
+            if how == "partial":
+                partial.add((family, t.name))
+            tables.append(t)
+        tool = "ip6tables" if family == "ip6" else "iptables"
+        if notes and not nft_json:
+            limits.append(Limitation(
+                f"{tool}-save cannot show the nftables chains of table {', '.join(sorted(notes))} and nft "
+                "could not be read: those chains were not evaluated", "install nftables (nft) and run as root"))
     if nft_json:
         try:
             doc = json.loads(nft_json)
         except json.JSONDecodeError as exc:
             limits.append(Limitation(f"nftables rules not read: nft -j printed invalid JSON ({exc})"))
         else:
-            owned = {(t.family, t.name) for t in tables if t.source == "iptables"}
+            items = doc.get("nftables", []) if isinstance(doc, dict) else []
             handles = {(x["table"]["family"], x["table"]["name"]): x["table"].get("handle")
-                       for x in doc.get("nftables", []) if "table" in x}
-            # iptables-nft tables are nft tables too: their handles give the creation order
-            tables = [replace(t, handle=handles.get((t.family, t.name))) if t.source == "iptables" else t
-                      for t in tables]
+                       for x in items if "table" in x}
+            kept: list[Table] = []
+            owned: set[tuple[str, ...]] = set()
+            for t in tables:
+                if t.source != "iptables":
+                    kept.append(t)
+                    continue
+                if (t.family, t.name) in partial:
+                    # iptables-save prints its built-in chains empty, with policy ACCEPT, whether they
+                    # exist or not, and also in place of a chain of that name it cannot show (another
+                    # priority): only a chain it printed rules for is surely its; nft has the rest
+                    t = replace(t, chains=tuple(c for c in t.chains if c.rules))
+                    owned.update((t.family, t.name, c.name) for c in t.chains)
+                    if not t.chains:
+                        continue  # a native nft table with iptables' name: nft shows all of it
+                else:
+                    owned.add((t.family, t.name))
+                # iptables-nft tables are nft tables too: their handles give the creation order
+                kept.append(replace(t, handle=handles.get((t.family, t.name))))
+            tables = kept
             try:
                 tables.extend(parse_nft_json(doc, rule_texts(nft_text), owned, chain_devices(nft_text)))
             except Exception as exc:  # noqa: BLE001
@@ -285,7 +321,7 @@ def sample_counters(req: Request) -> dict[str, Any]:
     jobs, _limits = _jobs(routes=False)
     jobs = [j for j in jobs if j.source in ("iptables", "iptables-legacy", "nft-json")]
     counters: dict[str, int] = {}
-    owned: set[tuple[str, str]] = set()
+    owned: set[tuple[str, ...]] = set()
     results = _run_all(jobs)
     for r in results:
         if r.missing or r.rc != 0 or r.job.source == "nft-json":
@@ -303,28 +339,52 @@ def sample_counters(req: Request) -> dict[str, Any]:
 _COUNTED = re.compile(r"^\[(\d+):\d+\]\s+-A\s+(\S+)")
 
 
-def iptables_counters(text: str, family: str, source: str, owned: set[tuple[str, str]] | None = None
+_INCOMPATIBLE = re.compile(r"^# Table `([^']+)' (is incompatible|contains incompatible)", re.M)
+
+
+def incompatible_tables(text: str) -> dict[str, str]:
+    """Tables iptables-nft-save says it cannot show: name -> "whole" or "partial".
+
+    "# Table `filter' is incompatible, use 'nft' tool." (nothing of it printed: "whole");
+    "# Table `filter' contains incompatible base-chains, use 'nft' tool to list them." (the
+    compatible chains printed, plus empty built-in chains that may not exist: "partial").
+    """
+    return {m.group(1): "whole" if m.group(2) == "is incompatible" else "partial"
+            for m in _INCOMPATIBLE.finditer(text)}
+
+
+def iptables_counters(text: str, family: str, source: str, owned: set[tuple[str, ...]] | None = None
                       ) -> dict[str, int]:
-    """Rule packet counters from iptables-save -c text, without parsing the rules."""
+    """Rule packet counters from iptables-save -c text, without parsing the rules.
+
+    `owned` collects what nft_counters must skip: (family, table) of the tables printed in
+    full, (family, table, chain) of the chains it printed rules for in a table it shows only in
+    part (as `build_ruleset` divides such a table).
+    """
     out: dict[str, int] = {}
     table = ""
     pos: dict[str, int] = {}
+    notes = incompatible_tables(text) if source == "iptables" and "(nf_tables)" in text else {}
     for line in text.splitlines():
         if line.startswith("*"):
             table, pos = line[1:].strip(), {}
-            if owned is not None and source == "iptables":
+            if owned is not None and source == "iptables" and table not in notes:
                 owned.add((family, table))
             continue
         m = _COUNTED.match(line)
         if m:
             chain = m.group(2)
+            if notes.get(table) == "whole":
+                continue
+            if owned is not None and notes.get(table) == "partial":
+                owned.add((family, table, chain))
             pos[chain] = pos.get(chain, 0) + 1
             out[f"{source}/{family}/{table}/{chain}/{pos[chain]}"] = int(m.group(1))
     return out
 
 
-def nft_counters(text: str, skip: set[tuple[str, str]]) -> dict[str, int]:
-    """Rule packet counters from nft -j list ruleset, for tables not in `skip`."""
+def nft_counters(text: str, skip: set[tuple[str, ...]]) -> dict[str, int]:
+    """Rule packet counters from nft -j list ruleset, for tables (and chains) not in `skip`."""
     try:
         doc = json.loads(text)
     except json.JSONDecodeError:
@@ -332,7 +392,7 @@ def nft_counters(text: str, skip: set[tuple[str, str]]) -> dict[str, int]:
     out: dict[str, int] = {}
     for it in doc.get("nftables", []):
         r = it.get("rule")
-        if not r or (r["family"], r["table"]) in skip:
+        if not r or (r["family"], r["table"]) in skip or (r["family"], r["table"], r["chain"]) in skip:
             continue
         for e in r.get("expr", []):
             c = e.get("counter") if isinstance(e, dict) else None

@@ -400,6 +400,9 @@ class Evaluator:
         self._routes.sort(key=lambda r: r[3])  # most specific first
         self._ipsets = {s.name: s for s in ruleset.ipsets}
         self._chains: dict[tuple[int, str], _CChain] = {}  # (id(table), chain name)
+        # one nf_tables table read in two parts (the chains iptables-nft-save showed, the rest from
+        # nft): a jump from one part to the other finds its chain by (family, table, chain)
+        self._nf_chains: dict[tuple[str, str, str], _CChain] = {}
         self._base: dict[str, list[_CChain]] = {}
         self._set_cache: dict[tuple[int, str], NamedSet | None] = {}
         for t in ruleset.tables:
@@ -408,6 +411,8 @@ class Evaluator:
             for ch in t.chains:
                 cc = _CChain(ch, t)
                 self._chains[(id(t), ch.name)] = cc
+                if t.source in ("iptables", "nft"):
+                    self._nf_chains.setdefault((t.family, t.name, ch.name), cc)
                 for i, r in enumerate(ch.rules):
                     if r.action.kind == "continue":
                         continue  # logs, counters, marks: no effect on the verdict
@@ -811,6 +816,8 @@ class Evaluator:
             return [("return", st, c)]
         if k in ("jump", "goto"):
             target = self._chains.get((id(cc.table), a.arg))
+            if target is None and cc.table.source in ("iptables", "nft"):
+                target = self._nf_chains.get((cc.table.family, cc.table.name, a.arg))
             if target is None:
                 return [("unknown", st, c)]
             step = Step(c.table, c.chain, c.rule)

@@ -1,7 +1,9 @@
 """Parse `nft -j list ruleset` (JSON) into the ruleset model, with rule text from `nft -a list ruleset`.
 
 Tables that iptables-nft manages (its rules use `xt` compat expressions) are skipped when the
-caller says iptables-save already reported them: the same rules must not be walked twice.
+caller says iptables-save already reported them: the same rules must not be walked twice. A
+native table with one of iptables' names (`table ip filter`) is not skipped: iptables-save notes
+that it cannot show it, and the caller skips only what iptables-save did show.
 """
 
 from __future__ import annotations
@@ -390,9 +392,11 @@ def chain_devices(text: str) -> dict[tuple[str, str, str], str]:
 
 
 def parse_nft_json(doc: dict[str, Any] | str, texts: dict[tuple[str, str, str, int], str] | None = None,
-                   skip: set[tuple[str, str]] | None = None,
+                   skip: set[tuple[str, ...]] | None = None,
                    devices: dict[tuple[str, str, str], str] | None = None) -> list[Table]:
-    """Parse `nft -j list ruleset`; skip (family, table) pairs another parser owns."""
+    """Parse `nft -j list ruleset`; skip the (family, table) pairs and the (family, table, chain)
+    triples another parser owns. A table left without chains by the triples is left out; one
+    that keeps some is returned with those only (the rest of it is iptables-nft's)."""
     if isinstance(doc, str):
         doc = json.loads(doc)
     texts = texts or {}
@@ -433,7 +437,11 @@ def parse_nft_json(doc: dict[str, Any] | str, texts: dict[tuple[str, str, str, i
         if (family, name) in skip:
             continue
         chains = []
+        some_skipped = False
         for cname in t["order"]:
+            if (family, name, cname) in skip:
+                some_skipped = True
+                continue
             c = t["chains"][cname]
             o = c["obj"]
             rules = tuple(_with_position(r, i + 1) for i, r in enumerate(c["rules"]))
@@ -444,6 +452,8 @@ def parse_nft_json(doc: dict[str, Any] | str, texts: dict[tuple[str, str, str, i
             chains.append(Chain(name=cname, rules=rules, hook=o.get("hook"), priority=int(c["prio"]),
                                 type=o.get("type", "filter"), policy=(policy or "accept").upper() if o.get("hook") else None,
                                 handle=o.get("handle"), device=str(dev)))
+        if some_skipped and not chains:
+            continue
         out.append(Table(source="nft", family=family, name=name, chains=tuple(chains), sets=tuple(t["sets"]),
                          handle=t["handle"]))
     return out

@@ -108,12 +108,34 @@ def main() -> None:
         sh("ip", "route", "add", "default", "via", "10.0.0.1")
         (HERE / "routes4.json").write_text(sh("ip", "-j", "-4", "route", "show", "table", "all"))
         (HERE / "routes6.json").write_text(sh("ip", "-j", "-6", "route", "show", "table", "all"))
+        capture_nft_names()
         fresh()
         sh("iptables-restore", input=large_rules())
         with gzip.open(HERE / "large.iptables-save.gz", "wt") as f:
             f.write(sh("iptables-save", "-c"))
     finally:
         subprocess.run(["ip", "netns", "del", NS], capture_output=True)
+
+
+def capture_nft_names() -> None:
+    """nftnames.*: native nft tables named like iptables-nft's own (`table ip filter`, `table ip
+    nat`, as the nftables wiki writes them), which iptables-nft-save notes as incompatible, and a
+    `table ip mangle` whose INPUT chain has a priority iptables does not use (iptables-save prints
+    an empty INPUT in its place); mixed.*: iptables-nft rules plus a native base chain added to the same table with nft."""
+    fresh()
+    sh("nft", "-f", "-", input=(HERE / "nftnames.nft").read_text())
+    bump([8080, 7777])
+    (HERE / "nftnames.iptables-save").write_text(sh("iptables-save", "-c"))
+    (HERE / "nftnames.ip6tables-save").write_text(sh("ip6tables-save", "-c"))
+    (HERE / "nftnames.nft.json").write_text(sh("nft", "-j", "list", "ruleset"))
+    (HERE / "nftnames.nft.txt").write_text(sh("nft", "-a", "list", "ruleset"))
+    fresh()
+    sh("iptables-restore", input=(HERE / "mixed.rules").read_text())
+    sh("nft", "-f", "-", input=(HERE / "mixed.nft").read_text())
+    bump([22, 8080])
+    (HERE / "mixed.iptables-save").write_text(sh("iptables-save", "-c"))
+    (HERE / "mixed.nft.json").write_text(sh("nft", "-j", "list", "ruleset"))
+    (HERE / "mixed.nft.txt").write_text(sh("nft", "-a", "list", "ruleset"))
 
 
 def capture_ufw(root: str) -> None:
@@ -134,6 +156,12 @@ def capture_ufw(root: str) -> None:
 
 
 if __name__ == "__main__":
+    if os.environ.get("ONLY") == "nft-names":  # re-capture only nftnames.* and mixed.*
+        try:
+            capture_nft_names()
+        finally:
+            subprocess.run(["ip", "netns", "del", NS], capture_output=True)
+        raise SystemExit
     main()
     if os.environ.get("UFW_ROOT"):
         try:
