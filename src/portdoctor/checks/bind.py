@@ -46,6 +46,10 @@ def check_bind(snap: Snapshot, ctx: Context) -> list[Finding]:
     socks = facts.listeners_on_port(snap, port)
     if not socks:
         return []
+    from portdoctor.checks.mapping import holder_container
+
+    if all(holder_container(snap, s) is not None and s.scope is not Scope.ALL for s in socks):
+        return []  # a container engine holds the port on the address a `-p` named: the mapping check says so
     findings: list[Finding] = []
     done: set[str] = set()
     for address in facts.addresses_to_check(snap, ctx):
