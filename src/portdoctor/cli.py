@@ -286,8 +286,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         sys.stderr.write("portdoctor: interrupted\n")
         sys.exit(130)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "portdoctor"
+        sys.stderr.write(f"portdoctor: error: {exc.format_message()} (see '{where} --help')\n")
+        sys.exit(ExitCode.USAGE)
     except click.ClickException as exc:
-        exc.show()
+        sys.stderr.write(f"portdoctor: error: {exc.format_message()}\n")
         sys.exit(ExitCode.USAGE)
     except PortdoctorError as exc:
         if debug:
