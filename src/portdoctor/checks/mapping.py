@@ -14,7 +14,6 @@ Facts come from extra["containers"] (collectors/containers.py). Findings:
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import replace
 from typing import Any
 
 from portdoctor.checks import Context, endpoint_key
@@ -217,7 +216,8 @@ def _not_running(snap: Snapshot, c: dict[str, Any], p: dict[str, Any]) -> Findin
     eng, name = _engine(snap), _name(c)
     state, code = c.get("state"), c.get("exit_code")
     restarts = c.get("restart_count") or 0
-    if state == "restarting" or (restarts and restarts >= 3):
+    looping = state == "restarting" or (restarts and restarts >= 3)
+    if looping:
         what = f"is in a restart loop ({restarts} restarts" + (f", last exit code {code})" if code is not None else ")")
     else:
         what = f"is {state}" + (f" (exit code {code})" if code is not None and state in ("exited", "dead", "stopped") else "")
@@ -237,7 +237,10 @@ def _not_running(snap: Snapshot, c: dict[str, Any], p: dict[str, Any]) -> Findin
         fixes.append(Fix("fix the cause in the logs, then restart it", f"{eng} restart {name}"))
     else:
         fixes.append(Fix("start it again once the cause is fixed", f"{eng} start {name}"))
-    return Finding(Cause.SERVICE_NOT_RUNNING, CHECK, Severity.ERROR, summary, tuple(ev), tuple(fixes), 0.85)
+    # a crash loop outranks what it causes downstream (the DNAT to the container refusing
+    # between two restarts): the loop is the cause to fix
+    return Finding(Cause.SERVICE_NOT_RUNNING, CHECK, Severity.ERROR, summary, tuple(ev), tuple(fixes),
+                   0.93 if looping else 0.85)
 
 
 def _rewrite_bind(cmd: list[str], cport: int) -> str | None:
@@ -267,7 +270,7 @@ def _running(snap: Snapshot, ctx: Context, c: dict[str, Any], p: dict[str, Any])
              + (f" ({fu.addresses[0].errno})" if fu.addresses and fu.addresses[0].errno else "")] if fu else []
     on_port = [x for x in lns if x["port"] == cport]
     if not on_port and (c.get("restart_count") or 0) >= 3:
-        return [replace(_not_running(snap, c, p), weight=0.88)]  # crashes and is restarted, again and again
+        return [_not_running(snap, c, p)]  # crashes and is restarted, again and again
     if on_port and all(_is_loopback(x["address"]) for x in on_port):
         x = on_port[0]
         summary = (f"Container {name} publishes {mapping}, but its app listens on "
