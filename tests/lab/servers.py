@@ -1,4 +1,5 @@
-"""What the lab tests need to run real servers: the tools checked for, and nginx configurations."""
+"""What the lab tests need to run real servers: the tools checked for, nginx and HAProxy
+configurations, and a backend namespace behind the server."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 from typing import Iterable
 
 import pytest
+
+from netlab import Host, Lab
 
 # nginx's temporary folders (directive *_temp_path: folder), all pointed into the test's own folder
 NGINX_TEMP_PATHS = {"client_body": "body", "proxy": "proxy", "fastcgi": "fastcgi", "uwsgi": "uwsgi", "scgi": "scgi"}
@@ -47,3 +50,40 @@ def nginx_pass(listen: int, to: str) -> str:
             f"        listen {listen};\n"
             f"        location / {{ proxy_pass http://{to}; }}\n"
             "    }\n")
+
+
+def run_nginx(h: Host, d: Path, http: str, port: int = 8080) -> Path:
+    """Run nginx in h on `d`/nginx.conf, nginx_conf(d, http); return once `port` listens."""
+    need("nginx")
+    conf = d / "nginx.conf"
+    conf.write_text(nginx_conf(d, http))
+    h.start(["nginx", "-c", str(conf)], ready_port=port)
+    return conf
+
+
+def haproxy_cfg(upstream: str) -> str:
+    """A haproxy.cfg: an http frontend on *:8080 whose backend app has one server, `upstream`."""
+    return ("global\n"
+            "    maxconn 64\n"
+            "\n"
+            "defaults\n"
+            "    mode http\n"
+            "    timeout connect 2s\n"
+            "    timeout client 5s\n"
+            "    timeout server 5s\n"
+            "\n"
+            "frontend web\n"
+            "    bind *:8080\n"
+            "    default_backend app\n"
+            "\n"
+            "backend app\n"
+            f"    server app1 {upstream}\n")
+
+
+def backend(lab: Lab, s: Host) -> Host:
+    """Third namespace b (10.0.1.2) behind s (10.0.1.1), routing back through s; s forwards."""
+    b = lab.host("b")
+    lab.link(s, b, "10.0.1.1/24", "10.0.1.2/24")
+    b.run(["ip", "route", "add", "default", "via", "10.0.1.1"])
+    s.sysctl("net.ipv4.ip_forward", 1)
+    return b

@@ -22,19 +22,11 @@ from typing import Any
 
 import pytest
 
-from netlab import Host, Lab, in_netns
+from clients import HALF_OPEN, connect_from, held, hold
+from netlab import Host, Lab
+from servers import backend, haproxy_cfg, need, run_nginx
 
 pytestmark = pytest.mark.lab
-
-
-def need(*tools: str) -> None:
-    """Fail under CI=true, skip elsewhere, when root or a tool is missing."""
-    missing = [t for t in tools if shutil.which(t) is None and not os.path.exists(t)]
-    why = "needs root" if os.geteuid() != 0 else (f"needs {', '.join(missing)}" if missing else "")
-    if why:
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
 
 
 @pytest.fixture(autouse=True)
@@ -95,30 +87,6 @@ def finding(doc: dict[str, Any], cause: str) -> dict[str, Any]:
 def text_of(f: dict[str, Any]) -> str:
     return "\n".join([f["summary"], *f["evidence"],
                       *(f"{x['description']} {x.get('command') or ''}" for x in f["fix"])])
-
-
-def connect_from(h: Host, src: str, dst: str, port: int, timeout: float = 0.5) -> int:
-    """Connect from h, bound to source address `src`; 0 when accepted, else the errno."""
-    def go() -> int:
-        fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
-        with socket.socket(fam, socket.SOCK_STREAM) as sk:
-            sk.settimeout(timeout)
-            sk.bind((src, 0))
-            try:
-                rc = sk.connect_ex((dst, port))
-            except socket.timeout:
-                return errno.ETIMEDOUT
-            return errno.ETIMEDOUT if rc in (errno.EAGAIN, errno.EINPROGRESS) else rc
-    return in_netns(h.ns, go)
-
-
-def backend(lab: Lab, s: Host) -> Host:
-    """Third namespace b (10.0.1.2) behind s (10.0.1.1), routing back through s; s forwards."""
-    b = lab.host("b")
-    lab.link(s, b, "10.0.1.1/24", "10.0.1.2/24")
-    b.run(["ip", "route", "add", "default", "via", "10.0.1.1"])
-    s.sysctl("net.ipv4.ip_forward", 1)
-    return b
 
 
 @pytest.fixture
@@ -329,29 +297,17 @@ def test_port_env_on_a_process_that_does_not_listen(pair: tuple[Host, Host], tmp
     assert "PORT=8080" in t, brief(doc)  # the process meant to serve it is named
 
 
-def test_nginx_on_port_80_while_clients_use_8080(pair: tuple[Host, Host], tmpdir: Path) -> None:
-    need("nginx")
-    c, s = pair
-    conf = tmpdir / "nginx.conf"
-    conf.write_text(f"""daemon off;
-worker_processes 1;
-error_log {tmpdir}/error.log;
-pid {tmpdir}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmpdir}/body;
-    proxy_temp_path {tmpdir}/proxy;
-    fastcgi_temp_path {tmpdir}/fastcgi;
-    uwsgi_temp_path {tmpdir}/uwsgi;
-    scgi_temp_path {tmpdir}/scgi;
-    server {{
+# the inside of nginx's http block (see servers.nginx_conf)
+NGINX_HELLO_80 = """    server {
         listen 80;
-        location / {{ return 200 "hello\\n"; }}
-    }}
-}}
-""")
-    s.start(["nginx", "-c", str(conf)], ready_port=80)
+        location / { return 200 "hello\\n"; }
+    }
+"""
+
+
+def test_nginx_on_port_80_while_clients_use_8080(pair: tuple[Host, Host], tmpdir: Path) -> None:
+    c, s = pair
+    run_nginx(s, tmpdir, NGINX_HELLO_80, port=80)
     assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
     doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
     verdict(doc, "wrong_port")
@@ -392,27 +348,6 @@ def test_postgres_on_a_non_standard_port_in_its_config(pair: tuple[Host, Host], 
 
 
 # =========================================================================== resources
-
-
-HOLD = """
-import socket, sys, time
-conns = []
-for _ in range(int(sys.argv[3])):
-    s = socket.socket()
-    s.settimeout(1)
-    try:
-        s.connect((sys.argv[1], int(sys.argv[2])))
-    except OSError:
-        pass
-    conns.append(s)
-print("held", flush=True)
-time.sleep(120)
-"""
-
-
-def hold(c: Host, n: int, port: int = 8080) -> None:
-    holder = c.popen([sys.executable, "-c", HOLD, "10.0.0.2", str(port), str(n)], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
 
 
 def test_accept_queue_full_without_abort_on_overflow(pair: tuple[Host, Host]) -> None:
@@ -613,37 +548,22 @@ def test_local_dnat_in_output_to_a_port_where_nothing_listens(pair: tuple[Host, 
 # =========================================================================== proxies
 
 
-NGINX_DIRECT = """daemon off;
-worker_processes 1;
-error_log {d}/error.log;
-pid {d}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    server {{
+# the insides of nginx's http block (see servers.nginx_conf)
+NGINX_DIRECT = """    server {
         listen 8080;
-        location /api/ {{
+        location /api/ {
             proxy_pass http://127.0.0.1:9001/;
-        }}
-        location / {{
+        }
+        location / {
             proxy_pass http://127.0.0.1:9001;
-        }}
-    }}
-}}
+        }
+    }
 """
 
 
 def test_nginx_proxy_pass_to_a_dead_port_without_from(pair: tuple[Host, Host], tmpdir: Path) -> None:
-    need("nginx")
     _c, s = pair
-    conf = tmpdir / "nginx.conf"
-    conf.write_text(NGINX_DIRECT.format(d=tmpdir))
-    s.start(["nginx", "-c", str(conf)], ready_port=8080)
+    conf = run_nginx(s, tmpdir, NGINX_DIRECT)
     doc = diagnose(s, "10.0.0.2:8080")
     assert doc["probe"]["state"] == "open"
     verdict(doc, "proxy_upstream")
@@ -652,30 +572,12 @@ def test_nginx_proxy_pass_to_a_dead_port_without_from(pair: tuple[Host, Host], t
     assert f"{conf}:" in f["summary"], text_of(f)
 
 
-HAPROXY_NAMED = """global
-    maxconn 64
-
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 5s
-    timeout server 5s
-
-frontend web
-    bind *:8080
-    default_backend app
-
-backend app
-    server app1 app.lab.test:9003
-"""
-
-
 def test_haproxy_server_named_by_a_hostname(pair: tuple[Host, Host], tmpdir: Path) -> None:
     need("haproxy")
     _c, s = pair
     s.dns({"app.lab.test": "127.0.0.1"})
     conf = tmpdir / "haproxy.cfg"
-    conf.write_text(HAPROXY_NAMED)
+    conf.write_text(haproxy_cfg("app.lab.test:9003"))
     s.start(["haproxy", "-db", "-f", str(conf)], ready_port=8080)
     doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
     assert doc["probe"]["state"] == "open"
@@ -684,34 +586,17 @@ def test_haproxy_server_named_by_a_hostname(pair: tuple[Host, Host], tmpdir: Pat
     assert "app.lab.test:9003" in f["summary"] and "nothing listens on port 9003" in f["summary"], text_of(f)
 
 
-NGINX_NAMED = """daemon off;
-worker_processes 1;
-error_log {d}/error.log;
-pid {d}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    server {{
+NGINX_NAMED = """    server {{
         listen {listen};
         location / {{
             proxy_pass {upstream};
         }}
     }}
-}}
 """
 
 
 def start_nginx(s: Host, d: Path, upstream: str, listen: str = "8080", port: int = 8080) -> Path:
-    need("nginx")
-    conf = d / "nginx.conf"
-    conf.write_text(NGINX_NAMED.format(d=d, upstream=upstream, listen=listen))
-    s.start(["nginx", "-c", str(conf)], ready_port=port)
-    return conf
+    return run_nginx(s, d, NGINX_NAMED.format(upstream=upstream, listen=listen), port=port)
 
 
 def test_nginx_proxy_pass_to_a_hostname(pair: tuple[Host, Host], tmpdir: Path) -> None:
@@ -1078,20 +963,6 @@ def test_container_published_on_this_machine_is_not_about_a_remote_target(tmpdir
         verdict(doc, "unknown")
 
 
-HALF_OPEN = """
-import socket, sys, time
-held = []
-for _ in range(int(sys.argv[3])):
-    s = socket.socket()
-    s.bind((sys.argv[4], 0))
-    s.setblocking(False)
-    s.connect_ex((sys.argv[1], int(sys.argv[2])))
-    held.append(s)
-print("held", flush=True)
-time.sleep(120)
-"""
-
-
 def test_syn_queue_full_without_syncookies(pair: tuple[Host, Host]) -> None:
     """A SYN flood (handshakes never completed) fills the SYN queue; syncookies are off."""
     c, s = pair
@@ -1101,9 +972,7 @@ def test_syn_queue_full_without_syncookies(pair: tuple[Host, Host]) -> None:
     # the flooding address never answers the SYN-ACKs, so its handshakes stay half-open on s
     c.iptables("-A", "INPUT", "-d", "10.0.0.1", "-p", "tcp", "--sport", "8080", "--tcp-flags", "SYN,ACK", "SYN,ACK",
                "-j", "DROP")
-    flood = c.popen([sys.executable, "-c", HALF_OPEN, "10.0.0.2", "8080", "32", "10.0.0.1"], stdout=subprocess.PIPE,
-                    text=True)
-    assert flood.stdout is not None and flood.stdout.readline().strip() == "held"
+    held(c, HALF_OPEN, "10.0.0.2", "8080", "32", "10.0.0.1")
     assert connect_from(c, "10.0.0.3", "10.0.0.2", 8080) == errno.ETIMEDOUT  # a legitimate client
     doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.3", "--timeout", "1")
     verdict(doc, "resource_exhaustion")
