@@ -12,13 +12,14 @@ import errno
 import json
 import os
 import shutil
-import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from netlab import Host, Lab, in_netns, python_for
+from clients import connect_from
+from netlab import Host, Lab, python_for
+from servers import backend
 
 pytestmark = pytest.mark.lab
 
@@ -30,21 +31,6 @@ if os.environ.get("CI") != "true":
     if not (shutil.which("iptables") and shutil.which("nft") and shutil.which("ip6tables")):
         pytest.skip("iptables, ip6tables and nft are needed (they fail instead under CI=true)",
                     allow_module_level=True)
-
-
-def connect_from(h: Host, src: str, dst: str, port: int, timeout: float = 0.5) -> int:
-    """Connect from h, bound to source address `src`; 0 when accepted, else the errno."""
-    def go() -> int:
-        fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
-        with socket.socket(fam, socket.SOCK_STREAM) as sk:
-            sk.settimeout(timeout)
-            sk.bind((src, 0))
-            try:
-                rc = sk.connect_ex((dst, port))
-            except socket.timeout:
-                return errno.ETIMEDOUT
-            return errno.ETIMEDOUT if rc in (errno.EAGAIN, errno.EINPROGRESS) else rc
-    return in_netns(h.ns, go)
 
 
 def diagnose(s: Host, target: str, src: str | None = "10.0.0.1") -> dict[str, Any]:
@@ -103,15 +89,6 @@ def kube_services_diagnosed(c: Host, s: Host) -> tuple[dict[str, Any], dict[str,
     assert "DNATed to 10.0.1.2:8080" in m["summary"] and "kube-proxy" in m["summary"]
     assert doc["verdict"]["cause"] == "port_mapping", doc
     return f, m
-
-
-def backend(lab: Lab, s: Host) -> Host:
-    """Third namespace b (10.0.1.2) behind s (10.0.1.1), routing back through s; s forwards."""
-    b = lab.host("b")
-    lab.link(s, b, "10.0.1.1/24", "10.0.1.2/24")
-    b.run(["ip", "route", "add", "default", "via", "10.0.1.1"])
-    s.sysctl("net.ipv4.ip_forward", 1)
-    return b
 
 
 # --------------------------------------------------------------------------- REJECT on INPUT
