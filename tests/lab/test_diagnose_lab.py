@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from clients import hold
 from netlab import Host, Lab
 
 
@@ -118,28 +118,11 @@ def test_listener_on_second_address(pair: tuple[Host, Host]) -> None:
     assert "10.0.0.3" in doc["verdict"]["summary"]
 
 
-HOLD = """
-import socket, sys, time
-conns = []
-for _ in range(int(sys.argv[3])):
-    s = socket.socket()
-    s.settimeout(1)
-    try:
-        s.connect((sys.argv[1], int(sys.argv[2])))
-    except OSError:
-        pass
-    conns.append(s)
-print("held", flush=True)
-time.sleep(120)
-"""
-
-
 def test_accept_queue_full_with_abort_on_overflow(pair: tuple[Host, Host]) -> None:
     c, s = pair
     s.sysctl("net.ipv4.tcp_abort_on_overflow", 1)
     s.listen(8080, backlog=2, accept=False)
-    holder = c.popen([sys.executable, "-c", HOLD, "10.0.0.2", "8080", "6"], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    hold(c, 6)
     rc, doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--timeout", "1")
     assert rc == 1
     assert doc["probe"]["state"] != "open"
