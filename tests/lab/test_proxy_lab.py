@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from netlab import Host
-from servers import need, nginx_conf
+from servers import haproxy_cfg, need, nginx_conf
 
 # the inside of nginx's http block
 NGINX = """    upstream app {{
@@ -23,23 +23,6 @@ NGINX = """    upstream app {{
             proxy_pass http://app;
         }}
     }}
-"""
-
-HAPROXY = """global
-    maxconn 64
-
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 5s
-    timeout server 5s
-
-frontend web
-    bind *:8080
-    default_backend app
-
-backend app
-    server app1 {upstream}
 """
 
 CADDY = """{{
@@ -64,7 +47,7 @@ def start_nginx(s: Host, tmp: Path, upstream: str) -> Path:
 def start_haproxy(s: Host, tmp: Path, upstream: str) -> Path:
     need("haproxy")
     conf = tmp / "haproxy.cfg"
-    conf.write_text(HAPROXY.format(upstream=upstream))
+    conf.write_text(haproxy_cfg(upstream))
     s.start(["haproxy", "-db", "-f", str(conf)], ready_port=8080)
     return conf
 
