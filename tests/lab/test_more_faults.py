@@ -68,6 +68,16 @@ def verdict(doc: dict[str, Any], cause: str) -> dict[str, Any]:
     return doc["verdict"]
 
 
+def diagnosed_as(c: Host, s: Host, err: int, cause: str, port: int = 8080) -> dict[str, Any]:
+    """A real client c connecting to 10.0.0.2:`port` gets `err` (0: connected); diagnose on s for
+    that client (--from 10.0.0.1, and --timeout 1 when it timed out) gives the verdict `cause`."""
+    assert c.connect_errno("10.0.0.2", port) == err
+    timeout = ("--timeout", "1") if err == errno.ETIMEDOUT else ()
+    doc = diagnose(s, f"10.0.0.2:{port}", "--from", "10.0.0.1", *timeout)
+    verdict(doc, cause)
+    return doc
+
+
 def everything(doc: dict[str, Any]) -> str:
     """Verdict summary, every finding's summary, evidence and fix, as one text."""
     parts = [doc["verdict"]["summary"]]
@@ -227,9 +237,7 @@ def test_two_specific_listeners_reached_via_a_third_address(pair: tuple[Host, Ho
 def test_gunicorn_bound_to_loopback_on_its_command_line(pair: tuple[Host, Host], tmpdir: Path) -> None:
     c, s = pair
     start_app(s, tmpdir, "gunicorn", ["--bind", "127.0.0.1:8000", "--workers", "2", "app:app"])
-    assert c.connect_errno("10.0.0.2", 8000) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:8000", "--from", "10.0.0.1")
-    verdict(doc, "wrong_interface")
+    doc = diagnosed_as(c, s, errno.ECONNREFUSED, "wrong_interface", port=8000)
     f = finding(doc, "wrong_interface")
     t = text_of(f)
     assert "127.0.0.1:8000" in t and "gunicorn" in t, t
@@ -242,9 +250,7 @@ def test_redis_bound_to_loopback_by_its_command_line(pair: tuple[Host, Host], tm
     c, s = pair
     s.start(["redis-server", "--bind", "127.0.0.1", "--port", "6379", "--save", "", "--appendonly", "no",
              "--dir", str(tmpdir), "--protected-mode", "yes"], ready_port=6379)
-    assert c.connect_errno("10.0.0.2", 6379) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:6379", "--from", "10.0.0.1")
-    verdict(doc, "wrong_interface")
+    doc = diagnosed_as(c, s, errno.ECONNREFUSED, "wrong_interface", port=6379)
     f = finding(doc, "wrong_interface")
     t = text_of(f)
     assert "redis" in t and "127.0.0.1" in t, t
@@ -265,9 +271,7 @@ def test_redis_with_its_own_config_file_and_the_default_process_title(pair: tupl
     conf.write_text("port 6379\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\n"
                     f"dir {tmpdir}\nsave \"\"\nappendonly no\n")
     s.start(["redis-server", str(conf)], ready_port=6379)
-    assert c.connect_errno("10.0.0.2", 6379) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:6379", "--from", "10.0.0.1")
-    verdict(doc, "wrong_interface")
+    doc = diagnosed_as(c, s, errno.ECONNREFUSED, "wrong_interface", port=6379)
     fixes = "\n".join(x["description"] + " " + (x.get("command") or "") for x in finding(doc, "wrong_interface")["fix"])
     # redis itself says which file it loaded (redis-cli INFO server: config_file)
     assert f"{conf}" in fixes and "line 2" in fixes, fixes
@@ -280,9 +284,7 @@ def test_process_with_port_argument_listening_elsewhere(pair: tuple[Host, Host],
     c, s = pair
     # the app ignores --port (its config file wins) and listens on 3000
     start_app(s, tmpdir, "webapp", ["--port", "8080"], conf="0.0.0.0:3000")
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
-    verdict(doc, "wrong_port")
+    doc = diagnosed_as(c, s, errno.ECONNREFUSED, "wrong_port")
     t = doc["verdict"]["summary"]
     assert "3000" in t and "--port 8080" in everything(doc), brief(doc)
 
@@ -290,9 +292,7 @@ def test_process_with_port_argument_listening_elsewhere(pair: tuple[Host, Host],
 def test_port_env_on_a_process_that_does_not_listen(pair: tuple[Host, Host], tmpdir: Path) -> None:
     c, s = pair
     start_app(s, tmpdir, "webapp", [], env={"PORT": "8080"})  # started, stuck before listen()
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
-    verdict(doc, "service_not_running")
+    doc = diagnosed_as(c, s, errno.ECONNREFUSED, "service_not_running")
     t = everything(doc)
     assert "PORT=8080" in t, brief(doc)  # the process meant to serve it is named
 
@@ -308,18 +308,14 @@ NGINX_HELLO_80 = """    server {
 def test_nginx_on_port_80_while_clients_use_8080(pair: tuple[Host, Host], tmpdir: Path) -> None:
     c, s = pair
     run_nginx(s, tmpdir, NGINX_HELLO_80, port=80)
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
-    verdict(doc, "wrong_port")
+    doc = diagnosed_as(c, s, errno.ECONNREFUSED, "wrong_port")
     assert "nginx" in doc["verdict"]["summary"] and "80" in doc["verdict"]["summary"], brief(doc)
 
 
 def test_service_on_the_adjacent_port(pair: tuple[Host, Host]) -> None:
     c, s = pair
     s.listen(8081, argv0="api-server")
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
-    verdict(doc, "wrong_port")
+    doc = diagnosed_as(c, s, errno.ECONNREFUSED, "wrong_port")
     assert "8081" in doc["verdict"]["summary"], brief(doc)
 
 
@@ -339,9 +335,7 @@ def test_postgres_on_a_non_standard_port_in_its_config(pair: tuple[Host, Host], 
     lineno = len(conf.read_text().splitlines())
     s.start(["runuser", "-u", "postgres", "--", str(bindir / "postgres"), "-D", str(data), "-k", str(tmpdir)],
             ready_port=5433, timeout=30)
-    assert c.connect_errno("10.0.0.2", 5432) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:5432", "--from", "10.0.0.1")
-    verdict(doc, "wrong_port")
+    doc = diagnosed_as(c, s, errno.ECONNREFUSED, "wrong_port", port=5432)
     assert "5433" in doc["verdict"]["summary"], brief(doc)
     t = everything(doc)
     assert f"{conf}" in t and f"line {lineno}" in t, t
@@ -434,9 +428,7 @@ def test_nft_ip_family_set_of_blocked_ports(pair: tuple[Host, Host]) -> None:
     tcp dport @blocked_ports reject with tcp reset
   }
 }""")
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
-    verdict(doc, "firewall_reject")
+    doc = diagnosed_as(c, s, errno.ECONNREFUSED, "firewall_reject")
     f = finding(doc, "firewall_reject")
     assert "nft ip filter" in f["summary"], text_of(f)
     assert "@blocked_ports" in text_of(f), text_of(f)
@@ -453,9 +445,7 @@ def test_nft_verdict_map_drops_the_port(pair: tuple[Host, Host]) -> None:
     tcp dport vmap { 22 : accept, 8080 : drop, 9090 : drop }
   }
 }""")
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ETIMEDOUT
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--timeout", "1")
-    verdict(doc, "firewall_drop")
+    doc = diagnosed_as(c, s, errno.ETIMEDOUT, "firewall_drop")
     assert "vmap" in text_of(finding(doc, "firewall_drop")), brief(doc)
 
 
@@ -477,9 +467,7 @@ def test_nft_regular_chain_reject_for_a_source_set(pair: tuple[Host, Host]) -> N
     tcp dport 8000-8100 jump app
   }
 }""")
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
-    verdict(doc, "firewall_reject")
+    doc = diagnosed_as(c, s, errno.ECONNREFUSED, "firewall_reject")
     f = finding(doc, "firewall_reject")
     assert "chain app" in f["summary"], text_of(f)
 
@@ -502,9 +490,7 @@ def test_reject_in_forward_for_a_dnat_to_a_running_backend(lab: Lab, pair: tuple
     s.iptables("-t", "nat", "-A", "PREROUTING", "-d", "10.0.0.2", "-p", "tcp", "--dport", "8080",
                "-j", "DNAT", "--to-destination", "10.0.1.2:80")
     s.iptables("-A", "FORWARD", "-d", "10.0.1.2", "-p", "tcp", "--dport", "80", "-j", "REJECT")
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
-    verdict(doc, "firewall_reject")
+    doc = diagnosed_as(c, s, errno.ECONNREFUSED, "firewall_reject")
     f = finding(doc, "firewall_reject")
     assert "FORWARD" in f["summary"], text_of(f)
     assert "10.0.1.2:80" in text_of(f), text_of(f)
@@ -516,9 +502,7 @@ def test_dnat_to_a_backend_listening_on_its_loopback(lab: Lab, pair: tuple[Host,
     b.listen(80, "127.0.0.1", argv0="httpd")
     s.iptables("-t", "nat", "-A", "PREROUTING", "-d", "10.0.0.2", "-p", "tcp", "--dport", "8080",
                "-j", "DNAT", "--to-destination", "10.0.1.2:80")
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
-    verdict(doc, "port_mapping")
+    doc = diagnosed_as(c, s, errno.ECONNREFUSED, "port_mapping")
     f = finding(doc, "port_mapping")
     assert "10.0.1.2:80" in f["summary"], text_of(f)
 
@@ -629,9 +613,7 @@ def test_nginx_listening_on_loopback_by_its_config(pair: tuple[Host, Host], tmpd
     c, s = pair
     s.listen(9001, "127.0.0.1", argv0="app-server")
     conf = start_nginx(s, tmpdir, "http://127.0.0.1:9001", listen="127.0.0.1:8080")
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
-    verdict(doc, "wrong_interface")
+    doc = diagnosed_as(c, s, errno.ECONNREFUSED, "wrong_interface")
     f = finding(doc, "wrong_interface")
     t = text_of(f)
     assert "nginx" in t and f"{conf}" in t and "listen 127.0.0.1:8080" in t, t
@@ -640,9 +622,7 @@ def test_nginx_listening_on_loopback_by_its_config(pair: tuple[Host, Host], tmpd
 def test_dual_stack_wildcard_reached_over_ipv4_is_ok(pair: tuple[Host, Host]) -> None:
     c, s = pair
     s.listen(8080, "::", v6only=False, argv0="java")
-    assert c.connect_errno("10.0.0.2", 8080) == 0
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
-    verdict(doc, "ok")
+    doc = diagnosed_as(c, s, 0, "ok")
 
 
 def test_name_with_only_an_aaaa_record_and_an_ipv4_only_server(pair: tuple[Host, Host]) -> None:
@@ -703,9 +683,7 @@ def test_ufw_reject_rule(pair: tuple[Host, Host]) -> None:
     c, s = pair
     s.listen(8080)
     s.run(["iptables-restore"], input=UFW)
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
-    verdict(doc, "firewall_reject")
+    doc = diagnosed_as(c, s, errno.ECONNREFUSED, "firewall_reject")
     f = finding(doc, "firewall_reject")
     assert "ufw-user-input" in f["summary"], text_of(f)
     assert any((x.get("command") or "").startswith("ufw ") for x in f["fix"]), text_of(f)
@@ -744,9 +722,7 @@ def test_firewalld_zone_without_the_port(pair: tuple[Host, Host]) -> None:
     c, s = pair
     s.listen(8080)
     s.nft(FIREWALLD)
-    assert c.connect_errno("10.0.0.2", 8080) == errno.EHOSTUNREACH
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
-    verdict(doc, "firewall_reject")
+    doc = diagnosed_as(c, s, errno.EHOSTUNREACH, "firewall_reject")
     f = finding(doc, "firewall_reject")
     assert "admin-prohibited" in f["summary"] and "EHOSTUNREACH" in f["summary"], text_of(f)
     assert any("firewall-cmd" in (x.get("command") or "") and "public" in (x.get("command") or "")
@@ -758,9 +734,7 @@ def test_iprange_reject(pair: tuple[Host, Host]) -> None:
     s.listen(8080)
     s.iptables("-A", "INPUT", "-p", "tcp", "--dport", "8080", "-m", "iprange", "--src-range",
                "10.0.0.1-10.0.0.10", "-j", "REJECT")
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
-    verdict(doc, "firewall_reject")
+    doc = diagnosed_as(c, s, errno.ECONNREFUSED, "firewall_reject")
     assert "10.0.0.1-10.0.0.10" in text_of(finding(doc, "firewall_reject")), brief(doc)
 
 
@@ -770,9 +744,7 @@ def test_negated_source_drop_on_a_port_range(pair: tuple[Host, Host]) -> None:
     s.listen(8080)
     s.iptables("-A", "INPUT", "!", "-s", "10.0.0.100/32", "-p", "tcp", "-m", "tcp", "--dport", "8000:8100",
                "-m", "state", "--state", "NEW", "-j", "DROP")
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ETIMEDOUT
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--timeout", "1")
-    verdict(doc, "firewall_drop")
+    doc = diagnosed_as(c, s, errno.ETIMEDOUT, "firewall_drop")
     assert "10.0.0.100" in text_of(finding(doc, "firewall_drop")), brief(doc)
 
 
@@ -780,9 +752,7 @@ def test_drop_in_the_raw_table(pair: tuple[Host, Host]) -> None:
     c, s = pair
     s.listen(8080)
     s.iptables("-t", "raw", "-A", "PREROUTING", "-s", "10.0.0.1", "-p", "tcp", "--dport", "8080", "-j", "DROP")
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ETIMEDOUT
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--timeout", "1")
-    verdict(doc, "firewall_drop")
+    doc = diagnosed_as(c, s, errno.ETIMEDOUT, "firewall_drop")
     assert "raw" in finding(doc, "firewall_drop")["summary"], brief(doc)
 
 
@@ -790,9 +760,7 @@ def test_drop_in_the_mangle_table(pair: tuple[Host, Host]) -> None:
     c, s = pair
     s.listen(8080)
     s.iptables("-t", "mangle", "-A", "PREROUTING", "-s", "10.0.0.1", "-p", "tcp", "--dport", "8080", "-j", "DROP")
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ETIMEDOUT
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--timeout", "1")
-    verdict(doc, "firewall_drop")
+    doc = diagnosed_as(c, s, errno.ETIMEDOUT, "firewall_drop")
     assert "mangle" in finding(doc, "firewall_drop")["summary"], brief(doc)
 
 
@@ -805,9 +773,7 @@ def test_nft_prerouting_raw_priority_drop(pair: tuple[Host, Host]) -> None:
     ip saddr 10.0.0.1 tcp dport 8080 drop
   }
 }""")
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ETIMEDOUT
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--timeout", "1")
-    verdict(doc, "firewall_drop")
+    doc = diagnosed_as(c, s, errno.ETIMEDOUT, "firewall_drop")
     assert "chain pre" in finding(doc, "firewall_drop")["summary"], brief(doc)
 
 
@@ -833,9 +799,7 @@ def test_nft_dnat_to_a_backend_where_nothing_listens(lab: Lab, pair: tuple[Host,
     iifname "veth1" tcp dport 8080 dnat to 10.0.1.2:80
   }
 }""")
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
-    verdict(doc, "port_mapping")
+    doc = diagnosed_as(c, s, errno.ECONNREFUSED, "port_mapping")
     assert "10.0.1.2:80" in finding(doc, "port_mapping")["summary"], brief(doc)
 
 
@@ -862,9 +826,7 @@ def test_dnat_to_the_wrong_backend_port(lab: Lab, pair: tuple[Host, Host]) -> No
     b.listen(8080, argv0="httpd")  # the app in the "container" listens on 8080, the mapping says 80
     s.iptables("-t", "nat", "-A", "PREROUTING", "-d", "10.0.0.2", "-p", "tcp", "--dport", "8080",
                "-j", "DNAT", "--to-destination", "10.0.1.2:80")
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
-    verdict(doc, "port_mapping")
+    doc = diagnosed_as(c, s, errno.ECONNREFUSED, "port_mapping")
     assert "10.0.1.2:80" in finding(doc, "port_mapping")["summary"], brief(doc)
 
 
@@ -881,9 +843,7 @@ def test_iptables_policy_drop_with_only_ssh_open(pair: tuple[Host, Host]) -> Non
 -A INPUT -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT
 COMMIT
 """)
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ETIMEDOUT
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--timeout", "1")
-    verdict(doc, "firewall_drop")
+    doc = diagnosed_as(c, s, errno.ETIMEDOUT, "firewall_drop")
     f = finding(doc, "firewall_drop")
     assert "policy DROP of chain INPUT" in f["summary"], text_of(f)
     cmd = next(x["command"] for x in f["fix"] if x.get("command"))
@@ -997,9 +957,7 @@ def test_mariadb_on_another_port_by_its_defaults_file(pair: tuple[Host, Host], t
     c, s = pair
     conf = mariadb(s, tmpdir, "[mysqld]\ndatadir = {d}/data\nsocket = {d}/sock\npid-file = {d}/pid\n"
                               "port = 3307\nbind-address = 0.0.0.0\nskip-grant-tables\n", 3307)
-    assert c.connect_errno("10.0.0.2", 3306) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:3306", "--from", "10.0.0.1")
-    verdict(doc, "wrong_port")
+    doc = diagnosed_as(c, s, errno.ECONNREFUSED, "wrong_port", port=3306)
     assert "3307" in doc["verdict"]["summary"], brief(doc)
     t = everything(doc)
     assert f"{conf}" in t and "line 5" in t, t
@@ -1009,9 +967,7 @@ def test_mariadb_bound_to_loopback_by_its_defaults_file(pair: tuple[Host, Host],
     c, s = pair
     conf = mariadb(s, tmpdir, "[mysqld]\ndatadir = {d}/data\nsocket = {d}/sock\npid-file = {d}/pid\n"
                               "port = 3306\nbind-address = 127.0.0.1\nskip-grant-tables\n", 3306)
-    assert c.connect_errno("10.0.0.2", 3306) == errno.ECONNREFUSED
-    doc = diagnose(s, "10.0.0.2:3306", "--from", "10.0.0.1")
-    verdict(doc, "wrong_interface")
+    doc = diagnosed_as(c, s, errno.ECONNREFUSED, "wrong_interface", port=3306)
     fixes = "\n".join(x["description"] + " " + (x.get("command") or "") for x in finding(doc, "wrong_interface")["fix"])
     # mariadbd --defaults-file reads that file only: /etc/mysql is not the place to change it
     assert f"{conf}" in fixes and "line 6" in fixes, fixes
