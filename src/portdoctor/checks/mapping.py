@@ -260,6 +260,8 @@ def _running(snap: Snapshot, ctx: Context, c: dict[str, Any], p: dict[str, Any])
     lns = c.get("listeners")
     ip = _ip(c)
     mapping = _mapping_text(p)
+    if (c.get("restart_count") or 0) >= 3 and not any(x["port"] == cport for x in lns or []):
+        return [_not_running(snap, c, p)]  # crashes and is restarted, again and again
     if lns is None:
         return []
     inside = ", ".join(endpoint_key(x["address"], x["port"]) for x in lns) or "nothing"
@@ -269,8 +271,6 @@ def _running(snap: Snapshot, ctx: Context, c: dict[str, Any], p: dict[str, Any])
     fu_ev = [f"from this host, {endpoint_key(ip, cport)} is {fu.state.value}"
              + (f" ({fu.addresses[0].errno})" if fu.addresses and fu.addresses[0].errno else "")] if fu else []
     on_port = [x for x in lns if x["port"] == cport]
-    if not on_port and (c.get("restart_count") or 0) >= 3:
-        return [_not_running(snap, c, p)]  # crashes and is restarted, again and again
     if on_port and all(_is_loopback(x["address"]) for x in on_port):
         x = on_port[0]
         summary = (f"Container {name} publishes {mapping}, but its app listens on "
