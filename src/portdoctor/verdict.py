@@ -26,7 +26,12 @@ def decide(target: Target, probe: ProbeResult, ranked: list[Finding]) -> Verdict
         return Verdict(Cause.OK, 0.95 if not warn else 0.8,
                        f"{where} accepts connections ({n_open} of {len(probe.addresses)} "
                        f"address{'es' if len(probe.addresses) != 1 else ''}){extra}.")
-    pool = errors or ranked
+    # a check may vouch that the failing clients do get through even though this host's own
+    # probe does not (a DNAT that PREROUTING applies to remote clients only): cause ok, as info
+    vouched = [f for f in ranked if f.cause is Cause.OK]
+    if not errors and vouched:
+        return Verdict(Cause.OK, vouched[0].weight, vouched[0].summary)
+    pool = [f for f in (errors or ranked) if f.cause is not Cause.OK]
     if not pool:
         return Verdict(Cause.UNKNOWN, 0.2,
                        f"{where} is {probe.state.value}, and no check found why; see the limitations below "
