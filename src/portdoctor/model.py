@@ -163,6 +163,7 @@ class Process:
     open_fds: int | None = None
     fd_soft_limit: int | None = None
     cwd: str | None = None
+    state: str | None = None  # /proc/PID/stat state letter: R, S, D, T (stopped), t (traced), Z
 
     @property
     def command(self) -> str:

@@ -154,8 +154,15 @@ def check_listener(snap: Snapshot, ctx: Context) -> list[Finding]:
     findings: list[Finding] = []
     seen: set[int] = set()
 
+    reported_sockets: set[frozenset[int]] = set()
+
     def wrong_port(proc: Process, ports: list[int], why: str, weight: float) -> None:
         seen.add(proc.pid)
+        # nginx's master and workers (postgres's backends, ...) share one set of sockets: say it once
+        inodes = frozenset(s.inode for s in snap.listeners if proc.pid in s.pids and s.inode)
+        if inodes and inodes in reported_sockets:
+            return
+        reported_sockets.add(inodes)
         where = ", ".join(str(p) for p in ports)
         ev = [why, *(facts.describe(snap, s) for s in snap.listeners if proc.pid in s.pids and s.port in ports)]
         ev.append(f"nothing listens on port {port}")
@@ -220,6 +227,18 @@ def check_listener(snap: Snapshot, ctx: Context) -> list[Finding]:
                 wrong_port(proc, ports, f"{want[port]}", 0.88)
             else:
                 not_listening(proc, want[port], 0.75)
+
+    # 3a. the service the URL's scheme names (redis://host:6380 while redis listens on 6379)
+    by_scheme = _service_of_scheme(ctx.target.scheme)
+    if by_scheme is not None:
+        for proc in snap.processes.values():
+            if proc.pid in seen:
+                continue
+            info = _known_service(proc)
+            if info is not None and info.name == by_scheme.name:
+                ports = listening_ports(snap, proc)
+                if ports and port not in ports:
+                    wrong_port(proc, ports, f"the URL's scheme {ctx.target.scheme}:// names {info.name}", 0.85)
 
     # 3. the well-known server of this port, running on another port
     known = _services_for_port(port)
@@ -316,3 +335,21 @@ def _near(a: int, b: int) -> bool:
     if a == b:
         return False
     return abs(a - b) <= 10 or str(a).endswith(str(b)) or str(b).endswith(str(a))
+
+
+_SCHEME_SERVICE = {"postgres": "postgresql", "postgresql": "postgresql", "redis": "redis", "rediss": "redis",
+                   "mysql": "mysql", "mariadb": "mysql", "mongodb": "mongodb", "amqp": "rabbitmq",
+                   "amqps": "rabbitmq", "memcached": "memcached", "elasticsearch": "elasticsearch",
+                   "kafka": "kafka", "zookeeper": "zookeeper", "etcd": "etcd", "clickhouse": "clickhouse",
+                   "ssh": "sshd", "sftp": "sshd"}
+
+
+def _service_of_scheme(scheme: str | None):
+    """The well-known service a URL scheme names (postgres:// -> postgresql), if any."""
+    if not scheme or scheme not in _SCHEME_SERVICE:
+        return None
+    try:
+        from portdoctor import services
+    except ImportError:  # pragma: no cover
+        return None
+    return services.by_name(_SCHEME_SERVICE[scheme])

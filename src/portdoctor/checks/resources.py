@@ -88,6 +88,12 @@ def check_resources(snap: Snapshot, ctx: Context) -> list[Finding]:
                             f"backlog the server asked for")
         procs = facts.owners(snap, s)
         who = f"{procs[0].name} (pid {procs[0].pid})" if procs else "the server"
+        stopped = [p for p in procs if p.state in ("T", "t")]
+        if stopped:
+            findings.append(_stopped_finding(snap, ctx, s, stopped, evidence_extra=[
+                f"{name} rose by {delta} during the probe (/proc/net/netstat)" for name, delta in grew.items()],
+                full=full, failing=failing))
+            continue
         symptom = _symptom(ctx)
         summary = (f"{who} is not accepting connections fast enough: its accept queue on port {port} "
                    f"{'is full' if full else 'overflows'}"
@@ -183,3 +189,23 @@ def _syn_queue_finding(snap: Snapshot, ctx: Context, s, grew: dict[str, int], fa
         f"(a SYN flood, or clients whose final ACK never arrives)"
         + (" and SYN cookies are off" if cookies == "0" else "") + f": {_symptom(ctx) or 'clients time out'}.",
         tuple(evidence), tuple(fixes), 0.85 if failing else 0.35)
+
+
+def _stopped_finding(snap: Snapshot, ctx: Context, s, stopped: list, evidence_extra: list[str],
+                     full: bool, failing: bool) -> Finding:
+    """The listener's process is stopped (SIGSTOP, Ctrl-Z, a debugger): the kernel still
+    completes handshakes until the queue is full, then drops them."""
+    p = stopped[0]
+    how = "stopped (SIGSTOP or Ctrl-Z)" if p.state == "T" else "stopped by a debugger or tracer"
+    evidence = [facts.describe(snap, s), f"/proc/{p.pid}/stat: state {p.state} ({how})"]
+    evidence.append(f"accept queue {'full' if full else 'filling'}: {s.queue} waiting, backlog {s.backlog}")
+    evidence += evidence_extra
+    fixes = [Fix(f"Let {p.name} run again", f"kill -CONT {p.pid}")]
+    if p.state == "t":
+        fixes = [Fix(f"Detach the debugger or tracer from {p.name} (pid {p.pid})", f"grep TracerPid /proc/{p.pid}/status")]
+    return Finding(
+        Cause.RESOURCE_EXHAUSTION, CHECK, Severity.ERROR,
+        f"{p.name} (pid {p.pid}) is {how}: it accepts nothing, so its accept queue on port {ctx.target.port} "
+        f"fills and new connections {'are dropped' if full else 'wait unanswered'}"
+        + (f" ({_symptom(ctx)})" if _symptom(ctx) else "") + ".",
+        tuple(evidence), tuple(fixes), 0.94 if failing else 0.8)

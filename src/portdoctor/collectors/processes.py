@@ -106,6 +106,7 @@ def read_process(proc_root: str, pid: int, argv: tuple[str, ...] | None = None,
         open_fds=open_fds,
         fd_soft_limit=procfs.read_fd_soft_limit(proc_root, pid),
         cwd=procfs.read_cwd(proc_root, pid),
+        state=procfs.read_state(proc_root, pid),
     )
 
 

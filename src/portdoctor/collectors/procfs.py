@@ -125,6 +125,15 @@ def _read(path: str) -> bytes | None:
         return None
 
 
+def read_state(proc_root: str, pid: int) -> str | None:
+    """The state letter of /proc/PID/stat (R running, S sleeping, D disk, T stopped, t traced, Z zombie)."""
+    data = _read(f"{proc_root}/{pid}/stat")
+    if not data:
+        return None
+    rest = data[data.rfind(b")") + 2:].split()
+    return rest[0].decode() if rest else None
+
+
 def read_ppid(proc_root: str, pid: int) -> int | None:
     """Parent pid from /proc/PID/stat (the field after the parenthesised comm)."""
     data = _read(f"{proc_root}/{pid}/stat")
