@@ -13,7 +13,7 @@ from portdoctor.checks import Context, endpoint_key, followup_targets, run_check
 from portdoctor.collectors import Request, collect, collect_before
 from typing import Any
 
-from portdoctor.model import Diagnosis, ProbeResult, Snapshot, Target, from_plain, to_plain
+from portdoctor.model import Diagnosis, ProbeResult, Snapshot, State, Target, from_plain, to_plain
 from portdoctor.probe import DEFAULT_TIMEOUT
 from portdoctor.probe import probe as run_probe
 from portdoctor.verdict import decide, rank
@@ -31,7 +31,8 @@ def diagnose(target: Target, from_addr: str | None = None, service: str | None =
     if probe is None:
         probe = run_probe(target, timeout=timeout)
     if snapshot is None:
-        req = replace(req, addresses=tuple(a.address for a in probe.addresses))
+        req = replace(req, addresses=tuple(a.address for a in probe.addresses),
+                      dns_failed=probe.state is State.DNS_ERROR)
         snapshot = collect(req)
     ctx = Context(target=target, probe=probe, from_addr=from_addr, service=service)
     if followups is None:

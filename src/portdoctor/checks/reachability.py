@@ -37,6 +37,14 @@ def check_reachability(snap: Snapshot, ctx: Context) -> list[Finding]:
         ns = snap.extra.get("nameservers") or []
         if ns:
             evidence.append("resolvers in /etc/resolv.conf: " + ", ".join(ns))
+        told = _dns_words(snap.extra.get("dns_answers") or {}, t.host)
+        if told is not None:
+            what, line, fix = told
+            evidence.append(line)
+            return [Finding(Cause.DNS, CHECK, Severity.ERROR,
+                            f"{t.host!r} does not resolve: {what}. No connection was attempted.",
+                            tuple(evidence), (fix, Fix("Check what the resolver answers", f"getent ahosts {t.host}")),
+                            0.95)]
         fixes = [Fix(f"Check the spelling of {t.host!r} and ask the resolver directly",
                      f"getent ahosts {t.host}")]
         if "resolver did not answer" in (ctx.probe.dns_error or ""):
@@ -61,17 +69,21 @@ def check_reachability(snap: Snapshot, ctx: Context) -> list[Finding]:
     if is_name and facts.listeners_on_port(snap, t.port) and snap.addresses:
         here = ", ".join(sorted({a.address for a in snap.addresses if not facts.is_loopback(a.address)})[:4])
         entries = snap.extra.get("hosts_entries") or []
-        ev = [f"{t.host} resolves to {', '.join(a.address for a in addrs)}; this host's addresses are {here}",
+        fqdn = (snap.extra.get("dns_answers") or {}).get("qname")
+        via = (f" (as {fqdn}, completed with the search list of /etc/resolv.conf)"
+               if fqdn and fqdn.rstrip(".") != t.host.rstrip(".") else "")
+        ev = [f"{t.host}{via} resolves to {', '.join(a.address for a in addrs)}; this host's addresses are {here}",
               *(facts.describe(snap, s) for s in facts.listeners_on_port(snap, t.port))]
         ev += [f"/etc/hosts:{n}: {line}" for n, _a, line in entries]
         findings.append(Finding(
             Cause.DNS, CHECK, Severity.ERROR if ctx.probe.state is not State.OPEN else Severity.WARNING,
-            f"{t.host} resolves to {addrs[0].address}, which is not this host, although a service here "
+            f"{t.host}{via} resolves to {addrs[0].address}, which is not this host, although a service here "
             f"listens on port {t.port}: clients using the name reach another machine (a stale DNS record "
             f"or /etc/hosts entry?).",
             tuple(ev),
-            (Fix(f"Point {t.host} at this host's address (DNS record or /etc/hosts), or run this "
-                 f"diagnosis on {addrs[0].address}", f"getent ahosts {t.host}"),),
+            (Fix(f"Point {fqdn or t.host} at this host's address (DNS record or /etc/hosts)",
+                 f"getent ahosts {t.host}"),
+             Fix(f"If the service is meant to run on {addrs[0].address}, run this diagnosis there instead", None)),
             0.7 if ctx.probe.state is not State.OPEN else 0.35))
 
     unreachable = [a for a in addrs if a.state is State.UNREACHABLE]
@@ -144,9 +156,9 @@ def server_side_limitations(snap: Snapshot, ctx: Context) -> list[str]:
         return []
     first = ctx.probe.addresses[0].address if ctx.probe.addresses else ctx.target.host
     src = _source(snap, first)
-    return [f"{ctx.target.host} is not this host, so its listeners, bind addresses, firewall and "
-            f"resources were not inspected: run `portdoctor diagnose :{ctx.target.port}"
-            + (f" --from {src}" if src else "") + "` on the server"]
+    return [f"{ctx.target.host} ({first}) is not this host, so the listeners, bind addresses, firewall and "
+            f"resources of {first} were not inspected: run `portdoctor diagnose :{ctx.target.port}"
+            + (f" --from {src}" if src else "") + f"` on {first}"]
 
 
 def _stale_addresses(snap: Snapshot, ctx: Context) -> list[Finding]:
@@ -198,3 +210,26 @@ def _hosts_file_override(snap: Snapshot, ctx: Context) -> list[Finding]:
              f"install time)", f"sed -i.bak '{entries[0][0]}d' /etc/hosts  # line {entries[0][0]}: {entries[0][2]}"),
          Fix(f"Then check what clients get: {', '.join(in_dns)}", f"getent ahosts {t.host}")),
         0.85)]
+
+
+def _dns_words(answers: dict, host: str) -> tuple[str, str, Fix] | None:
+    """What DNS itself said about a name getaddrinfo could not resolve: (summary, evidence, fix)."""
+    error = answers.get("error")
+    if not error:
+        return None
+    chain = answers.get("cname") or []
+    if error == "NoAnswer" and chain:
+        last = chain[-1]
+        return (f"it is an alias (CNAME) of {' -> '.join(chain)}, and {last} has no A or AAAA record",
+                f"DNS: {host} CNAME {' -> '.join(chain)}; {last} has no address record",
+                Fix(f"Give {last} an address record (or point the alias at a name that has one)", None))
+    if error == "NoAnswer":
+        return ("the name exists in DNS but has no A or AAAA record",
+                f"DNS: {host} exists, no A/AAAA record", Fix(f"Add an address record for {host}", None))
+    if error == "NXDOMAIN":
+        tried = answers.get("qnames") or [host]
+        return (f"DNS says no such name (NXDOMAIN; tried {', '.join(tried)})",
+                f"DNS: NXDOMAIN for {', '.join(tried)}",
+                Fix(f"Check the spelling of {host}, its zone and the search domains in /etc/resolv.conf", None))
+    return (f"the resolver did not give an answer ({error})", f"DNS: {error}",
+            Fix("Check that a nameserver from /etc/resolv.conf is reachable and answers", None))

@@ -30,6 +30,7 @@ class Request:
     addresses: tuple[str, ...] = ()  # the target's resolved addresses
     service: str | None = None
     from_addr: str | None = None  # where the failing clients come from (route lookups)
+    dns_failed: bool = False  # the probe could not resolve the host: ask DNS directly why
     proc_root: str = "/proc"  # injectable, so procfs readers run on recorded trees
     before: dict[str, Any] = field(default_factory=dict)  # what collect_before returned
 

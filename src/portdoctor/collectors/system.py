@@ -52,9 +52,22 @@ def collect_system(req: Request) -> Facts:
         entries = hosts_entries(hosts, req.host) if hosts else []
         extra["hosts_entries"] = [list(e) for e in entries]
         # /etc/hosts wins over DNS for this name: learn whether DNS would have said otherwise
-        if entries and extra["nameservers"] and not _is_local_name(req.host):
+        # ask DNS itself when it can tell more than getaddrinfo did: /etc/hosts overrides it, the
+        # name did not resolve, or a short name was completed with the search list
+        short = "." not in req.host.strip(".") and not _is_ip(req.host)
+        if (entries or req.dns_failed or short) and extra["nameservers"] and not _is_local_name(req.host):
             extra["dns_answers"] = dns_answers(req.host)
     return Facts(extra=extra)
+
+
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text.split("%")[0])
+    except ValueError:
+        return False
+    return True
 
 
 def _is_local_name(name: str) -> bool:
@@ -77,13 +90,34 @@ def dns_answers(name: str, timeout: float = 1.5) -> dict:
     for rdtype in ("A", "AAAA"):
         try:
             answer = resolver.resolve(name, rdtype, search=True)
-        except dns.resolver.NXDOMAIN:
+        except dns.resolver.NXDOMAIN as exc:
             out["error"] = "NXDOMAIN"
+            out["qnames"] = [str(q).rstrip(".") for q in exc.qnames()]
             break
-        except dns.resolver.NoAnswer:
+        except dns.resolver.NoAnswer as exc:
+            out["error"] = "NoAnswer"
+            chain = _cname_chain(exc.response())
+            if chain:
+                out["cname"] = chain
             continue
         except dns.exception.DNSException as exc:
             out["error"] = type(exc).__name__
             break
+        out["qname"] = str(answer.qname).rstrip(".")
+        if str(answer.canonical_name).rstrip(".") != out["qname"]:
+            out["canonical"] = str(answer.canonical_name).rstrip(".")
         out["addresses"] += [r.address for r in answer]
+    if out["addresses"]:
+        out["error"] = None
     return out
+
+
+def _cname_chain(response) -> list[str]:
+    """The CNAME targets in a DNS response, in order (alias -> ... -> final name)."""
+    import dns.rdatatype
+
+    chain = []
+    for rrset in getattr(response, "answer", []) or []:
+        if rrset.rdtype == dns.rdatatype.CNAME:
+            chain += [str(r.target).rstrip(".") for r in rrset]
+    return chain
