@@ -53,4 +53,8 @@ def test_modes_follow_defaults_and_sections():
 
 def test_disabled_servers_take_no_traffic():
     cfg = haproxy.parse("listen x\n  bind :80\n  server a 127.0.0.1:81\n  server b 127.0.0.1:82 disabled\n")
-    assert [u.port for u in cfg.routes[0].upstreams] == [81]
+    ups = cfg.routes[0].upstreams
+    assert [u.port for u in ups if not u.disabled] == [81]
+    # the disabled one is kept (a backend whose every server is disabled answers 503) but has no port
+    (off,) = [u for u in ups if u.disabled]
+    assert off.port is None and off.text.endswith("disabled")

@@ -65,6 +65,8 @@ def hops(snap: Snapshot, target: Target) -> list[Hop]:
             if not any(_bind_matches(b, target.port, target.host) for b in route.get("binds", [])):
                 continue
             for up in route.get("upstreams", []):
+                if up.get("disabled"):
+                    continue  # takes no traffic: see _disabled_findings
                 if up.get("unix"):
                     out.append(Hop(proxy, route, up, "", 0, unix=up["unix"]))
                     continue
@@ -383,9 +385,10 @@ def check_proxy(snap: Snapshot, ctx: Context) -> list[Finding]:
     Upstreams are literal addresses (probed), host names (probed by name: the resolver's error
     is itself the cause, else each address is judged like a literal one) and unix sockets
     (judged from the collector's stat and connect)."""
+    findings_disabled = _disabled_findings(snap, ctx)
     all_hops = hops(snap, ctx.target)
     if not all_hops:
-        return []
+        return findings_disabled
     status = {h.key: _status(h, ctx) for h in all_hops}
     n_open = sum(1 for v in status.values() if v is True)
     all_down = n_open == 0
@@ -459,4 +462,35 @@ def check_proxy(snap: Snapshot, ctx: Context) -> list[Finding]:
         fixes.append(_reload(proxy))
         findings.append(Finding(Cause.PROXY_UPSTREAM, CHECK, Severity.ERROR if all_down else Severity.WARNING,
                                 summary, tuple(evidence), tuple(fixes), weight if all_down else 0.55))
-    return findings
+    return findings_disabled + findings
+
+
+def _disabled_findings(snap: Snapshot, ctx: Context) -> list[Finding]:
+    """A route whose every server is disabled in the configuration (left in maintenance)."""
+    out: list[Finding] = []
+    port = ctx.target.port
+    for proxy in (snap.extra.get("proxies") or {}).get("proxies", []):
+        for route in (proxy.get("config") or {}).get("routes", []):
+            if not any(_bind_matches(b, port, ctx.target.host) for b in route.get("binds", [])):
+                continue
+            ups = route.get("upstreams", [])
+            off = [u for u in ups if u.get("disabled")]
+            if not off or len(off) < len(ups):
+                continue
+            kind = proxy.get("kind", "proxy")
+            group = off[0].get("group") or route.get("name")
+            names = ", ".join(u.get("text", "").split()[1] if len(u.get("text", "").split()) > 1 else "?" for u in off)
+            evidence = [f"{kind} config ({proxy.get('source')}): {_where(u)}: {u.get('text')}" for u in off]
+            evidence += _http_evidence(proxy)
+            fixes = [Fix(f"remove `disabled` from the server line(s) of {group} in {_where(off[0])}, then reload"),
+                     _reload(proxy)]
+            if kind == "haproxy":
+                fixes.insert(1, Fix("or enable it at run time on the admin socket (when one is configured)",
+                                    f"echo 'enable server {group}/{names.split(', ')[0]}' | "
+                                    f"socat stdio /run/haproxy/admin.sock"))
+            out.append(Finding(
+                Cause.PROXY_UPSTREAM, CHECK, Severity.ERROR,
+                f"{kind} accepts on port {port}, but every server of {group} ({names}) is disabled in its "
+                f"configuration, so it has nowhere to send requests and answers with an error (503).",
+                tuple(evidence), tuple(fixes), 0.9))
+    return out

@@ -43,6 +43,7 @@ class Upstream:
     via_file: str | None = None
     via_line: int | None = None
     via_text: str | None = None
+    disabled: bool = False  # HAProxy `server ... disabled`: configured but taking no traffic
 
 
 @dataclass(frozen=True, slots=True)

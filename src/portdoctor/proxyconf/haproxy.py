@@ -106,8 +106,13 @@ def _binds(sec: _Section) -> list[Bind]:
 def _servers(sec: _Section, group: str, via: _Line | None) -> list[Upstream]:
     out: list[Upstream] = []
     for ln in sec.lines:
-        if ln.words[0] != "server" or len(ln.words) < 3 or "disabled" in ln.words[3:]:
-            continue  # a disabled server takes no traffic
+        if ln.words[0] != "server" or len(ln.words) < 3:
+            continue
+        if "disabled" in ln.words[3:]:  # in maintenance: configured, takes no traffic
+            out.append(Upstream(ln.words[2], None, ln.file, ln.line, ln.text, "server", group, disabled=True,
+                                via_file=via.file if via else None, via_line=via.line if via else None,
+                                via_text=via.text if via else None))
+            continue
         addrs = parse_address(ln.words[2])
         if not addrs:
             out.append(Upstream("", None, ln.file, ln.line, ln.text, "server", group, unix=ln.words[2]))
