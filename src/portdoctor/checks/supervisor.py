@@ -132,10 +132,48 @@ def check_supervisor(snap: Snapshot, ctx: Context) -> list[Finding]:
     doc = snap.extra.get("supervisors") or {}
     if not doc or ctx.probe.state is State.OPEN:
         return []
-    if any(ln.port == ctx.target.port for ln in snap.listeners):
-        return []  # something listens: not a stopped service
+    holders = [ln for ln in snap.listeners if ln.port == ctx.target.port]
+    if holders:  # something listens: only a program that failed because of it matters
+        return [f for sup in doc.get("supervisord") or [] for f in _port_taken(snap, ctx, sup, holders)]
     out: list[Finding] = []
     for sup in doc.get("supervisord") or []:
         out += _supervisord(snap, ctx, sup)
     out += _systemd(snap, ctx, (doc.get("systemd") or {}).get("units") or [])
+    return out
+
+
+_IN_USE = ("Address already in use", "EADDRINUSE", "address already in use")
+
+
+def _port_taken(snap: Snapshot, ctx: Context, sup: dict[str, Any], holders: list) -> list[Finding]:
+    """A supervised program that died with 'Address already in use' while another process holds
+    the port: an old instance (or another service) took it, so the new one cannot start."""
+    out: list[Finding] = []
+    conf = sup.get("config")
+    ctl = f"supervisorctl -c {conf}" if conf else "supervisorctl"
+    port = ctx.target.port
+    for p in sup.get("programs") or []:
+        name, state = p.get("name", ""), p.get("state")
+        if state in ("RUNNING", "STARTING", None) or not _related(name, _argv(p.get("command")), ctx):
+            continue
+        lines = [ln for ln in (p.get("log") or []) if any(m in ln for m in _IN_USE)]
+        if not lines:
+            continue
+        held = []
+        for ln in holders:
+            for pid in ln.pids:
+                proc = snap.processes.get(pid)
+                who = f"pid {pid}" + (f" (`{proc.command}`)" if proc is not None else "")
+                held.append(f"{ln.endpoint} by {who}")
+        pids = sorted({pid for ln in holders for pid in ln.pids})
+        summary = (f"supervisord program {name} is {state}: it could not bind port {port} (Address already in use) "
+                   f"because another process holds it: {'; '.join(held) or 'an unknown process'}. An old instance "
+                   f"still running is the usual reason.")
+        ev = [f"{ctl} status {name}: {state} {p.get('description') or ''}".rstrip(),
+              *(f"program log ({p.get('log_file')}): {ln}" for ln in lines[-2:]),
+              *(f"port {port} held: {h}" for h in held)]
+        fixes = [Fix("stop the process that holds the port (check first that it is the old instance)",
+                     f"kill {' '.join(str(x) for x in pids)}" if pids else f"ss -ltnp 'sport = :{port}'"),
+                 Fix(f"then start {name}", f"{ctl} start {name}")]
+        out.append(Finding(Cause.SERVICE_NOT_RUNNING, CHECK, Severity.ERROR, summary, tuple(ev), tuple(fixes), 0.92))
     return out
