@@ -617,7 +617,10 @@ def test_stopped_redis_fills_its_accept_queue(pair: tuple[Host, Host], tmpdir: P
     c, s = pair
     p = s.start(["redis-server", "--bind", "0.0.0.0", "--port", "6379", "--tcp-backlog", "4", "--save", "",
                  "--appendonly", "no", "--dir", str(tmpdir), "--protected-mode", "no"], ready_port=6379)
-    pid = int(s.run(["sh", "-c", "pgrep -x redis-server || pgrep -f 'redis-server'"]).stdout.split()[0])
+    # `ip netns exec` execs the daemon in place: this is redis's own pid (pgrep would see every
+    # redis on the machine, the namespaces share one pid space)
+    pid = p.pid
+    assert Path(f"/proc/{pid}/comm").read_text().strip().startswith("redis-server")
     os.kill(pid, signal.SIGSTOP)
     try:
         hold(c, 8, port=6379)
