@@ -8,21 +8,31 @@ is reported "for some sources". A rule that stops every such client on the inter
 target's (non-loopback) address is an error even when the local probe connects: that probe came
 in on lo, every real client comes in there. A DNAT sends the flow to a backend that `followups` asks
 diagnose to probe; a backend that refuses or does not answer is port_mapping.
+
+Past the SYN: the handshake's ACK (a rule that stops packets after the SYN) and the server's
+answer, the SYN-ACK, on its way out through output and postrouting (a rule on OUTPUT --sport). With
+--from, those clients are what the user asks about: a rule that stops only this host's own probe
+(one on lo) is a warning, and when the --from clients get through (accepted, or DNATed by
+PREROUTING, which this host's probe never meets, to a backend that accepts) an info finding of
+cause ok says so. A reject or drop whose match cannot be evaluated (connlimit, recent, limit) and is
+the only thing in the way of those clients is an error of low weight, unless its counter shows it
+has never stopped a packet.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from portdoctor.checks import endpoint_key, facts
 from portdoctor.firewall.advice import (
-    allow_fixes, client_error, established_fixes, kube_service_of, manager, mapping_fixes, nat_manager,
+    allow_fixes, client_error, command_tool, established_fixes, kube_service_of, manager, mapping_fixes, nat_manager,
     reject_words,
 )
 from portdoctor.firewall.evaluate import Evaluation, Evaluator, Flow, HostInfo, Outcome, Step
 from portdoctor.firewall.model import counter_key, ruleset_from_plain
-from portdoctor.model import Cause, Finding, Severity, Snapshot, State, Target
+from portdoctor.model import Cause, Finding, Fix, Severity, Snapshot, State, Target
 
 if TYPE_CHECKING:
     from portdoctor.checks import Context
@@ -39,6 +49,7 @@ class _Checked:
     kind: str  # probe (this host's own probe), from (--from), remote (any client elsewhere)
     evaluation: Evaluation
     established: Evaluation | None = None  # the handshake's ACK, when the SYN is accepted
+    reply: Evaluation | None = None  # the server's SYN-ACK back to the client, when the SYN is accepted
 
 
 def evaluator(snap: Snapshot) -> Evaluator | None:
@@ -137,10 +148,11 @@ def evaluate(snap: Snapshot, ctx: Context) -> list[_Checked]:
     out = []
     for kind, fl in flows(snap, ctx, ev):
         e = ev.evaluate(fl)
-        est = None
+        est = rep = None
         if kind != "remote" and e.outcomes and all(o.verdict == "accept" for o in e.outcomes):
             est = ev.evaluate_established(e, e.outcomes[0])
-        out.append(_Checked(kind, e, est))
+            rep = ev.evaluate_reply(e, e.outcomes[0], fl.src or "")
+        out.append(_Checked(kind, e, est, rep))
     return out
 
 
@@ -358,26 +370,95 @@ def _unknown_finding(c: _Checked, o: Outcome) -> Finding:
                    weight=0.2)
 
 
-def _undecidable(c: _Checked, seen: set[str]) -> list[Finding]:
-    """'could not evaluate rule N' when an unmodelled match decides between accept and refuse."""
+_RECENT_NAME = re.compile(r"--name\s+(\S+)")
+
+
+def _how_to_check(snap: Snapshot, ctx: Context, c: _Checked, step: Step, reason: str) -> list[str]:
+    """How the user can tell whether the rule portdoctor could not evaluate matches their clients."""
+    f = c.evaluation.flow
+    src = f.src or "<client address>"
+    out: list[str] = []
+    low = reason.lower()
+    if "connlimit" in low or "ct count" in low:
+        out.append(f"it counts the connections the client already has, which the ruleset does not show; count "
+                   f"them with `conntrack -L -p tcp --dport {f.dport} --src {src}` (or `ss -tn 'sport = :{f.dport}'`)")
+    if "recent" in low:
+        m = _RECENT_NAME.search(reason)
+        name = m.group(1) if m else "DEFAULT"
+        out.append(f"it checks the client's address against the list {name} of xt_recent; see whether {src} is on "
+                   f"it with `grep -w {src} /proc/net/xt_recent/{name}` (remove it: "
+                   f"`echo -{src} > /proc/net/xt_recent/{name}`)")
+    if "limit" in low.replace("connlimit", "") or "quota" in low:
+        out.append("it depends on the recent rate of packets (a rate or burst limit), which the ruleset does not "
+                   "show; watch the rule's counters while the client connects")
+    tool = command_tool(step.table)
+    if tool == "nft":
+        out.append(f"counters: `nft -a list chain {step.table.family} {step.table.name} {step.chain}` (add a "
+                   "`counter` to the rule if it has none) while the client connects")
+    else:
+        t = "" if step.table.name == "filter" else f"-t {step.table.name} "
+        out.append(f"counters: `{tool} {t}-L {step.chain} -v -n -x --line-numbers` before and after the client "
+                   "connects: a rising count on that rule means it stops the client")
+    return out
+
+
+def _undecidable(snap: Snapshot, ctx: Context, c: _Checked, seen: set[str]) -> list[Finding]:
+    """'could not evaluate rule N' when an unmodelled match decides between accept and refuse.
+
+    For the clients the user asks about (--from, or every client from elsewhere on the target's
+    interface) a rule that could stop them, when nothing else on their path does, is an error of
+    low weight: the likeliest cause, not a certain one (this host's own probe may pass it)."""
     outs = c.evaluation.outcomes
     verdicts = {o.verdict for o in outs}
     if len(verdicts) < 2:
         return []
+    bad = [x for x in outs if x.verdict in ("drop", "reject")]
+    at_stake = (c.kind == "from" or _remote_clients_of_target(snap, ctx, c)) and bool(bad) and all(
+        any(a.reason.startswith("could not evaluate") for a in x.assumptions) for x in bad)
     out: list[Finding] = []
     for o in outs:
         for a in o.assumptions:
             if not a.reason.startswith("could not evaluate") or a.step.where in seen:
                 continue
             seen.add(a.step.where)
-            bad = [x for x in outs if x.verdict in ("drop", "reject")]
-            cause = _cause(bad[0]) if bad else Cause.UNKNOWN
+            stop = next((x for x in bad if x.step == a.step), bad[0] if bad else None)
+            cause = _cause(stop) if stop is not None else Cause.UNKNOWN
+            rule = f"rule {a.step.rule.position if a.step.rule else '?'} of chain {a.step.chain}"
+            evidence = [_rule_line(a.step), a.reason]
+            counts = _counter(snap, stop.step) if stop is not None else None
+            if counts is not None and stop is not None and stop.step is not None and counts[1] == 0:
+                # it has never stopped a packet since its counters were reset: not what stops the clients
+                evidence.append(f"packet counter of {stop.step.where}: 0, so it has not stopped any packet since "
+                                "the counters were last reset")
+            elif at_stake and stop is not None:
+                errno, words = client_error(stop)
+                took = next((x.matched for x in stop.assumptions if x.step == a.step), a.matched)
+                stopper = stop.step.where if stop.step else f"the {stop.hook} path"
+                action = (f"it {reject_words(stop)} them when its match holds" if stop.step == a.step else
+                          f"when its match {'holds' if took else 'does not hold'}, {stopper} {reject_words(stop)} "
+                          "them")
+                summary = (f"{rule} ({a.step.table_words} table) could stop {_flow_words(c)}: {action}, "
+                           f"and portdoctor could not evaluate that match ({a.reason[20:].strip()})"
+                           f"; nothing else on their way stops them, so it is the likely cause if they see {words} "
+                           f"({errno})")
+                if ctx.probe.state is State.OPEN:
+                    summary += "; this host's own test passes it"
+                weight = 0.35 if c.kind == "from" else 0.3
+                if counts is not None and stop.step is not None:
+                    evidence.append(f"packet counter of {stop.step.where}: {counts[1]}: it has stopped packets "
+                                    "before (since the counters were last reset)")
+                    weight += 0.05
+                evidence.extend(_how_to_check(snap, ctx, c, a.step, a.reason))
+                out.append(Finding(cause=cause, check=CHECK, severity=Severity.ERROR, summary=summary,
+                                   evidence=tuple(evidence), fix=tuple(allow_fixes(stop, ctx.from_addr if
+                                                                                    c.kind == "from" else None)),
+                                   weight=weight))
+                continue
             out.append(Finding(
                 cause=cause, check=CHECK, severity=Severity.WARNING,
-                summary=f"could not evaluate rule {a.step.rule.position if a.step.rule else '?'} of chain "
-                        f"{a.step.chain}: whether it matches decides if {_flow_words(c)} "
+                summary=f"could not evaluate {rule}: whether it matches decides if {_flow_words(c)} "
                         f"{'are' if c.kind != 'probe' else 'is'} let through",
-                evidence=(f"{a.step.where}: {a.step.rule.text if a.step.rule else ''}", a.reason),
+                evidence=(f"{a.step.where}: {a.step.rule.text if a.step.rule else ''}", a.reason, *evidence[2:]),
                 weight=0.3))
     return out
 
@@ -402,6 +483,8 @@ def _check(snap: Snapshot, ctx: Context) -> list[Finding]:
     undecidable_seen: set[str] = set()
     order = {"from": 0, "probe": 1, "remote": 2}  # the user's clients first: their fix is scoped to them
     checked = sorted(checked, key=lambda c: order[c.kind])
+    from_flows = [c for c in checked if c.kind == "from"]
+    local_only: list[_Checked] = []  # probe flows stopped by a rule the --from clients do not meet
     for c in checked:
         o = _decided(c)
         if o is not None:
@@ -411,7 +494,14 @@ def _check(snap: Snapshot, ctx: Context) -> list[Finding]:
             if key in done:
                 continue
             done.add(key)
-            findings.append(_finding_for(snap, ctx, c, o, definite=True))
+            f = _finding_for(snap, ctx, c, o, definite=True)
+            if c.kind == "probe" and from_flows and f.severity is Severity.ERROR:
+                # --from names the clients the user asks about; this host's own probe is a side note
+                f = replace(f, severity=Severity.WARNING, weight=min(f.weight, 0.4),
+                            summary=f"{f.summary}; this host's own connections are stopped, the clients from "
+                                    f"{ctx.from_addr} do not meet that rule")
+                local_only.append(c)
+            findings.append(f)
             continue
         for o in c.evaluation.outcomes:
             if o.verdict == "unknown":
@@ -419,7 +509,7 @@ def _check(snap: Snapshot, ctx: Context) -> list[Finding]:
                 if key not in done:
                     done.add(key)
                     findings.append(_unknown_finding(c, o))
-        findings.extend(_undecidable(c, undecidable_seen))
+        findings.extend(_undecidable(snap, ctx, c, undecidable_seen))
         for o in c.evaluation.outcomes:
             if o.verdict not in ("drop", "reject"):
                 continue
@@ -431,8 +521,137 @@ def _check(snap: Snapshot, ctx: Context) -> list[Finding]:
             done.add(key)
             findings.append(_finding_for(snap, ctx, c, o, definite=False))
     findings.extend(_mapping_findings(snap, ctx, checked, exact_bad))
+    findings.extend(_reply_findings(snap, ctx, checked, done))
     findings.extend(_handshake_findings(snap, ctx, checked, done))
+    findings.extend(_vouch(snap, ctx, checked, local_only))
     return findings
+
+
+def _clean(c: _Checked) -> bool:
+    """Every way of the flow is accepted, for certain, and so are its reply and the handshake's ACK."""
+    outs = c.evaluation.outcomes
+    if not outs or any(o.verdict != "accept" or not o.definite for o in outs):
+        return False
+    for ev in (c.established, c.reply):
+        if ev is not None and any(o.verdict != "accept" for o in ev.outcomes):
+            return False
+    return True
+
+
+def _accepted_by(o: Outcome) -> str:
+    if o.step is None:
+        return "no rule (nothing on the way stops it)"
+    return _rule_line(o.step) if o.step.rule is not None else o.step.where
+
+
+def _vouch(snap: Snapshot, ctx: Context, checked: list[_Checked], local_only: list[_Checked]) -> list[Finding]:
+    """Say that the clients of --from get through when this host's own probe fails for a reason they
+    do not meet: a rule on lo, or a DNAT that nat PREROUTING applies to remote clients only."""
+    from_flows = [c for c in checked if c.kind == "from"]
+    probes = [c for c in checked if c.kind == "probe"]
+    if ctx.probe.state is State.OPEN or not from_flows or not all(_clean(c) for c in from_flows):
+        return []
+    out: list[Finding] = []
+    for c in from_flows:
+        o = c.evaluation.outcomes[0]
+        who = _flow_words(c)
+        if o.nat is not None and o.original is not None:
+            key = endpoint_key(o.flow.dst, o.flow.dport)
+            res = ctx.followups.get(key)
+            if res is None or res.state is not State.OPEN:
+                continue
+            probe_natted = any(p.kind == "probe" and any(x.nat is not None and x.flow.dst == o.flow.dst
+                                                         and x.flow.dport == o.flow.dport
+                                                         for x in p.evaluation.outcomes)
+                               for p in probes)
+            if probe_natted:
+                continue
+            out.append(Finding(
+                cause=Cause.OK, check=CHECK, severity=Severity.INFO,
+                summary=f"{who} are DNATed to {key} by {o.nat.where}, which accepts (a connection from this host "
+                        f"to {key} opened); this host's own connections are not DNATed (nat PREROUTING does "
+                        "not see them), so a test from this host is refused while those clients get through",
+                evidence=(f"NAT rule: {_rule_line(o.nat)}", f"a connection from this host to {key} was open",
+                          f"let through by {_accepted_by(o)}",
+                          "the server's answers and the rest of the handshake are accepted too"),
+                weight=0.85))
+        elif local_only and facts.accepting(snap, o.flow.dst, o.flow.dport):
+            socks = facts.accepting(snap, o.flow.dst, o.flow.dport)
+            bad = [_decided(p) for p in local_only]
+            rules = "; ".join(dict.fromkeys(x.step.where if x.step else x.note for x in bad if x is not None))
+            out.append(Finding(
+                cause=Cause.OK, check=CHECK, severity=Severity.INFO,
+                summary=f"{who} are accepted and a service listens there; only this host's own connections "
+                        f"are stopped ({rules}), which is why the test from this host failed",
+                evidence=(f"let through by {_accepted_by(o)}", "a listener takes them: " + facts.describe(snap, socks[0]),
+                          "the server's answers and the rest of the handshake are accepted too"),
+                weight=0.85))
+    return out
+
+
+def _reply_findings(snap: Snapshot, ctx: Context, checked: list[_Checked],
+                    done: set[tuple[str, str]]) -> list[Finding]:
+    """A SYN let in but the server's answer (SYN-ACK) stopped on its way out (OUTPUT, POSTROUTING)."""
+    out: list[Finding] = []
+    for c in checked:
+        rep = c.reply
+        # stopped on its way out; a local client's answer stopped in input (on lo) is a packet after the
+        # SYN like the handshake's ACK, which _handshake_findings reports
+        if rep is None or not rep.outcomes or any(o.verdict not in ("drop", "reject") or o.hook not in
+                                                  ("output", "postrouting") for o in rep.outcomes):
+            continue
+        o = min(rep.outcomes, key=lambda x: len(x.assumptions))
+        key = ((o.step.where if o.step else o.note) + " (reply)", o.verdict)
+        if key in done:
+            continue
+        done.add(key)
+        f = c.evaluation.flow
+        syn = c.evaluation.outcomes[0].flow
+        server = _ep(syn.dst, syn.dport)
+        place = o.step.where if o.step else f"the {o.hook} path"
+        evidence = [_rule_line(o.step) if o.step else o.note, *_path_lines(o),
+                    f"the SYN of {_flow_words(c)} is accepted (by {_accepted_by(c.evaluation.outcomes[0])}); "
+                    f"the server's answer, from {server} (source port {syn.dport}) to {f.src}, leaves through "
+                    f"the {o.hook} hook, where this rule {reject_words(o)} it",
+                    "a reject there answers this host itself, not the client (the rejected packet comes from "
+                    "here): the client gets nothing back and retries until it times out"]
+        if not o.definite:
+            evidence.extend(_assumption_words(o))
+        listening, lline = _listeners_line(snap, c.evaluation.outcomes[0])
+        if lline:
+            evidence.append(lline)
+        counts = _counter(snap, o.step)
+        if counts is not None:
+            evidence.append(f"packet counter of that rule: {counts[0]} before the probe, {counts[1]} after")
+        fixes = []
+        if o.step is not None and o.step.rule is not None:
+            tool = command_tool(o.step.table)
+            if tool == "nft":
+                t = o.step.table
+                if o.step.rule.handle is not None:
+                    fixes.append(Fix(f"delete the rule that {reject_words(o)} the server's answers (check first "
+                                     "what else it blocks)",
+                                     f"nft delete rule {t.family} {t.name} {o.step.chain} handle {o.step.rule.handle}"))
+            else:
+                t = "" if o.step.table.name == "filter" else f"-t {o.step.table.name} "
+                fixes.append(Fix(f"delete the rule that {reject_words(o)} the server's answers (rule "
+                                 f"{o.step.rule.position} of {o.step.chain}; check first what else it blocks)",
+                                 f"{tool} {t}-D {o.step.chain} {o.step.rule.position}"))
+        fixes.extend(Fix(x.description.replace("connections already let in", "connections already let in "
+                                               "(the server's answers among them)"), x.command)
+                     for x in established_fixes(o))
+        definite = o.definite
+        weight = (0.85 if listening else 0.5) if definite else 0.35
+        sev = Severity.ERROR if c.kind != "probe" or not any(x.kind == "from" for x in checked) else Severity.WARNING
+        if sev is Severity.WARNING:
+            weight = min(weight, 0.4)
+        out.append(Finding(
+            cause=Cause.FIREWALL_DROP, check=CHECK, severity=sev,
+            summary=f"{place} {reject_words(o)} the server's answers (SYN-ACK from {server}, --sport {syn.dport}) "
+                    f"to {f.src}: {_flow_words(c)} are let in, but the answer never leaves this host, so the "
+                    "client sees a timeout (ETIMEDOUT)" + ("" if definite else " (for some cases)"),
+            evidence=tuple(evidence), fix=tuple(fixes), weight=weight))
+    return out
 
 
 def _handshake_findings(snap: Snapshot, ctx: Context, checked: list[_Checked],

@@ -57,6 +57,9 @@ class Flow:
     dnat: bool = False
     mark: int = 0  # the packet mark (MARK / meta mark set), 0 on arrival
     ct: str = "new"  # conntrack state: "new" (the SYN) or "established" (the handshake's ACK)
+    # the server's answer (SYN-ACK) going back to the client: sport is the service's port, dst the
+    # client, and dport the client's ephemeral port, which is not known (the dport field is ignored)
+    reply: bool = False
 
     @property
     def family(self) -> int:
@@ -330,6 +333,8 @@ class _CChain:
 
     def candidates(self, pkt: _Packet) -> list[int]:
         """Indexes of the rules that could match this packet, in order."""
+        if pkt.flow.reply:  # the destination port is unknown: every rule may match
+            return list(range(len(self.rules)))
         lists = [self.wild]
         d = self.by_dport.get(pkt.flow.dport)
         if d:
@@ -520,13 +525,22 @@ class Evaluator:
             return out(saddr)
         if k == "dport":
             rng = [_port_range(v) for v in m.values]
-            return out(lambda p: any(lo <= p.flow.dport <= hi for lo, hi in rng))
+
+            def dport(p: _Packet) -> Tri:
+                if p.flow.reply:
+                    return _ephemeral_in(rng, "destination port")
+                return any(lo <= p.flow.dport <= hi for lo, hi in rng)
+            return out(dport)
         if k in ("sport", "anyport"):
             rng = [_port_range(v) for v in m.values]
 
             def sport(p: _Packet) -> Tri:
-                if k == "anyport" and any(lo <= p.flow.dport <= hi for lo, hi in rng):
+                if k == "anyport" and not p.flow.reply and any(lo <= p.flow.dport <= hi for lo, hi in rng):
                     return True
+                if k == "anyport" and p.flow.reply:
+                    if p.flow.sport is not None and any(lo <= p.flow.sport <= hi for lo, hi in rng):
+                        return True
+                    return _ephemeral_in(rng, "destination port")
                 if p.flow.sport is not None:
                     return any(lo <= p.flow.sport <= hi for lo, hi in rng)
                 if any(lo <= EPHEMERAL[0] and EPHEMERAL[1] <= hi for lo, hi in rng):
@@ -636,7 +650,7 @@ class Evaluator:
                     return False
                 lo, hi = _port_range(s)
                 if fld == "dport":
-                    return lo <= p.flow.dport <= hi
+                    return _ephemeral_in([(lo, hi)], "destination port") if p.flow.reply else lo <= p.flow.dport <= hi
                 return "source port" if p.flow.sport is None else lo <= p.flow.sport <= hi
             return port
         if fld in ("iif", "oif"):
@@ -712,6 +726,17 @@ class Evaluator:
         f = evaluation.flow
         return self.evaluate(replace(f, dst=outcome.flow.dst, dport=outcome.flow.dport, dnat=outcome.nat is not None,
                                      ct="established"))
+
+    def evaluate_reply(self, evaluation: Evaluation, outcome: Outcome, client: str) -> Evaluation | None:
+        """The server's answer (SYN-ACK) to a flow whose SYN ended in `outcome` (accepted and
+        delivered to this host), sent back to `client`: output and postrouting, as conntrack
+        state ESTABLISHED (NAT chains are not consulted), then input on lo when the client is local.
+        None when the SYN was not delivered here (a forwarded flow) or the client is not known."""
+        f = outcome.flow
+        if not client or not self.is_local(f.dst) or (":" in client) != (":" in f.dst):
+            return None
+        return self.evaluate(Flow(dst=client, dport=0, src=f.dst, sport=f.dport, proto=f.proto, local_src=True,
+                                  ct="established", reply=True))
 
     def _routed(self, st: _State, output: bool = False) -> _State:
         dev, _kind = self.route(st.flow.dst)
@@ -931,6 +956,15 @@ def _match_key(checkers: list[Callable[[_Packet, Any], Tri]], pkt: _Packet, key:
         if r is not True:
             result = r
     return result
+
+
+def _ephemeral_in(rng: list[tuple[int, int]], what: str) -> Tri:
+    """Whether an unknown ephemeral port falls in the ranges: True, False, or cannot tell."""
+    if any(lo <= EPHEMERAL[0] and EPHEMERAL[1] <= hi for lo, hi in rng):
+        return True
+    if all(hi < EPHEMERAL[0] or lo > EPHEMERAL[1] for lo, hi in rng):
+        return False
+    return what
 
 
 def _accept(st: _State, step: Step, hook: str, cc: _CChain) -> _State:
