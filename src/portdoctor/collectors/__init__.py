@@ -117,6 +117,13 @@ def collect(req: Request) -> Snapshot:
             limitations.append(Limitation(f"{spec.split(':')[1]}: permission denied ({exc.filename or exc})",
                                           "run as root"))
             continue
+        except Exception as exc:  # one collector failing (an engine answering nonsense) must not stop the rest
+            what = spec.split(":")[1].removeprefix("collect_")
+            limitations.append(Limitation(
+                f"{what} could not be read ({type(exc).__name__}: {exc})",
+                "the diagnosis went on without them; `portdoctor diagnose ... --record FILE` captures the case "
+                "for a bug report"))
+            continue
         fields.update(facts.fields)
         extra.update(facts.extra)
         limitations.extend(facts.limitations)

@@ -119,14 +119,6 @@ def _ancestors(pid: int, proc_root: str = "/proc") -> set[int]:
     return out
 
 
-def _netns(proc_root: str, pid: int | str) -> int | None:
-    """Inode of a process's network namespace, or None when it cannot be read."""
-    try:
-        return os.stat(f"{proc_root}/{pid}/ns/net").st_ino
-    except OSError:
-        return None
-
-
 def find_candidates(req: Request, exclude: set[int]) -> tuple[dict[int, tuple[tuple[str, ...], dict | None]], int]:
     """pid -> (argv, environ) of candidate processes, and how many environments were unreadable."""
     out: dict[int, tuple[tuple[str, ...], dict | None]] = {}
@@ -135,12 +127,12 @@ def find_candidates(req: Request, exclude: set[int]) -> tuple[dict[int, tuple[tu
     ours = _ancestors(os.getpid()) if req.proc_root == "/proc" else set()
     # a process in another network namespace (a container, another lab host) cannot listen on
     # this host's port: it is no candidate (containers are the container collector's business)
-    our_net = _netns(req.proc_root, "self") if req.proc_root == "/proc" else None
+    our_net = procfs.netns_inode(req.proc_root, "self") if req.proc_root == "/proc" else None
     for pid in procfs.pids(req.proc_root):
         if pid in exclude or pid in ours:
             continue
         if our_net is not None:
-            theirs = _netns(req.proc_root, pid)
+            theirs = procfs.netns_inode(req.proc_root, pid)
             if theirs is not None and theirs != our_net:
                 continue
         argv = procfs.read_cmdline(req.proc_root, pid)

@@ -125,6 +125,14 @@ def _read(path: str) -> bytes | None:
         return None
 
 
+def netns_inode(proc_root: str, pid: int | str) -> int | None:
+    """Inode of a process's network namespace (equal inodes: same namespace), None if unreadable."""
+    try:
+        return os.stat(f"{proc_root}/{pid}/ns/net").st_ino
+    except OSError:
+        return None
+
+
 def read_state(proc_root: str, pid: int) -> str | None:
     """The state letter of /proc/PID/stat (R running, S sleeping, D disk, T stopped, t traced, Z zombie)."""
     data = _read(f"{proc_root}/{pid}/stat")

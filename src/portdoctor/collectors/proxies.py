@@ -26,7 +26,8 @@ from typing import Any
 
 from portdoctor.collectors import Facts, Request
 from portdoctor.collectors import procfs
-from portdoctor.collectors.containers import netns_inode, ns_addresses
+from portdoctor.collectors.containers import ns_addresses
+from portdoctor.collectors.procfs import netns_inode
 from portdoctor.model import Limitation
 from portdoctor.proxyconf import ProxyConfig, caddy, haproxy, nginx
 
