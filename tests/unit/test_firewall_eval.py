@@ -244,3 +244,16 @@ def test_native_chain_beside_iptables_chains_in_one_table() -> None:
     o = only(ev, remote("10.0.0.1", 7001))  # nft chain extra jumps to iptables-nft's APP
     assert (o.verdict, o.step.chain, [s.chain for s in o.path]) == ("reject", "APP", ["extra"])
     assert only(ev, remote("10.0.0.3", 7001)).verdict == "accept"
+
+
+def test_a_match_with_values_it_cannot_read_is_reported_not_fatal() -> None:
+    """A port the evaluator cannot parse neither crashes compiling nor evaluating: both branches
+    are followed and each names the match it could not evaluate."""
+    save = ("*filter\n:INPUT ACCEPT [0:0]\n"
+            "-A INPUT -p tcp -m multiport --dports 80:zz -j REJECT --reject-with tcp-reset\nCOMMIT\n")
+    rs, _ = build_ruleset([(save, "ip", "iptables")], None, "", "")
+    ev = Evaluator(rs, HostInfo({"10.0.0.2": "eth0"}, [], {4: True, 6: True}))
+    e = ev.evaluate(remote("10.0.0.1", 80))
+    assert sorted(o.verdict for o in e.outcomes) == ["accept", "reject"]
+    for o in e.outcomes:
+        assert o.assumptions[0].reason.startswith("could not evaluate: dport 80-zz")

@@ -286,7 +286,11 @@ class _CChain:
             if m.kind == "dport":
                 ports: list[int] = []
                 for v in m.values:
-                    lo, hi = _port_range(v)
+                    try:
+                        lo, hi = _port_range(v)
+                    except ValueError:  # not a port the index understands: the rule's own match says so
+                        ports = []
+                        break
                     if hi - lo > 64:
                         ports = []
                         break
@@ -483,8 +487,10 @@ class Evaluator:
         try:
             return self._pred(m, table)
         except (ValueError, TypeError, IndexError) as exc:
+            # bind the message now: Python unbinds `exc` when the except block ends
             text = m.text or f"{m.kind} {' '.join(map(str, m.values))}"
-            return lambda p: f"could not evaluate: {text} ({exc})"
+            message = f"could not evaluate: {text} ({exc})"
+            return lambda p: message
 
     def _pred(self, m: Match, table: Table) -> Callable[[_Packet], Tri]:
         """A predicate for one match: packet -> True / False / reason it cannot be told."""

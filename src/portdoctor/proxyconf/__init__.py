@@ -8,7 +8,7 @@ that say so. Parsers only read text; finding the running proxy and its files is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from portdoctor.model import to_plain

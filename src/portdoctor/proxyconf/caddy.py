@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from portdoctor.proxyconf import Bind, ProxyConfig, Route, Upstream, family_of, split_hostport
