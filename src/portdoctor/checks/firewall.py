@@ -140,8 +140,21 @@ def flows(snap: Snapshot, ctx: Context, ev: Evaluator) -> list[tuple[str, Flow]]
     return out
 
 
+_evaluated: list[tuple[Snapshot, Context, list[_Checked]]] = []
+
+
 def evaluate(snap: Snapshot, ctx: Context) -> list[_Checked]:
-    """Evaluate every flow of `flows`; [] when the snapshot has no ruleset."""
+    """Evaluate every flow of `flows`; [] when the snapshot has no ruleset. The firewall check,
+    its follow-ups and the listener check all ask: the walk is done once per (snapshot, context)."""
+    for s, c, done in _evaluated:
+        if s is snap and c is ctx:
+            return done
+    out = _evaluate(snap, ctx)
+    _evaluated[:] = [(snap, ctx, out)]
+    return out
+
+
+def _evaluate(snap: Snapshot, ctx: Context) -> list[_Checked]:
     ev = evaluator(snap)
     if ev is None:
         return []
