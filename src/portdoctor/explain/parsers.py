@@ -188,6 +188,18 @@ def parse_nginx(text: str) -> Candidate | None:
     return c
 
 
+def _libpq_tcp(text: str, at: int, host: str, port: str, why: str, each_address: str) -> Candidate:
+    """A libpq TCP failure (either message generation); notes when every address of the host failed."""
+    c = Candidate("psql", line_at(text, at))
+    c.host, c.port = clean_host(host), valid_port(port)
+    _libpq_errno(c, why)
+    addrs = re.findall(each_address, text)
+    if len(set(addrs)) > 1:
+        c.notes.append(f"psql tried every address of {host} ({', '.join(dict.fromkeys(addrs))}) "
+                       "and each one failed.")
+    return c
+
+
 def parse_psql(text: str) -> Candidate | None:
     """libpq (psql, psycopg, pg gem): `connection to server at "h" (ip), port 5432 failed: ...`,
     the older `could not connect to server: ... Is the server running on host "h" ... port 5432?`,
@@ -195,24 +207,14 @@ def parse_psql(text: str) -> Candidate | None:
     c: Candidate | None = None
     m = re.search(r'connection to server at "([^"]+)"(?: \(([^)]+)\))?, port (\d+) failed: ([^\n]*)', text)
     if m:
-        c = Candidate("psql", line_at(text, m.start()))
-        c.host, c.port = clean_host(m.group(1)), valid_port(m.group(3))
-        _libpq_errno(c, m.group(4))
-        addrs = re.findall(r'connection to server at "[^"]+" \(([^)]+)\), port \d+ failed', text)
-        if len(set(addrs)) > 1:
-            c.notes.append(f"psql tried every address of {m.group(1)} ({', '.join(dict.fromkeys(addrs))}) "
-                           "and each one failed.")
+        c = _libpq_tcp(text, m.start(), m.group(1), m.group(3), m.group(4),
+                       r'connection to server at "[^"]+" \(([^)]+)\), port \d+ failed')
     if c is None:
         m = re.search(r'could not connect to server: ([^\n]*)\s+Is the server running on host "([^"]+)"'
                       r'(?: \(([^)]+)\))? and accepting\s+TCP/IP connections on port (\d+)\?', text)
         if m:
-            c = Candidate("psql", line_at(text, m.start()))
-            c.host, c.port = clean_host(m.group(2)), valid_port(m.group(4))
-            _libpq_errno(c, m.group(1))
-            addrs = re.findall(r'Is the server running on host "[^"]+" \(([^)]+)\)', text)
-            if len(set(addrs)) > 1:
-                c.notes.append(f"psql tried every address of {m.group(2)} ({', '.join(dict.fromkeys(addrs))}) "
-                               "and each one failed.")
+            c = _libpq_tcp(text, m.start(), m.group(2), m.group(4), m.group(1),
+                           r'Is the server running on host "[^"]+" \(([^)]+)\)')
     if c is None:
         m = (re.search(r'connection to server on socket "([^"]+)" failed: ([^\n]*)', text)
              or re.search(r'could not connect to server: ([^\n]*)\s+Is the server running locally and '
