@@ -13,8 +13,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from portdoctor import services
 from portdoctor.checks import facts
 from portdoctor.model import COMMAND_LINE, Cause, Finding, Fix, Process, Severity, Snapshot, State
+from portdoctor.services import ServiceInfo
 
 if TYPE_CHECKING:
     from portdoctor.checks import Context
@@ -67,19 +69,11 @@ def listening_ports(snap: Snapshot, proc: Process) -> list[int]:
     return sorted({s.port for s in snap.listeners if proc.pid in s.pids})
 
 
-def _known_service(proc: Process):
-    try:
-        from portdoctor import services
-    except ImportError:  # pragma: no cover
-        return None
+def _known_service(proc: Process) -> ServiceInfo | None:
     return services.service_for_process(proc)
 
 
-def _services_for_port(port: int) -> list:
-    try:
-        from portdoctor import services
-    except ImportError:  # pragma: no cover
-        return []
+def _services_for_port(port: int) -> list[ServiceInfo]:
     return services.by_port(port)
 
 
@@ -149,8 +143,6 @@ def check_listener(snap: Snapshot, ctx: Context) -> list[Finding]:
     port = ctx.target.port
     if facts.listeners_on_port(snap, port):
         return []
-    if not snap.is_root and any("owner" in lim.what for lim in snap.limitations):
-        pass  # owners may be unknown; the findings below say what is known
     findings: list[Finding] = []
     seen: set[int] = set()
 
@@ -313,7 +305,7 @@ def check_listener(snap: Snapshot, ctx: Context) -> list[Finding]:
         f"or it has not bound its port.",
         tuple(evidence + ([f"but NAT sends port {port} on to {redirect['to']} ({redirect['rule']})"]
                           if redirect else [])),
-        tuple(start_fixes(snap, _unit_name(daemons[0]) if daemons else None, port)),
+        tuple(start_fixes(snap, daemons[0].name if daemons else None, port)),
         weight))
     return findings
 
@@ -327,8 +319,6 @@ def _redirect(snap: Snapshot, ctx: Context) -> dict | None:
     return next((r for r in redirected(snap, ctx) if r.get("definite") and r.get("flow") != "remote"), None)
 
 
-def _unit_name(info) -> str:
-    return getattr(info, "unit", None) or info.name
 
 
 def _near(a: int, b: int) -> bool:
@@ -344,12 +334,8 @@ _SCHEME_SERVICE = {"postgres": "postgresql", "postgresql": "postgresql", "redis"
                    "ssh": "sshd", "sftp": "sshd"}
 
 
-def _service_of_scheme(scheme: str | None):
+def _service_of_scheme(scheme: str | None) -> ServiceInfo | None:
     """The well-known service a URL scheme names (postgres:// -> postgresql), if any."""
     if not scheme or scheme not in _SCHEME_SERVICE:
-        return None
-    try:
-        from portdoctor import services
-    except ImportError:  # pragma: no cover
         return None
     return services.by_name(_SCHEME_SERVICE[scheme])

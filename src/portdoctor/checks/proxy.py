@@ -168,7 +168,7 @@ def upstream_cause(snap: Snapshot, host: str, port: int, exclude_pids: set[int] 
         return (f"port {port} is published by container {c.get('name')} ({mapping}), and {sentence}",
                 [f"published: {mapping} (container {c.get('name')})", *ev], fixes, facts)
     if not snap.listeners:
-        return (f"nothing is known about listeners here", [], [], {"kind": "unknown"})
+        return ("nothing is known about listeners here", [], [], {"kind": "unknown"})
     on_port = [ln for ln in snap.listeners if ln.port == port]
     if not on_port:
         near = _nearby(snap, port, exclude_pids, exclude_ports)

@@ -50,7 +50,7 @@ def check_reachability(snap: Snapshot, ctx: Context) -> list[Finding]:
         if "resolver did not answer" in (ctx.probe.dns_error or ""):
             fixes.append(Fix("The resolver itself did not answer: check that a nameserver from "
                              "/etc/resolv.conf is reachable", None))
-        fixes.append(Fix(f"For a name only this network knows, add it to /etc/hosts (or to the DNS zone)",
+        fixes.append(Fix("For a name only this network knows, add it to /etc/hosts (or to the DNS zone)",
                          f"echo '<address> {t.host}' >> /etc/hosts"))
         return [Finding(Cause.DNS, CHECK, Severity.ERROR,
                         f"{t.host!r} does not resolve ({ctx.probe.dns_error}): no connection was attempted.",
