@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+import time
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import pytest
 
@@ -24,6 +26,15 @@ def need(*tools: str) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(why)
         pytest.skip(why)
+
+
+def readable_tmpdir(prefix: str) -> Iterator[Path]:
+    """A world-readable temporary folder (daemons that drop privileges read it), removed after;
+    for a fixture to `yield from`."""
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def nginx_conf(d: Path, http: str, temp_paths: Iterable[str] = tuple(NGINX_TEMP_PATHS)) -> str:
@@ -87,3 +98,38 @@ def backend(lab: Lab, s: Host) -> Host:
     b.run(["ip", "route", "add", "default", "via", "10.0.1.1"])
     s.sysctl("net.ipv4.ip_forward", 1)
     return b
+
+
+# supervisord.conf before its programs: the control socket, pid and logs all in the folder {d}
+SUPERVISORD_CONF = """[unix_http_server]
+file={d}/supervisor.sock
+
+[supervisord]
+logfile={d}/supervisord.log
+pidfile={d}/supervisord.pid
+childlogdir={d}
+nodaemon=true
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{d}/supervisor.sock
+"""
+
+
+def supervisord(s: Host, d: Path, programs: str, *until: str, seconds: float = 25) -> Path:
+    """Run supervisord in s on `d`/supervisord.conf (SUPERVISORD_CONF then `programs`, which starts
+    with an empty line); return the conf once `supervisorctl status` shows every word of `until`."""
+    need("supervisord", "supervisorctl")
+    conf = d / "supervisord.conf"
+    conf.write_text(SUPERVISORD_CONF.format(d=d) + programs)
+    s.start(["supervisord", "-c", str(conf)], ready_file=d / "supervisor.sock")
+    deadline = time.monotonic() + seconds
+    while True:
+        out = s.run(["supervisorctl", "-c", str(conf), "status"], check=False).stdout
+        if all(u in out for u in until):
+            return conf
+        if time.monotonic() > deadline:
+            raise AssertionError(f"supervisord did not reach {' and '.join(until)}:\n{out}")
+        time.sleep(0.2)

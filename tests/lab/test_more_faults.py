@@ -10,21 +10,19 @@ the verdict an operator should act on and the evidence words that prove it.
 from __future__ import annotations
 
 import errno
-import json
-import os
 import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
 from clients import HALF_OPEN, connect_from, held, hold
 from netlab import Host, Lab
-from servers import backend, haproxy_cfg, need, run_nginx
+from servers import backend, haproxy_cfg, need, readable_tmpdir, run_nginx
+from verdicts import brief, diagnose, everything, finding, pod_diagnose, text_of, verdict
 
 pytestmark = pytest.mark.lab
 
@@ -32,40 +30,6 @@ pytestmark = pytest.mark.lab
 @pytest.fixture(autouse=True)
 def _root() -> None:
     need("iptables", "nft")
-
-
-def brief(doc: dict[str, Any]) -> str:
-    """The verdict and the findings, short, for assertion messages."""
-    return json.dumps({"probe": doc.get("probe", {}).get("state"), "verdict": doc.get("verdict"),
-                       "findings": [{"cause": f["cause"], "check": f["check"], "severity": f["severity"],
-                                     "summary": f["summary"]} for f in doc.get("findings", [])]}, indent=1)
-
-
-def diagnose(h: Host, target: str, *args: str) -> dict[str, Any]:
-    _rc, doc = h.json_of("diagnose", target, *args)
-    _dump(doc, [target, *args])
-    return doc
-
-
-def pod_diagnose(p: Any, h: Host, target: str, *args: str) -> dict[str, Any]:
-    """diagnose in `h`, reading Podman through its API socket (see test_container_lab.Pod)."""
-    _rc, doc = p.portdoctor(h, "diagnose", target, *args)
-    _dump(doc, [target, *args])
-    return doc
-
-
-def _dump(doc: dict[str, Any], argv: list[str]) -> None:
-    dump = os.environ.get("PD_MORE_DUMP")  # a file to collect every verdict in, for review
-    if dump:
-        with open(dump, "a") as fh:
-            fh.write(json.dumps({"test": os.environ.get("PYTEST_CURRENT_TEST", ""), "argv": argv,
-                                 "probe": doc.get("probe", {}).get("state"), "verdict": doc.get("verdict"),
-                                 "findings": doc.get("findings"), "limitations": doc.get("limitations")}) + "\n")
-
-
-def verdict(doc: dict[str, Any], cause: str) -> dict[str, Any]:
-    assert doc["verdict"]["cause"] == cause, brief(doc)
-    return doc["verdict"]
 
 
 def diagnosed_as(c: Host, s: Host, err: int, cause: str, port: int = 8080) -> dict[str, Any]:
@@ -78,34 +42,10 @@ def diagnosed_as(c: Host, s: Host, err: int, cause: str, port: int = 8080) -> di
     return doc
 
 
-def everything(doc: dict[str, Any]) -> str:
-    """Verdict summary, every finding's summary, evidence and fix, as one text."""
-    parts = [doc["verdict"]["summary"]]
-    for f in doc["findings"]:
-        parts.append(f["summary"])
-        parts.extend(f["evidence"])
-        parts.extend(f"{x['description']} {x.get('command') or ''}" for x in f["fix"])
-    return "\n".join(parts)
-
-
-def finding(doc: dict[str, Any], cause: str) -> dict[str, Any]:
-    fs = [f for f in doc["findings"] if f["cause"] == cause]
-    assert fs, brief(doc)
-    return fs[0]
-
-
-def text_of(f: dict[str, Any]) -> str:
-    return "\n".join([f["summary"], *f["evidence"],
-                      *(f"{x['description']} {x.get('command') or ''}" for x in f["fix"])])
-
-
 @pytest.fixture
-def tmpdir() -> Any:
-    """A world-readable temporary folder (daemons that drop privileges read it), removed after."""
-    d = Path(tempfile.mkdtemp(prefix="pdmore-"))
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+def tmpdir() -> Iterator[Path]:
+    """A world-readable temporary folder, removed after (see servers.readable_tmpdir)."""
+    yield from readable_tmpdir("pdmore-")
 
 
 # A stand-in for an application server: it reads where to listen the way the real one would

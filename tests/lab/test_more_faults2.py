@@ -12,22 +12,20 @@ backend b: 10.0.1.2 behind s.
 from __future__ import annotations
 
 import errno
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
 from clients import hold
 from netlab import Host, Lab
-from servers import backend, need, nginx_conf
+from servers import backend, need, nginx_conf, readable_tmpdir, supervisord
+from verdicts import brief, diagnose, everything_and_limitations as everything, verdict
 
 pytestmark = pytest.mark.lab
 
@@ -38,44 +36,9 @@ def _root() -> None:
 
 
 @pytest.fixture
-def tmpdir() -> Any:
-    d = Path(tempfile.mkdtemp(prefix="pdmore2-"))
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-def brief(doc: dict[str, Any]) -> str:
-    return json.dumps({"probe": doc.get("probe", {}).get("state"), "verdict": doc.get("verdict"),
-                       "findings": [{"cause": f["cause"], "check": f["check"], "severity": f["severity"],
-                                     "summary": f["summary"]} for f in doc.get("findings", [])],
-                       "limitations": doc.get("limitations")}, indent=1)
-
-
-def diagnose(h: Host, target: str, *args: str) -> dict[str, Any]:
-    _rc, doc = h.json_of("diagnose", target, *args)
-    dump = os.environ.get("PD_MORE_DUMP")
-    if dump:
-        with open(dump, "a") as fh:
-            fh.write(json.dumps({"test": os.environ.get("PYTEST_CURRENT_TEST", ""), "argv": [target, *args],
-                                 "probe": doc.get("probe", {}).get("state"), "verdict": doc.get("verdict"),
-                                 "findings": doc.get("findings"), "limitations": doc.get("limitations")}) + "\n")
-    return doc
-
-
-def verdict(doc: dict[str, Any], *causes: str) -> dict[str, Any]:
-    assert doc["verdict"]["cause"] in causes, brief(doc)
-    return doc["verdict"]
-
-
-def everything(doc: dict[str, Any]) -> str:
-    parts = [doc["verdict"]["summary"]]
-    for f in doc["findings"]:
-        parts.append(f["summary"])
-        parts.extend(f["evidence"])
-        parts.extend(f"{x['description']} {x.get('command') or ''}" for x in f["fix"])
-    parts.extend(doc.get("limitations") or [])
-    return "\n".join(parts)
+def tmpdir() -> Iterator[Path]:
+    """A world-readable temporary folder, removed after (see servers.readable_tmpdir)."""
+    yield from readable_tmpdir("pdmore2-")
 
 
 def diagnosed_as(c: Host, s: Host, target: str, err: int, *causes: str, port: int = 8080,
@@ -210,40 +173,9 @@ def test_service_named_that_is_not_running_while_another_app_listens_nearby(pair
 # =========================================================================== supervisord
 
 
-SUP = """[unix_http_server]
-file={d}/supervisor.sock
-
-[supervisord]
-logfile={d}/supervisord.log
-pidfile={d}/supervisord.pid
-childlogdir={d}
-nodaemon=true
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl=unix://{d}/supervisor.sock
-"""
-
 # binds its port, serves briefly, then crashes with status 1 (a bad config read after bind)
 CRASH_AFTER_BIND = ("import socket,sys,time; s=socket.socket(); s.bind(('0.0.0.0',{port})); s.listen(8); "
                     "time.sleep({after}); sys.stderr.write('api: KeyError DATABASE_URL\\\\n'); sys.exit(1)")
-
-
-def supervisord(s: Host, d: Path, programs: str, until: str) -> Path:
-    need("supervisord", "supervisorctl")
-    conf = d / "supervisord.conf"
-    conf.write_text(SUP.format(d=d) + programs)
-    s.start(["supervisord", "-c", str(conf)], ready_file=d / "supervisor.sock")
-    deadline = time.monotonic() + 25
-    while True:
-        out = s.run(["supervisorctl", "-c", str(conf), "status"], check=False).stdout
-        if until in out:
-            return conf
-        if time.monotonic() > deadline:
-            raise AssertionError(f"supervisord did not reach {until}:\n{out}")
-        time.sleep(0.2)
 
 
 def test_supervisord_program_crashes_after_bind_with_autorestart(pair: tuple[Host, Host], tmpdir: Path) -> None:

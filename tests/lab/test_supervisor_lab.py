@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from netlab import Host
-from servers import need
+from servers import supervisord
 
-CONF = """[unix_http_server]
-file={d}/supervisor.sock
-
-[supervisord]
-logfile={d}/supervisord.log
-pidfile={d}/supervisord.pid
-childlogdir={d}
-nodaemon=true
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl=unix://{d}/supervisor.sock
-
+# the programs of supervisord.conf (after servers.SUPERVISORD_CONF) in the folder {d}
+PROGRAMS = """
 [program:billing]
 command=/bin/sh -c "echo 'billing: cannot open /etc/billing.yml' >&2; exit 3" --listen 0.0.0.0:8085
 startsecs=1
@@ -41,18 +27,8 @@ autostart=false
 
 
 def start(s: Host, tmp: Path) -> Path:
-    need("supervisord", "supervisorctl")
-    conf = tmp / "supervisord.conf"
-    conf.write_text(CONF.format(d=tmp))
-    s.start(["supervisord", "-c", str(conf)], ready_file=tmp / "supervisor.sock")
-    deadline = time.monotonic() + 20
-    while True:  # until billing has given up (FATAL) and report has exited
-        out = s.run(["supervisorctl", "-c", str(conf), "status"], check=False).stdout
-        if "FATAL" in out and "EXITED" in out:
-            return conf
-        if time.monotonic() > deadline:
-            raise AssertionError(f"supervisord did not settle:\n{out}")
-        time.sleep(0.2)
+    """supervisord with PROGRAMS, once billing has given up (FATAL) and report has exited."""
+    return supervisord(s, tmp, PROGRAMS.format(d=tmp), "FATAL", "EXITED", seconds=20)
 
 
 def test_crashed_program_with_state_and_exit_status(pair: tuple[Host, Host], tmp_path: Path) -> None:
