@@ -100,6 +100,12 @@ def backend(lab: Lab, s: Host) -> Host:
     return b
 
 
+def dnat(s: Host, to: str) -> None:
+    """s maps what arrives for 10.0.0.2:8080 to `to` (iptables -t nat PREROUTING -j DNAT)."""
+    s.iptables("-t", "nat", "-A", "PREROUTING", "-d", "10.0.0.2", "-p", "tcp", "--dport", "8080",
+               "-j", "DNAT", "--to-destination", to)
+
+
 # supervisord.conf before its programs: the control socket, pid and logs all in the folder {d}
 SUPERVISORD_CONF = """[unix_http_server]
 file={d}/supervisor.sock

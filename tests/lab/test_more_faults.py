@@ -21,7 +21,7 @@ import pytest
 
 from clients import HALF_OPEN, connect_from, held, hold
 from netlab import Host, Lab
-from servers import backend, haproxy_cfg, need, readable_tmpdir, run_nginx
+from servers import backend, dnat, haproxy_cfg, need, readable_tmpdir, run_nginx
 from verdicts import brief, diagnose, everything, finding, pod_diagnose, text_of, verdict
 
 pytestmark = pytest.mark.lab
@@ -38,6 +38,15 @@ def diagnosed_as(c: Host, s: Host, err: int, cause: str, port: int = 8080) -> di
     assert c.connect_errno("10.0.0.2", port) == err
     timeout = ("--timeout", "1") if err == errno.ETIMEDOUT else ()
     doc = diagnose(s, f"10.0.0.2:{port}", "--from", "10.0.0.1", *timeout)
+    verdict(doc, cause)
+    return doc
+
+
+def diagnosed_locally_as(h: Host, address: str, port: int, err: int, cause: str) -> dict[str, Any]:
+    """A client in h connecting to address:`port` gets `err`; diagnose in h for it (no --from)
+    gives the verdict `cause`."""
+    assert h.connect_errno(address, port) == err
+    doc = diagnose(h, f"{address}:{port}")
     verdict(doc, cause)
     return doc
 
@@ -107,9 +116,7 @@ def test_v6only_wildcard_reached_over_ipv4(pair: tuple[Host, Host]) -> None:
 def test_listener_on_127_0_0_2_reached_via_127_0_0_1(pair: tuple[Host, Host]) -> None:
     _c, s = pair
     s.listen(8080, "127.0.0.2", argv0="devserver")
-    assert s.connect_errno("127.0.0.1", 8080) == errno.ECONNREFUSED
-    doc = diagnose(s, "127.0.0.1:8080")
-    verdict(doc, "wrong_interface")
+    doc = diagnosed_locally_as(s, "127.0.0.1", 8080, errno.ECONNREFUSED, "wrong_interface")
     assert "127.0.0.2" in doc["verdict"]["summary"], brief(doc)
 
 
@@ -156,9 +163,7 @@ def test_ipv4_only_listener_reached_over_ipv6(pair: tuple[Host, Host]) -> None:
 def test_listener_on_the_external_address_reached_via_loopback(pair: tuple[Host, Host]) -> None:
     _c, s = pair
     s.listen(8080, "10.0.0.2", argv0="app-server")
-    assert s.connect_errno("127.0.0.1", 8080) == errno.ECONNREFUSED
-    doc = diagnose(s, "127.0.0.1:8080")
-    verdict(doc, "wrong_interface")
+    doc = diagnosed_locally_as(s, "127.0.0.1", 8080, errno.ECONNREFUSED, "wrong_interface")
     assert "10.0.0.2" in doc["verdict"]["summary"], brief(doc)
 
 
@@ -288,10 +293,8 @@ def test_accept_queue_full_without_abort_on_overflow(pair: tuple[Host, Host]) ->
     c, s = pair
     s.listen(8080, backlog=2, accept=False, argv0="stuck-worker")
     hold(c, 5)
-    assert c.connect_errno("10.0.0.2", 8080, timeout=0.5) == errno.ETIMEDOUT
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--timeout", "1")
+    doc = diagnosed_as(c, s, errno.ETIMEDOUT, "resource_exhaustion")
     assert doc["probe"]["state"] == "timeout", brief(doc)
-    verdict(doc, "resource_exhaustion")
     t = everything(doc)
     assert "accept queue full" in t, t
 
@@ -311,9 +314,7 @@ def test_listening_socket_with_backlog_zero(pair: tuple[Host, Host]) -> None:
     c, s = pair
     s.listen(8080, backlog=0, accept=False, argv0="legacy-daemon")
     hold(c, 3)
-    assert c.connect_errno("10.0.0.2", 8080, timeout=0.5) == errno.ETIMEDOUT
-    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--timeout", "1")
-    verdict(doc, "resource_exhaustion")
+    doc = diagnosed_as(c, s, errno.ETIMEDOUT, "resource_exhaustion")
     t = everything(doc)
     assert "backlog 0" in t and "ListenOverflows" in t, t
 
@@ -427,8 +428,7 @@ def test_reject_in_forward_for_a_dnat_to_a_running_backend(lab: Lab, pair: tuple
     c, s = pair
     b = backend(lab, s)
     b.listen(80, argv0="httpd")
-    s.iptables("-t", "nat", "-A", "PREROUTING", "-d", "10.0.0.2", "-p", "tcp", "--dport", "8080",
-               "-j", "DNAT", "--to-destination", "10.0.1.2:80")
+    dnat(s, "10.0.1.2:80")
     s.iptables("-A", "FORWARD", "-d", "10.0.1.2", "-p", "tcp", "--dport", "80", "-j", "REJECT")
     doc = diagnosed_as(c, s, errno.ECONNREFUSED, "firewall_reject")
     f = finding(doc, "firewall_reject")
@@ -440,8 +440,7 @@ def test_dnat_to_a_backend_listening_on_its_loopback(lab: Lab, pair: tuple[Host,
     c, s = pair
     b = backend(lab, s)
     b.listen(80, "127.0.0.1", argv0="httpd")
-    s.iptables("-t", "nat", "-A", "PREROUTING", "-d", "10.0.0.2", "-p", "tcp", "--dport", "8080",
-               "-j", "DNAT", "--to-destination", "10.0.1.2:80")
+    dnat(s, "10.0.1.2:80")
     doc = diagnosed_as(c, s, errno.ECONNREFUSED, "port_mapping")
     f = finding(doc, "port_mapping")
     assert "10.0.1.2:80" in f["summary"], text_of(f)
@@ -452,9 +451,7 @@ def test_output_chain_reject_on_the_client(pair: tuple[Host, Host]) -> None:
     s.listen(8080)
     c.iptables("-A", "OUTPUT", "-d", "10.0.0.2", "-p", "tcp", "--dport", "8080", "-j", "REJECT",
                "--reject-with", "tcp-reset")
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
-    doc = diagnose(c, "10.0.0.2:8080")
-    verdict(doc, "firewall_reject")
+    doc = diagnosed_locally_as(c, "10.0.0.2", 8080, errno.ECONNREFUSED, "firewall_reject")
     f = finding(doc, "firewall_reject")
     assert "OUTPUT" in f["summary"], text_of(f)
 
@@ -463,9 +460,7 @@ def test_local_dnat_in_output_to_a_port_where_nothing_listens(pair: tuple[Host, 
     _c, s = pair
     s.iptables("-t", "nat", "-A", "OUTPUT", "-d", "127.0.0.1", "-p", "tcp", "--dport", "80",
                "-j", "DNAT", "--to-destination", "127.0.0.1:8080")
-    assert s.connect_errno("127.0.0.1", 80) == errno.ECONNREFUSED
-    doc = diagnose(s, "127.0.0.1:80")
-    verdict(doc, "port_mapping")
+    doc = diagnosed_locally_as(s, "127.0.0.1", 80, errno.ECONNREFUSED, "port_mapping")
     assert "127.0.0.1:8080" in finding(doc, "port_mapping")["summary"], brief(doc)
 
 
@@ -748,8 +743,7 @@ def test_dnat_to_another_host_with_forwarding_off(lab: Lab, pair: tuple[Host, Ho
     b = backend(lab, s)
     b.listen(80, argv0="httpd")
     s.sysctl("net.ipv4.ip_forward", 0)
-    s.iptables("-t", "nat", "-A", "PREROUTING", "-d", "10.0.0.2", "-p", "tcp", "--dport", "8080",
-               "-j", "DNAT", "--to-destination", "10.0.1.2:80")
+    dnat(s, "10.0.1.2:80")
     assert c.connect_errno("10.0.0.2", 8080, timeout=0.5) == errno.ETIMEDOUT
     doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--timeout", "1")
     # no rule drops it, the mapping leads nowhere because this host does not forward; the client
@@ -764,8 +758,7 @@ def test_dnat_to_the_wrong_backend_port(lab: Lab, pair: tuple[Host, Host]) -> No
     c, s = pair
     b = backend(lab, s)
     b.listen(8080, argv0="httpd")  # the app in the "container" listens on 8080, the mapping says 80
-    s.iptables("-t", "nat", "-A", "PREROUTING", "-d", "10.0.0.2", "-p", "tcp", "--dport", "8080",
-               "-j", "DNAT", "--to-destination", "10.0.1.2:80")
+    dnat(s, "10.0.1.2:80")
     doc = diagnosed_as(c, s, errno.ECONNREFUSED, "port_mapping")
     assert "10.0.1.2:80" in finding(doc, "port_mapping")["summary"], brief(doc)
 
@@ -814,9 +807,7 @@ def test_nft_output_reject_on_the_client(pair: tuple[Host, Host]) -> None:
     ip daddr 10.0.0.0/24 tcp dport { 8080, 8443 } reject with tcp reset
   }
 }""")
-    assert c.connect_errno("10.0.0.2", 8080) == errno.ECONNREFUSED
-    doc = diagnose(c, "10.0.0.2:8080")
-    verdict(doc, "firewall_reject")
+    doc = diagnosed_locally_as(c, "10.0.0.2", 8080, errno.ECONNREFUSED, "firewall_reject")
     assert "chain out" in finding(doc, "firewall_reject")["summary"], brief(doc)
 
 

@@ -24,7 +24,7 @@ import pytest
 
 from clients import hold
 from netlab import Host, Lab
-from servers import backend, need, nginx_conf, readable_tmpdir, supervisord
+from servers import backend, dnat, need, nginx_conf, readable_tmpdir, supervisord
 from verdicts import brief, diagnose, everything_and_limitations as everything, verdict
 
 pytestmark = pytest.mark.lab
@@ -63,6 +63,12 @@ def dnsmasq(h: Host, *extra: str) -> subprocess.Popen:
             "--no-poll", "--listen-address=127.0.0.1", "--bind-interfaces", "--port=53",
             "--pid-file=", "--user=root", "--group=root", *extra, "--address=/#/"]
     return h.start(args, ready_port=53)
+
+
+def redis(s: Host, d: Path) -> subprocess.Popen:
+    """redis-server in s on 0.0.0.0:6379 (protected-mode off, nothing saved, its folder `d`)."""
+    return s.start(["redis-server", "--bind", "0.0.0.0", "--port", "6379", "--save", "", "--appendonly", "no",
+                    "--dir", str(d), "--protected-mode", "no"], ready_port=6379)
 
 
 # =========================================================================== IPv6
@@ -154,8 +160,7 @@ def test_service_named_as_a_unit_running_on_another_port(pair: tuple[Host, Host]
     """--service redis-server.service (the unit name an operator knows); redis runs on 6379, the client uses 6380."""
     need("redis-server")
     c, s = pair
-    s.start(["redis-server", "--bind", "0.0.0.0", "--port", "6379", "--save", "", "--appendonly", "no",
-             "--dir", str(tmpdir), "--protected-mode", "no"], ready_port=6379)
+    redis(s, tmpdir)
     doc = diagnosed_as(c, s, "10.0.0.2", errno.ECONNREFUSED, "wrong_port", port=6380,
                        extra=("--service", "redis-server.service"))
     assert "6379" in doc["verdict"]["summary"] and "redis" in doc["verdict"]["summary"], brief(doc)
@@ -509,8 +514,7 @@ def test_dnat_to_a_working_backend_is_ok(lab: Lab, pair: tuple[Host, Host]) -> N
     c, s = pair
     b = backend(lab, s)
     b.listen(80, argv0="httpd")
-    s.iptables("-t", "nat", "-A", "PREROUTING", "-d", "10.0.0.2", "-p", "tcp", "--dport", "8080",
-               "-j", "DNAT", "--to-destination", "10.0.1.2:80")
+    dnat(s, "10.0.1.2:80")
     diagnosed_as(c, s, "10.0.0.2", 0, "ok")
 
 
@@ -518,10 +522,8 @@ def test_two_dnat_rules_the_first_wins(lab: Lab, pair: tuple[Host, Host]) -> Non
     c, s = pair
     b = backend(lab, s)
     b.listen(8080, argv0="httpd")
-    s.iptables("-t", "nat", "-A", "PREROUTING", "-d", "10.0.0.2", "-p", "tcp", "--dport", "8080",
-               "-j", "DNAT", "--to-destination", "10.0.1.2:80")
-    s.iptables("-t", "nat", "-A", "PREROUTING", "-d", "10.0.0.2", "-p", "tcp", "--dport", "8080",
-               "-j", "DNAT", "--to-destination", "10.0.1.2:8080")
+    dnat(s, "10.0.1.2:80")
+    dnat(s, "10.0.1.2:8080")
     doc = diagnosed_as(c, s, "10.0.0.2", errno.ECONNREFUSED, "port_mapping")
     assert "10.0.1.2:80" in doc["verdict"]["summary"] and "10.0.1.2:8080" not in doc["verdict"]["summary"], brief(doc)
 
@@ -628,8 +630,7 @@ def test_search_domain_expands_to_a_stale_record(pair: tuple[Host, Host], tmpdir
     need("redis-server")
     c, s = pair
     s.write_etc("resolv.conf", "nameserver 127.0.0.1\nsearch lab.test\n")
-    s.start(["redis-server", "--bind", "0.0.0.0", "--port", "6379", "--save", "", "--appendonly", "no",
-             "--dir", str(tmpdir), "--protected-mode", "no"], ready_port=6379)
+    redis(s, tmpdir)
     s.dns({"cache.lab.test": "10.0.0.1"})
     doc = diagnose(s, "redis://cache:6379")
     verdict(doc, "dns")
@@ -652,8 +653,7 @@ def test_postgres_url_nothing_listens(pair: tuple[Host, Host]) -> None:
 def test_redis_url_on_the_wrong_port(pair: tuple[Host, Host], tmpdir: Path) -> None:
     need("redis-server")
     c, s = pair
-    s.start(["redis-server", "--bind", "0.0.0.0", "--port", "6379", "--save", "", "--appendonly", "no",
-             "--dir", str(tmpdir), "--protected-mode", "no"], ready_port=6379)
+    redis(s, tmpdir)
     s.dns({"cache.lab.test": "10.0.0.2"})
     doc = diagnose(s, "redis://cache.lab.test:6380/0", "--from", "10.0.0.1")
     verdict(doc, "wrong_port")
