@@ -139,3 +139,23 @@ def supervisord(s: Host, d: Path, programs: str, *until: str, seconds: float = 2
         if time.monotonic() > deadline:
             raise AssertionError(f"supervisord did not reach {' and '.join(until)}:\n{out}")
         time.sleep(0.2)
+
+
+def ufw_rules(user_rules: str, track: bool = False) -> str:
+    """iptables-restore input for a filter table as ufw writes it (INPUT policy DROP, loopback and
+    established let in, then ufw-user-input), with `user_rules` (lines ending in a newline) in
+    ufw-user-input; `track` adds ufw-track-input (NEW tcp connections accepted after the rest)."""
+    chains = ["ufw-before-input", "ufw-user-input", "ufw-after-input", "ufw-reject-input"]
+    chains += ["ufw-track-input"] if track else []
+    return ("*filter\n"
+            ":INPUT DROP [0:0]\n"
+            ":FORWARD DROP [0:0]\n"
+            ":OUTPUT ACCEPT [0:0]\n"
+            + "".join(f":{c} - [0:0]\n" for c in chains)
+            + "".join(f"-A INPUT -j {c}\n" for c in chains if c != "ufw-user-input")
+            + "-A ufw-before-input -i lo -j ACCEPT\n"
+            "-A ufw-before-input -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+            "-A ufw-before-input -j ufw-user-input\n"
+            + user_rules
+            + ("-A ufw-track-input -p tcp -m conntrack --ctstate NEW -j ACCEPT\n" if track else "")
+            + "COMMIT\n")

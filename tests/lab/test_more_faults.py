@@ -21,7 +21,7 @@ import pytest
 
 from clients import HALF_OPEN, connect_from, held, hold
 from netlab import Host, Lab
-from servers import backend, dnat, haproxy_cfg, need, readable_tmpdir, run_nginx
+from servers import backend, dnat, haproxy_cfg, need, readable_tmpdir, run_nginx, ufw_rules
 from verdicts import brief, diagnose, everything, finding, pod_diagnose, text_of, verdict
 
 pytestmark = pytest.mark.lab
@@ -590,27 +590,9 @@ def test_hosts_file_sends_the_name_to_this_host(pair: tuple[Host, Host]) -> None
 # --------------------------------------------------------------------------- more firewall shapes
 
 
-UFW = """*filter
-:INPUT DROP [0:0]
-:FORWARD DROP [0:0]
-:OUTPUT ACCEPT [0:0]
-:ufw-before-input - [0:0]
-:ufw-user-input - [0:0]
-:ufw-after-input - [0:0]
-:ufw-reject-input - [0:0]
-:ufw-track-input - [0:0]
--A INPUT -j ufw-before-input
--A INPUT -j ufw-after-input
--A INPUT -j ufw-reject-input
--A INPUT -j ufw-track-input
--A ufw-before-input -i lo -j ACCEPT
--A ufw-before-input -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A ufw-before-input -j ufw-user-input
--A ufw-user-input -p tcp -m tcp --dport 22 -j ACCEPT
--A ufw-user-input -p tcp -m tcp --dport 8080 -j REJECT --reject-with tcp-reset
--A ufw-track-input -p tcp -m conntrack --ctstate NEW -j ACCEPT
-COMMIT
-"""
+# `ufw reject 8080/tcp` (after `ufw allow 22/tcp`), as ufw writes it (see servers.ufw_rules)
+UFW = ufw_rules("-A ufw-user-input -p tcp -m tcp --dport 22 -j ACCEPT\n"
+                "-A ufw-user-input -p tcp -m tcp --dport 8080 -j REJECT --reject-with tcp-reset\n", track=True)
 
 
 def test_ufw_reject_rule(pair: tuple[Host, Host]) -> None:

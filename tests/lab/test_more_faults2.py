@@ -24,7 +24,7 @@ import pytest
 
 from clients import hold
 from netlab import Host, Lab
-from servers import backend, dnat, need, nginx_conf, readable_tmpdir, supervisord
+from servers import backend, dnat, need, nginx_conf, readable_tmpdir, supervisord, ufw_rules
 from verdicts import brief, diagnose, everything_and_limitations as everything, verdict
 
 pytestmark = pytest.mark.lab
@@ -453,24 +453,9 @@ def test_nft_rate_limit_drop_is_not_evaluated_as_certain(pair: tuple[Host, Host]
     assert "limit rate" in t and "could not evaluate" in t.lower(), brief(doc)
 
 
-UFW_ALLOW = """*filter
-:INPUT DROP [0:0]
-:FORWARD DROP [0:0]
-:OUTPUT ACCEPT [0:0]
-:ufw-before-input - [0:0]
-:ufw-user-input - [0:0]
-:ufw-after-input - [0:0]
-:ufw-reject-input - [0:0]
--A INPUT -j ufw-before-input
--A INPUT -j ufw-after-input
--A INPUT -j ufw-reject-input
--A ufw-before-input -i lo -j ACCEPT
--A ufw-before-input -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A ufw-before-input -j ufw-user-input
--A ufw-user-input -p tcp -m tcp --dport 22 -j ACCEPT
--A ufw-user-input -s 10.0.0.0/24 -p tcp -m tcp --dport 8080 -j ACCEPT
-COMMIT
-"""
+# `ufw allow 22/tcp` and `ufw allow from 10.0.0.0/24 to any port 8080 proto tcp` (see servers.ufw_rules)
+UFW_ALLOW = ufw_rules("-A ufw-user-input -p tcp -m tcp --dport 22 -j ACCEPT\n"
+                      "-A ufw-user-input -s 10.0.0.0/24 -p tcp -m tcp --dport 8080 -j ACCEPT\n")
 
 
 def test_ufw_allows_the_port_is_ok(pair: tuple[Host, Host]) -> None:
