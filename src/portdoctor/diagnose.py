@@ -13,7 +13,8 @@ from portdoctor.checks import Context, endpoint_key, followup_targets, run_check
 from portdoctor.collectors import Request, collect, collect_before
 from typing import Any
 
-from portdoctor.model import Diagnosis, ProbeResult, Snapshot, State, Target, from_plain, to_plain
+from portdoctor.model import Diagnosis, ProbeResult, State, Target, from_plain, to_plain
+from portdoctor.snapshot import Snapshot
 from portdoctor.probe import DEFAULT_TIMEOUT
 from portdoctor.probe import probe as run_probe
 from portdoctor.verdict import decide, rank
@@ -58,13 +59,13 @@ def probe_followups(targets: list[Target], timeout: float) -> dict[str, ProbeRes
 def recording(result: Diagnosis, from_addr: str | None = None, service: str | None = None) -> dict[str, Any]:
     """Everything a diagnosis was judged on, as JSON data (see `replay_recording`)."""
     return {
-        "schema": "portdoctor.recording/1",
+        "schema": "portdoctor.recording/2",
         "target": to_plain(result.target),
         "from_addr": from_addr,
         "service": service,
         "probe": to_plain(result.probe),
         "followups": {k: to_plain(v) for k, v in result.followups.items()},
-        "snapshot": to_plain(result.snapshot),
+        "snapshot": result.snapshot.to_json() if result.snapshot is not None else None,
         "expected": result.verdict.cause.value,
     }
 

@@ -7,12 +7,12 @@ snapshot is both a test fixture and a bug report).
 
 from __future__ import annotations
 
-import dataclasses
 import enum
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from portdoctor.snapshot import Snapshot
 
 
 class State(str, enum.Enum):
@@ -187,13 +187,9 @@ class Listener:
     @property
     def scope(self) -> Scope:
         """loopback, all (wildcard) or specific, from the bind address."""
-        if self.address in ("0.0.0.0", "::"):
-            return Scope.ALL
-        if self.address.startswith("127.") or self.address == "::1":
-            return Scope.LOOPBACK
-        if self.address.startswith("::ffff:127."):
-            return Scope.LOOPBACK
-        return Scope.SPECIFIC
+        from portdoctor.addresses import scope
+
+        return Scope(scope(self.address))
 
     @property
     def endpoint(self) -> str:
@@ -237,39 +233,6 @@ class ServiceConfig:
     key: str
     value: str
     text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """Everything collectors learned about one host, gathered once.
-
-    Checks read only this (plus the probe); nothing in it is a judgement.
-    """
-
-    hostname: str = ""
-    platform: str = "linux"
-    is_root: bool = False
-    listeners: tuple[Listener, ...] = ()
-    processes: dict[int, Process] = field(default_factory=dict)
-    addresses: tuple[InterfaceAddress, ...] = ()
-    routes: tuple[RouteLookup, ...] = ()
-    sysctls: dict[str, str] = field(default_factory=dict)
-    counters_before: dict[str, int] = field(default_factory=dict)
-    counters_after: dict[str, int] = field(default_factory=dict)
-    configs: tuple[ServiceConfig, ...] = ()
-    # facts owned by later stages (firewall rulesets, containers, proxies): free-form, each
-    # keyed by its collector's name, so this type does not grow with every integration
-    extra: dict[str, Any] = field(default_factory=dict)
-    limitations: tuple[Limitation, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        """The snapshot as plain JSON data (see `from_json`)."""
-        return to_plain(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Snapshot:
-        """Rebuild a snapshot written by `to_json`."""
-        return from_plain(cls, data)
 
 
 # --------------------------------------------------------------------------- conclusions
@@ -348,43 +311,4 @@ class Diagnosis:
 
 # --------------------------------------------------------------------------- JSON round trip
 
-
-def to_plain(obj: Any) -> Any:
-    """Convert dataclasses, enums, tuples and dicts to JSON-ready data."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(x) for x in obj]
-    if isinstance(obj, dict):
-        return {str(k): to_plain(v) for k, v in obj.items()}
-    return obj
-
-
-def from_plain(tp: Any, data: Any) -> Any:
-    """Rebuild a value of type `tp` from `to_plain` output (dataclasses, enums, containers)."""
-    if isinstance(tp, str):  # pragma: no cover - resolved by get_type_hints below
-        raise TypeError(f"unresolved type {tp}")
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        if data is None:
-            return None
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return from_plain(args[0], data)
-    if dataclasses.is_dataclass(tp):
-        hints = typing.get_type_hints(tp)
-        kwargs = {}
-        for f in dataclasses.fields(tp):
-            if f.name in data:
-                kwargs[f.name] = from_plain(hints[f.name], data[f.name])
-        return tp(**kwargs)
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return tp(data)
-    if origin is tuple:
-        (inner, *_rest) = typing.get_args(tp)
-        return tuple(from_plain(inner, x) for x in data)
-    if origin is dict:
-        key_t, val_t = typing.get_args(tp)
-        return {(int(k) if key_t is int else k): from_plain(val_t, v) for k, v in data.items()}
-    return data
+from portdoctor.plain import from_plain, to_plain  # noqa: E402  (kept importable from here)

@@ -4,32 +4,88 @@ from __future__ import annotations
 
 import pytest
 
+from portdoctor import addresses
 from portdoctor.checks import Context, facts
 from portdoctor.checks.bind import check_bind
 from portdoctor.checks.listener import intended_ports
-from portdoctor.model import (AddressResult, InterfaceAddress, Listener, Process, ProbeResult, Snapshot,
-                              State, Target)
-
-
-@pytest.mark.parametrize(
-    "bound,family,v6only,dest,expected",
-    [
-        ("0.0.0.0", 4, None, "10.0.0.2", True),
-        ("0.0.0.0", 4, None, "::1", False),
-        ("127.0.0.1", 4, None, "127.0.0.1", True),
-        ("127.0.0.1", 4, None, "127.0.0.2", False),
-        ("127.0.0.1", 4, None, "10.0.0.2", False),
-        ("::", 6, False, "10.0.0.2", True),  # dual-stack socket takes IPv4 as ::ffff:a.b.c.d
-        ("::", 6, True, "10.0.0.2", False),  # IPV6_V6ONLY
-        ("::", 6, None, "::1", True),
-        ("::1", 6, None, "127.0.0.1", False),
-        ("::1", 6, None, "::1", True),
-        ("::ffff:127.0.0.1", 6, False, "127.0.0.1", True),
-        ("fd00::2", 6, None, "fd00:0:0::2", True),
-    ],
+from portdoctor.model import (
+    AddressResult, InterfaceAddress, Listener, Process, ProbeResult, State, Target,
 )
+from portdoctor.snapshot import Snapshot
+
+
+# bound address, its family, IPV6_V6ONLY, destination -> does the socket take the connection?
+ACCEPTS = [
+    ("0.0.0.0", 4, None, "10.0.0.2", True),
+    ("0.0.0.0", 4, None, "::1", False),
+    ("0.0.0.0", 4, None, "::ffff:10.0.0.2", True),  # a v4-mapped destination is IPv4
+    ("127.0.0.1", 4, None, "127.0.0.1", True),
+    ("127.0.0.1", 4, None, "127.0.0.2", False),
+    ("127.0.0.1", 4, None, "10.0.0.2", False),
+    ("10.0.0.2", 4, None, "10.0.0.2", True),
+    ("::", 6, False, "10.0.0.2", True),  # dual-stack socket takes IPv4 as ::ffff:a.b.c.d
+    ("::", 6, None, "10.0.0.2", True),  # V6ONLY unknown: Linux's default (bindv6only=0)
+    ("::", 6, True, "10.0.0.2", False),  # IPV6_V6ONLY
+    ("::", 6, True, "fd00::2", True),
+    ("::", 6, None, "::1", True),
+    ("0:0:0:0:0:0:0:0", 6, False, "10.0.0.2", True),  # wildcard, spelled out
+    ("::1", 6, None, "127.0.0.1", False),
+    ("::1", 6, None, "::1", True),
+    ("::1", 6, None, "0:0:0:0:0:0:0:1", True),
+    ("::ffff:127.0.0.1", 6, False, "127.0.0.1", True),
+    ("::ffff:127.0.0.1", 6, False, "::ffff:127.0.0.1", True),
+    ("::ffff:127.0.0.1", 6, False, "127.0.0.2", False),
+    ("fd00::2", 6, None, "fd00:0:0::2", True),  # zero-compressed forms are one address
+    ("fd00:0:0::2", 6, None, "fd00::2", True),
+    ("fd00::2", 6, None, "fd00::3", False),
+    ("fd00::2", 6, None, "10.0.0.2", False),
+    ("fe80::1%veth0", 6, None, "fe80::1", True),  # scoped link-local: the zone is not the address
+    ("fe80::1", 6, None, "fe80::1%eth0", True),
+    ("127.0.0.1", 4, None, "localhost", False),  # a name is not an address
+]
+
+
+@pytest.mark.parametrize("bound,family,v6only,dest,expected", ACCEPTS)
 def test_accepts(bound: str, family: int, v6only: bool | None, dest: str, expected: bool) -> None:
-    assert facts.accepts(Listener(bound, 8080, family, v6only), dest) is expected
+    assert addresses.accepts(bound, family, v6only, dest) is expected
+    assert facts.takes(Listener(bound, 8080, family, v6only), dest) is expected
+
+
+@pytest.mark.parametrize("text,loopback,scope", [
+    ("127.0.0.1", True, "loopback"), ("127.5.6.7", True, "loopback"), ("::1", True, "loopback"),
+    ("::ffff:127.0.0.1", True, "loopback"), ("0:0:0:0:0:0:0:1", True, "loopback"), ("localhost", True, "loopback"),
+    ("[::1]", True, "loopback"), ("10.0.0.2", False, "specific"), ("::ffff:10.0.0.2", False, "specific"),
+    ("fe80::1%eth0", False, "specific"), ("0.0.0.0", False, "all"), ("::", False, "all"),
+    ("0:0::0", False, "all"), ("fd00::2", False, "specific"),
+])
+def test_loopback_and_scope(text: str, loopback: bool, scope: str) -> None:
+    assert addresses.is_loopback(text) is loopback
+    assert addresses.scope(text) == scope
+    fam = 6 if ":" in text else 4
+    if text != "localhost" and not text.startswith("["):
+        assert Listener(text, 80, fam).scope.value == scope
+
+
+@pytest.mark.parametrize("a,b,same", [
+    ("fd00::2", "fd00:0:0::2", True), ("::ffff:10.0.0.1", "10.0.0.1", True), ("fe80::1%eth0", "fe80::1", True),
+    ("10.0.0.1", "10.0.0.2", False), ("FD00::2", "fd00::2", True), ("host", "host", True),
+])
+def test_same_address(a: str, b: str, same: bool) -> None:
+    assert addresses.same_address(a, b) is same
+
+
+@pytest.mark.parametrize("host,port,text", [
+    ("10.0.0.2", 80, "10.0.0.2:80"), ("fd00::2", 8080, "[fd00::2]:8080"), ("db.example", 5432, "db.example:5432"),
+    ("::ffff:127.0.0.1", 1, "[::ffff:127.0.0.1]:1"),
+])
+def test_endpoint(host: str, port: int, text: str) -> None:
+    assert addresses.endpoint(host, port) == text
+
+
+def test_is_local_compares_addresses() -> None:
+    snap = Snapshot(addresses=(InterfaceAddress("fd00::2", 64, 6, "eth0"), InterfaceAddress("10.0.0.2", 24, 4, "eth0")))
+    assert facts.is_local(snap, "fd00:0:0::2") and facts.is_local(snap, "::ffff:10.0.0.2")
+    assert facts.is_local(snap, "::ffff:127.0.0.1") and not facts.is_local(snap, "fd00::3")
 
 
 def test_intended_ports_from_env_and_argv() -> None:

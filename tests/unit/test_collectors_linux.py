@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from portdoctor.collectors import Request, collect, linux
-from portdoctor.model import Snapshot
+from portdoctor.snapshot import Snapshot
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "proc"
 TREE = str(DATA / "lab1")

@@ -3,15 +3,19 @@ evidence and the exact fix commands."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pathlib import Path
 
 from portdoctor.checks import Context
 from portdoctor.checks.firewall import check_firewall, followups
 from portdoctor.collectors.firewall import build_ruleset
 from portdoctor.firewall.model import counters_of, ruleset_to_plain
+from portdoctor.hostfacts import FirewallFacts
 from portdoctor.model import (
-    AddressResult, Cause, InterfaceAddress, Listener, ProbeResult, RouteLookup, Severity, Snapshot, State, Target,
+    AddressResult, Cause, InterfaceAddress, Listener, ProbeResult, RouteLookup, Severity, State, Target,
 )
+from portdoctor.snapshot import Snapshot
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "firewall"
 LISTEN = (Listener("0.0.0.0", 8080, 4, pids=()), Listener("0.0.0.0", 9000, 4), Listener("0.0.0.0", 30080, 4),
@@ -31,14 +35,14 @@ def snapshot(*saves: tuple[str, str], nft: str | None = None, listeners=LISTEN, 
     before = dict(after)
     for k, v in (bump or {}).items():
         before[k] = after[k] - v
-    fw = {"ruleset": ruleset_to_plain(rs), "local_addresses": {"10.0.0.2": "eth0", "127.0.0.1": "lo"},
-          "routes": [["10.0.0.0/24", "eth0", "unicast"], ["172.17.0.0/16", "docker0", "unicast"]],
-          "forwarding": {"4": forwarding, "6": False}, "counters_before": before, "counters_after": after}
+    fw = FirewallFacts(ruleset=rs, local_addresses={"10.0.0.2": "eth0", "127.0.0.1": "lo"},
+                       routes=(("10.0.0.0/24", "eth0", "unicast"), ("172.17.0.0/16", "docker0", "unicast")),
+                       forwarding={"4": forwarding, "6": False}, counters_before=before, counters_after=after)
     return Snapshot(listeners=listeners,
                     addresses=(InterfaceAddress("10.0.0.2", 24, 4, "eth0"), InterfaceAddress("127.0.0.1", 8, 4, "lo")),
                     routes=(RouteLookup("10.0.0.2", "local", "lo", None, "10.0.0.2"),
                             RouteLookup("10.0.0.1", "unicast", "eth0", None, "10.0.0.2")),
-                    extra={"firewall": fw})
+                    firewall=fw)
 
 
 def context(port: int, from_addr: str | None = "10.0.0.1", state: State = State.OPEN,
@@ -187,8 +191,8 @@ COMMIT
 """
     rs, _ = build_ruleset([(text, "ip", "iptables")])
     base = snapshot(("features.iptables-save", "ip"))
-    fw = dict(base.extra["firewall"], ruleset=ruleset_to_plain(rs), counters_before=None)
-    snap = Snapshot(listeners=base.listeners, addresses=base.addresses, routes=base.routes, extra={"firewall": fw})
+    fw = replace(base.firewall, ruleset=rs, counters_before=None)
+    snap = Snapshot(listeners=base.listeners, addresses=base.addresses, routes=base.routes, firewall=fw)
     (f,) = errors(check_firewall(snap, context(8080)))
     assert f.cause is Cause.FIREWALL_REJECT and "reset at once (ECONNRESET)" in f.summary
     assert "packets after the SYN" in f.summary
@@ -196,13 +200,15 @@ COMMIT
 
 
 def test_exposure_for_ports() -> None:
-    from portdoctor.firewall.exposure import dnat_rules, exposed
+    from portdoctor.hostview import Exposure, dnat_rules
 
-    assert exposed(snapshot(("ufw.iptables-save", "ip")), "0.0.0.0", 443) is True
-    assert exposed(snapshot(("ufw.iptables-save", "ip")), "0.0.0.0", 8080) is False  # reject or policy drop
-    assert exposed(snapshot(("features.iptables-save", "ip")), "0.0.0.0", 7002) is None  # random
+    ufw = snapshot(("ufw.iptables-save", "ip"))
+    assert Exposure(ufw).of("0.0.0.0", 443, None, 4) is True
+    assert Exposure(ufw).of("0.0.0.0", 8080, None, 4) is False  # reject or policy drop
+    # a statistic/random rule lets some connections through: a client from elsewhere can get in
+    assert Exposure(snapshot(("features.iptables-save", "ip"))).of("0.0.0.0", 7002, None, 4) is True
     (d,) = dnat_rules(snapshot(("docker.iptables-save", "ip")))
-    assert (d["from"], d["to"], d["chain"]) == ("*:8080", "172.17.0.2:80", "DOCKER")
+    assert (d.from_addr, d.from_port, d.to_addr, d.to_port) == ("*", 8080, "172.17.0.2", 80)
 
 
 def test_redirected_for_other_checks() -> None:
@@ -248,10 +254,10 @@ def test_kube_proxy_nftables_mode() -> None:
 def _snap_with_rules(text: str, listeners=LISTEN, extra_addresses: dict[str, str] | None = None) -> Snapshot:
     rs, _ = build_ruleset([(text, "ip", "iptables")])
     base = snapshot(("features.iptables-save", "ip"))
-    local = dict(base.extra["firewall"]["local_addresses"], **(extra_addresses or {}))
-    fw = dict(base.extra["firewall"], ruleset=ruleset_to_plain(rs), counters_before=None, local_addresses=local)
+    local = dict(base.firewall.local_addresses, **(extra_addresses or {}))
+    fw = replace(base.firewall, ruleset=rs, counters_before=None, local_addresses=local)
     addrs = base.addresses + tuple(InterfaceAddress(a, 24, 4, dev) for a, dev in (extra_addresses or {}).items())
-    return Snapshot(listeners=listeners, addresses=addrs, routes=base.routes, extra={"firewall": fw})
+    return Snapshot(listeners=listeners, addresses=addrs, routes=base.routes, firewall=fw)
 
 
 IFACE_REJECT = """# Generated by iptables-save v1.8.9 (nf_tables) on Sat Nov 28 10:30:00 2026

@@ -4,10 +4,13 @@ rules whose match portdoctor cannot evaluate standing alone in the way of the --
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from portdoctor.checks.firewall import check_firewall, followups
 from portdoctor.collectors.firewall import build_ruleset
 from portdoctor.firewall.model import counters_of, ruleset_to_plain
-from portdoctor.model import AddressResult, Cause, ProbeResult, Severity, Snapshot, State
+from portdoctor.model import AddressResult, Cause, ProbeResult, Severity, State
+from portdoctor.snapshot import Snapshot
 from test_firewall_check import context, snapshot
 
 
@@ -15,10 +18,10 @@ def snap_of(text: str, counters: bool = True, listeners=None) -> Snapshot:
     rs, _ = build_ruleset([(text, "ip", "iptables")])
     base = snapshot(("features.iptables-save", "ip"))
     c = counters_of(rs)
-    fw = dict(base.extra["firewall"], ruleset=ruleset_to_plain(rs),
-              counters_before=dict(c) if counters else None, counters_after=dict(c) if counters else None)
+    fw = replace(base.firewall, ruleset=rs,
+                 counters_before=dict(c) if counters else None, counters_after=dict(c) if counters else {})
     return Snapshot(listeners=base.listeners if listeners is None else listeners, addresses=base.addresses,
-                    routes=base.routes, extra={"firewall": fw})
+                    routes=base.routes, firewall=fw)
 
 
 def save(*rules: str, nat: tuple[str, ...] = ()) -> str:

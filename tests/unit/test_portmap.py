@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from portdoctor.model import InterfaceAddress, Limitation, Listener, Process, Snapshot
+from portdoctor.model import InterfaceAddress, Limitation, Listener, Process
+from portdoctor.snapshot import Snapshot
 from portdoctor.portmap import SCHEMA, build
 from portdoctor.render import ports as render
 
@@ -41,6 +42,12 @@ def test_recorded_host_with_podman_and_nginx():
     assert ports == sorted(ports)
 
 
+def from_json_parts(doc: dict) -> dict:
+    """Typed fact groups of a snapshot, from their JSON form (docs/snapshot.md)."""
+    full = Snapshot.from_json({"schema": "portdoctor.snapshot/2", **doc})
+    return {k: getattr(full, k) for k in doc}
+
+
 def test_hand_made_snapshot_with_proxy_route_and_dnat():
     snap = Snapshot(
         hostname="web1",
@@ -48,14 +55,18 @@ def test_hand_made_snapshot_with_proxy_route_and_dnat():
                    Listener("10.1.0.5", 5432, 4, pids=(30,)), Listener("::", 22, 6, v6only=False, pids=(40,))),
         processes={10: Process(10, "nginx", user="root"), 20: Process(20, "gunicorn", user="app", unit="app.service"),
                    30: Process(30, "postgres", user="postgres"), 40: Process(40, "sshd", user="root")},
-        extra={"proxies": {"proxies": [{"kind": "nginx", "pid": 10, "config": {"routes": [{
-            "name": "http server _", "location": "/", "binds": [{"address": "0.0.0.0", "port": 80}],
+        **from_json_parts({"proxies": {"proxies": [{"kind": "nginx", "pid": 10, "source": "nginx -T",
+                                                    "config": {"kind": "nginx", "main": "/etc/nginx/nginx.conf",
+                                                               "routes": [{
+            "name": "http server _", "location": "/", "binds": [{"address": "0.0.0.0", "port": 80, "file": "/etc/nginx/sites-enabled/app", "line": 2, "text": "listen 80;"}],
             "upstreams": [{"host": "127.0.0.1", "port": 9000, "file": "/etc/nginx/sites-enabled/app", "line": 7,
-                           "text": "proxy_pass http://127.0.0.1:9000;"}]}]}}]},
-            "firewall": {"ruleset": {"tables": [{"name": "nat", "chains": [{"name": "PREROUTING", "rules": [{
+                           "text": "proxy_pass http://127.0.0.1:9000;", "directive": "proxy_pass"}],
+                "file": "/etc/nginx/sites-enabled/app", "line": 3}]}}]},
+            "firewall": {"ruleset": {"tables": [{"source": "iptables", "family": "ip", "name": "nat",
+                                                 "chains": [{"name": "PREROUTING", "rules": [{"position": 1,
                 "text": "iptables -t nat -A PREROUTING -p tcp --dport 15432 -j DNAT --to-destination 10.1.0.5:5432",
                 "matches": [{"kind": "dport", "values": ["15432"]}],
-                "action": {"kind": "dnat", "addr": "10.1.0.5", "port": "5432"}}]}]}]}}},
+                "action": {"kind": "dnat", "addr": "10.1.0.5", "port": "5432"}}]}]}]}}}),
         addresses=(InterfaceAddress("10.1.0.5", 24, 4, "eth0"),),
         limitations=(Limitation("firewall rules not read", "run as root"),),
     )

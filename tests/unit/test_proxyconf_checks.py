@@ -14,7 +14,9 @@ from portdoctor.checks.mapping import followups as mapping_followups
 from portdoctor.checks.proxy import check_proxy
 from portdoctor.checks.proxy import followups as proxy_followups
 from portdoctor.checks.supervisor import check_supervisor
-from portdoctor.model import Cause, ProbeResult, Severity, Snapshot, Target, from_plain
+from portdoctor.hostfacts import SupervisorFacts
+from portdoctor.model import Cause, ProbeResult, Severity, Target, from_plain
+from portdoctor.snapshot import Snapshot
 
 REC = Path(__file__).parent.parent / "data" / "proxy" / "recorded"
 
@@ -139,7 +141,7 @@ def _systemd_case(port: int, service: str | None = None):
 
     units = [_unit_record(p) for p in parse_systemctl_show(SYSTEMCTL_SHOW)]
     units[0]["journal"] = ["billing: cannot bind: address already in use"]
-    snap = Snapshot(extra={"supervisors": {"systemd": {"units": units}}})
+    snap = Snapshot(supervisors=from_plain(SupervisorFacts, {"systemd": {"units": units}}))
     target = Target(f"127.0.0.1:{port}", "127.0.0.1", port)
     probe = ProbeResult(target, State.REFUSED, (AddressResult("127.0.0.1", 4, State.REFUSED, "ECONNREFUSED", 0.001),), 3.0)
     return snap, Context(target=target, probe=probe, service=service)
@@ -170,10 +172,10 @@ def _with_containers(snap: Snapshot, edit) -> Snapshot:
     import copy
     from dataclasses import replace
 
-    extra = copy.deepcopy(dict(snap.extra))
-    for c in extra["containers"]["containers"]:
+    doc = copy.deepcopy(snap.to_json())
+    for c in doc["containers"]["containers"]:
         edit(c)
-    return replace(snap, extra=extra)
+    return Snapshot.from_json(doc)
 
 
 def test_containers_of_another_network_namespace_say_nothing():
@@ -220,12 +222,12 @@ def _named_upstream(snap: Snapshot, host: str) -> Snapshot:
     import copy
     from dataclasses import replace
 
-    extra = copy.deepcopy(dict(snap.extra))
-    for p in extra["proxies"]["proxies"]:
+    doc = copy.deepcopy(snap.to_json())
+    for p in doc["proxies"]["proxies"]:
         for r in p["config"]["routes"]:
             for u in r["upstreams"]:
                 u["host"] = host
-    return replace(snap, extra=extra)
+    return Snapshot.from_json(doc)
 
 
 def test_upstream_named_by_a_host_name_is_probed_by_name():
@@ -268,13 +270,13 @@ def test_upstream_unix_socket_missing_or_refusing(tmp_path):
         assert unix_socket_fact(stale)["state"] == "ok"
 
     snap, ctx = _case("127_0_0_1_8080")
-    extra = copy.deepcopy(dict(snap.extra))
-    for p in extra["proxies"]["proxies"]:
+    doc = copy.deepcopy(snap.to_json())
+    for p in doc["proxies"]["proxies"]:
         for r in p["config"]["routes"]:
             for u in r["upstreams"]:
                 u.update(host="", port=None, unix=missing)
         p["unix"] = {missing: unix_socket_fact(missing)}
-    usnap = replace(snap, extra=extra)
+    usnap = Snapshot.from_json(doc)
     assert proxy_followups(usnap, ctx) == []
     (f,) = check_proxy(usnap, replace(ctx, followups={}))
     assert f.cause is Cause.PROXY_UPSTREAM and missing in f.summary and "does not exist" in f.summary

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from portdoctor.diagnose import replay_recording
-from portdoctor.model import Snapshot
+from portdoctor.errors import BadInput
+from portdoctor.snapshot import SCHEMA, Snapshot
 
 CASES = sorted((Path(__file__).resolve().parent.parent / "data" / "recordings").glob("*.json"))
 
@@ -31,11 +32,32 @@ def test_replayed_verdict_matches_the_lab(path: Path) -> None:
             assert f.fix, f
 
 
-@pytest.mark.parametrize("path", CASES[:3], ids=[p.stem for p in CASES[:3]])
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_snapshot_round_trips_through_json(path: Path) -> None:
     doc = json.loads(path.read_text())
+    assert doc["snapshot"]["schema"] == SCHEMA
     snap = Snapshot.from_json(doc["snapshot"])
     assert Snapshot.from_json(json.loads(json.dumps(snap.to_json()))) == snap
+
+
+V1 = sorted((Path(__file__).resolve().parent.parent / "data" / "snapshot-v1").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", V1, ids=[p.stem for p in V1])
+def test_first_snapshot_format_is_still_read(path: Path) -> None:
+    """Recordings made before snapshot/2 (facts under `extra`) read into the same typed facts."""
+    old = json.loads(path.read_text())
+    assert "extra" in old["snapshot"] and "schema" not in old["snapshot"]
+    new = json.loads((path.parent.parent / "recordings" / path.name).read_text())
+    assert Snapshot.from_json(old["snapshot"]) == Snapshot.from_json(new["snapshot"])
+    assert replay_recording(old).verdict == replay_recording(new).verdict
+
+
+def test_unknown_snapshot_format_is_bad_input() -> None:
+    with pytest.raises(BadInput, match="unknown snapshot format"):
+        Snapshot.from_json({"schema": "portdoctor.snapshot/99"})
+    with pytest.raises(BadInput, match="not a portdoctor snapshot"):
+        Snapshot.from_json({"schema": SCHEMA, "listeners": [{"port": 1}]})
 
 
 def test_there_are_recordings() -> None:

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, TypeVar
 
-from portdoctor.model import Finding, ProbeResult, Snapshot, Target
+from portdoctor.model import Finding, ProbeResult, Target
+from portdoctor.snapshot import Snapshot
+
+T = TypeVar("T")
 
 # "module:function", imported on first use, run in this order.
 CHECKS: list[str] = [
@@ -48,6 +51,15 @@ class Context:
     service: str | None = None
     # "host:port" -> what a client on this host saw there (backends named by FOLLOWUPS)
     followups: dict[str, ProbeResult] = field(default_factory=dict)
+    # work derived from the snapshot that several checks share (the compiled firewall, its walk
+    # of this diagnosis' flows): computed once per diagnosis, dropped with it
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def derive(self, key: str, compute: Callable[[], T]) -> T:
+        """`compute()` once per diagnosis (this Context and its `replace`d copies share the memo)."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
 
 
 CheckFn = Callable[[Snapshot, Context], list[Finding]]

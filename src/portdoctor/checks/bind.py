@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from portdoctor.checks import facts
-from portdoctor.checks.listener import _known_service, restart_fix
-from portdoctor.model import COMMAND_LINE, Cause, Finding, Fix, Listener, Scope, Severity, Snapshot, State
+from portdoctor.checks.listener import known_service, restart_fix
+from portdoctor.model import COMMAND_LINE, Cause, Finding, Fix, Listener, Scope, Severity, State
+from portdoctor.snapshot import Snapshot
 
 if TYPE_CHECKING:
     from portdoctor.checks import Context
@@ -131,7 +132,7 @@ def _finding(snap: Snapshot, ctx: Context, address: str, socks: list[Listener]) 
 def _service(snap: Snapshot, socks: list[Listener]):
     for s in socks:
         for proc in facts.owners(snap, s):
-            info = _known_service(proc)
+            info = known_service(proc)
             if info is not None:
                 return info
     return None

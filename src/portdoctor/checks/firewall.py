@@ -30,9 +30,11 @@ from portdoctor.firewall.advice import (
     allow_fixes, client_error, command_tool, established_fixes, kube_service_of, manager, mapping_fixes, nat_manager,
     reject_words,
 )
-from portdoctor.firewall.evaluate import Evaluation, Evaluator, Flow, HostInfo, Outcome, Step
-from portdoctor.firewall.model import counter_key, ruleset_from_plain
-from portdoctor.model import Cause, Finding, Fix, Severity, Snapshot, State, Target
+from portdoctor.firewall.evaluate import Evaluation, Evaluator, Flow, Outcome, Step
+from portdoctor.firewall.model import counter_key
+from portdoctor.hostview import firewall_evaluator
+from portdoctor.model import Cause, Finding, Fix, Severity, State, Target
+from portdoctor.snapshot import Snapshot
 
 if TYPE_CHECKING:
     from portdoctor.checks import Context
@@ -40,9 +42,6 @@ if TYPE_CHECKING:
 CHECK = "firewall"
 MAX_INTERFACES = 4
 MAX_FOLLOWUPS = 8
-
-_cache: dict[int, tuple[Snapshot, Evaluator | None]] = {}
-
 
 @dataclass(frozen=True)
 class _Checked:
@@ -52,24 +51,9 @@ class _Checked:
     reply: Evaluation | None = None  # the server's SYN-ACK back to the client, when the SYN is accepted
 
 
-def evaluator(snap: Snapshot) -> Evaluator | None:
-    """The compiled ruleset of a snapshot (compiled once per snapshot), or None without one."""
-    hit = _cache.get(id(snap))
-    if hit is not None and hit[0] is snap:
-        return hit[1]
-    fw = snap.extra.get("firewall")
-    ev = None
-    if isinstance(fw, dict) and fw.get("ruleset"):
-        local = dict(fw.get("local_addresses") or {})
-        for a in snap.addresses:
-            local.setdefault(a.address, a.ifname)
-        routes = [(r[0], r[1], r[2]) for r in fw.get("routes") or [] if len(r) == 3]
-        fwd = {int(k): (v if v is not None else True) for k, v in (fw.get("forwarding") or {}).items()}
-        ev = Evaluator(ruleset_from_plain(fw["ruleset"]), HostInfo(local, routes, {4: True, 6: True, **fwd}))
-    if len(_cache) > 4:
-        _cache.clear()
-    _cache[id(snap)] = (snap, ev)
-    return ev
+def evaluator(snap: Snapshot, ctx: Context) -> Evaluator | None:
+    """The snapshot's compiled ruleset, compiled once per diagnosis (kept on its Context)."""
+    return ctx.derive("firewall.evaluator", lambda: firewall_evaluator(snap))
 
 
 def _route_of(snap: Snapshot, address: str) -> Any:
@@ -140,22 +124,14 @@ def flows(snap: Snapshot, ctx: Context, ev: Evaluator) -> list[tuple[str, Flow]]
     return out
 
 
-_evaluated: list[tuple[Snapshot, Context, list[_Checked]]] = []
-
-
 def evaluate(snap: Snapshot, ctx: Context) -> list[_Checked]:
     """Evaluate every flow of `flows`; [] when the snapshot has no ruleset. The firewall check,
-    its follow-ups and the listener check all ask: the walk is done once per (snapshot, context)."""
-    for s, c, done in _evaluated:
-        if s is snap and c is ctx:
-            return done
-    out = _evaluate(snap, ctx)
-    _evaluated[:] = [(snap, ctx, out)]
-    return out
+    its follow-ups and the listener check all ask: the walk is done once per diagnosis."""
+    return ctx.derive("firewall.walk", lambda: _evaluate(snap, ctx))
 
 
 def _evaluate(snap: Snapshot, ctx: Context) -> list[_Checked]:
-    ev = evaluator(snap)
+    ev = evaluator(snap, ctx)
     if ev is None:
         return []
     out = []
@@ -204,13 +180,13 @@ def _rule_line(step: Step) -> str:
 
 
 def _counter(snap: Snapshot, step: Step | None) -> tuple[int, int] | None:
-    fw = snap.extra.get("firewall") or {}
-    before, after = fw.get("counters_before"), fw.get("counters_after")
-    if step is None or step.rule is None or not isinstance(before, dict) or not isinstance(after, dict):
+    """The packet counter of a rule just before and just after the probe, when both were read."""
+    fw = snap.firewall
+    if fw is None or fw.counters_before is None or step is None or step.rule is None:
         return None
     key = counter_key(step.table, step.chain, step.rule)
-    if key in before and key in after:
-        return int(before[key]), int(after[key])
+    if key in fw.counters_before and key in fw.counters_after:
+        return int(fw.counters_before[key]), int(fw.counters_after[key])
     return None
 
 
@@ -285,7 +261,7 @@ def _remote_clients_of_target(snap: Snapshot, ctx: Context, c: _Checked) -> bool
     f = c.evaluation.flow
     if c.kind != "remote" or not f.iif or facts.is_loopback(f.dst) or f.dst not in _destinations(ctx):
         return False
-    ev = evaluator(snap)
+    ev = evaluator(snap, ctx)
     return ev is not None and ev.host.local_addresses.get(f.dst) == f.iif
 
 

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from portdoctor import services
 from portdoctor.checks import facts
-from portdoctor.model import COMMAND_LINE, Cause, Finding, Fix, Process, Severity, Snapshot, State
+from portdoctor.model import COMMAND_LINE, Cause, Finding, Fix, Process, Severity, State
+from portdoctor.snapshot import Snapshot
 from portdoctor.services import ServiceInfo
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def listening_ports(snap: Snapshot, proc: Process) -> list[int]:
     return sorted({s.port for s in snap.listeners if proc.pid in s.pids})
 
 
-def _known_service(proc: Process) -> ServiceInfo | None:
+def known_service(proc: Process) -> ServiceInfo | None:
     return services.service_for_process(proc)
 
 
@@ -88,14 +89,14 @@ def restart_fix(snap: Snapshot, proc: Process | None, name: str) -> Fix:
     if proc is not None and proc.container:
         return Fix(f"Recreate the container {proc.container[:12]} with the new setting",
                    f"docker restart {proc.container[:12]}")
-    if snap.extra.get("init") == "systemd":
+    if snap.init == "systemd":
         return Fix(f"Restart {name}", f"systemctl restart {name}")
     return Fix(f"Restart {name} (no systemd here: restart it the way it was started)", None)
 
 
 def start_fixes(snap: Snapshot, name: str | None, port: int) -> list[Fix]:
     """How to start a stopped service and learn why it stopped."""
-    if name and snap.extra.get("init") == "systemd":
+    if name and snap.init == "systemd":
         return [
             Fix(f"See why {name} is not running", f"systemctl status {name}; journalctl -u {name} -n 50"),
             Fix(f"Start {name} (and enable it at boot)", f"systemctl enable --now {name}"),
@@ -109,7 +110,7 @@ def start_fixes(snap: Snapshot, name: str | None, port: int) -> list[Fix]:
 
 def _config_fix(snap: Snapshot, proc: Process, key_kind: str, new_value: str) -> tuple[list[str], list[Fix]]:
     """Evidence and a fix naming the config line that sets port or bind for a known server."""
-    info = _known_service(proc)
+    info = known_service(proc)
     if info is None:
         return [], []
     keys = tuple(k for spec in info.configs for k in (spec.port_keys if key_kind == "port" else spec.bind_keys))
@@ -226,7 +227,7 @@ def check_listener(snap: Snapshot, ctx: Context) -> list[Finding]:
         for proc in snap.processes.values():
             if proc.pid in seen:
                 continue
-            info = _known_service(proc)
+            info = known_service(proc)
             if info is not None and info.name == by_scheme.name:
                 ports = listening_ports(snap, proc)
                 if ports and port not in ports:
@@ -238,7 +239,7 @@ def check_listener(snap: Snapshot, ctx: Context) -> list[Finding]:
     for proc in snap.processes.values():
         if proc.pid in seen:
             continue
-        info = _known_service(proc)
+        info = known_service(proc)
         if info is not None and info.name in known_names:
             ports = listening_ports(snap, proc)
             if ports and port not in ports:
@@ -253,7 +254,7 @@ def check_listener(snap: Snapshot, ctx: Context) -> list[Finding]:
         for proc in snap.processes.values():
             if proc.pid in seen:
                 continue
-            info = _known_service(proc)
+            info = known_service(proc)
             if info is None or info.name in _RUNTIMES or not set(info.ports) & {80, 443}:
                 continue
             ports = [p for p in listening_ports(snap, proc) if p in _HTTP_PORTS]
@@ -312,7 +313,7 @@ def check_listener(snap: Snapshot, ctx: Context) -> list[Finding]:
 
 def _redirect(snap: Snapshot, ctx: Context) -> dict | None:
     """The NAT redirection of the target port that the firewall check found, if any."""
-    if not snap.extra.get("firewall"):
+    if snap.firewall is None:
         return None
     from portdoctor.checks.firewall import redirected
 

@@ -1,6 +1,6 @@
 """proxy_upstream: the proxy accepts, but an upstream it forwards to refuses.
 
-Facts come from extra["proxies"] (collectors/proxies.py: routes with file:line, the HTTP
+Facts come from snap.proxies (collectors/proxies.py: routes with file:line, the HTTP
 answer of the proxy, its error log) and the follow-up probes of every upstream of the port.
 For each refused upstream the finding says why, from this host's listeners (nothing listens
 there, it listens on loopback only, it listens on another address or port) or from the
@@ -15,7 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from portdoctor.checks import Context, endpoint_key
-from portdoctor.model import Cause, Finding, Fix, Listener, ProbeResult, Scope, Severity, Snapshot, State, Target
+from portdoctor.hostfacts import Container, PortPublish, ProxyInstance, UnixSocketState
+from portdoctor.hostview import container_here, is_local, process_name, takes
+from portdoctor.proxyconf import Bind, Route, Upstream
+from portdoctor.model import Cause, Finding, Fix, Listener, ProbeResult, Scope, Severity, State, Target
+from portdoctor.snapshot import Snapshot
 
 CHECK = "proxy"
 
@@ -24,9 +28,9 @@ CHECK = "proxy"
 class Hop:
     """One upstream of the target port, as configured."""
 
-    proxy: dict[str, Any]
-    route: dict[str, Any]
-    upstream: dict[str, Any]
+    proxy: ProxyInstance
+    route: Route
+    upstream: Upstream
     host: str  # an address to probe, or a host name (`name` is then True); "" for a unix socket
     port: int
     name: bool = False  # host is a name: the probe resolves it through this host's resolver
@@ -47,10 +51,10 @@ def _literal(host: str) -> str | None:
         return None
 
 
-def _bind_matches(bind: dict[str, Any], port: int, target_host: str) -> bool:
-    if bind.get("port") != port:
+def _bind_matches(bind: Bind, port: int, target_host: str) -> bool:
+    if bind.port != port:
         return False
-    addr = bind.get("address")
+    addr = bind.address
     lit = _literal(target_host)
     if addr in ("0.0.0.0", "::") or lit is None:
         return True
@@ -60,19 +64,19 @@ def _bind_matches(bind: dict[str, Any], port: int, target_host: str) -> bool:
 def hops(snap: Snapshot, target: Target) -> list[Hop]:
     """Every upstream reachable through the target port (proxies listening on it)."""
     out: list[Hop] = []
-    for proxy in (snap.extra.get("proxies") or {}).get("proxies", []):
-        for route in (proxy.get("config") or {}).get("routes", []):
-            if not any(_bind_matches(b, target.port, target.host) for b in route.get("binds", [])):
+    for proxy in (snap.proxies.proxies if snap.proxies else ()):
+        for route in proxy.config.routes:
+            if not any(_bind_matches(b, target.port, target.host) for b in route.binds):
                 continue
-            for up in route.get("upstreams", []):
-                if up.get("disabled"):
+            for up in route.upstreams:
+                if up.disabled:
                     continue  # takes no traffic: see _disabled_findings
-                if up.get("unix"):
-                    out.append(Hop(proxy, route, up, "", 0, unix=up["unix"]))
+                if up.unix:
+                    out.append(Hop(proxy, route, up, "", 0, unix=up.unix))
                     continue
-                raw = (up.get("host") or "").strip("[]")
+                raw = (up.host or "").strip("[]")
                 host = _literal(raw)
-                port = up.get("port") or target.port
+                port = up.port or target.port
                 if host is None:
                     if not _is_name(raw):
                         continue
@@ -97,7 +101,7 @@ def followups(snap: Snapshot, ctx: Context) -> list[Target]:
     out: list[Target] = []
     for h in hops(snap, ctx.target):
         if h.unix:
-            continue  # judged from the collector's facts (extra["proxies"][i]["unix"])
+            continue  # judged from the collector's facts (ProxyInstance.unix)
         key = endpoint_key(h.host, h.port)
         if all(endpoint_key(t.host, t.port) != key for t in out):
             out.append(Target(key, h.host, h.port))
@@ -107,35 +111,12 @@ def followups(snap: Snapshot, ctx: Context) -> list[Target]:
 # --------------------------------------------------------------------------- the upstream's own cause
 
 
-def accepts(listener: Listener, host: str) -> bool:
-    """Would this listening socket accept a connection addressed to host?"""
-    fam = 6 if ":" in host else 4
-    if listener.address == host:
-        return True
-    if listener.address == "0.0.0.0":
-        return fam == 4
-    if listener.address == "::":
-        return fam == 6 or listener.v6only is not True
-    if listener.address.startswith("::ffff:"):
-        return listener.address[7:] == host
-    return False
-
-
 def _local(snap: Snapshot, host: str) -> bool:
-    if host.startswith("127.") or host == "::1":
-        return True
-    return any(a.address == host for a in snap.addresses)
+    return is_local(snap, host)
 
 
-def process_name(snap: Snapshot, pid: int) -> str:
-    """The name a user knows a process by: argv[0]'s base name (as renamed), else the kernel's."""
-    p = snap.processes[pid]
-    first = os.path.basename(p.cmdline[0]) if p.cmdline else ""
-    return first if first and not first.endswith(":") else p.name
-
-
-def _owner(snap: Snapshot, listener: Listener | dict[str, Any]) -> str:
-    pids = listener.pids if isinstance(listener, Listener) else ()
+def _owner(snap: Snapshot, listener: Listener) -> str:
+    pids = listener.pids
     names = sorted({process_name(snap, p) for p in pids if p in snap.processes})
     return f" ({', '.join(names)})" if names else ""
 
@@ -162,11 +143,11 @@ def upstream_cause(snap: Snapshot, host: str, port: int, exclude_pids: set[int] 
     published = _published_by(snap, host, port)
     if published is not None:
         c, mp = published
-        ip = (c.get("addresses") or [host])[0]
-        sentence, ev, fixes, facts = _container_cause(c, ip, mp["container_port"])
-        mapping = f"{endpoint_key(mp.get('host_ip') or '0.0.0.0', port)}->{mp['container_port']}"
-        return (f"port {port} is published by container {c.get('name')} ({mapping}), and {sentence}",
-                [f"published: {mapping} (container {c.get('name')})", *ev], fixes, facts)
+        ip = (c.addresses or [host])[0]
+        sentence, ev, fixes, facts = _container_cause(c, ip, mp.container_port)
+        mapping = f"{endpoint_key(mp.host_ip or '0.0.0.0', port)}->{mp.container_port}"
+        return (f"port {port} is published by container {c.name} ({mapping}), and {sentence}",
+                [f"published: {mapping} (container {c.name})", *ev], fixes, facts)
     if not snap.listeners:
         return ("nothing is known about listeners here", [], [], {"kind": "unknown"})
     on_port = [ln for ln in snap.listeners if ln.port == port]
@@ -184,7 +165,7 @@ def upstream_cause(snap: Snapshot, host: str, port: int, exclude_pids: set[int] 
                                 f"port {best.port}"))
             facts = {"kind": "other_port", "listener": best.endpoint, "port": best.port}
         return sentence, evidence, fixes, facts
-    ok = [ln for ln in on_port if accepts(ln, host)]
+    ok = [ln for ln in on_port if takes(ln, host)]
     if ok:
         return (f"{ok[0].endpoint}{_owner(snap, ok[0])} listens and would accept, yet the connection was "
                 f"refused: look for a firewall rule on this host",
@@ -220,97 +201,93 @@ def _nearby(snap: Snapshot, port: int, exclude_pids: set[int], exclude_ports: se
     return sorted(out, key=lambda ln: abs(ln.port - port))[:3]
 
 
-def _published_by(snap: Snapshot, host: str, port: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def _published_by(snap: Snapshot, host: str, port: int) -> tuple[Container, PortPublish] | None:
     """The container (and mapping) that publishes host:port on this host, if any."""
-    from portdoctor.checks.mapping import container_here
-
-    for c in (snap.extra.get("containers") or {}).get("containers", []):
+    for c in (snap.containers.containers if snap.containers else ()):
         if not container_here(snap, c):
             continue
-        for mp in c.get("ports") or []:
-            hip = mp.get("host_ip") or "0.0.0.0"
-            if mp.get("host_port") == port and (hip in ("0.0.0.0", "::") or hip == host):
+        for mp in c.ports or []:
+            hip = mp.host_ip or "0.0.0.0"
+            if mp.host_port == port and (hip in ("0.0.0.0", "::") or hip == host):
                 return c, mp
     return None
 
 
-def _container_with(snap: Snapshot, host: str) -> dict[str, Any] | None:
-    from portdoctor.checks.mapping import container_here
-
-    for c in (snap.extra.get("containers") or {}).get("containers", []):
-        if host in (c.get("addresses") or []) and container_here(snap, c):
+def _container_with(snap: Snapshot, host: str) -> Container | None:
+    for c in (snap.containers.containers if snap.containers else ()):
+        if host in (c.addresses or []) and container_here(snap, c):
             return c
     return None
 
 
-def _container_cause(c: dict[str, Any], host: str, port: int) -> tuple[str, list[str], list[Fix], dict[str, Any]]:
-    name = c.get("name") or c.get("id")
-    if c.get("state") != "running":
-        code = c.get("exit_code")
-        return (f"its container {name} is {c.get('state')}" + (f" (exit code {code})" if code is not None else ""),
-                [f"container {name}: state {c.get('state')}, exit code {code}"],
+def _container_cause(c: Container, host: str, port: int) -> tuple[str, list[str], list[Fix], dict[str, Any]]:
+    name = c.name or c.id
+    if c.state != "running":
+        code = c.exit_code
+        return (f"its container {name} is {c.state}" + (f" (exit code {code})" if code is not None else ""),
+                [f"container {name}: state {c.state}, exit code {code}"],
                 [Fix(f"start the container {name}", f"podman start {name}")],
                 {"kind": "container_stopped", "container": name})
-    lns = c.get("listeners")
+    lns = c.listeners
     if lns is None:
         return (f"it is container {name}; what listens inside could not be read", [], [], {"kind": "unknown"})
-    on_port = [ln for ln in lns if ln["port"] == port]
-    inside = ", ".join(_ep(ln["address"], ln["port"]) for ln in lns) or "nothing"
+    on_port = [ln for ln in lns if ln.port == port]
+    inside = ", ".join(_ep(ln.address, ln.port) for ln in lns) or "nothing"
     evidence = [f"listening inside container {name}: {inside}"]
     if not on_port:
         return (f"nothing listens on port {port} inside container {name}", evidence,
                 [Fix(f"start the service in container {name} on port {port}, or point the proxy at the port it uses")],
                 {"kind": "nothing_listens", "container": name})
     ln = on_port[0]
-    if ln["address"].startswith("127.") or ln["address"] == "::1":
-        return (f"inside container {name} it listens on {_ep(ln['address'], port)} (the container's loopback), "
+    if ln.address.startswith("127.") or ln.address == "::1":
+        return (f"inside container {name} it listens on {_ep(ln.address, port)} (the container's loopback), "
                 f"so {host}:{port} refuses", evidence,
                 [Fix(f"make the service in container {name} listen on 0.0.0.0:{port}")],
                 {"kind": "loopback_only", "container": name})
-    return (f"container {name} listens on {_ep(ln['address'], port)}", evidence, [], {"kind": "listening"})
+    return (f"container {name} listens on {_ep(ln.address, port)}", evidence, [], {"kind": "listening"})
 
 
 # --------------------------------------------------------------------------- the check
 
 
-def _where(up: dict[str, Any]) -> str:
-    line = f":{up['line']}" if up.get("line") else ""
-    return f"{up.get('file')}{line}"
+def _where(up: Upstream) -> str:
+    line = f":{up.line}" if up.line else ""
+    return f"{up.file}{line}"
 
 
-def _reload(proxy: dict[str, Any]) -> Fix:
-    kind = proxy.get("kind")
-    argv = proxy.get("argv") or []
+def _reload(proxy: ProxyInstance) -> Fix:
+    kind = proxy.kind
+    argv = proxy.argv or []
     if kind == "nginx":
         conf = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-c"), None)
         return Fix("reload nginx after the change", "nginx -s reload" + (f" -c {conf}" if conf else ""))
     if kind == "haproxy":
         return Fix("reload HAProxy after the change (check the file first)",
-                   f"haproxy -c -f {(proxy.get('config') or {}).get('main')} && kill -USR2 {proxy.get('pid')}")
-    main = (proxy.get("config") or {}).get("main")
+                   f"haproxy -c -f {proxy.config.main} && kill -USR2 {proxy.pid}")
+    main = proxy.config.main
     return Fix("reload Caddy after the change", f"caddy reload --config {main}" if main and "API" not in main
                else "caddy reload")
 
 
-def _http_evidence(proxy: dict[str, Any]) -> list[str]:
+def _http_evidence(proxy: ProxyInstance) -> list[str]:
     out = []
-    for h in proxy.get("http") or []:
-        url = f"http://{_ep(h['address'], h['port'])}/"
-        if h.get("status") is not None:
-            server = f" (Server: {h['server']})" if h.get("server") else ""
-            out.append(f"GET {url} answered {h['status']} {h.get('reason') or ''}".rstrip() + server
-                       + f" after {h.get('seconds') or 0:.3f} s")
-        elif h.get("error"):
-            out.append(f"GET {url} failed: {h['error']}")
+    for h in proxy.http or []:
+        url = f"http://{_ep(h.address, h.port)}/"
+        if h.status is not None:
+            server = f" (Server: {h.server})" if h.server else ""
+            out.append(f"GET {url} answered {h.status} {h.reason or ''}".rstrip() + server
+                       + f" after {h.seconds or 0:.3f} s")
+        elif h.error:
+            out.append(f"GET {url} failed: {h.error}")
     return out
 
 
-def _log_evidence(proxy: dict[str, Any], *needles: str) -> list[str]:
+def _log_evidence(proxy: ProxyInstance, *needles: str) -> list[str]:
     out = []
-    for log in proxy.get("error_log") or []:
-        lines = [ln for ln in log.get("lines", []) if any(n and n in ln for n in needles)]
+    for log in proxy.error_log or []:
+        lines = [ln for ln in log.lines if any(n and n in ln for n in needles)]
         for ln in lines[-2:]:
-            out.append(f"{log['path']}: {ln}")
+            out.append(f"{log.path}: {ln}")
     return out
 
 
@@ -337,15 +314,15 @@ _UNIX_WHY = {
 }
 
 
-def _unix_fact(h: Hop) -> dict[str, Any] | None:
-    return (h.proxy.get("unix") or {}).get(h.unix or "")
+def _unix_fact(h: Hop) -> UnixSocketState | None:
+    return (h.proxy.unix or {}).get(h.unix or "")
 
 
 def _status(h: Hop, ctx: Context) -> bool | None:
     """True when the upstream accepts, False when it fails, None when it was not judged."""
     if h.unix:
         fact = _unix_fact(h)
-        return None if fact is None or fact.get("state") is None else fact["state"] == "ok"
+        return None if fact is None or fact.state is None else fact.state == "ok"
     res = ctx.followups.get(h.key)
     if res is None:
         return None
@@ -354,19 +331,19 @@ def _status(h: Hop, ctx: Context) -> bool | None:
     return False if res.state in _FAILED else None
 
 
-def _unix_finding(h: Hop, fact: dict[str, Any]) -> tuple[str, list[str], list[Fix]]:
-    path, state = h.unix or "", fact.get("state") or "error"
+def _unix_finding(h: Hop, fact: UnixSocketState) -> tuple[str, list[str], list[Fix]]:
+    path, state = h.unix or "", fact.state or "error"
     why = _UNIX_WHY.get(state, _UNIX_WHY["error"])
-    if state in ("error", "denied") and fact.get("error"):
-        why += f" ({fact['error']})"
+    if state in ("error", "denied") and fact.error:
+        why += f" ({fact.error})"
     sentence = f"its upstream, the unix socket {path}, {why}"
     ev = [f"unix socket {path}: " + ("no such file" if state == "missing" else
-                                      f"exists ({fact.get('kind') or 'socket'}"
-                                      + (f", mode {fact['mode']}" if fact.get("mode") else "")
-                                      + (f", owner {fact['owner']}" if fact.get("owner") else "") + ")")
-          + (f"; connect: {fact['error']}" if fact.get("error") else "")]
-    if fact.get("others"):
-        ev.append(f"other sockets in {os.path.dirname(path)}: {', '.join(fact['others'])}")
+                                      f"exists ({fact.kind or 'socket'}"
+                                      + (f", mode {fact.mode}" if fact.mode else "")
+                                      + (f", owner {fact.owner}" if fact.owner else "") + ")")
+          + (f"; connect: {fact.error}" if fact.error else "")]
+    if fact.others:
+        ev.append(f"other sockets in {os.path.dirname(path)}: {', '.join(fact.others)}")
     fixes = [Fix(f"start the upstream app so that it listens on unix:{path}")]
     if state == "refused":
         fixes = [Fix(f"restart the app that serves {path} (the socket file outlived it)")]
@@ -374,8 +351,8 @@ def _unix_finding(h: Hop, fact: dict[str, Any]) -> tuple[str, list[str], list[Fi
         fixes = [Fix(f"the app behind {path} is overloaded: add workers or raise its listen backlog")]
     elif state == "denied":
         fixes = [Fix(f"let the proxy's user read and write {path} (socket mode / group)")]
-    if fact.get("others"):
-        fixes.append(Fix(f"if the app listens on {fact['others'][0]}, point the proxy there ({_where(h.upstream)})"))
+    if fact.others:
+        fixes.append(Fix(f"if the app listens on {fact.others[0]}, point the proxy there ({_where(h.upstream)})"))
     return sentence, ev, fixes
 
 
@@ -392,9 +369,9 @@ def check_proxy(snap: Snapshot, ctx: Context) -> list[Finding]:
     status = {h.key: _status(h, ctx) for h in all_hops}
     n_open = sum(1 for v in status.values() if v is True)
     all_down = n_open == 0
-    proxies = (snap.extra.get("proxies") or {}).get("proxies", [])
-    own_ports = {b["port"] for p in proxies for r in (p.get("config") or {}).get("routes", []) for b in r.get("binds", [])}
-    own_pids = {p.get("pid") for p in proxies}
+    proxies = (snap.proxies.proxies if snap.proxies else ())
+    own_ports = {b.port for p in proxies for r in p.config.routes for b in r.binds}
+    own_pids = {p.pid for p in proxies}
     own_pids |= {pid for ln in snap.listeners if ln.port in own_ports for pid in ln.pids}
     findings: list[Finding] = []
     done: set[str] = set()
@@ -403,8 +380,8 @@ def check_proxy(snap: Snapshot, ctx: Context) -> list[Finding]:
             continue
         done.add(h.key)
         proxy, up, route = h.proxy, h.upstream, h.route
-        kind = proxy.get("kind", "proxy")
-        loc = f" (location {route['location']})" if route.get("location") else ""
+        kind = (proxy.kind or "proxy")
+        loc = f" (location {route.location})" if route.location else ""
         facts: dict[str, Any] = {}
         needles: list[str] = [h.key]
         weight = 0.9
@@ -449,15 +426,15 @@ def check_proxy(snap: Snapshot, ctx: Context) -> list[Finding]:
                     or [f"from this host, {h.key} is {_state_text(res)}"]
                 if state is not State.REFUSED:
                     weight = 0.75
-        evidence = [f"{kind} config ({proxy.get('source')}): {_where(up)}: {up.get('text')}"]
-        if up.get("via_text"):
-            evidence.append(f"routed by {up.get('via_file')}:{up.get('via_line')}: {up.get('via_text')}")
-        evidence.append(f"{route.get('name')}{loc} listens on "
-                        + ", ".join(_ep(b["address"], b["port"]) for b in route.get("binds", [])))
+        evidence = [f"{kind} config ({proxy.source}): {_where(up)}: {up.text}"]
+        if up.via_text:
+            evidence.append(f"routed by {up.via_file}:{up.via_line}: {up.via_text}")
+        evidence.append(f"{route.name}{loc} listens on "
+                        + ", ".join(_ep(b.address, b.port) for b in route.binds))
         evidence += probe_ev + why_ev + _http_evidence(proxy) + _log_evidence(proxy, *needles)
         fixes = list(why_fix)
         if facts.get("kind") in ("loopback_only", "other_address", "other_port") and facts.get("listener"):
-            fixes.append(Fix(f"to point the proxy there, edit {_where(up)} (`{up.get('text')}`) to use "
+            fixes.append(Fix(f"to point the proxy there, edit {_where(up)} (`{up.text}`) to use "
                              f"{facts['listener']}"))
         fixes.append(_reload(proxy))
         findings.append(Finding(Cause.PROXY_UPSTREAM, CHECK, Severity.ERROR if all_down else Severity.WARNING,
@@ -469,18 +446,18 @@ def _disabled_findings(snap: Snapshot, ctx: Context) -> list[Finding]:
     """A route whose every server is disabled in the configuration (left in maintenance)."""
     out: list[Finding] = []
     port = ctx.target.port
-    for proxy in (snap.extra.get("proxies") or {}).get("proxies", []):
-        for route in (proxy.get("config") or {}).get("routes", []):
-            if not any(_bind_matches(b, port, ctx.target.host) for b in route.get("binds", [])):
+    for proxy in (snap.proxies.proxies if snap.proxies else ()):
+        for route in proxy.config.routes:
+            if not any(_bind_matches(b, port, ctx.target.host) for b in route.binds):
                 continue
-            ups = route.get("upstreams", [])
-            off = [u for u in ups if u.get("disabled")]
+            ups = route.upstreams
+            off = [u for u in ups if u.disabled]
             if not off or len(off) < len(ups):
                 continue
-            kind = proxy.get("kind", "proxy")
-            group = off[0].get("group") or route.get("name")
-            names = ", ".join(u.get("text", "").split()[1] if len(u.get("text", "").split()) > 1 else "?" for u in off)
-            evidence = [f"{kind} config ({proxy.get('source')}): {_where(u)}: {u.get('text')}" for u in off]
+            kind = (proxy.kind or "proxy")
+            group = off[0].group or route.name
+            names = ", ".join((u.text or "").split()[1] if len((u.text or "").split()) > 1 else "?" for u in off)
+            evidence = [f"{kind} config ({proxy.source}): {_where(u)}: {u.text}" for u in off]
             evidence += _http_evidence(proxy)
             fixes = [Fix(f"remove `disabled` from the server line(s) of {group} in {_where(off[0])}, then reload"),
                      _reload(proxy)]

@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from portdoctor.checks import facts
-from portdoctor.model import Cause, Finding, Fix, Severity, Snapshot, State
+from portdoctor.hostfacts import DnsAnswer
+from portdoctor.model import Cause, Finding, Fix, Severity, State
+from portdoctor.snapshot import Snapshot
 
 if TYPE_CHECKING:
     from portdoctor.checks import Context
@@ -34,10 +36,10 @@ def check_reachability(snap: Snapshot, ctx: Context) -> list[Finding]:
     t = ctx.target
     if ctx.probe.state is State.DNS_ERROR:
         evidence = [f"getaddrinfo({t.host!r}): {ctx.probe.dns_error}"]
-        ns = snap.extra.get("nameservers") or []
+        ns = snap.names.nameservers if snap.names else ()
         if ns:
             evidence.append("resolvers in /etc/resolv.conf: " + ", ".join(ns))
-        told = _dns_words(snap.extra.get("dns_answers") or {}, t.host)
+        told = _dns_words(snap.names.dns_answers if snap.names else None, t.host)
         if told is not None:
             what, line, fix = told
             evidence.append(line)
@@ -68,13 +70,13 @@ def check_reachability(snap: Snapshot, ctx: Context) -> list[Finding]:
     # A name that resolves away from this host while a listener here has the port.
     if is_name and facts.listeners_on_port(snap, t.port) and snap.addresses:
         here = ", ".join(sorted({a.address for a in snap.addresses if not facts.is_loopback(a.address)})[:4])
-        entries = snap.extra.get("hosts_entries") or []
-        fqdn = (snap.extra.get("dns_answers") or {}).get("qname")
+        entries = snap.names.hosts_entries if snap.names else ()
+        fqdn = snap.names.dns_answers.qname if snap.names and snap.names.dns_answers else None
         via = (f" (as {fqdn}, completed with the search list of /etc/resolv.conf)"
                if fqdn and fqdn.rstrip(".") != t.host.rstrip(".") else "")
         ev = [f"{t.host}{via} resolves to {', '.join(a.address for a in addrs)}; this host's addresses are {here}",
               *(facts.describe(snap, s) for s in facts.listeners_on_port(snap, t.port))]
-        ev += [f"/etc/hosts:{n}: {line}" for n, _a, line in entries]
+        ev += [f"/etc/hosts:{e.line}: {e.text}" for e in entries]
         findings.append(Finding(
             Cause.DNS, CHECK, Severity.ERROR if ctx.probe.state is not State.OPEN else Severity.WARNING,
             f"{t.host}{via} resolves to {addrs[0].address}, which is not this host, although a service here "
@@ -187,16 +189,17 @@ def _stale_addresses(snap: Snapshot, ctx: Context) -> list[Finding]:
 
 def _hosts_file_override(snap: Snapshot, ctx: Context) -> list[Finding]:
     """/etc/hosts sends the name somewhere DNS does not, and the client fails there."""
-    entries = snap.extra.get("hosts_entries") or []
-    dns = snap.extra.get("dns_answers") or {}
-    in_dns = list(dict.fromkeys(dns.get("addresses") or []))
+    names = snap.names
+    entries = names.hosts_entries if names else ()
+    dns = names.dns_answers if names else None
+    in_dns = list(dict.fromkeys(dns.addresses)) if dns else []
     if not entries or not in_dns or ctx.probe.state is State.OPEN:
         return []
-    from_hosts = [a for _n, a, _l in entries]
+    from_hosts = [e.address for e in entries]
     if set(in_dns) <= set(from_hosts):
         return []
     t = ctx.target
-    lines = [f"/etc/hosts:{n}: {line}" for n, _a, line in entries]
+    lines = [f"/etc/hosts:{e.line}: {e.text}" for e in entries]
     first = ctx.probe.addresses[0] if ctx.probe.addresses else None
     return [Finding(
         Cause.DNS, CHECK, Severity.ERROR,
@@ -204,20 +207,20 @@ def _hosts_file_override(snap: Snapshot, ctx: Context) -> list[Finding]:
         + (" (this host)" if all(facts.is_local(snap, a) for a in from_hosts) else "")
         + f", but DNS says {', '.join(in_dns)}: the hosts file wins, so clients here go to the wrong place"
         + (f" and get {first.state.value}" if first is not None else "") + ".",
-        tuple([*lines, f"DNS ({', '.join(snap.extra.get('nameservers') or [])}): {t.host} -> {', '.join(in_dns)}",
+        tuple([*lines, f"DNS ({', '.join(names.nameservers if names else ())}): {t.host} -> {', '.join(in_dns)}",
                *([f"connect to {first.address}:{t.port}: {first.errno or first.state.value}"] if first else [])]),
         (Fix(f"Remove or correct the /etc/hosts line for {t.host} (Debian adds `127.0.1.1 <hostname>` at "
-             f"install time)", f"sed -i.bak '{entries[0][0]}d' /etc/hosts  # line {entries[0][0]}: {entries[0][2]}"),
+             f"install time)", f"sed -i.bak '{entries[0].line}d' /etc/hosts  # line {entries[0].line}: {entries[0].text}"),
          Fix(f"Then check what clients get: {', '.join(in_dns)}", f"getent ahosts {t.host}")),
         0.85)]
 
 
-def _dns_words(answers: dict, host: str) -> tuple[str, str, Fix] | None:
+def _dns_words(answers: DnsAnswer | None, host: str) -> tuple[str, str, Fix] | None:
     """What DNS itself said about a name getaddrinfo could not resolve: (summary, evidence, fix)."""
-    error = answers.get("error")
-    if not error:
+    error = answers.error if answers else None
+    if answers is None or not error:
         return None
-    chain = answers.get("cname") or []
+    chain = answers.cname
     if error == "NoAnswer" and chain:
         last = chain[-1]
         return (f"it is an alias (CNAME) of {' -> '.join(chain)}, and {last} has no A or AAAA record",
@@ -227,7 +230,7 @@ def _dns_words(answers: dict, host: str) -> tuple[str, str, Fix] | None:
         return ("the name exists in DNS but has no A or AAAA record",
                 f"DNS: {host} exists, no A/AAAA record", Fix(f"Add an address record for {host}", None))
     if error == "NXDOMAIN":
-        tried = answers.get("qnames") or [host]
+        tried = answers.qnames or (host,)
         return (f"DNS says no such name (NXDOMAIN; tried {', '.join(tried)})",
                 f"DNS: NXDOMAIN for {', '.join(tried)}",
                 Fix(f"Check the spelling of {host}, its zone and the search domains in /etc/resolv.conf", None))

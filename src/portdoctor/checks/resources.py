@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from portdoctor.checks import facts
 from portdoctor.checks.listener import restart_fix
-from portdoctor.model import Cause, Finding, Fix, Severity, Snapshot, State
+from portdoctor.model import Cause, Finding, Fix, Severity, State
+from portdoctor.snapshot import Snapshot
 
 if TYPE_CHECKING:
     from portdoctor.checks import Context
@@ -53,7 +54,7 @@ def check_resources(snap: Snapshot, ctx: Context) -> list[Finding]:
         return []
     port = ctx.target.port
     socks = [s for s in facts.listeners_on_port(snap, port)
-             if any(facts.accepts(s, a.address) for a in ctx.probe.addresses) or not ctx.probe.addresses]
+             if any(facts.takes(s, a.address) for a in ctx.probe.addresses) or not ctx.probe.addresses]
     findings: list[Finding] = []
     failing = ctx.probe.state is not State.OPEN or any(
         a.state is not State.OPEN for a in ctx.probe.addresses)

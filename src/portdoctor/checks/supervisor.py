@@ -1,6 +1,6 @@
 """service_not_running, told by the supervisor: a crashed, looping or stopped program or unit.
 
-Facts come from extra["supervisors"] (collectors/supervisors.py). A program or unit is tied to
+Facts come from snap.supervisors (collectors/supervisors.py). A program or unit is tied to
 the target when its command line names the port, or its name is the service the user gave.
 """
 
@@ -12,7 +12,9 @@ from typing import Any
 
 from portdoctor.checks import Context
 from portdoctor.collectors.processes import mentions_port
-from portdoctor.model import Cause, Finding, Fix, Severity, Snapshot, State
+from portdoctor.hostfacts import SupervisedProgram, Supervisord, SystemdUnit
+from portdoctor.model import Cause, Finding, Fix, Severity, State
+from portdoctor.snapshot import Snapshot
 
 CHECK = "supervisor"
 _EXIT = re.compile(r"exited: (\S+) \((?:exit status (\d+)|terminated by (\S+))")
@@ -45,45 +47,45 @@ def _last_exit(events: list[str], name: str) -> tuple[str | None, int]:
     return last, n
 
 
-def _supervisord(snap: Snapshot, ctx: Context, sup: dict[str, Any]) -> list[Finding]:
+def _supervisord(snap: Snapshot, ctx: Context, sup: Supervisord) -> list[Finding]:
     out: list[Finding] = []
-    conf = sup.get("config")
+    conf = sup.config
     ctl = f"supervisorctl -c {conf}" if conf else "supervisorctl"
-    for p in sup.get("programs") or []:
-        name, state = p.get("name", ""), p.get("state")
+    for p in sup.programs or []:
+        name, state = (p.name or ""), p.state
         if state in ("RUNNING", "STARTING", None):
             continue
-        related = _related(name, _argv(p.get("command")), ctx)
-        status, exits = _last_exit(p.get("events") or [], name)
-        if status is None and state == "EXITED" and p.get("exitstatus") is not None:
-            status = str(p["exitstatus"])
+        related = _related(name, _argv(p.command), ctx)
+        status, exits = _last_exit(p.events or [], name)
+        if status is None and state == "EXITED" and p.exitstatus is not None:
+            status = str(p.exitstatus)
         code = f"exit status {status}" if status and status.isdigit() else (f"signal {status}" if status else None)
         if state == "FATAL":
             what = (f"crashed ({code})" if code else "could not be started") + \
-                   f" and supervisord gave up after {p.get('startretries') or 3} retries (FATAL)"
+                   f" and supervisord gave up after {p.startretries or 3} retries (FATAL)"
         elif state == "BACKOFF":
             what = "keeps exiting right after start; supervisord is retrying (BACKOFF)" + (f", last {code}" if code else "")
         elif state == "EXITED":
-            what = f"exited ({code or p.get('spawnerr') or 'exit'})" + \
-                   (" and is not restarted (autorestart=" + str(p.get("autorestart")) + ")"
-                    if str(p.get("autorestart")).lower() in ("false", "unexpected") else "")
+            what = f"exited ({code or p.spawnerr or 'exit'})" + \
+                   (" and is not restarted (autorestart=" + str(p.autorestart) + ")"
+                    if str(p.autorestart).lower() in ("false", "unexpected") else "")
         elif state == "STOPPED":
-            what = "is stopped" + (" (autostart=false)" if str(p.get("autostart")).lower() == "false" else
+            what = "is stopped" + (" (autostart=false)" if str(p.autostart).lower() == "false" else
                                    " (stopped by hand)")
         else:
             what = f"is {state}"
         summary = f"supervisord program {name} {what}."
-        if p.get("command"):
-            summary += f" It runs `{p['command']}`."
-        ev = [f"{ctl} status {name}: {state} {p.get('description') or ''}".rstrip()]
-        if p.get("spawnerr"):
-            ev.append(f"supervisord: {p['spawnerr']}")
+        if p.command:
+            summary += f" It runs `{p.command}`."
+        ev = [f"{ctl} status {name}: {state} {p.description or ''}".rstrip()]
+        if p.spawnerr:
+            ev.append(f"supervisord: {p.spawnerr}")
         if exits:
-            ev.append(f"supervisord log ({sup.get('logfile')}): {exits} exits recorded")
-        ev += [f"supervisord log: {ln}" for ln in (p.get("events") or [])[-3:]]
-        ev += [f"program log ({p.get('log_file')}): {ln}" for ln in (p.get("log") or [])[-5:]]
+            ev.append(f"supervisord log ({sup.logfile}): {exits} exits recorded")
+        ev += [f"supervisord log: {ln}" for ln in (p.events or [])[-3:]]
+        ev += [f"program log ({p.log_file}): {ln}" for ln in (p.log or [])[-5:]]
         fixes = [Fix("read what the program printed before it stopped", f"{ctl} tail {name} stderr")]
-        if state == "STOPPED" and str(p.get("autostart")).lower() == "false":
+        if state == "STOPPED" and str(p.autostart).lower() == "false":
             fixes.append(Fix(f"set autostart=true in [program:{name}] of {conf} so it starts with supervisord"))
         fixes.append(Fix("start it again once the cause is fixed", f"{ctl} start {name}"))
         weight = 0.88 if related else 0.35
@@ -92,33 +94,33 @@ def _supervisord(snap: Snapshot, ctx: Context, sup: dict[str, Any]) -> list[Find
     return out
 
 
-def _systemd(snap: Snapshot, ctx: Context, units: list[dict[str, Any]]) -> list[Finding]:
+def _systemd(snap: Snapshot, ctx: Context, units: tuple[SystemdUnit, ...]) -> list[Finding]:
     out: list[Finding] = []
     for u in units:
-        uid, active = u.get("id") or "", u.get("active_state")
+        uid, active = u.id or "", u.active_state
         if active == "active" or not uid:
             continue
-        related = _related(uid, _argv(u.get("exec_start")), ctx)
-        restarts = u.get("n_restarts") or 0
-        status = u.get("exec_main_status")
-        if u.get("sub_state") == "auto-restart" or (active == "activating" and restarts):
+        related = _related(uid, _argv(u.exec_start), ctx)
+        restarts = u.n_restarts or 0
+        status = u.exec_main_status
+        if u.sub_state == "auto-restart" or (active == "activating" and restarts):
             what = f"is in a restart loop ({restarts} restarts, last exit status {status})"
         elif active == "failed":
-            what = f"failed (result {u.get('result')}, exit status {status})"
-        elif u.get("unit_file_state") in ("disabled", "masked"):
-            what = f"is {active} and {u.get('unit_file_state')} (not started at boot)"
+            what = f"failed (result {u.result}, exit status {status})"
+        elif u.unit_file_state in ("disabled", "masked"):
+            what = f"is {active} and {u.unit_file_state} (not started at boot)"
         else:
-            what = f"is {active} ({u.get('sub_state')})"
+            what = f"is {active} ({u.sub_state})"
         summary = f"systemd unit {uid} {what}."
-        ev = [f"systemctl show {uid}: ActiveState={active} SubState={u.get('sub_state')} Result={u.get('result')} "
-              f"NRestarts={restarts} ExecMainStatus={status} UnitFileState={u.get('unit_file_state')}"]
-        if u.get("exec_start"):
-            ev.append(f"ExecStart: {u['exec_start']}")
-        ev += [f"journal: {ln}" for ln in (u.get("journal") or [])[-5:]]
+        ev = [f"systemctl show {uid}: ActiveState={active} SubState={u.sub_state} Result={u.result} "
+              f"NRestarts={restarts} ExecMainStatus={status} UnitFileState={u.unit_file_state}"]
+        if u.exec_start:
+            ev.append(f"ExecStart: {u.exec_start}")
+        ev += [f"journal: {ln}" for ln in (u.journal or [])[-5:]]
         fixes = [Fix("read why it stopped", f"journalctl -u {uid} -n 50 --no-pager")]
-        if u.get("unit_file_state") == "disabled":
+        if u.unit_file_state == "disabled":
             fixes.append(Fix("enable and start it", f"systemctl enable --now {uid}"))
-        elif u.get("unit_file_state") == "masked":
+        elif u.unit_file_state == "masked":
             fixes.append(Fix("unmask and start it", f"systemctl unmask {uid} && systemctl start {uid}"))
         else:
             fixes.append(Fix("start it again once the cause is fixed", f"systemctl restart {uid}"))
@@ -129,34 +131,34 @@ def _systemd(snap: Snapshot, ctx: Context, units: list[dict[str, Any]]) -> list[
 
 def check_supervisor(snap: Snapshot, ctx: Context) -> list[Finding]:
     """What supervisord / systemd know about a service that should serve the target port."""
-    doc = snap.extra.get("supervisors") or {}
-    if not doc or ctx.probe.state is State.OPEN:
+    doc = snap.supervisors
+    if doc is None or ctx.probe.state is State.OPEN:
         return []
     holders = [ln for ln in snap.listeners if ln.port == ctx.target.port]
     if holders:  # something listens: only a program that failed because of it matters
-        return [f for sup in doc.get("supervisord") or [] for f in _port_taken(snap, ctx, sup, holders)]
+        return [f for sup in doc.supervisord or [] for f in _port_taken(snap, ctx, sup, holders)]
     out: list[Finding] = []
-    for sup in doc.get("supervisord") or []:
+    for sup in doc.supervisord or []:
         out += _supervisord(snap, ctx, sup)
-    out += _systemd(snap, ctx, (doc.get("systemd") or {}).get("units") or [])
+    out += _systemd(snap, ctx, doc.systemd.units if doc.systemd else ())
     return out
 
 
 _IN_USE = ("Address already in use", "EADDRINUSE", "address already in use")
 
 
-def _port_taken(snap: Snapshot, ctx: Context, sup: dict[str, Any], holders: list) -> list[Finding]:
+def _port_taken(snap: Snapshot, ctx: Context, sup: Supervisord, holders: list) -> list[Finding]:
     """A supervised program that died with 'Address already in use' while another process holds
     the port: an old instance (or another service) took it, so the new one cannot start."""
     out: list[Finding] = []
-    conf = sup.get("config")
+    conf = sup.config
     ctl = f"supervisorctl -c {conf}" if conf else "supervisorctl"
     port = ctx.target.port
-    for p in sup.get("programs") or []:
-        name, state = p.get("name", ""), p.get("state")
-        if state in ("RUNNING", "STARTING", None) or not _related(name, _argv(p.get("command")), ctx):
+    for p in sup.programs or []:
+        name, state = (p.name or ""), p.state
+        if state in ("RUNNING", "STARTING", None) or not _related(name, _argv(p.command), ctx):
             continue
-        lines = [ln for ln in (p.get("log") or []) if any(m in ln for m in _IN_USE)]
+        lines = [ln for ln in (p.log or []) if any(m in ln for m in _IN_USE)]
         if not lines:
             continue
         held = []
@@ -169,8 +171,8 @@ def _port_taken(snap: Snapshot, ctx: Context, sup: dict[str, Any], holders: list
         summary = (f"supervisord program {name} is {state}: it could not bind port {port} (Address already in use) "
                    f"because another process holds it: {'; '.join(held) or 'an unknown process'}. An old instance "
                    f"still running is the usual reason.")
-        ev = [f"{ctl} status {name}: {state} {p.get('description') or ''}".rstrip(),
-              *(f"program log ({p.get('log_file')}): {ln}" for ln in lines[-2:]),
+        ev = [f"{ctl} status {name}: {state} {p.description or ''}".rstrip(),
+              *(f"program log ({p.log_file}): {ln}" for ln in lines[-2:]),
               *(f"port {port} held: {h}" for h in held)]
         fixes = [Fix("stop the process that holds the port (check first that it is the old instance)",
                      f"kill {' '.join(str(x) for x in pids)}" if pids else f"ss -ltnp 'sport = :{port}'"),

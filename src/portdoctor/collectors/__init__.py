@@ -1,9 +1,9 @@
 """Collectors: gather facts about this host into one Snapshot. They never decide anything.
 
 Each collector is a function `collect_x(req: Request) -> Facts` listed in COLLECTORS; it
-returns the Snapshot fields it knows (and `extra` entries for facts owned by later stages,
-such as firewall rulesets) plus Limitations for what it could not see (no privilege, a tool
-missing). `collect()` merges them into one Snapshot; the platform decides which run.
+returns the Snapshot fields it knows (typed values: listeners, `FirewallFacts`, ...) plus
+Limitations for what it could not see (no privilege, a tool missing). `collect()` merges them
+into one Snapshot; the platform decides which run.
 
 Facts that must be sampled around the probe (kernel counters, firewall rule counters) come
 from `collect_before()`, called just before the probe; `collect()` samples them again after.
@@ -16,9 +16,12 @@ import os
 import socket
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from portdoctor.model import Limitation, Snapshot
+from portdoctor.model import Limitation
+
+if TYPE_CHECKING:
+    from portdoctor.snapshot import Snapshot
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,9 @@ class Request:
 
 @dataclass
 class Facts:
-    """A collector's contribution: Snapshot field values, extras and limitations."""
+    """A collector's contribution: Snapshot field values (by field name) and limitations."""
 
     fields: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
     limitations: list[Limitation] = field(default_factory=list)
 
 
@@ -104,8 +106,9 @@ def collect_before(req: Request) -> dict[str, Any]:
 
 def collect(req: Request) -> Snapshot:
     """Run every collector of this platform and merge what they saw into one Snapshot."""
+    from portdoctor.snapshot import Snapshot
+
     fields: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
     limitations: list[Limitation] = []
     for spec in COLLECTORS[platform_key()]:
         fn = _load(spec)
@@ -125,7 +128,6 @@ def collect(req: Request) -> Snapshot:
                 "for a bug report"))
             continue
         fields.update(facts.fields)
-        extra.update(facts.extra)
         limitations.extend(facts.limitations)
     seen: set[Limitation] = set()
     unique = [x for x in limitations if not (x in seen or seen.add(x))]
@@ -133,7 +135,6 @@ def collect(req: Request) -> Snapshot:
         hostname=socket.gethostname(),
         platform=sys.platform,
         is_root=(os.geteuid() == 0) if hasattr(os, "geteuid") else False,
-        extra=extra,
         limitations=tuple(unique),
         **fields,
     )

@@ -33,7 +33,9 @@ from typing import Any
 from portdoctor.collectors import Facts, Request
 from portdoctor.collectors import procfs
 from portdoctor.collectors.procfs import netns_inode
+from portdoctor.hostfacts import ContainerFacts
 from portdoctor.model import Limitation
+from portdoctor.plain import from_plain
 
 SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/podman/podman.sock")
 LOG_LINES = 12
@@ -403,7 +405,7 @@ def gather(req: Request, env: dict[str, str] | None = None) -> Facts:
             host_view = {"host_listeners": ns_listeners(proc, ppid), "host_addresses": ns_addresses(proc, ppid)}
     doc = {"engine": engine, "source": source, "self": own["name"] if own else None, **host_view,
            "gateway": default_gateway(proc), "containers": containers}
-    return Facts(extra={"containers": doc}, limitations=lims)
+    return Facts(fields={"containers": from_plain(ContainerFacts, doc)}, limitations=lims)
 
 
 def collect_containers(req: Request) -> Facts:

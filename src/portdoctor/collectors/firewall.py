@@ -19,7 +19,8 @@ from typing import Any
 
 from portdoctor.collectors import Facts, Request
 from portdoctor.firewall.iptables import parse_ipset_save, parse_iptables_save
-from portdoctor.firewall.model import Ruleset, Table, counters_of, ruleset_to_plain
+from portdoctor.firewall.model import Ruleset, Table, counters_of
+from portdoctor.hostfacts import FirewallFacts, FirewallTool
 from portdoctor.firewall.nftables import chain_devices, parse_nft_json, rule_texts
 from portdoctor.model import Limitation
 
@@ -296,21 +297,21 @@ def _routes(text: str, host: dict[str, Any], v6: bool = False) -> None:
 
 
 def collect_firewall(req: Request) -> Facts:
-    """Rulesets (with counters), local addresses, routes and forwarding, as extra["firewall"]."""
+    """Rulesets (with counters), local addresses, routes and forwarding, as FirewallFacts."""
     start = time.monotonic()
     rs, host, limits = _read(routes=True)
     before = req.before.get(BEFORE_KEY) if req.before else None
-    data = {
-        "ruleset": ruleset_to_plain(rs),
-        "tools": host.pop("tools"),
-        "local_addresses": host["local_addresses"],
-        "routes": host["routes"],
-        "forwarding": host.get("forwarding", {}),
-        "counters_before": (before or {}).get("counters") if isinstance(before, dict) else None,
-        "counters_after": counters_of(rs),
-        "seconds": round(time.monotonic() - start, 4),
-    }
-    return Facts(extra={"firewall": data}, limitations=limits)
+    facts = FirewallFacts(
+        ruleset=rs,
+        tools=tuple(FirewallTool(**t) for t in host["tools"]),
+        local_addresses=host["local_addresses"],
+        routes=tuple(tuple(r) for r in host["routes"]),
+        forwarding=host.get("forwarding", {}),
+        counters_before=(before or {}).get("counters") if isinstance(before, dict) else None,
+        counters_after=counters_of(rs),
+        seconds=round(time.monotonic() - start, 4),
+    )
+    return Facts(fields={"firewall": facts}, limitations=limits)
 
 
 def sample_counters(req: Request) -> dict[str, Any]:

@@ -28,7 +28,9 @@ from portdoctor.collectors import Facts, Request
 from portdoctor.collectors import procfs
 from portdoctor.collectors.containers import ns_addresses
 from portdoctor.collectors.procfs import netns_inode
+from portdoctor.hostfacts import ProxyFacts
 from portdoctor.model import Limitation
+from portdoctor.plain import from_plain
 from portdoctor.proxyconf import ProxyConfig, caddy, haproxy, nginx
 
 HTTP_TIMEOUT = 4.5  # HAProxy retries a refused server for ~3 s before its 503
@@ -320,7 +322,7 @@ def gather(req: Request) -> Facts:
                 except PermissionError:
                     lims.append(Limitation(f"cannot read {kind} error log {path}", "run as root"))
         out.append(entry)
-    return Facts(extra={"proxies": {"proxies": out}}, limitations=lims)
+    return Facts(fields={"proxies": from_plain(ProxyFacts, {"proxies": out})}, limitations=lims)
 
 
 def collect_proxies(req: Request) -> Facts:

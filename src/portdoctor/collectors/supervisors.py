@@ -27,7 +27,9 @@ from typing import Any
 from portdoctor.collectors import Facts, Request
 from portdoctor.collectors import procfs
 from portdoctor.collectors.procfs import netns_inode
+from portdoctor.hostfacts import SupervisorFacts
 from portdoctor.model import Limitation
+from portdoctor.plain import from_plain
 
 LOG_LINES = 10
 DEFAULT_CONFIGS = ("/etc/supervisor/supervisord.conf", "/etc/supervisord.conf")
@@ -257,4 +259,4 @@ def _collect(req: Request) -> Facts:
             extra["systemd"] = systemd_facts(req.service)
         except (OSError, subprocess.SubprocessError) as exc:
             lims.append(Limitation(f"systemctl failed ({exc}): unit states unknown", "run on the host itself"))
-    return Facts(extra={"supervisors": extra} if extra else {}, limitations=lims)
+    return Facts(fields={"supervisors": from_plain(SupervisorFacts, extra)} if extra else {}, limitations=lims)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 from portdoctor.collectors import Facts, Request
+from portdoctor.hostfacts import DnsAnswer, HostsEntry, NameFacts
+from portdoctor.plain import from_plain
 
 
 def _read(path: str) -> str | None:
@@ -44,20 +46,20 @@ def hosts_entries(text: str, name: str) -> list[tuple[int, str, str]]:
 
 def collect_system(req: Request) -> Facts:
     """Init system, nameservers and /etc/hosts lines for the target's name."""
-    extra: dict = {"init": init_name(req.proc_root)}
     resolv = _read("/etc/resolv.conf")
-    extra["nameservers"] = nameservers(resolv) if resolv else []
+    servers = tuple(nameservers(resolv)) if resolv else ()
+    entries: tuple[HostsEntry, ...] = ()
+    answers: DnsAnswer | None = None
     if req.host:
         hosts = _read("/etc/hosts")
-        entries = hosts_entries(hosts, req.host) if hosts else []
-        extra["hosts_entries"] = [list(e) for e in entries]
-        # /etc/hosts wins over DNS for this name: learn whether DNS would have said otherwise
+        entries = tuple(HostsEntry(*e) for e in hosts_entries(hosts, req.host)) if hosts else ()
         # ask DNS itself when it can tell more than getaddrinfo did: /etc/hosts overrides it, the
         # name did not resolve, or a short name was completed with the search list
         short = "." not in req.host.strip(".") and not _is_ip(req.host)
-        if (entries or req.dns_failed or short) and extra["nameservers"] and not _is_local_name(req.host):
-            extra["dns_answers"] = dns_answers(req.host)
-    return Facts(extra=extra)
+        if (entries or req.dns_failed or short) and servers and not _is_local_name(req.host):
+            answers = from_plain(DnsAnswer, dns_answers(req.host))
+    names = NameFacts(nameservers=servers, hosts_entries=entries, dns_answers=answers)
+    return Facts(fields={"init": init_name(req.proc_root), "names": names})
 
 
 def _is_ip(text: str) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from portdoctor.model import to_plain
+from portdoctor.plain import to_plain
 
 
 @dataclass(frozen=True, slots=True)
