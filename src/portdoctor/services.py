@@ -149,10 +149,9 @@ SERVICES: tuple[ServiceInfo, ...] = (
 GENERIC_RUNTIMES: frozenset[str] = frozenset(
     {"node", "nodejs", "deno", "bun", "python", "python3", "java", "ruby", "php", "beam.smp", "erl"})
 
-_BY_NAME: dict[str, ServiceInfo] = {}
-for _svc in SERVICES:
-    for _pname in _svc.process_names:
-        _BY_NAME.setdefault(_pname, _svc)
+# process name -> the first service that names it (a constant table, built once at import)
+_BY_NAME: dict[str, ServiceInfo] = {
+    pname: svc for svc in reversed(SERVICES) for pname in svc.process_names}
 
 
 def by_port(port: int) -> list[ServiceInfo]:

@@ -371,7 +371,8 @@ def test_collector_is_fast_and_complete(pair: tuple[Host, Host]) -> None:
             "from portdoctor.collectors.firewall import collect_firewall, sample_counters; "
             "t = time.monotonic(); b = sample_counters(Request(8080)); t1 = time.monotonic(); "
             "f = collect_firewall(Request(8080, before={'portdoctor.collectors.firewall:sample_counters': b})); "
-            "fw = f.extra['firewall']; print(json.dumps({'sample': t1 - t, 'collect': fw['seconds'], "
+            "from portdoctor.snapshot import Snapshot; "
+            "fw = Snapshot(firewall=f.fields['firewall']).to_json()['firewall']; print(json.dumps({'sample': t1 - t, 'collect': fw['seconds'], "
             "'limits': [str(x) for x in f.limitations], 'tables': sorted((t['source'], t['family'], t['name']) "
             "for t in fw['ruleset']['tables']), 'local': fw['local_addresses'], 'before': fw['counters_before']}))")
     out = json.loads(s.run([python_for(None)[0], "-c", code]).stdout)

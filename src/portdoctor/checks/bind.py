@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from portdoctor.checks import facts
 from portdoctor.checks.listener import known_service, restart_fix
+from portdoctor.hostview import holder_container
 from portdoctor.model import COMMAND_LINE, Cause, Finding, Fix, Listener, Scope, Severity, State
 from portdoctor.snapshot import Snapshot
 
@@ -47,8 +48,6 @@ def check_bind(snap: Snapshot, ctx: Context) -> list[Finding]:
     socks = facts.listeners_on_port(snap, port)
     if not socks:
         return []
-    from portdoctor.checks.mapping import holder_container
-
     if all(holder_container(snap, s) is not None and s.scope is not Scope.ALL for s in socks):
         return []  # a container engine holds the port on the address a `-p` named: the mapping check says so
     findings: list[Finding] = []

@@ -403,11 +403,11 @@ def _undecidable(snap: Snapshot, ctx: Context, c: _Checked, seen: set[str]) -> l
         return []
     bad = [x for x in outs if x.verdict in ("drop", "reject")]
     at_stake = (c.kind == "from" or _remote_clients_of_target(snap, ctx, c)) and bool(bad) and all(
-        any(a.reason.startswith("could not evaluate") for a in x.assumptions) for x in bad)
+        any(a.unevaluated is not None for a in x.assumptions) for x in bad)
     out: list[Finding] = []
     for o in outs:
         for a in o.assumptions:
-            if not a.reason.startswith("could not evaluate") or a.step.where in seen:
+            if a.unevaluated is None or a.step.where in seen:
                 continue
             seen.add(a.step.where)
             stop = next((x for x in bad if x.step == a.step), bad[0] if bad else None)
@@ -427,7 +427,7 @@ def _undecidable(snap: Snapshot, ctx: Context, c: _Checked, seen: set[str]) -> l
                           f"when its match {'holds' if took else 'does not hold'}, {stopper} {reject_words(stop)} "
                           "them")
                 summary = (f"{rule} ({a.step.table_words} table) could stop {_flow_words(c)}: {action}, "
-                           f"and portdoctor could not evaluate that match ({a.reason[20:].strip()})"
+                           f"and portdoctor could not evaluate that match ({a.unevaluated})"
                            f"; nothing else on their way stops them, so it is the likely cause if they see {words} "
                            f"({errno})")
                 if ctx.probe.state is State.OPEN:
@@ -502,7 +502,7 @@ def _check(snap: Snapshot, ctx: Context) -> list[Finding]:
         for o in c.evaluation.outcomes:
             if o.verdict not in ("drop", "reject"):
                 continue
-            if any(a.reason.startswith("could not evaluate") for a in o.assumptions):
+            if any(a.unevaluated is not None for a in o.assumptions):
                 continue  # reported as "could not evaluate" above
             key = (o.step.where if o.step else o.note, o.verdict)
             if key in done:

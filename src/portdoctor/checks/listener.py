@@ -11,10 +11,11 @@ the process named by --service; a process whose environment or command line name
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from portdoctor import services
-from portdoctor.checks import facts
+from portdoctor.checks import endpoint_key, facts
 from portdoctor.model import COMMAND_LINE, Cause, Finding, Fix, Process, Severity, State
 from portdoctor.snapshot import Snapshot
 from portdoctor.services import ServiceInfo
@@ -137,157 +138,206 @@ def _replace_value(c, new_value: str) -> str:
     return f"{c.key} {new_value}"
 
 
+@dataclass(frozen=True)
+class _Suspect:
+    """A process that may be the service the client wants: where it listens, and why we think so."""
+
+    proc: Process
+    ports: list[int]  # the ports it listens on; empty: it listens on none
+    why: str
+    weight: float
+
+
 def check_listener(snap: Snapshot, ctx: Context) -> list[Finding]:
-    """service_not_running / wrong_port when no socket listens on the target port here."""
-    if not facts.target_is_local(snap, ctx):
-        return []
-    port = ctx.target.port
-    if facts.listeners_on_port(snap, port):
-        return []
-    findings: list[Finding] = []
-    seen: set[int] = set()
+    """service_not_running / wrong_port when no socket listens on the target port here.
 
-    reported_sockets: set[frozenset[int]] = set()
-
-    def wrong_port(proc: Process, ports: list[int], why: str, weight: float) -> None:
-        seen.add(proc.pid)
+    The suspects come from the strongest evidence first: the service the user named, a process
+    whose own arguments or environment name the port, the service the URL's scheme names, the
+    usual server of the port, another HTTP server; each process is judged once, by its strongest
+    evidence. With no suspect: a listener on a neighbouring port, then "nothing listens".
+    """
+    if not facts.target_is_local(snap, ctx) or facts.listeners_on_port(snap, ctx.target.port):
+        return []
+    findings = _named_service_missing(snap, ctx)
+    suspects: dict[int, _Suspect] = {}
+    for step in (_named_service, _told_this_port, _named_by_scheme, _usual_server, _other_http_server):
+        for s in step(snap, ctx):
+            suspects.setdefault(s.proc.pid, s)
+    reported: set[frozenset[int]] = set()
+    for s in suspects.values():
+        if not s.ports:
+            findings.append(_not_listening(snap, ctx, s))
+            continue
         # nginx's master and workers (postgres's backends, ...) share one set of sockets: say it once
-        inodes = frozenset(s.inode for s in snap.listeners if proc.pid in s.pids and s.inode)
-        if inodes and inodes in reported_sockets:
-            return
-        reported_sockets.add(inodes)
-        where = ", ".join(str(p) for p in ports)
-        ev = [why, *(facts.describe(snap, s) for s in snap.listeners if proc.pid in s.pids and s.port in ports)]
-        ev.append(f"nothing listens on port {port}")
-        other = ports[0]
-        fixes = [Fix(f"Either point the clients at port {other}, where {proc.name} listens",
-                     f"portdoctor probe {ctx.target.host}:{other}" if ":" not in ctx.target.host
-                     else f"portdoctor probe [{ctx.target.host}]:{other}")]
-        cfg_ev, cfg_fix = _config_fix(snap, proc, "port", str(port))
-        ev += cfg_ev
-        if cfg_fix:
-            fixes += [Fix("or make the server listen on " + str(port) + ": " + cfg_fix[0].description[0].lower()
-                          + cfg_fix[0].description[1:], cfg_fix[0].command), restart_fix(snap, proc, proc.name)]
-        elif "environment" in why:
-            fixes.append(Fix(f"or make {proc.name} honour its PORT variable: it listens on {other} although "
-                             f"its environment says {port}, so the port is hard-coded or read from elsewhere "
-                             f"(e.g. in Node `app.listen(process.env.PORT || {other})`)", None))
-        else:
-            fixes.append(Fix(f"or start {proc.name} with port {port}", None))
-        findings.append(Finding(
-            Cause.WRONG_PORT, CHECK, Severity.ERROR,
-            f"Nothing listens on port {port}, but {_ident(proc)} listens on {where}"
-            + (f" ({why})." if why else "."),
-            tuple(ev), tuple(fixes), weight))
-
-    def not_listening(proc: Process, why: str, weight: float) -> None:
-        seen.add(proc.pid)
-        findings.append(Finding(
-            Cause.SERVICE_NOT_RUNNING, CHECK, Severity.ERROR,
-            f"{_ident(proc)} runs ({why}) but listens on no TCP port: it is still starting, "
-            f"failed to bind, or serves only a unix socket.",
-            (f"process {proc.pid}: {proc.command}", f"nothing listens on port {port}"),
-            (Fix(f"Read {proc.name}'s log for a bind error ('Address already in use', 'Permission denied', "
-                 f"a bad listen address)", None), restart_fix(snap, proc, proc.name)),
-            weight))
-
-    # 1. the service the user named
-    if ctx.service:
-        named = [p for p in snap.processes.values() if matches_service(p, ctx.service)]
-        for proc in named:
-            ports = listening_ports(snap, proc)
-            if ports:
-                wrong_port(proc, ports, f"you named it with --service {ctx.service}", 0.9)
-            else:
-                not_listening(proc, f"matches --service {ctx.service}", 0.8)
-        if not named:
-            findings.append(Finding(
-                Cause.SERVICE_NOT_RUNNING, CHECK, Severity.ERROR,
-                f"Nothing listens on port {port} and no process matches --service {ctx.service}: "
-                f"the service is not running.",
-                (f"nothing listens on port {port}", f"no process name, command line or unit matches "
-                 f"{ctx.service!r} among {len(snap.processes)} processes inspected"),
-                tuple(start_fixes(snap, ctx.service, port)), 0.9))
-
-    # 2. processes told to use this port that listen elsewhere (or nowhere)
-    for proc in snap.processes.values():
-        if proc.pid in seen:
+        inodes = frozenset(x.inode for x in snap.listeners if s.proc.pid in x.pids and x.inode)
+        if inodes and inodes in reported:
             continue
-        want = intended_ports(proc)
-        if port in want:
-            ports = listening_ports(snap, proc)
-            if ports:
-                wrong_port(proc, ports, f"{want[port]}", 0.88)
-            else:
-                not_listening(proc, want[port], 0.75)
-
-    # 3a. the service the URL's scheme names (redis://host:6380 while redis listens on 6379)
-    by_scheme = _service_of_scheme(ctx.target.scheme)
-    if by_scheme is not None:
-        for proc in snap.processes.values():
-            if proc.pid in seen:
-                continue
-            info = known_service(proc)
-            if info is not None and info.name == by_scheme.name:
-                ports = listening_ports(snap, proc)
-                if ports and port not in ports:
-                    wrong_port(proc, ports, f"the URL's scheme {ctx.target.scheme}:// names {info.name}", 0.85)
-
-    # 3. the well-known server of this port, running on another port
-    known = _services_for_port(port)
-    known_names = {s.name for s in known}
-    for proc in snap.processes.values():
-        if proc.pid in seen:
-            continue
-        info = known_service(proc)
-        if info is not None and info.name in known_names:
-            ports = listening_ports(snap, proc)
-            if ports and port not in ports:
-                if info.name in _RUNTIMES:  # any app may run on node or python: weaker evidence
-                    wrong_port(proc, ports, f"a {info.name} server, and {port} is a usual port of such servers",
-                               0.5)
-                else:
-                    wrong_port(proc, ports, f"{info.name}'s usual port is {port}", 0.8)
-
-    # 3b. an HTTP server on another HTTP port (nginx on 80 while clients use 8080)
-    if port in _HTTP_PORTS:
-        for proc in snap.processes.values():
-            if proc.pid in seen:
-                continue
-            info = known_service(proc)
-            if info is None or info.name in _RUNTIMES or not set(info.ports) & {80, 443}:
-                continue
-            ports = [p for p in listening_ports(snap, proc) if p in _HTTP_PORTS]
-            if ports:
-                wrong_port(proc, ports, f"an HTTP server, and {port} is an HTTP port too", 0.75)
-
+        reported.add(inodes)
+        findings.append(_wrong_port(snap, ctx, s))
     if findings:
         return findings
+    near = sorted({x.port for x in snap.listeners if _near(x.port, ctx.target.port)},
+                  key=lambda p: abs(p - ctx.target.port))
+    return _neighbour(snap, ctx, near[:1]) + [_nothing_listens(snap, ctx, bool(near))]
 
-    # 4. something on a neighbouring port: a typo or an off-by-one in the config
-    near = sorted({s.port for s in snap.listeners if _near(s.port, port)}, key=lambda p: abs(p - port))
-    for other in near[:1]:
-        socks = [s for s in snap.listeners if s.port == other]
-        procs = [p for s in socks for p in facts.owners(snap, s)]
+
+def _named_service(snap: Snapshot, ctx: Context) -> list[_Suspect]:
+    """The processes of the service the user named with --service."""
+    if not ctx.service:
+        return []
+    out = []
+    for proc in snap.processes.values():
+        if matches_service(proc, ctx.service):
+            ports = listening_ports(snap, proc)
+            out.append(_Suspect(proc, ports, f"you named it with --service {ctx.service}", 0.9) if ports
+                       else _Suspect(proc, [], f"matches --service {ctx.service}", 0.8))
+    return out
+
+
+def _named_service_missing(snap: Snapshot, ctx: Context) -> list[Finding]:
+    """--service names a service of which no process runs."""
+    if not ctx.service or any(matches_service(p, ctx.service) for p in snap.processes.values()):
+        return []
+    port = ctx.target.port
+    return [Finding(
+        Cause.SERVICE_NOT_RUNNING, CHECK, Severity.ERROR,
+        f"Nothing listens on port {port} and no process matches --service {ctx.service}: "
+        f"the service is not running.",
+        (f"nothing listens on port {port}", f"no process name, command line or unit matches "
+         f"{ctx.service!r} among {len(snap.processes)} processes inspected"),
+        tuple(start_fixes(snap, ctx.service, port)), 0.9)]
+
+
+def _told_this_port(snap: Snapshot, ctx: Context) -> list[_Suspect]:
+    """Processes whose arguments or environment name the target port, listening elsewhere or nowhere."""
+    out = []
+    for proc in snap.processes.values():
+        want = intended_ports(proc)
+        if ctx.target.port in want:
+            ports = listening_ports(snap, proc)
+            out.append(_Suspect(proc, ports, want[ctx.target.port], 0.88 if ports else 0.75))
+    return out
+
+
+def _named_by_scheme(snap: Snapshot, ctx: Context) -> list[_Suspect]:
+    """The service the URL's scheme names (redis://host:6380 while redis listens on 6379)."""
+    by_scheme = _service_of_scheme(ctx.target.scheme)
+    if by_scheme is None:
+        return []
+    out = []
+    for proc in snap.processes.values():
+        info = known_service(proc)
+        if info is not None and info.name == by_scheme.name:
+            ports = listening_ports(snap, proc)
+            if ports and ctx.target.port not in ports:
+                out.append(_Suspect(proc, ports, f"the URL's scheme {ctx.target.scheme}:// names {info.name}", 0.85))
+    return out
+
+
+def _usual_server(snap: Snapshot, ctx: Context) -> list[_Suspect]:
+    """The well-known server of the target port, running on another port."""
+    port = ctx.target.port
+    known_names = {s.name for s in _services_for_port(port)}
+    out = []
+    for proc in snap.processes.values():
+        info = known_service(proc)
+        if info is None or info.name not in known_names:
+            continue
+        ports = listening_ports(snap, proc)
+        if ports and port not in ports:
+            if info.name in _RUNTIMES:  # any app may run on node or python: weaker evidence
+                out.append(_Suspect(proc, ports, f"a {info.name} server, and {port} is a usual port of such servers",
+                                    0.5))
+            else:
+                out.append(_Suspect(proc, ports, f"{info.name}'s usual port is {port}", 0.8))
+    return out
+
+
+def _other_http_server(snap: Snapshot, ctx: Context) -> list[_Suspect]:
+    """An HTTP server on another HTTP port (nginx on 80 while clients use 8080)."""
+    if ctx.target.port not in _HTTP_PORTS:
+        return []
+    out = []
+    for proc in snap.processes.values():
+        info = known_service(proc)
+        if info is None or info.name in _RUNTIMES or not set(info.ports) & {80, 443}:
+            continue
+        ports = [p for p in listening_ports(snap, proc) if p in _HTTP_PORTS]
+        if ports:
+            out.append(_Suspect(proc, ports, f"an HTTP server, and {ctx.target.port} is an HTTP port too", 0.75))
+    return out
+
+
+def _wrong_port(snap: Snapshot, ctx: Context, s: _Suspect) -> Finding:
+    """wrong_port: the suspect listens on other ports than the client's."""
+    proc, port, why = s.proc, ctx.target.port, s.why
+    where = ", ".join(str(p) for p in s.ports)
+    ev = [why, *(facts.describe(snap, x) for x in snap.listeners if proc.pid in x.pids and x.port in s.ports)]
+    ev.append(f"nothing listens on port {port}")
+    other = s.ports[0]
+    fixes = [Fix(f"Either point the clients at port {other}, where {proc.name} listens",
+                 f"portdoctor probe {endpoint_key(ctx.target.host, other)}")]
+    cfg_ev, cfg_fix = _config_fix(snap, proc, "port", str(port))
+    ev += cfg_ev
+    if cfg_fix:
+        fixes += [Fix("or make the server listen on " + str(port) + ": " + cfg_fix[0].description[0].lower()
+                      + cfg_fix[0].description[1:], cfg_fix[0].command), restart_fix(snap, proc, proc.name)]
+    elif "environment" in why:
+        fixes.append(Fix(f"or make {proc.name} honour its PORT variable: it listens on {other} although "
+                         f"its environment says {port}, so the port is hard-coded or read from elsewhere "
+                         f"(e.g. in Node `app.listen(process.env.PORT || {other})`)", None))
+    else:
+        fixes.append(Fix(f"or start {proc.name} with port {port}", None))
+    return Finding(Cause.WRONG_PORT, CHECK, Severity.ERROR,
+                   f"Nothing listens on port {port}, but {_ident(proc)} listens on {where}"
+                   + (f" ({why})." if why else "."),
+                   tuple(ev), tuple(fixes), s.weight)
+
+
+def _not_listening(snap: Snapshot, ctx: Context, s: _Suspect) -> Finding:
+    """service_not_running: the suspect runs but listens on no TCP port."""
+    proc = s.proc
+    return Finding(
+        Cause.SERVICE_NOT_RUNNING, CHECK, Severity.ERROR,
+        f"{_ident(proc)} runs ({s.why}) but listens on no TCP port: it is still starting, "
+        f"failed to bind, or serves only a unix socket.",
+        (f"process {proc.pid}: {proc.command}", f"nothing listens on port {ctx.target.port}"),
+        (Fix(f"Read {proc.name}'s log for a bind error ('Address already in use', 'Permission denied', "
+             f"a bad listen address)", None), restart_fix(snap, proc, proc.name)),
+        s.weight)
+
+
+def _neighbour(snap: Snapshot, ctx: Context, near: list[int]) -> list[Finding]:
+    """Something on a neighbouring port: a typo or an off-by-one in the config."""
+    port = ctx.target.port
+    out = []
+    for other in near:
+        socks = [x for x in snap.listeners if x.port == other]
+        procs = [p for x in socks for p in facts.owners(snap, x)]
         who = _ident(procs[0]) if procs else "a process"
-        findings.append(Finding(
+        out.append(Finding(
             Cause.WRONG_PORT, CHECK, Severity.WARNING,
             f"Nothing listens on port {port}; {who} listens on the neighbouring port {other}. "
             f"If that is the service you want, the client or the server has the wrong port.",
-            tuple([*(facts.describe(snap, s) for s in socks), f"nothing listens on port {port}"]),
+            tuple([*(facts.describe(snap, x) for x in socks), f"nothing listens on port {port}"]),
             (Fix(f"Check which port is configured on each side; to use the running one: "
                  f"connect to {other}", None),),
             0.45))
+    return out
 
-    # 5. nothing at all. Two things weaken this: a NAT rule that sends the port elsewhere (then
-    # no local listener is needed; the firewall check follows the mapping), and a timeout,
-    # which a closed port does not produce (it answers with a reset at once).
+
+def _nothing_listens(snap: Snapshot, ctx: Context, near: bool) -> Finding:
+    """service_not_running: no socket on the port at all. Two things weaken it: a NAT rule that sends
+    the port elsewhere (then no local listener is needed; the firewall check follows the mapping),
+    and a timeout, which a closed port does not produce (it answers with a reset at once)."""
+    port = ctx.target.port
     weight = 0.8 if not near else 0.7
     redirect = _redirect(snap, ctx)
     if redirect is not None:
         weight = 0.3
     if ctx.probe.addresses and all(a.state is State.TIMEOUT for a in ctx.probe.addresses):
         weight = min(weight, 0.45)
+    known = _services_for_port(port)
     daemons = [s for s in known if s.name not in _RUNTIMES and s.configs]
     known = daemons or known
     if daemons:
@@ -300,15 +350,13 @@ def check_listener(snap: Snapshot, ctx: Context) -> list[Finding]:
     if known:
         procs_names = sorted({n for s in known for n in s.process_names})
         evidence.append(f"no process named {', '.join(procs_names[:6])} is running")
-    findings.append(Finding(
+    if redirect:
+        evidence.append(f"but NAT sends port {port} on to {redirect['to']} ({redirect['rule']})")
+    return Finding(
         Cause.SERVICE_NOT_RUNNING, CHECK, Severity.INFO if redirect else Severity.ERROR,
         f"Nothing listens on port {port} on this host{svc_text}: the service is not running, "
         f"or it has not bound its port.",
-        tuple(evidence + ([f"but NAT sends port {port} on to {redirect['to']} ({redirect['rule']})"]
-                          if redirect else [])),
-        tuple(start_fixes(snap, daemons[0].name if daemons else None, port)),
-        weight))
-    return findings
+        tuple(evidence), tuple(start_fixes(snap, daemons[0].name if daemons else None, port)), weight)
 
 
 def _redirect(snap: Snapshot, ctx: Context) -> dict | None:

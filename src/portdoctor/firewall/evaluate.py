@@ -111,6 +111,10 @@ class Step:
         return f"rule {self.rule.position} of chain {self.chain} ({tbl} table{h})"
 
 
+# the reason of an Assumption whose match the evaluator does not model
+UNEVALUATED = "could not evaluate:"
+
+
 @dataclass(frozen=True, slots=True)
 class Assumption:
     """A rule whose match could not be decided, and which branch this outcome took."""
@@ -118,6 +122,14 @@ class Assumption:
     step: Step
     reason: str  # "source address", "random choice", "could not evaluate: -m recent ...", ...
     matched: bool
+
+    @property
+    def unevaluated(self) -> str | None:
+        """The match portdoctor could not evaluate (`-m recent ...`), or None for a known unknown
+        such as the client's source address."""
+        if self.reason.startswith(UNEVALUATED):
+            return self.reason[len(UNEVALUATED):].strip()
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,7 +501,7 @@ class Evaluator:
         except (ValueError, TypeError, IndexError) as exc:
             # bind the message now: Python unbinds `exc` when the except block ends
             text = m.text or f"{m.kind} {' '.join(map(str, m.values))}"
-            message = f"could not evaluate: {text} ({exc})"
+            message = f"{UNEVALUATED} {text} ({exc})"
             return lambda p: message
 
     def _pred(self, m: Match, table: Table) -> Callable[[_Packet], Tri]:
@@ -610,18 +622,18 @@ class Evaluator:
         if k == "set":
             return out(self._set_pred(m, table))
         text = m.text or k
-        return lambda p: f"could not evaluate: {text}"
+        return lambda p: f"{UNEVALUATED} {text}"
 
     def _set_pred(self, m: Match, table: Table) -> Callable[[_Packet], Tri]:
         fields = m.fields
         if m.set:
             s = self._named_set(table, m.set)
             if s is None:
-                return lambda p: f"could not evaluate: set {m.set} not found"
+                return lambda p: f"{UNEVALUATED} set {m.set} not found"
             elements = s.elements
             if s.kind == "ipset":  # directions (src/dst) applied to the set's own dimensions
                 if len(fields) < len(s.fields):
-                    return lambda p: f"could not evaluate: set {m.set} has more dimensions than directions"
+                    return lambda p: f"{UNEVALUATED} set {m.set} has more dimensions than directions"
                 side = {"addr": ("saddr", "daddr"), "port": ("sport", "dport"), "iface": ("iif", "oif")}
                 fields = tuple(side[t][0 if d == "saddr" else 1] if t in side else t
                                for d, t in zip(fields, s.fields))
@@ -670,7 +682,7 @@ class Evaluator:
             return lambda p, v: str(v).lower() == p.flow.ct or (str(v).lower() == "dnat" and p.flow.dnat)
         if fld == "family":
             return lambda p, v: {"ipv4": 4, "ip": 4, "ipv6": 6, "ip6": 6}.get(str(v)) == p.fam
-        return lambda p, v: f"could not evaluate: set field {fld}"
+        return lambda p, v: f"{UNEVALUATED} set field {fld}"
 
     # ------------------------------------------------------------------ walking
 
@@ -956,7 +968,7 @@ def _match_key(checkers: list[Callable[[_Packet, Any], Tri]], pkt: _Packet, key:
         try:
             r = chk(pkt, v)
         except (ValueError, TypeError):
-            r = f"could not evaluate: {what} {v!r}"
+            r = f"{UNEVALUATED} {what} {v!r}"
         if r is False:
             return False
         if r is not True:
