@@ -77,9 +77,9 @@ def test_top_level_help_lists_every_command(flag: str) -> None:
 
 def test_no_arguments_shows_usage() -> None:
     cp = run()
-    assert cp.returncode in (0, 2)
-    assert "Usage: portdoctor" in cp.stdout + cp.stderr
-    assert "Traceback" not in cp.stderr
+    assert cp.returncode == 2
+    assert cp.stderr.startswith("Usage: portdoctor") and "Commands:" in cp.stderr
+    assert "error" not in cp.stderr.splitlines()[0] and cp.stdout == ""
 
 
 @pytest.mark.parametrize("command", sorted(app.commands))
@@ -219,3 +219,52 @@ def test_broken_pipe_is_quiet(closed_port: int) -> None:
     cp = subprocess.run(f"{sys.executable} -m portdoctor probe 127.0.0.1:{closed_port} --json | head -c 1",
                         shell=True, capture_output=True, text=True, timeout=60)
     assert "Traceback" not in cp.stderr
+
+
+# --------------------------------------------------------------------------- diagnose and ports
+
+
+def test_diagnose_closed_loopback_port_exit_1_and_json_contract(closed_port: int) -> None:
+    cp = run("diagnose", f"127.0.0.1:{closed_port}", "--json", "--timeout", "1")
+    assert cp.returncode == 1, cp.stderr
+    doc = json.loads(cp.stdout)
+    assert doc["schema"] == "portdoctor.diagnosis/1"
+    assert doc["target"] == {"input": f"127.0.0.1:{closed_port}", "host": "127.0.0.1", "port": closed_port}
+    assert doc["probe"]["state"] == "refused"
+    assert doc["verdict"]["cause"] == "service_not_running" and 0 < doc["verdict"]["confidence"] <= 1
+    top = doc["findings"][0]
+    assert set(top) == {"cause", "check", "severity", "summary", "evidence", "fix"}
+    assert top["evidence"] and top["fix"] and isinstance(doc["limitations"], list)
+
+
+def test_diagnose_open_port_exit_0_in_text_and_markdown(open_port: int) -> None:
+    cp = run("diagnose", f":{open_port}", "--timeout", "1")
+    assert cp.returncode == 0, cp.stderr
+    assert f"localhost:{open_port}" in cp.stdout and "ok" in cp.stdout.splitlines()[0]
+    md = run("diagnose", f":{open_port}", "--format", "markdown", "--timeout", "1")
+    assert md.returncode == 0 and md.stdout.lstrip().startswith("#")
+
+
+def test_diagnose_record_replays_the_same_verdict(closed_port: int, tmp_path: Path) -> None:
+    rec = tmp_path / "case.json"
+    cp = run("diagnose", f"127.0.0.1:{closed_port}", "--json", "--timeout", "1", "--record", str(rec))
+    assert cp.returncode == 1
+    doc = json.loads(rec.read_text())
+    assert doc["schema"] == "portdoctor.recording/2" and doc["snapshot"]["schema"] == "portdoctor.snapshot/2"
+    from portdoctor.diagnose import replay_recording
+
+    assert replay_recording(doc).verdict.cause.value == json.loads(cp.stdout)["verdict"]["cause"]
+
+
+def test_ports_lists_an_open_listener(open_port: int) -> None:
+    cp = run("ports", "--json")
+    assert cp.returncode == 0, cp.stderr
+    doc = json.loads(cp.stdout)
+    assert doc["schema"] == "portdoctor.ports/1"
+    mine = [e for e in doc["listeners"] if e["port"] == open_port]
+    assert [(e["address"], e["scope"], e["exposed"]) for e in mine] == [("127.0.0.1", "loopback", False)]
+    assert any(p["pid"] == os.getpid() for p in mine[0]["processes"])
+    text = run("ports")
+    assert text.returncode == 0 and str(open_port) in text.stdout and "127.0.0.1" in text.stdout
+    md = run("ports", "--format", "markdown")
+    assert md.returncode == 0 and f"| {open_port} | `127.0.0.1` |" in md.stdout

@@ -275,6 +275,11 @@ def _emit(kind: str, result: Any, fmt: str) -> None:
         getattr(text, kind)(result)
 
 
+# click >= 8.2 raises this for a group called with no command; older click exits with its help
+_NO_ARGS: tuple[type[BaseException], ...] = tuple(
+    x for x in [getattr(click.exceptions, "NoArgsIsHelpError", None)] if x is not None)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script and `python -m portdoctor`: one error boundary."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
@@ -286,6 +291,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         sys.stderr.write("portdoctor: interrupted\n")
         sys.exit(130)
+    except _NO_ARGS as exc:  # a command (or the program) called without its arguments: its help
+        sys.stderr.write(exc.format_message().rstrip("\n") + "\n")
+        sys.exit(ExitCode.USAGE)
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else "portdoctor"
         sys.stderr.write(f"portdoctor: error: {exc.format_message()} (see '{where} --help')\n")

@@ -53,18 +53,21 @@ def _supervisord(snap: Snapshot, ctx: Context, sup: Supervisord) -> list[Finding
     ctl = f"supervisorctl -c {conf}" if conf else "supervisorctl"
     for p in sup.programs or []:
         name, state = (p.name or ""), p.state
-        if state in ("RUNNING", "STARTING", None):
+        status, exits = _last_exit(list(p.events), name)
+        # STARTING after recorded exits is one moment of a restart loop (it flips between
+        # STARTING and BACKOFF), not a program on its way up
+        if state in ("RUNNING", None) or (state == "STARTING" and not exits):
             continue
         related = _related(name, _argv(p.command), ctx)
-        status, exits = _last_exit(p.events or [], name)
         if status is None and state == "EXITED" and p.exitstatus is not None:
             status = str(p.exitstatus)
         code = f"exit status {status}" if status and status.isdigit() else (f"signal {status}" if status else None)
         if state == "FATAL":
             what = (f"crashed ({code})" if code else "could not be started") + \
                    f" and supervisord gave up after {p.startretries or 3} retries (FATAL)"
-        elif state == "BACKOFF":
-            what = "keeps exiting right after start; supervisord is retrying (BACKOFF)" + (f", last {code}" if code else "")
+        elif state in ("BACKOFF", "STARTING"):
+            what = (f"keeps exiting right after start; supervisord is retrying ({state})"
+                    + (f", last {code}" if code else ""))
         elif state == "EXITED":
             what = f"exited ({code or p.spawnerr or 'exit'})" + \
                    (" and is not restarted (autorestart=" + str(p.autorestart) + ")"
