@@ -65,25 +65,39 @@ class Context:
 CheckFn = Callable[[Snapshot, Context], list[Finding]]
 
 
-def _load(spec: str) -> Callable | None:
+def load(spec: str) -> Callable:
+    """The function a registry entry "module:function" names; a misspelt entry raises at once."""
     module, _, name = spec.partition(":")
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:  # a check not written yet; the others still run
-            return None
-        raise
-    return getattr(mod, name, None)
+    fn = getattr(importlib.import_module(module), name, None)
+    if not callable(fn):
+        raise LookupError(f"registry entry {spec!r}: {module} has no function {name!r}")
+    return fn
 
 
-def run_checks(snap: Snapshot, ctx: Context) -> list[Finding]:
-    """Run every registered check and return all findings (unranked)."""
+@dataclass(frozen=True)
+class CheckRun:
+    """What the checks concluded, and the checks that failed (a bug, reported as a limitation)."""
+
+    findings: list[Finding]
+    failed: list[str]
+
+
+def run_checks(snap: Snapshot, ctx: Context, debug: bool = False) -> CheckRun:
+    """Run every registered check; one that raises becomes a line in `failed` (re-raised with
+    `debug`), so a bug in one check does not hide what the others found."""
     findings: list[Finding] = []
+    failed: list[str] = []
     for spec in CHECKS:
-        fn = _load(spec)
-        if fn is not None:
+        fn = load(spec)
+        try:
             findings.extend(fn(snap, ctx))
-    return findings
+        except Exception as exc:
+            if debug:
+                raise
+            failed.append(f"the {spec.rpartition(':')[2].removeprefix('check_')} check failed "
+                          f"({type(exc).__name__}: {exc}); its cause was not judged (run with --debug for the "
+                          f"traceback, and report it with `diagnose ... --record FILE`)")
+    return CheckRun(findings, failed)
 
 
 def followup_targets(snap: Snapshot, ctx: Context) -> list[Target]:
@@ -91,10 +105,7 @@ def followup_targets(snap: Snapshot, ctx: Context) -> list[Target]:
     seen: set[tuple[str, int]] = set()
     out: list[Target] = []
     for spec in FOLLOWUPS:
-        fn = _load(spec)
-        if fn is None:
-            continue
-        for t in fn(snap, ctx):
+        for t in load(spec)(snap, ctx):
             if (t.host, t.port) not in seen:
                 seen.add((t.host, t.port))
                 out.append(t)

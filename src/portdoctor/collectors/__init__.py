@@ -15,13 +15,16 @@ import importlib
 import os
 import socket
 import sys
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from portdoctor.model import Limitation
 
 if TYPE_CHECKING:
     from portdoctor.snapshot import Snapshot
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,15 @@ class Request:
     dns_failed: bool = False  # the probe could not resolve the host: ask DNS directly why
     proc_root: str = "/proc"  # injectable, so procfs readers run on recorded trees
     before: dict[str, Any] = field(default_factory=dict)  # what collect_before returned
+    # facts one collector read that later ones reuse (listeners and their owners, processes):
+    # `collect()` gives each run a fresh one, so nothing outlives a snapshot
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def derive(self, key: str, compute: Callable[[], T]) -> T:
+        """`compute()` once per collection run of this request."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
 
 
 @dataclass
@@ -83,24 +95,20 @@ def platform_key() -> str:
     return "linux" if sys.platform.startswith("linux") else "other"
 
 
-def _load(spec: str) -> Callable | None:
+def load(spec: str) -> Callable:
+    """The function a registry entry "module:function" names; a misspelt entry raises at once."""
     module, _, name = spec.partition(":")
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            return None
-        raise
-    return getattr(mod, name, None)
+    fn = getattr(importlib.import_module(module), name, None)
+    if not callable(fn):
+        raise LookupError(f"registry entry {spec!r}: {module} has no function {name!r}")
+    return fn
 
 
 def collect_before(req: Request) -> dict[str, Any]:
     """Sample the facts that must be compared across the probe; returns name -> sample."""
     out: dict[str, Any] = {}
     for spec in BEFORE[platform_key()]:
-        fn = _load(spec)
-        if fn is not None:
-            out[spec] = fn(req)
+        out[spec] = load(spec)(req)
     return out
 
 
@@ -108,12 +116,11 @@ def collect(req: Request) -> Snapshot:
     """Run every collector of this platform and merge what they saw into one Snapshot."""
     from portdoctor.snapshot import Snapshot
 
+    req = replace(req, memo={})  # facts shared between this run's collectors, and no longer
     fields: dict[str, Any] = {}
     limitations: list[Limitation] = []
     for spec in COLLECTORS[platform_key()]:
-        fn = _load(spec)
-        if fn is None:
-            continue
+        fn = load(spec)
         try:
             facts: Facts = fn(req)
         except PermissionError as exc:

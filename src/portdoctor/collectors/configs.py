@@ -316,7 +316,7 @@ def _postgresql_paths(argv: tuple[str, ...], env: dict[str, str], reader: Config
 
 
 def config_paths(info: ServiceInfo, proc: Process, env: dict[str, str], reader: ConfigReader,
-                 listeners: Sequence[Listener] = ()) -> list[str]:
+                 listeners: Sequence[Listener] = (), asked: dict[int, object] | None = None) -> list[str]:
     """The config file(s) this server process reads, as the server itself would pick them."""
     argv = proc.cmdline
     spec_paths = [p for spec in info.configs for p in spec.paths]
@@ -334,7 +334,7 @@ def config_paths(info: ServiceInfo, proc: Process, env: dict[str, str], reader: 
         for a in argv[1:]:
             if not a.startswith("-") and a.endswith(".conf"):
                 return [a]
-        told = _redis_told(proc, listeners)
+        told = _redis_told(proc, listeners, asked)
         if told is not None and told.config_file is not None:
             return [told.config_file] if told.config_file else []  # "" = no config file at all
         return packaged()[:1]
@@ -360,12 +360,15 @@ def config_paths(info: ServiceInfo, proc: Process, env: dict[str, str], reader: 
     return packaged()
 
 
-def _redis_told(proc: Process, listeners: Sequence[Listener]):
-    """What the Redis of this process says about itself (its title hides the config path)."""
+def _redis_told(proc: Process, listeners: Sequence[Listener], asked: dict[int, object] | None = None):
+    """What the Redis of this process says about itself (its title hides the config path).
+
+    `asked` keeps the answers of one reading of a process's settings, so Redis is asked once.
+    """
     if proc.pid <= 0 or not listeners:
         return None
-    if proc.pid in _REDIS_ASKED:
-        return _REDIS_ASKED[proc.pid]
+    if asked is not None and proc.pid in asked:
+        return asked[proc.pid]
     from portdoctor.collectors import redisinfo
 
     told = None
@@ -376,16 +379,15 @@ def _redis_told(proc: Process, listeners: Sequence[Listener]):
         told = redisinfo.ask(address, r.port)
         if told is not None:
             break
-    _REDIS_ASKED[proc.pid] = told
+    if asked is not None:
+        asked[proc.pid] = told
     return told
 
 
-_REDIS_ASKED: dict[int, object] = {}
-
-
-def _redis_runtime_settings(proc: Process, listeners: Sequence[Listener]) -> list[ServiceConfig]:
+def _redis_runtime_settings(proc: Process, listeners: Sequence[Listener],
+                            asked: dict[int, object] | None = None) -> list[ServiceConfig]:
     """A Redis started without a config file: its bind list as given on its command line."""
-    told = _redis_told(proc, listeners)
+    told = _redis_told(proc, listeners, asked)
     if told is None or told.config_file != "" or not told.bind:
         return []
     return [ServiceConfig("redis", COMMAND_LINE, 0, "bind", told.bind, f"--bind {told.bind}")]
@@ -442,14 +444,15 @@ def service_configs(info: ServiceInfo, proc: Process, proc_root: str = "/proc",
         reader = ConfigReader(proc_root, proc.pid)
     keys, syntax = _wanted_keys(info)
     out: list[ServiceConfig] = []
-    for path in config_paths(info, proc, env or {}, reader, listeners):
+    asked: dict[int, object] = {}  # what Redis said of itself, asked once for both uses below
+    for path in config_paths(info, proc, env or {}, reader, listeners, asked):
         for file, s in read_settings(reader, path, syntax):
             key = keys.get(s.key.lower())
             if key is not None:
                 out.append(ServiceConfig(info.name, file, s.line, key, s.value, s.text))
     out.extend(cmdline_settings(info, proc))
     if info.name == "redis" and not any(c.path == COMMAND_LINE and c.key == "bind" for c in out):
-        out.extend(_redis_runtime_settings(proc, listeners))
+        out.extend(_redis_runtime_settings(proc, listeners, asked))
     return out, reader.denied
 
 

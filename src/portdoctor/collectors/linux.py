@@ -161,14 +161,12 @@ class ListenerFacts:
     source: str = ""
 
 
-_CACHE: list[tuple[Request, ListenerFacts]] = []
-
-
 def listener_facts(req: Request) -> ListenerFacts:
-    """Listeners and socket owners for this request (read once; later calls reuse it)."""
-    for cached_req, facts in _CACHE:
-        if cached_req is req:
-            return facts
+    """Listeners and socket owners for this request (read once per collection run)."""
+    return req.derive("linux.listener_facts", lambda: _read_listener_facts(req))
+
+
+def _read_listener_facts(req: Request) -> ListenerFacts:
     raw, lims, source = read_listeners(req.proc_root)
     scan = scan_socket_owners((r.inode for r in raw), req.proc_root)
     listeners = [
@@ -186,9 +184,7 @@ def listener_facts(req: Request) -> ListenerFacts:
         lims.append(Limitation(
             f"{what} no owner among the processes visible here: the kernel's own, or held in "
             "another PID namespace", "run `ss -ltnp` inside the container or PID namespace that owns them"))
-    facts = ListenerFacts(listeners, scan, lims, source)
-    _CACHE[:] = [(req, facts)]
-    return facts
+    return ListenerFacts(listeners, scan, lims, source)
 
 
 def _is_root() -> bool:

@@ -67,19 +67,18 @@ def _matches_service(argv: tuple[str, ...], comm: str, service: str) -> bool:
     return any(want in os.path.basename(a).lower() for a in argv[:3])
 
 
-_USERS: dict[int, str | None] = {}
-
-
 def user_name(uid: int | None) -> str | None:
-    """Login name of uid (the number as a string when it has no name)."""
+    """Login name of uid (the number as a string when it has no name).
+
+    Not cached across calls: an account renamed or added while a long-running `watch` runs
+    must show as it is now (getpwuid reads a small, page-cached file).
+    """
     if uid is None:
         return None
-    if uid not in _USERS:
-        try:
-            _USERS[uid] = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            _USERS[uid] = str(uid)
-    return _USERS[uid]
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def read_process(proc_root: str, pid: int, argv: tuple[str, ...] | None = None,
@@ -154,14 +153,12 @@ def find_candidates(req: Request, exclude: set[int]) -> tuple[dict[int, tuple[tu
     return out, hidden
 
 
-_CACHE: list[tuple[Request, dict[int, Process], list[Limitation]]] = []
-
-
 def processes_for(req: Request) -> tuple[dict[int, Process], list[Limitation]]:
-    """Owners of every listener plus candidates for req.port / req.service (read once per request)."""
-    for cached_req, cached, cached_lims in _CACHE:
-        if cached_req is req:
-            return cached, cached_lims
+    """Owners of every listener plus candidates for req.port / req.service (read once per run)."""
+    return req.derive("processes", lambda: _read_processes(req))
+
+
+def _read_processes(req: Request) -> tuple[dict[int, Process], list[Limitation]]:
     lims: list[Limitation] = []
     owners: set[int] = set()
     fd_counts: dict[int, int] = {}
@@ -186,7 +183,6 @@ def processes_for(req: Request) -> tuple[dict[int, Process], list[Limitation]]:
         lims.append(Limitation(
             f"environments of {hidden} processes of other users are unreadable "
             "(a PORT=... set there is not seen)", "run as root (sudo)"))
-    _CACHE[:] = [(req, procs, lims)]
     return procs, lims
 
 
