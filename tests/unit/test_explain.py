@@ -202,9 +202,15 @@ def test_unknown_text_is_not_recognized(text: str) -> None:
 
 
 def test_never_raises_on_odd_input() -> None:
-    for text in (None, 42, b"bytes", "connect ECONNREFUSED 999.1.1.1:99999", "ECONNREFUSED [::1]:0",
-                 "curl: (7) Failed to connect to [ port x: Connection refused"):
-        explain(text)  # type: ignore[arg-type]
+    for text in (None, 42, b"bytes"):
+        e = explain(text)  # type: ignore[arg-type]
+        assert e.recognized is False and e.target is None and e.to_json()["schema"] == "portdoctor.explain/1"
+    # an impossible address or port is never offered as a target, but the errno is still named
+    for text in ("connect ECONNREFUSED 999.1.1.1:99999", "ECONNREFUSED [::1]:0"):
+        e = explain(text)
+        assert e.target is None and e.errno_name == "ECONNREFUSED", text
+    e = explain("curl: (7) Failed to connect to [ port x: Connection refused")
+    assert e.target is None and e.to_json()["target"] is None
 
 
 def test_json_document() -> None:
@@ -335,3 +341,20 @@ if given is not None:
         json.dumps(e.to_json())
         if e.target is not None:
             assert 1 <= e.target.port <= 65535
+
+
+def test_a_parser_bug_is_not_reported_as_unknown_text(monkeypatch) -> None:
+    """A parser that raises must surface as a bug (CLI: internal error, exit 3), not exit 2."""
+    import portdoctor.explain.parsers as parsers
+    from portdoctor.explain import ParserBug, explain
+
+    def broken(text: str):
+        raise KeyError("oops")
+
+    monkeypatch.setattr(parsers, "PARSERS", (broken,))
+    monkeypatch.setattr(parsers, "FALLBACK", ())
+    with pytest.raises(ParserBug, match="broken: KeyError"):
+        explain("connect ECONNREFUSED 127.0.0.1:3000")
+    # unknown text with working parsers is still just unknown
+    monkeypatch.setattr(parsers, "PARSERS", ())
+    assert explain("hello world").recognized is False

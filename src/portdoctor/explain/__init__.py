@@ -80,12 +80,17 @@ def unrecognized(text: str) -> Explanation:
                        "This is not a connection error portdoctor recognises.", (), first[:500])
 
 
+class ParserBug(RuntimeError):
+    """A message parser raised: a bug of portdoctor's, never to be mistaken for bad input."""
+
+
 def explain(text: str) -> Explanation:
-    """Recognise a pasted connection error; never raises (unknown text gives recognized=False)."""
-    try:
-        return _explain(text)
-    except Exception:  # a parser bug must not turn a paste into a crash
-        return unrecognized(text if isinstance(text, str) else "")
+    """Recognise a pasted connection error (unknown text gives recognized=False).
+
+    A parser that raises does not hide the others; when no parser recognised the text and one
+    of them raised, that is a bug and raises ParserBug rather than calling the paste unknown.
+    """
+    return _explain(text)
 
 
 def _explain(text: str) -> Explanation:
@@ -103,13 +108,17 @@ def _explain(text: str) -> Explanation:
 def _best(parsers: tuple, text: str) -> Candidate | None:
     """The most specific candidate of `parsers`; on a tie, the parser listed first."""
     best: Candidate | None = None
+    broken: list[str] = []
     for parse in parsers:
         try:
             cand = parse(text)
-        except Exception:  # one broken parser must not hide the others
+        except Exception as exc:  # one broken parser must not hide the others
+            broken.append(f"{getattr(parse, '__name__', parse)}: {type(exc).__name__}: {exc}")
             cand = None
         if cand is not None and (best is None or cand.score() > best.score()):
             best = cand
+    if best is None and broken:
+        raise ParserBug(f"a message parser failed ({'; '.join(broken)})")
     return best
 
 
