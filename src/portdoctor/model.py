@@ -307,8 +307,3 @@ class Diagnosis:
             "findings": [f.to_json() for f in self.findings],
             "limitations": list(self.limitations),
         }
-
-
-# --------------------------------------------------------------------------- JSON round trip
-
-from portdoctor.plain import from_plain, to_plain  # noqa: E402  (kept importable from here)

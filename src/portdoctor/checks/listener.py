@@ -363,7 +363,7 @@ def _redirect(snap: Snapshot, ctx: Context) -> dict | None:
     """The NAT redirection of the target port that the firewall check found, if any."""
     if snap.firewall is None:
         return None
-    from portdoctor.checks.firewall import redirected
+    from portdoctor.checks.firewall.nat import redirected
 
     return next((r for r in redirected(snap, ctx) if r.get("definite") and r.get("flow") != "remote"), None)
 
