@@ -126,3 +126,18 @@ def test_remote_clients_of_a_loopback_service_are_judged_by_from() -> None:
                      routes=(RouteLookup("10.0.0.1", "unicast", "eth0", None, "10.0.0.2"),))
     (finding,) = check_bind(snap2, Context(t, probe, from_addr="10.0.0.1"))
     assert "10.0.0.2" in finding.summary and "loopback" in finding.summary
+
+
+def test_a_port_named_on_the_command_line_is_the_evidence() -> None:
+    """`app --port 8081` while clients dial 8080: its own argument, not the usual-ports table."""
+    from portdoctor.checks.listener import check_listener
+
+    proc = Process(70, "python3", ("python3", "app.py", "--port", "8081"))
+    snap = Snapshot(listeners=(Listener("0.0.0.0", 8081, 4, pids=(70,), inode=5),), processes={70: proc},
+                    addresses=(InterfaceAddress("127.0.0.1", 8, 4, "lo"),))
+    target = Target(":8080", "localhost", 8080)
+    probe = ProbeResult(target, State.REFUSED, (AddressResult("127.0.0.1", 4, State.REFUSED, "ECONNREFUSED", 0.001),),
+                        1.0)
+    (f,) = check_listener(snap, Context(target=target, probe=probe))
+    assert f.cause.value == "wrong_port" and f.weight >= 0.85
+    assert "`--port 8081` on its command line" in f.summary and "usual port" not in f.summary

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from portdoctor import services
 from portdoctor.checks import endpoint_key, facts
-from portdoctor.model import COMMAND_LINE, Cause, Finding, Fix, Process, Severity, State
+from portdoctor.model import COMMAND_LINE, Cause, Finding, Fix, Process, ServiceConfig, Severity, State
 from portdoctor.snapshot import Snapshot
 from portdoctor.services import ServiceInfo
 
@@ -270,7 +270,14 @@ def _other_http_server(snap: Snapshot, ctx: Context) -> list[_Suspect]:
 
 def _wrong_port(snap: Snapshot, ctx: Context, s: _Suspect) -> Finding:
     """wrong_port: the suspect listens on other ports than the client's."""
-    proc, port, why = s.proc, ctx.target.port, s.why
+    proc, port, why, weight = s.proc, ctx.target.port, s.why, s.weight
+    # the process's own arguments, environment or config name the port it listens on: that fact,
+    # not a table of usual ports, is the evidence (and it is strong)
+    told = intended_ports(proc)
+    own = [told[p] for p in s.ports if p in told]
+    own += [f"{c.path}:{c.line}: {c.text}" for c in _own_port_settings(snap, proc, s.ports)]
+    if own and weight < 0.85:
+        why, weight = f"it was told to listen there: {own[0]}", 0.85
     where = ", ".join(str(p) for p in s.ports)
     ev = [why, *(facts.describe(snap, x) for x in snap.listeners if proc.pid in x.pids and x.port in s.ports)]
     ev.append(f"nothing listens on port {port}")
@@ -291,7 +298,16 @@ def _wrong_port(snap: Snapshot, ctx: Context, s: _Suspect) -> Finding:
     return Finding(Cause.WRONG_PORT, CHECK, Severity.ERROR,
                    f"Nothing listens on port {port}, but {_ident(proc)} listens on {where}"
                    + (f" ({why})." if why else "."),
-                   tuple(ev), tuple(fixes), s.weight)
+                   tuple(ev), tuple(fixes), weight)
+
+
+def _own_port_settings(snap: Snapshot, proc: Process, ports: list[int]) -> list[ServiceConfig]:
+    """Settings of this process's own service (file or command line) that name one of `ports`."""
+    info = known_service(proc)
+    if info is None:
+        return []
+    return [c for c in snap.configs if c.service == info.name and c.key == "port"
+            and c.value.strip().isdigit() and int(c.value) in ports]
 
 
 def _not_listening(snap: Snapshot, ctx: Context, s: _Suspect) -> Finding:
