@@ -83,6 +83,8 @@ def flows(snap: Snapshot, ctx: Context, ev: Evaluator) -> list[tuple[str, Flow]]
                     continue
                 seen.add(d)
                 out.append(("from", Flow(dst=d, dport=port, src=f, iif=iif, not_lo=True)))
+        else:
+            out += _forwarded(ctx, ev, f, dests)
     elif local_target:
         remote_dests = [d for d in dests if not facts.is_loopback(d)]
         if not remote_dests and ctx.target.is_this_host:  # `:port`: clients elsewhere use our addresses
@@ -94,6 +96,25 @@ def flows(snap: Snapshot, ctx: Context, ev: Evaluator) -> list[tuple[str, Flow]]
             for iface in _interfaces(snap, ev):
                 out.append(("remote", Flow(dst=d, dport=port, src=None, iif=iface, not_lo=True)))
     return out
+
+def _forwarded(ctx: Context, ev: Evaluator, client: str, dests: list[str]) -> list[tuple[str, Flow]]:
+    """The --from clients' flow through this host when it routes between them and the target (a
+    router or a gateway: IP forwarding on, the client and the target behind different interfaces).
+    Its FORWARD chain and NAT hooks decide; this host's own probe never meets them."""
+    fam = 6 if ":" in client else 4
+    if not ev.host.forwarding.get(fam):
+        return []
+    iif, kind = ev.route(client)
+    out = []
+    for d in dests:
+        if (":" in d) != (fam == 6) or facts.is_loopback(d):
+            continue
+        oif, dkind = ev.route(d)
+        if iif in (None, "lo") or oif in (None, "lo") or kind not in ("unicast", "local") or dkind != "unicast":
+            continue
+        out.append(("from", Flow(dst=d, dport=ctx.target.port, src=client, iif=iif, not_lo=True)))
+    return out
+
 
 def evaluate(snap: Snapshot, ctx: Context) -> list[Checked]:
     """Evaluate every flow of `flows`; [] when the snapshot has no ruleset. The firewall check,
