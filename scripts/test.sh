@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 SYSTEM_PACKAGES=(
   python3 python3-venv iproute2 iptables nftables ipset procps util-linux
   dnsmasq-base nginx-light haproxy redis-server postgresql mariadb-server supervisor
-  podman runc netavark busybox-static caddy curl
+  podman runc netavark busybox-static caddy curl mmdebstrap
 )
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -30,6 +30,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   fi
 elif [ "$(id -u)" != 0 ]; then
   echo "note: not root: system packages are not installed and lab tests will be skipped (or fail under CI=true)" >&2
+fi
+
+if [ "$(id -u)" = 0 ] && command -v mmdebstrap >/dev/null 2>&1; then
+  # the Debian image with systemd as PID 1 that tests/lab/test_systemd_lab.py boots (built once, cached)
+  bash scripts/systemd-image.sh >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -244,6 +244,9 @@ class SystemdUnit:
     exec_start: str | None = None
     main_pid: int | None = None
     journal: tuple[str, ...] = ()
+    listen: tuple[str, ...] = ()  # a .socket unit's listening addresses ("[::]:8087 (Stream)")
+    triggers: tuple[str, ...] = ()  # what a .socket unit starts
+    triggered_by: tuple[str, ...] = ()  # the .socket unit that starts this service
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,3 +295,29 @@ class NameFacts:
     nameservers: tuple[str, ...] = ()
     hosts_entries: tuple[HostsEntry, ...] = ()
     dns_answers: DnsAnswer | None = None
+
+
+# --------------------------------------------------------------------------- other network namespaces
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignListener:
+    """A LISTEN socket on the asked port in another network namespace of this machine."""
+
+    netns: int  # the namespace's inode (equal inodes: the same namespace)
+    name: str | None  # its `ip netns` name, when it has one
+    address: str
+    port: int
+    family: int = 4
+    pids: tuple[int, ...] = ()  # the processes holding the socket
+    programs: tuple[str, ...] = ()  # their program names (no command lines: those may carry secrets)
+    container: str | None = None  # the container id its cgroup names, if any
+    addresses: tuple[str, ...] = ()  # the namespace's own addresses (loopback left out)
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceFacts:
+    """Listeners on the asked port in the other network namespaces of this machine."""
+
+    listeners: tuple[ForeignListener, ...] = ()
+    namespaces: int = 0  # how many other namespaces were looked at

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from portdoctor.errors import BadInput
-from portdoctor.hostfacts import ContainerFacts, FirewallFacts, NameFacts, ProxyFacts, SupervisorFacts
+from portdoctor.hostfacts import (
+    ContainerFacts, FirewallFacts, NameFacts, NamespaceFacts, ProxyFacts, SupervisorFacts,
+)
 from portdoctor.model import InterfaceAddress, Limitation, Listener, Process, RouteLookup, ServiceConfig
 from portdoctor.plain import from_plain, to_plain
 
@@ -44,6 +46,7 @@ class Snapshot:
     proxies: ProxyFacts | None = None
     supervisors: SupervisorFacts | None = None
     names: NameFacts | None = None
+    namespaces: NamespaceFacts | None = None  # listeners on the port in other network namespaces
     limitations: tuple[Limitation, ...] = ()
 
     def to_json(self) -> dict[str, Any]:

@@ -162,7 +162,7 @@ def test_systemd_disabled_unit_named_by_the_user():
     snap, ctx = _systemd_case(6390, service="cache")
     (f,) = _errors(check_supervisor(snap, ctx))
     assert "cache.service is inactive and disabled" in f.summary
-    assert f.fix[-1].command == "systemctl enable --now cache.service"
+    assert f.fix[0].command == "systemctl enable --now cache.service"  # the first thing to do
 
 
 # --------------------------------------------------------------------------- other namespaces, names, sockets

@@ -32,6 +32,7 @@ CHECKS: list[str] = [
     "portdoctor.checks.mapping:check_mapping",
     "portdoctor.checks.proxy:check_proxy",
     "portdoctor.checks.supervisor:check_supervisor",
+    "portdoctor.checks.elsewhere:check_other_namespaces",
 ]
 
 FOLLOWUPS: list[str] = [

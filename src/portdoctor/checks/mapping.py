@@ -277,7 +277,9 @@ def _unpublished(snap: Snapshot, ctx: Context) -> list[Finding]:
             fixes.append(Fix(f"or, from this host, connect to the container's address {endpoint_key(ip, port)}"))
         ev = (f"listening inside container {name}: " + ", ".join(endpoint_key(x.address, x.port) for x in lns),
               f"published ports of {name}: " + (", ".join(_mapping_text(p) for p in c.ports or []) or "none"))
-        out.append(Finding(Cause.PORT_MAPPING, CHECK, Severity.ERROR, summary, ev, tuple(fixes), 0.75))
+        # nothing listens on the port here (the caller made sure): this specific fact explains why, so it
+        # outranks the listener check's generic "nothing listens" (0.8)
+        out.append(Finding(Cause.PORT_MAPPING, CHECK, Severity.ERROR, summary, ev, tuple(fixes), 0.9))
     return out
 
 

@@ -96,39 +96,94 @@ def _supervisord(snap: Snapshot, ctx: Context, sup: Supervisord) -> list[Finding
     return out
 
 
+_LIMIT_MARKS = ("Start request repeated too quickly", "start-limit-hit")
+
+
+def _listen_ports(u: SystemdUnit) -> set[int]:
+    """Ports of a .socket unit's Listen= entries ("[::]:8087 (Stream)", "0.0.0.0:80 (Stream)")."""
+    out = set()
+    for item in u.listen:
+        addr = item.split(" ", 1)[0]
+        tail = addr.rsplit(":", 1)[-1]
+        if tail.isdigit():
+            out.add(int(tail))
+    return out
+
+
 def _systemd(snap: Snapshot, ctx: Context, units: tuple[SystemdUnit, ...]) -> list[Finding]:
     out: list[Finding] = []
+    by_id = {u.id: u for u in units if u.id}
+    port = ctx.target.port
     for u in units:
         uid, active = u.id or "", u.active_state
         if active == "active" or not uid:
             continue
-        related = _related(uid, _argv(u.exec_start), ctx)
+        # a socket unit listening on the port, or the service such a unit starts, is this port's unit
+        sockets = [by_id[x] for x in u.triggered_by if x in by_id] if uid.endswith(".service") else [u]
+        by_socket = any(port in _listen_ports(x) for x in sockets)
+        named = bool(ctx.service) and ctx.service.lower().removesuffix(".service") == uid.removesuffix(".service")
+        related = by_socket or _related(uid, _argv(u.exec_start), ctx)
         restarts = u.n_restarts or 0
         status = u.exec_main_status
-        if u.sub_state == "auto-restart" or (active == "activating" and restarts):
+        limited = u.result == "start-limit-hit" or any(m in ln for ln in u.journal for m in _LIMIT_MARKS)
+        svc = " ".join(u.triggers) or "its service"
+        if uid.endswith(".socket") and u.result in ("service-start-limit-hit", "trigger-limit-hit"):
+            what = (f"failed (result {u.result}): {svc} failed too often when connections started it, so "
+                    f"systemd stopped listening on {', '.join(x.split(' ')[0] for x in u.listen) or 'its port'}")
+        elif limited:
+            what = (f"hit its start limit: it failed {restarts or 'several'} times in a row and systemd stopped "
+                    f"restarting it (start request repeated too quickly; last exit status {status})")
+        elif u.sub_state == "auto-restart" or (active == "activating" and restarts):
             what = f"is in a restart loop ({restarts} restarts, last exit status {status})"
         elif active == "failed":
             what = f"failed (result {u.result}, exit status {status})"
         elif u.unit_file_state in ("disabled", "masked"):
-            what = f"is {active} and {u.unit_file_state} (not started at boot)"
+            what = f"is {active} and {u.unit_file_state}: not running, and not started at boot"
         else:
             what = f"is {active} ({u.sub_state})"
         summary = f"systemd unit {uid} {what}."
+        if by_socket and uid.endswith(".service"):
+            summary += f" It is started by {', '.join(x.id or '' for x in sockets)}, which listens on port {port}."
         ev = [f"systemctl show {uid}: ActiveState={active} SubState={u.sub_state} Result={u.result} "
               f"NRestarts={restarts} ExecMainStatus={status} UnitFileState={u.unit_file_state}"]
+        if u.listen:
+            ev.append(f"Listen: {'; '.join(u.listen)} (triggers {svc})")
         if u.exec_start:
             ev.append(f"ExecStart: {u.exec_start}")
         ev += [f"journal: {ln}" for ln in (u.journal or [])[-5:]]
-        fixes = [Fix("read why it stopped", f"journalctl -u {uid} -n 50 --no-pager")]
-        if u.unit_file_state == "disabled":
-            fixes.append(Fix("enable and start it", f"systemctl enable --now {uid}"))
-        elif u.unit_file_state == "masked":
-            fixes.append(Fix("unmask and start it", f"systemctl unmask {uid} && systemctl start {uid}"))
-        else:
-            fixes.append(Fix("start it again once the cause is fixed", f"systemctl restart {uid}"))
+        fixes = _systemd_fixes(u, uid, limited, by_id)
+        # the .socket unit holds the port: it comes before the service it starts
+        weight = (0.92 if uid.endswith(".socket") else 0.91) if (named or by_socket) and related else \
+            (0.88 if related else 0.35)
         out.append(Finding(Cause.SERVICE_NOT_RUNNING, CHECK, Severity.ERROR if related else Severity.INFO,
-                           summary, tuple(ev), tuple(fixes), 0.88 if related else 0.35))
+                           summary, tuple(ev), tuple(fixes), weight))
     return out
+
+
+def _systemd_fixes(u: SystemdUnit, uid: str, limited: bool, by_id: dict[str, SystemdUnit]) -> list[Fix]:
+    """What to run: read the log, then start it the way its state needs."""
+    if uid.endswith(".socket"):
+        svc = u.triggers[0] if u.triggers else uid.removesuffix(".socket") + ".service"
+        return [Fix(f"find why {svc} fails when a connection starts it", f"journalctl -u {svc} -n 50 --no-pager"),
+                Fix("once it is fixed, clear the failure and listen again",
+                    f"systemctl reset-failed {uid} {svc} && systemctl start {uid}")]
+    if u.active_state == "inactive" and u.unit_file_state in ("disabled", "masked"):
+        # never started (or stopped by hand) and not started at boot: starting it is the fix
+        start = (f"systemctl enable --now {uid}" if u.unit_file_state == "disabled"
+                 else f"systemctl unmask {uid} && systemctl enable --now {uid}")
+        return [Fix("enable it at boot and start it now", start),
+                Fix("if it stops again, read why", f"journalctl -u {uid} -n 50 --no-pager")]
+    fixes = [Fix("read why it stopped", f"journalctl -u {uid} -n 50 --no-pager")]
+    if limited:
+        fixes.append(Fix("once the cause is fixed, clear the start limit and start it (a plain restart is refused "
+                         "until the limit's interval has passed)", f"systemctl reset-failed {uid} && systemctl start {uid}"))
+    elif u.unit_file_state == "disabled":
+        fixes.append(Fix("enable it at boot and start it now", f"systemctl enable --now {uid}"))
+    elif u.unit_file_state == "masked":
+        fixes.append(Fix("unmask and start it", f"systemctl unmask {uid} && systemctl start {uid}"))
+    else:
+        fixes.append(Fix("start it again once the cause is fixed", f"systemctl restart {uid}"))
+    return fixes
 
 
 def check_supervisor(snap: Snapshot, ctx: Context) -> list[Finding]:

@@ -73,6 +73,7 @@ COLLECTORS: dict[str, list[str]] = {
         "portdoctor.collectors.containers:collect_containers",
         "portdoctor.collectors.proxies:collect_proxies",
         "portdoctor.collectors.supervisors:collect_supervisors",
+        "portdoctor.collectors.netns:collect_namespaces",
     ],
     "other": [
         "portdoctor.collectors.system:collect_system",

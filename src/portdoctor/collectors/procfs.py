@@ -125,6 +125,11 @@ def _read(path: str) -> bytes | None:
         return None
 
 
+def read_file(path: str) -> bytes | None:
+    """A /proc file's bytes, or None when it cannot be read."""
+    return _read(path)
+
+
 def netns_inode(proc_root: str, pid: int | str) -> int | None:
     """Inode of a process's network namespace (equal inodes: same namespace), None if unreadable."""
     try:
@@ -187,7 +192,7 @@ def _scan_fds(proc_root: str, pid: int, wanted: set[int], scan: OwnerScan) -> li
 
 
 def scan_socket_owners(inodes: Iterable[int], proc_root: str = "/proc",
-                       all_holders: bool = True) -> OwnerScan:
+                       all_holders: bool = True, pids_to_scan: Iterable[int] | None = None) -> OwnerScan:
     """Map socket inodes to the pids holding them, reading /proc/PID/fd only as far as needed.
 
     Processes are read in pid order until every inode has an owner. A socket is shared by
@@ -198,7 +203,7 @@ def scan_socket_owners(inodes: Iterable[int], proc_root: str = "/proc",
     scan = OwnerScan()
     missing = set(wanted)
     holders: set[int] = set()
-    all_pids = pids(proc_root)
+    all_pids = pids(proc_root) if pids_to_scan is None else sorted(pids_to_scan)
     rest: list[int] = []
     for n, pid in enumerate(all_pids):
         if not missing:

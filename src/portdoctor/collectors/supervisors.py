@@ -34,7 +34,7 @@ from portdoctor.plain import from_plain
 LOG_LINES = 10
 DEFAULT_CONFIGS = ("/etc/supervisor/supervisord.conf", "/etc/supervisord.conf")
 SYSTEMD_PROPS = ("Id", "ActiveState", "SubState", "Result", "NRestarts", "ExecMainStatus", "ExecMainCode",
-                 "UnitFileState", "ExecStart", "MainPID")
+                 "UnitFileState", "ExecStart", "MainPID", "Listen", "Triggers", "TriggeredBy")
 
 
 # --------------------------------------------------------------------------- supervisord
@@ -194,7 +194,8 @@ def parse_systemctl_show(text: str) -> list[dict[str, str]]:
                 cur = {}
             continue
         key, _, value = line.partition("=")
-        cur[key] = value
+        # a list property (a socket unit's Listen=) comes as one line per item
+        cur[key] = f"{cur[key]}\n{value}" if key in cur and key == "Listen" else value
     if cur:
         out.append(cur)
     return out
@@ -212,18 +213,28 @@ def _unit_record(props: dict[str, str]) -> dict[str, Any]:
             "result": props.get("Result"), "n_restarts": num("NRestarts"),
             "exec_main_status": num("ExecMainStatus"), "exec_main_code": props.get("ExecMainCode"),
             "unit_file_state": props.get("UnitFileState"), "exec_start": exec_start,
-            "main_pid": num("MainPID"), "journal": []}
+            "main_pid": num("MainPID"), "journal": [],
+            # a .socket unit: "Listen=[::]:8087 (Stream)" lines, and the service it starts
+            "listen": [x.strip() for x in props.get("Listen", "").split("\n") if x.strip()],
+            "triggers": props.get("Triggers", "").split(), "triggered_by": props.get("TriggeredBy", "").split()}
 
 
-def systemd_facts(service: str | None) -> dict[str, Any]:
+def systemd_facts(service: str | None, port: int = 0) -> dict[str, Any]:
     """Failed or restarting service units (and the one the user named), with their journal tail."""
     names: list[str] = []
-    cp = subprocess.run(["systemctl", "list-units", "--type=service", "--all", "--no-legend", "--plain",
+    cp = subprocess.run(["systemctl", "list-units", "--type=service,socket", "--all", "--no-legend", "--plain",
                          "--no-pager"], capture_output=True, text=True, timeout=10)
     for line in cp.stdout.splitlines():
         parts = line.split()
         if len(parts) >= 4 and (parts[2] == "failed" or parts[3] in ("auto-restart", "failed")):
             names.append(parts[0])
+    if port:  # socket units that hold (or held) the port: systemd itself listens for their service
+        cp = subprocess.run(["systemctl", "list-sockets", "--all", "--no-legend", "--plain", "--no-pager"],
+                            capture_output=True, text=True, timeout=10)
+        for line in cp.stdout.splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0].rsplit(":", 1)[-1] == str(port):
+                names += [p for p in parts[1:] if p.endswith((".socket", ".service"))]
     if service:
         names.append(service if "." in service else f"{service}.service")
     names = list(dict.fromkeys(names))[:30]
@@ -256,7 +267,7 @@ def _collect(req: Request) -> Facts:
                 lims.append(Limitation(e["error"], "run as root to reach supervisord's socket"))
     if procfs.read_comm(req.proc_root, 1) == "systemd" and shutil.which("systemctl"):
         try:
-            extra["systemd"] = systemd_facts(req.service)
+            extra["systemd"] = systemd_facts(req.service, req.port)
         except (OSError, subprocess.SubprocessError) as exc:
             lims.append(Limitation(f"systemctl failed ({exc}): unit states unknown", "run on the host itself"))
     return Facts(fields={"supervisors": from_plain(SupervisorFacts, extra)} if extra else {}, limitations=lims)
