@@ -63,6 +63,12 @@ def app(ctx: click.Context, debug: bool) -> None:
     3 the check could not be completed (privilege or tool missing).
     """
     ctx.obj = {"debug": debug}
+    if debug:  # tracebacks of a collector or check that failed (they go on as limitations)
+        import logging
+
+        logger = logging.getLogger("portdoctor")
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(logging.StreamHandler(sys.stderr))
 
 
 # --------------------------------------------------------------------------- diagnose

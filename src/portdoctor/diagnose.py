@@ -38,11 +38,12 @@ def diagnose(target: Target, from_addr: str | None = None, service: str | None =
     if followups is None:
         followups = probe_followups(followup_targets(snapshot, ctx), timeout)
     ctx = replace(ctx, followups=followups)
-    findings = rank(run_checks(snapshot, ctx))
+    ran = run_checks(snapshot, ctx)
+    findings = rank(ran.findings)
     verdict = decide(target, probe, findings)
     from portdoctor.checks.reachability import server_side_limitations
 
-    limitations = [str(x) for x in snapshot.limitations] + server_side_limitations(snapshot, ctx)
+    limitations = [str(x) for x in snapshot.limitations] + server_side_limitations(snapshot, ctx) + ran.limitations
     return Diagnosis(target, probe, verdict, tuple(findings), tuple(limitations), snapshot, ctx.followups)
 
 

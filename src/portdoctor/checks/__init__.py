@@ -14,10 +14,13 @@ and hands the results to every check as `ctx.followups["host:port"]`.
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
 from portdoctor.model import Finding, ProbeResult, Snapshot, Target
+
+log = logging.getLogger(__name__)
 
 # "module:function", imported on first use, run in this order.
 CHECKS: list[str] = [
@@ -53,25 +56,53 @@ class Context:
 CheckFn = Callable[[Snapshot, Context], list[Finding]]
 
 
-def _load(spec: str) -> Callable | None:
-    module, _, name = spec.partition(":")
+class RegistryError(LookupError):
+    """A registry entry ("module:function") names nothing: a bug, never skipped."""
+
+
+def load_entry(spec: str) -> Callable:
+    """The function a "module:function" entry of CHECKS or FOLLOWUPS names; RegistryError when
+    the module or the function does not exist (a misspelt entry must not vanish silently)."""
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise RegistryError(f"registry entry {spec!r} is not of the form 'module:function'")
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        if exc.name == module:  # a check not written yet; the others still run
-            return None
+        if exc.name == module:
+            raise RegistryError(f"registry entry {spec!r}: no module {module}") from exc
         raise
-    return getattr(mod, name, None)
+    fn = getattr(mod, name, None)
+    if not callable(fn):
+        raise RegistryError(f"registry entry {spec!r}: {module} has no function {name}")
+    return fn
 
 
-def run_checks(snap: Snapshot, ctx: Context) -> list[Finding]:
-    """Run every registered check and return all findings (unranked)."""
-    findings: list[Finding] = []
-    for spec in CHECKS:
-        fn = _load(spec)
-        if fn is not None:
-            findings.extend(fn(snap, ctx))
-    return findings
+@dataclass(frozen=True)
+class CheckRun:
+    """What run_checks produced: every finding (unranked), and a limitation per check that failed."""
+
+    findings: list[Finding] = field(default_factory=list)
+    limitations: list[str] = field(default_factory=list)
+
+
+def run_checks(snap: Snapshot, ctx: Context, checks: list[str] | None = None) -> CheckRun:
+    """Run every registered check (or `checks`); a check that raises becomes a limitation naming
+    it, and the others still run (its traceback goes to the `portdoctor` logger: `--debug`)."""
+    out = CheckRun()
+    for spec in CHECKS if checks is None else checks:
+        fn = load_entry(spec)
+        try:
+            found = fn(snap, ctx)
+        except Exception as exc:  # one check's bug must not hide the other findings
+            log.debug("check %s failed", spec, exc_info=True)
+            name = spec.rpartition(":")[2]
+            out.limitations.append(
+                f"check {name} failed ({type(exc).__name__}: {exc}); its cause was not judged. This is a bug: "
+                "`portdoctor --debug diagnose ... --record FILE` captures the case for a bug report")
+            continue
+        out.findings.extend(found)
+    return out
 
 
 def followup_targets(snap: Snapshot, ctx: Context) -> list[Target]:
@@ -79,9 +110,7 @@ def followup_targets(snap: Snapshot, ctx: Context) -> list[Target]:
     seen: set[tuple[str, int]] = set()
     out: list[Target] = []
     for spec in FOLLOWUPS:
-        fn = _load(spec)
-        if fn is None:
-            continue
+        fn = load_entry(spec)
         for t in fn(snap, ctx):
             if (t.host, t.port) not in seen:
                 seen.add((t.host, t.port))

@@ -1,23 +1,24 @@
-"""Facts about the host as a whole: its init system, its resolver, its hosts file."""
+"""Facts about the host as a whole: its init system, its resolver, its hosts file.
+
+DNS is asked directly (dnspython) only on a live host: that is a probe, not a host read.
+"""
 
 from __future__ import annotations
 
-import os
-
 from portdoctor.collectors import Facts, Request
+from portdoctor.host import Host
 
 
-def _read(path: str) -> str | None:
+def _read(host: Host, path: str) -> str | None:
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
+        return host.read_text(path)
     except OSError:
         return None
 
 
-def init_name(proc_root: str = "/proc") -> str | None:
+def init_name(host: Host) -> str | None:
     """The name of PID 1 ('systemd', 'init', 'tini', ...), or None when unreadable."""
-    comm = _read(os.path.join(proc_root, "1", "comm"))
+    comm = _read(host, f"{host.proc_root}/1/comm")
     return comm.strip() if comm else None
 
 
@@ -44,18 +45,19 @@ def hosts_entries(text: str, name: str) -> list[tuple[int, str, str]]:
 
 def collect_system(req: Request) -> Facts:
     """Init system, nameservers and /etc/hosts lines for the target's name."""
-    extra: dict = {"init": init_name(req.proc_root)}
-    resolv = _read("/etc/resolv.conf")
+    extra: dict = {"init": init_name(req.system)}
+    resolv = _read(req.system, "/etc/resolv.conf")
     extra["nameservers"] = nameservers(resolv) if resolv else []
     if req.host:
-        hosts = _read("/etc/hosts")
+        hosts = _read(req.system, "/etc/hosts")
         entries = hosts_entries(hosts, req.host) if hosts else []
         extra["hosts_entries"] = [list(e) for e in entries]
         # /etc/hosts wins over DNS for this name: learn whether DNS would have said otherwise
         # ask DNS itself when it can tell more than getaddrinfo did: /etc/hosts overrides it, the
         # name did not resolve, or a short name was completed with the search list
         short = "." not in req.host.strip(".") and not _is_ip(req.host)
-        if (entries or req.dns_failed or short) and extra["nameservers"] and not _is_local_name(req.host):
+        if (entries or req.dns_failed or short) and extra["nameservers"] and not _is_local_name(req.host) \
+                and req.system.live:
             extra["dns_answers"] = dns_answers(req.host)
     return Facts(extra=extra)
 
