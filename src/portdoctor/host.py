@@ -84,6 +84,7 @@ class FileStat:
     kind: str  # file, dir, link, socket, fifo, char, block
     ino: int = 0
     size: int = 0
+    dev: int = 0
 
 
 @runtime_checkable
@@ -182,7 +183,8 @@ def _kind(mode: int) -> str:
 
 
 def _to_stat(st: os.stat_result) -> FileStat:
-    return FileStat(st.st_uid, st.st_gid, stat_mod.S_IMODE(st.st_mode), _kind(st.st_mode), st.st_ino, st.st_size)
+    return FileStat(st.st_uid, st.st_gid, stat_mod.S_IMODE(st.st_mode), _kind(st.st_mode), st.st_ino, st.st_size,
+                    st.st_dev)
 
 
 def check_trusted(path: str, stat_fn, realpath_fn) -> tuple[bool, str]:

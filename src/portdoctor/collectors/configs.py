@@ -231,6 +231,7 @@ class ConfigReader:
             return None
         if self.checked:
             ok, why = self.host.readable_for(self.prefix + path, self.uid)
+            why = why.replace(self.prefix, "") if self.prefix else why  # name the file as the server does
             if not ok:
                 if (path, why) not in self.refused:
                     self.refused.append((path, why))

@@ -71,6 +71,7 @@ class ProxyProcess:
     def allowed(self, path: str, owner_rule: bool = True) -> bool:
         """May this proxy's file be read for it (see Host.readable_for)? Records a refusal."""
         ok, why = self.host.readable_for(self._where(path), self.uid, owner_rule)
+        why = why.replace(self.root, "") if self.root else why  # name the file as the proxy does
         if not ok and (path, why) not in self.refused:
             self.refused.append((path, why))
         return ok
@@ -101,15 +102,21 @@ class ProxyProcess:
         return [p[len(self.root):] for p in found] if self.root else found
 
     def why_not_run(self) -> str | None:
-        """None when its own binary may be run (nginx -T), else why not: it runs as root, in
-        our mount namespace, from a file that root alone could have put there."""
+        """None when its own binary may be run (nginx -T), else why not: it runs as root, from a
+        file that is the same file under that path here, which root alone could have put there
+        (Host.trusted_executable)."""
         if self.uid != 0:
             return f"it runs as {self.user or self.uid}, not root"
-        if self.root:
-            return "it runs in another mount namespace (a container)"
         exe = procfs.read_exe(self.host, self.pid)
         if not exe:
             return "its program cannot be seen (/proc/PID/exe)"
+        try:  # the path must name here the very file it runs (not so in a container)
+            running = self.host.stat(f"{self.host.proc_root}/{self.pid}/exe")
+            here = self.host.stat(exe)
+        except OSError:
+            return f"its program {exe} is not a file of this host's filesystem"
+        if (running.dev, running.ino) != (here.dev, here.ino):
+            return f"its program {exe} is another file than {exe} here (it runs in a container)"
         ok, why = self.host.trusted_executable(exe)
         return None if ok else why
 
