@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from portdoctor.collectors import redact
+from portdoctor import redact
 from portdoctor.host import SAFE_PATH, FileStat, LocalHost, check_readable_for, check_trusted
 
 ROOT_DIR = FileStat(0, 0, 0o755, "dir")

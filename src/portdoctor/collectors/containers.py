@@ -30,8 +30,9 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+from portdoctor import redact
 from portdoctor.collectors import Facts, Request
-from portdoctor.collectors import procfs, redact
+from portdoctor.collectors import procfs
 from portdoctor.collectors.procfs import netns_inode
 from portdoctor.host import Host
 from portdoctor.model import Limitation

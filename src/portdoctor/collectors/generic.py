@@ -11,7 +11,8 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from portdoctor.collectors import Facts, Request, redact
+from portdoctor import redact
+from portdoctor.collectors import Facts, Request
 from portdoctor.model import InterfaceAddress, Limitation, Listener, Process
 
 _HOW_ROOT = "run as root (sudo) to see every process's sockets"

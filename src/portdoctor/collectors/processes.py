@@ -13,8 +13,8 @@ import re
 import sys
 from collections.abc import Iterable
 
-from portdoctor import services
-from portdoctor.collectors import Facts, Request, procfs, redact
+from portdoctor import redact, services
+from portdoctor.collectors import Facts, Request, procfs
 from portdoctor.host import Host
 from portdoctor.model import Limitation, Process
 

@@ -24,8 +24,8 @@ import time
 import urllib.request
 from typing import Any
 
-from portdoctor.collectors import Facts, Request
-from portdoctor.collectors import procfs, redact
+from portdoctor import redact
+from portdoctor.collectors import Facts, Request, procfs
 from portdoctor.collectors.containers import ns_addresses
 from portdoctor.collectors.procfs import netns_inode
 from portdoctor.host import Host, LocalHost

@@ -23,8 +23,9 @@ import socket
 import xmlrpc.client
 from typing import Any
 
+from portdoctor import redact
 from portdoctor.collectors import Facts, Request
-from portdoctor.collectors import procfs, redact
+from portdoctor.collectors import procfs
 from portdoctor.collectors.procfs import netns_inode
 from portdoctor.host import Host, LocalHost
 from portdoctor.model import Limitation

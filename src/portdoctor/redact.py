@@ -1,7 +1,8 @@
-"""Secrets out of what collectors keep: passwords in command lines, environments and URLs.
+"""Secrets out of what portdoctor keeps: passwords in command lines, environments and URLs.
 
-What a collector stores ends up in the output, in `--record` files and in bug reports, so
-secrets are replaced at collection time by REDACTED, keeping the structure a reader needs:
+What a collector stores (and the target as the user typed it) ends up in the output, in
+`--record` files and in bug reports, so secrets are replaced when they are read by REDACTED,
+keeping the structure a reader needs:
 
 >>> argv(("redis-server", "--requirepass", "hunter2", "--port", "6380"))
 ('redis-server', '--requirepass', '<redacted>', '--port', '6380')
