@@ -174,7 +174,8 @@ def _fake_proc(root: Path, pid: int, argv: list[str], env: dict[str, str] | None
     d.mkdir(parents=True)
     (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
     (d / "comm").write_text(Path(argv[0]).name[:15] + "\n")
-    (d / "status").write_text("Name:\tx\nUid:\t0\t0\t0\t0\n")
+    uid = (CONF / "redis" / "redis.conf").stat().st_uid  # the files' owner may read them for it
+    (d / "status").write_text(f"Name:\tx\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
     (d / "stat").write_text(f"{pid} (x) S 1 {pid} {pid} 0 -1\n")
     (d / "environ").write_bytes(b"\0".join(f"{k}={v}".encode() for k, v in (env or {}).items()))
 
