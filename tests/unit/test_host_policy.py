@@ -159,3 +159,9 @@ def test_redact_env_and_command() -> None:
                                "DATABASE_URL": "postgres://u:<redacted>@h/db", "EMPTY_PASSWORD": ""}
     assert redact.command("redis-server  --port 1") == "redis-server  --port 1"  # untouched, spacing too
     assert redact.command("redis-server --requirepass s") == "redis-server --requirepass <redacted>"
+
+
+def test_the_examples_in_redact_hold() -> None:
+    import doctest
+
+    assert doctest.testmod(redact).failed == 0
