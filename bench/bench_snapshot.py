@@ -125,11 +125,14 @@ def fresh():
 
 def dump_only():
     from portdoctor.collectors import linux
-    return linux.read_listeners("/proc")
+    from portdoctor.host import LocalHost
+    return linux.read_listeners(LocalHost())
 
 def scan_only():
     from portdoctor.collectors import linux, procfs
-    return procfs.scan_socket_owners([r.inode for r in linux.read_listeners("/proc")[0]], "/proc")
+    from portdoctor.host import LocalHost
+    host = LocalHost()
+    return procfs.scan_socket_owners([r.inode for r in linux.read_listeners(host)[0]], host)
 
 def bare_python():
     subprocess.run([sys.executable, "-c", "pass"], check=True)

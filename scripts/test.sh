@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 SYSTEM_PACKAGES=(
   python3 python3-venv iproute2 iptables nftables ipset procps util-linux
   dnsmasq-base nginx-light haproxy redis-server postgresql mariadb-server supervisor
-  podman runc netavark busybox-static caddy curl mmdebstrap
+  podman runc netavark busybox-static caddy curl mmdebstrap gcc libc6-dev
 )
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -63,6 +63,12 @@ def app(ctx: click.Context, debug: bool) -> None:
     3 the check could not be completed (privilege or tool missing).
     """
     ctx.obj = {"debug": debug}
+    if debug:  # tracebacks of a collector or check that failed (they go on as limitations)
+        import logging
+
+        logger = logging.getLogger("portdoctor")
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(logging.StreamHandler(sys.stderr))
 
 
 # --------------------------------------------------------------------------- diagnose
@@ -110,7 +116,7 @@ def diagnose(target: str, port: int | None, from_addr: str | None, service: str 
     else:
         t = parse_target(target, port)
         from_ip = _parse_from(from_addr)
-        result = run_diagnose(t, from_addr=from_ip, service=service, timeout=timeout, debug=_debug())
+        result = run_diagnose(t, from_addr=from_ip, service=service, timeout=timeout)
     if record:
         with open(record, "w") as fh:
             json.dump(recording(result, from_addr=_parse_from(from_addr), service=service), fh, indent=1)
@@ -197,7 +203,7 @@ def explain(text: tuple[str, ...], no_probe: bool, timeout: float, fmt: str, as_
     if result.target is not None and not no_probe:
         from portdoctor.diagnose import diagnose as run_diagnose
 
-        diagnosis = run_diagnose(result.target, timeout=timeout, debug=_debug())
+        diagnosis = run_diagnose(result.target, timeout=timeout)
         result = result.with_probe(diagnosis.probe)
     fmt = _fmt(fmt, as_json)
     if fmt == "json":
@@ -271,13 +277,6 @@ def _emit(kind: str, result: Any, fmt: str) -> None:
         from portdoctor.render import text
 
         getattr(text, kind)(result)
-
-
-def _debug() -> bool:
-    """Whether --debug was given: then a failing check shows its traceback instead of a limitation."""
-    ctx = click.get_current_context(silent=True)
-    root = ctx.find_root() if ctx is not None else None
-    return bool(root is not None and isinstance(root.obj, dict) and root.obj.get("debug"))
 
 
 # click >= 8.2 raises this for a group called with no command; older click exits with its help

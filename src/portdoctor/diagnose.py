@@ -24,7 +24,7 @@ from portdoctor.verdict import decide, rank
 def diagnose(target: Target, from_addr: str | None = None, service: str | None = None,
              timeout: float = DEFAULT_TIMEOUT, snapshot: Snapshot | None = None,
              probe: ProbeResult | None = None,
-             followups: dict[str, ProbeResult] | None = None, debug: bool = False) -> Diagnosis:
+             followups: dict[str, ProbeResult] | None = None) -> Diagnosis:
     """Diagnose `target` from this host. Pass `snapshot` and `probe` to judge recorded facts
     (nothing is read from the system then, except follow-up probes when no probe was given)."""
     req = Request(port=target.port, host=target.host, service=service, from_addr=from_addr)
@@ -40,12 +40,12 @@ def diagnose(target: Target, from_addr: str | None = None, service: str | None =
     if followups is None:
         followups = probe_followups(followup_targets(snapshot, ctx), timeout)
     ctx = replace(ctx, followups=followups)
-    run = run_checks(snapshot, ctx, debug=debug)
-    findings = rank(run.findings)
+    ran = run_checks(snapshot, ctx)
+    findings = rank(ran.findings)
     verdict = decide(target, probe, findings)
     from portdoctor.checks.reachability import server_side_limitations
 
-    limitations = [str(x) for x in snapshot.limitations] + run.failed + server_side_limitations(snapshot, ctx)
+    limitations = [str(x) for x in snapshot.limitations] + server_side_limitations(snapshot, ctx) + ran.limitations
     return Diagnosis(target, probe, verdict, tuple(findings), tuple(limitations), snapshot, ctx.followups)
 
 

@@ -106,6 +106,10 @@ def parse_target(text: str, port: int | None = None) -> Target:
     `port` (from --port) fills in a port the text does not give; a port in the text wins.
     """
     original = text
+    if text and "@" in text and "://" in text:  # as shown and recorded: a URL's password never is
+        from portdoctor import redact
+
+        original = redact.text(text)
     text = (text or "").strip()
     if not text:
         raise BadInput("the target is empty: give host:port, [v6addr]:port, :port or a URL")

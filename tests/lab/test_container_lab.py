@@ -306,8 +306,11 @@ def test_containers_seen_through_proc_without_engine_api_or_cli(pod: tuple[Pod, 
     p.wait_listening(name, 8089)
     info = p.inspect(name)
     code = ("import json; from portdoctor.collectors import Request; "
-            "from portdoctor.collectors.containers import gather; from portdoctor.plain import to_plain; "
-            "print(json.dumps(to_plain(gather(Request(port=0), env={'PATH': '/nonexistent'}).fields)))")
+            "from portdoctor.collectors.containers import gather; from portdoctor.host import LocalHost\n"
+            "from portdoctor.plain import to_plain\n"
+            "class NoCli(LocalHost):\n"
+            "    def which(self, name): return None\n"
+            "print(json.dumps(to_plain(gather(Request(port=0, system=NoCli()), env={}).fields)))")
     cp = h.run([sys.executable, "-c", code], env={"DOCKER_HOST": ""})
     doc = json.loads(cp.stdout)["containers"]
     assert doc["source"] == "proc"

@@ -13,6 +13,7 @@ import pytest
 from portdoctor import services
 from portdoctor.collectors import Request, configs
 from portdoctor.model import Process
+from portdoctor.host import LocalHost
 
 CONF = Path(__file__).resolve().parents[1] / "data" / "configs"
 
@@ -20,7 +21,7 @@ CONF = Path(__file__).resolve().parents[1] / "data" / "configs"
 def settings(svc: str, argv: tuple[str, ...], env: dict[str, str] | None = None) -> list[tuple]:
     info = services.by_name(svc)
     found, denied = configs.service_configs(info, Process(pid=1, name=argv[0], cmdline=argv), env=env,
-                                            reader=configs.ConfigReader("/proc", None))
+                                            reader=configs.ConfigReader(LocalHost(), None))
     assert denied == []
     return [(Path(c.path).name if c.path != configs.COMMAND_LINE else c.path, c.line, c.key, c.value)
             for c in found]
@@ -72,7 +73,7 @@ def test_redis_text_of_the_line_is_kept() -> None:
     info = services.by_name("redis")
     found, _ = configs.service_configs(info, Process(pid=1, name="redis-server",
                                                      cmdline=("redis-server", str(CONF / "redis" / "redis.conf"))),
-                                       reader=configs.ConfigReader("/proc", None))
+                                       reader=configs.ConfigReader(LocalHost(), None))
     assert found[0].text == "bind 127.0.0.1 -::1" and found[0].service == "redis"
     assert found[0].path == str(CONF / "redis" / "redis.conf")
 
@@ -160,7 +161,7 @@ def test_keys_spelled_as_services_py(tmp_path: Path) -> None:
 
 def test_file_limit_is_kept(tmp_path: Path) -> None:
     (tmp_path / "loop.conf").write_text(f"include {tmp_path}/loop.conf\nport 1\n")
-    reader = configs.ConfigReader("/proc", None)
+    reader = configs.ConfigReader(LocalHost(), None)
     list(configs.read_settings(reader, str(tmp_path / "loop.conf"), "redis"))
     assert reader.files <= 5  # include depth is bounded
 
@@ -173,7 +174,8 @@ def _fake_proc(root: Path, pid: int, argv: list[str], env: dict[str, str] | None
     d.mkdir(parents=True)
     (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
     (d / "comm").write_text(Path(argv[0]).name[:15] + "\n")
-    (d / "status").write_text("Name:\tx\nUid:\t0\t0\t0\t0\n")
+    uid = (CONF / "redis" / "redis.conf").stat().st_uid  # the files' owner may read them for it
+    (d / "status").write_text(f"Name:\tx\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
     (d / "stat").write_text(f"{pid} (x) S 1 {pid} {pid} 0 -1\n")
     (d / "environ").write_bytes(b"\0".join(f"{k}={v}".encode() for k, v in (env or {}).items()))
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from portdoctor.collectors import Request, collect, linux
+from portdoctor.host import LocalHost
 from portdoctor.snapshot import Snapshot
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "proc"
@@ -92,7 +93,7 @@ def test_live_listeners_both_families_with_owner() -> None:
 
 
 def test_netlink_failure_falls_back_to_proc(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(family: int) -> list:
+    def broken(family: int, host: object = None) -> list:
         raise linux.NetlinkFailure(93, "Protocol not supported")
 
     monkeypatch.setattr(linux, "sock_diag_listeners", broken)
@@ -100,7 +101,7 @@ def test_netlink_failure_falls_back_to_proc(monkeypatch: pytest.MonkeyPatch) -> 
     s.bind(("127.0.0.1", 0))
     s.listen(3)
     try:
-        raw, lims, source = linux.read_listeners("/proc")
+        raw, lims, source = linux.read_listeners(LocalHost())
         assert source == "procfs"
         assert any(x.port == s.getsockname()[1] and x.backlog == 0 for x in raw)
         assert len(lims) == 1 and "sock_diag" in lims[0].what and lims[0].how
@@ -151,22 +152,22 @@ def test_whole_snapshot_round_trips_through_json(monkeypatch: pytest.MonkeyPatch
         s.close()
 
 
-def test_listener_without_visible_owner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_listener_without_visible_owner(tmp_path: Path) -> None:
     (tmp_path / "net").mkdir()
     tcp = (DATA / "lab1" / "net" / "tcp").read_text().splitlines()
     (tmp_path / "net" / "tcp").write_text("\n".join(tcp[:2]) + "\n")  # header + 0.0.0.0:8080
-    monkeypatch.setattr(linux, "_is_root", lambda: True)
-    lims = linux.collect_listeners(Request(port=8080, proc_root=str(tmp_path))).limitations
+    root = LocalHost(proc_root=str(tmp_path), is_root=True)
+    lims = linux.collect_listeners(Request(port=8080, system=root)).limitations
     assert [x.what for x in lims] == ["1 listening socket has no owner among the processes visible here: "
                                       "the kernel's own, or held in another PID namespace"]
-    monkeypatch.setattr(linux, "_is_root", lambda: False)
-    lims = linux.collect_listeners(Request(port=8080, proc_root=str(tmp_path))).limitations
+    user = LocalHost(proc_root=str(tmp_path), is_root=False)
+    lims = linux.collect_listeners(Request(port=8080, system=user)).limitations
     assert [(x.what, x.how) for x in lims] == [("owners of 1 listening sockets are unknown",
                                                 "run as root (sudo) to see which process holds each port")]
 
 
 def test_addresses_fall_back_to_psutil(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken() -> list:
+    def broken(host: object = None) -> list:
         raise linux.NetlinkFailure(1, "Operation not permitted")
 
     monkeypatch.setattr(linux, "read_addresses", broken)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from portdoctor.collectors import Request, processes
+from portdoctor.host import LocalHost
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "proc"
 TREE = str(DATA / "lab1")
@@ -79,9 +80,10 @@ def test_processes_computed_once_per_request() -> None:
 
 
 def test_user_name_of_unknown_uid() -> None:
-    assert processes.user_name(0) == "root"
-    assert processes.user_name(4_000_000) == "4000000"
-    assert processes.user_name(None) is None
+    host = LocalHost()
+    assert processes.user_name(host, 0) == "root"
+    assert processes.user_name(host, 4_000_000) == "4000000"
+    assert processes.user_name(host, None) is None
 
 
 def test_portdoctor_and_its_parents_are_no_candidates() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from portdoctor.collectors import Request, procfs
+from portdoctor.host import LocalHost
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "proc"
 TREE = str(DATA / "lab1")
@@ -41,7 +42,7 @@ SS_P = ss_rows(EXPECTED["ss_ltnpH"])
 
 
 def test_proc_net_tcp_lists_what_ss_lists() -> None:
-    listeners, lims = procfs.read_proc_net_tcp(TREE)
+    listeners, lims = procfs.read_proc_net_tcp(LocalHost(proc_root=TREE))
     assert lims == []
     got = {x.port: x for x in listeners}
     assert set(got) == set(SS_E)
@@ -63,13 +64,13 @@ def test_proc_net_tcp_decodes_mapped_and_specific_addresses() -> None:
 
 
 def test_proc_net_tcp_missing_file_is_a_limitation(tmp_path: Path) -> None:
-    listeners, lims = procfs.read_proc_net_tcp(str(tmp_path))
+    listeners, lims = procfs.read_proc_net_tcp(LocalHost(proc_root=str(tmp_path)))
     assert listeners == [] and len(lims) == 1 and "net/tcp" in lims[0].what
 
 
 def test_owner_scan_matches_ss_p() -> None:
     inodes = [row["inode"] for row in SS_E.values()]
-    scan = procfs.scan_socket_owners(inodes, TREE)
+    scan = procfs.scan_socket_owners(inodes, LocalHost(proc_root=TREE))
     by_inode = {row["inode"]: port for port, row in SS_E.items()}
     got = {by_inode[i]: sorted(p) for i, p in scan.owners.items()}
     assert got == {port: row["pids"] for port, row in SS_P.items()}
@@ -91,15 +92,15 @@ def test_owner_scan_stops_early_but_follows_forked_children(tmp_path: Path) -> N
     _fake_proc(tmp_path, 11, 10, [100])  # its forked worker shares the listener
     _fake_proc(tmp_path, 12, 1, [100])  # unrelated (passed by SCM_RIGHTS): not read
     _fake_proc(tmp_path, 13, 11, [101])  # grandchild
-    scan = procfs.scan_socket_owners([100, 101], str(tmp_path))
+    scan = procfs.scan_socket_owners([100, 101], LocalHost(proc_root=str(tmp_path)))
     assert scan.owners == {100: [10, 11], 101: [10, 13]}
     assert 12 not in scan.fd_counts and not scan.complete
-    full = procfs.scan_socket_owners([100, 999], str(tmp_path))  # 999 never found: read all
+    full = procfs.scan_socket_owners([100, 999], LocalHost(proc_root=str(tmp_path)))  # 999 never found: read all
     assert full.complete and full.owners == {100: [10, 11, 12]}
 
 
 def test_sysctls_from_tree() -> None:
-    values = procfs.read_sysctls(TREE)
+    values = procfs.read_sysctls(LocalHost(proc_root=TREE))
     assert values["net.core.somaxconn"].isdigit()
     assert len(values["net.ipv4.ip_local_port_range"].split()) == 2
     assert "fs.file-max" not in values or values["fs.file-max"].isdigit()
@@ -113,7 +114,7 @@ def test_sysctls_none_readable_is_a_limitation(tmp_path: Path) -> None:
 
 
 def test_counters_parse_netstat_and_snmp() -> None:
-    counters = procfs.read_counters(TREE)
+    counters = procfs.read_counters(LocalHost(proc_root=TREE))
     assert counters["TcpExt.ListenOverflows"] > 0  # the full queue of slowapp overflowed
     assert counters["TcpExt.ListenDrops"] >= counters["TcpExt.ListenOverflows"]
     assert "TcpExt.TCPReqQFullDrop" in counters
@@ -142,32 +143,32 @@ def test_limits_and_fd_soft_limit() -> None:
     limits = procfs.parse_limits(text)
     assert limits["Max open files"][0].isdigit()
     assert limits["Max cpu time"] == ("unlimited", "unlimited")
-    assert procfs.read_fd_soft_limit(TREE, pid) == int(limits["Max open files"][0])
+    assert procfs.read_fd_soft_limit(LocalHost(proc_root=TREE), pid) == int(limits["Max open files"][0])
 
 
 def test_environ_cmdline_comm_uid_cwd() -> None:
     pid = EXPECTED["pids"]["webapp"]
-    env = procfs.read_environ(TREE, pid)
+    env = procfs.read_environ(LocalHost(proc_root=TREE), pid)
     assert env is not None and env["PORT"] == "8080" and env["BIND_ADDR"] == "0.0.0.0"
-    argv = procfs.read_cmdline(TREE, pid)
+    argv = procfs.read_cmdline(LocalHost(proc_root=TREE), pid)
     assert argv[0] == "webapp" and argv[1] == "-c"
-    assert procfs.read_comm(TREE, pid)
-    assert procfs.read_uid(TREE, pid) == 0
-    assert procfs.read_cwd(TREE, pid)
-    assert procfs.count_fds(TREE, pid) >= 4
-    assert procfs.read_ppid(TREE, pid) is not None
+    assert procfs.read_comm(LocalHost(proc_root=TREE), pid)
+    assert procfs.read_uid(LocalHost(proc_root=TREE), pid) == 0
+    assert procfs.read_cwd(LocalHost(proc_root=TREE), pid)
+    assert procfs.count_fds(LocalHost(proc_root=TREE), pid) >= 4
+    assert procfs.read_ppid(LocalHost(proc_root=TREE), pid) is not None
 
 
 def test_cmdline_rewritten_as_one_string(tmp_path: Path) -> None:
     (tmp_path / "5").mkdir()
     (tmp_path / "5" / "cmdline").write_bytes(b"nginx: master process /usr/sbin/nginx -g daemon off;\0")
-    assert procfs.read_cmdline(str(tmp_path), 5)[:3] == ("nginx:", "master", "process")
-    assert procfs.read_cmdline(str(tmp_path), 6) == ()
+    assert procfs.read_cmdline(LocalHost(proc_root=str(tmp_path)), 5)[:3] == ("nginx:", "master", "process")
+    assert procfs.read_cmdline(LocalHost(proc_root=str(tmp_path)), 6) == ()
 
 
 def test_cgroup_of_recorded_process_has_no_unit() -> None:
     pid = EXPECTED["pids"]["webapp"]
-    assert procfs.read_cgroup(TREE, pid) == (None, None)
+    assert procfs.read_cgroup(LocalHost(proc_root=TREE), pid) == (None, None)
 
 
 @pytest.mark.parametrize("text, expected", [

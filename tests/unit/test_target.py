@@ -60,8 +60,9 @@ def test_target_forms(text: str, port: int | None, host: str, expected_port: int
     t = parse_target(text, port)
     assert isinstance(t, Target)
     assert (t.host, t.port, t.scheme) == (host, expected_port, scheme)
-    assert t.input == text
-    assert t.to_json() == {"input": text, "host": host, "port": expected_port}
+    shown = text.replace(":secret@", ":<redacted>@").replace(":pw@", ":<redacted>@")  # a URL's password never
+    assert t.input == shown
+    assert t.to_json() == {"input": shown, "host": host, "port": expected_port}
 
 
 def test_every_scheme_has_a_valid_port() -> None:

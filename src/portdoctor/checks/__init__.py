@@ -14,6 +14,7 @@ and hands the results to every check as `ctx.followups["host:port"]`.
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
@@ -21,6 +22,8 @@ from portdoctor.model import Finding, ProbeResult, Target
 from portdoctor.snapshot import Snapshot
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 # "module:function", imported on first use, run in this order.
 CHECKS: list[str] = [
@@ -66,39 +69,53 @@ class Context:
 CheckFn = Callable[[Snapshot, Context], list[Finding]]
 
 
-def load(spec: str) -> Callable:
-    """The function a registry entry "module:function" names; a misspelt entry raises at once."""
-    module, _, name = spec.partition(":")
-    fn = getattr(importlib.import_module(module), name, None)
+class RegistryError(LookupError):
+    """A registry entry ("module:function") names nothing: a bug, never skipped."""
+
+
+def load_entry(spec: str) -> Callable:
+    """The function a "module:function" entry of CHECKS or FOLLOWUPS names; RegistryError when
+    the module or the function does not exist (a misspelt entry must not vanish silently)."""
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise RegistryError(f"registry entry {spec!r} is not of the form 'module:function'")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            raise RegistryError(f"registry entry {spec!r}: no module {module}") from exc
+        raise
+    fn = getattr(mod, name, None)
     if not callable(fn):
-        raise LookupError(f"registry entry {spec!r}: {module} has no function {name!r}")
+        raise RegistryError(f"registry entry {spec!r}: {module} has no function {name}")
     return fn
 
 
 @dataclass(frozen=True)
 class CheckRun:
-    """What the checks concluded, and the checks that failed (a bug, reported as a limitation)."""
+    """What run_checks produced: every finding (unranked), and a limitation per check that failed."""
 
-    findings: list[Finding]
-    failed: list[str]
+    findings: list[Finding] = field(default_factory=list)
+    limitations: list[str] = field(default_factory=list)
 
 
-def run_checks(snap: Snapshot, ctx: Context, debug: bool = False) -> CheckRun:
-    """Run every registered check; one that raises becomes a line in `failed` (re-raised with
-    `debug`), so a bug in one check does not hide what the others found."""
-    findings: list[Finding] = []
-    failed: list[str] = []
-    for spec in CHECKS:
-        fn = load(spec)
+def run_checks(snap: Snapshot, ctx: Context, checks: list[str] | None = None) -> CheckRun:
+    """Run every registered check (or `checks`); a check that raises becomes a limitation naming
+    it, and the others still run (its traceback goes to the `portdoctor` logger: `--debug`)."""
+    out = CheckRun()
+    for spec in CHECKS if checks is None else checks:
+        fn = load_entry(spec)
         try:
-            findings.extend(fn(snap, ctx))
-        except Exception as exc:
-            if debug:
-                raise
-            failed.append(f"the {spec.rpartition(':')[2].removeprefix('check_')} check failed "
-                          f"({type(exc).__name__}: {exc}); its cause was not judged (run with --debug for the "
-                          f"traceback, and report it with `diagnose ... --record FILE`)")
-    return CheckRun(findings, failed)
+            found = fn(snap, ctx)
+        except Exception as exc:  # one check's bug must not hide the other findings
+            log.debug("check %s failed", spec, exc_info=True)
+            name = spec.rpartition(":")[2]
+            out.limitations.append(
+                f"check {name} failed ({type(exc).__name__}: {exc}); its cause was not judged. This is a bug: "
+                "`portdoctor --debug diagnose ... --record FILE` captures the case for a bug report")
+            continue
+        out.findings.extend(found)
+    return out
 
 
 def followup_targets(snap: Snapshot, ctx: Context) -> list[Target]:
@@ -106,7 +123,8 @@ def followup_targets(snap: Snapshot, ctx: Context) -> list[Target]:
     seen: set[tuple[str, int]] = set()
     out: list[Target] = []
     for spec in FOLLOWUPS:
-        for t in load(spec)(snap, ctx):
+        fn = load_entry(spec)
+        for t in fn(snap, ctx):
             if (t.host, t.port) not in seen:
                 seen.add((t.host, t.port))
                 out.append(t)

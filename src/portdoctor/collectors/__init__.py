@@ -12,24 +12,31 @@ from `collect_before()`, called just before the probe; `collect()` samples them 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import socket
 import sys
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
+from portdoctor.host import Host, LocalHost
 from portdoctor.model import Limitation
 
 if TYPE_CHECKING:
     from portdoctor.snapshot import Snapshot
 
-
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Request:
-    """What the collectors are asked about: the port, its addresses, the expected service."""
+    """What the collectors are asked about: the port, its addresses, the expected service,
+    and `system`, the Host they read it from (the only way a collector reaches the machine).
+
+    `proc_root` builds a LocalHost over a recorded /proc tree when no `system` is given; with
+    a `system` it mirrors `system.proc_root`.
+    """
 
     port: int
     host: str = ""  # the target's host as the user wrote it (for /etc/hosts look-ups)
@@ -39,12 +46,19 @@ class Request:
     dns_failed: bool = False  # the probe could not resolve the host: ask DNS directly why
     proc_root: str = "/proc"  # injectable, so procfs readers run on recorded trees
     before: dict[str, Any] = field(default_factory=dict)  # what collect_before returned
-    # facts one collector read that later ones reuse (listeners and their owners, processes):
-    # `collect()` gives each run a fresh one, so nothing outlives a snapshot
+    system: Host = None  # type: ignore[assignment]  # the machine; LocalHost(proc_root) when None
+    # facts one collector derived that later ones reuse (listeners + owners, processes), for
+    # one collect() only: collect() gives every run a fresh one, so nothing outlives it
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.system is None:
+            object.__setattr__(self, "system", LocalHost(proc_root=self.proc_root))
+        else:
+            object.__setattr__(self, "proc_root", self.system.proc_root)
+
     def derive(self, key: str, compute: Callable[[], T]) -> T:
-        """`compute()` once per collection run of this request."""
+        """`compute()` once per collect() run (a Request and its `replace`d copies share it)."""
         if key not in self.memo:
             self.memo[key] = compute()
         return self.memo[key]
@@ -96,20 +110,33 @@ def platform_key() -> str:
     return "linux" if sys.platform.startswith("linux") else "other"
 
 
-def load(spec: str) -> Callable:
-    """The function a registry entry "module:function" names; a misspelt entry raises at once."""
-    module, _, name = spec.partition(":")
-    fn = getattr(importlib.import_module(module), name, None)
+class RegistryError(LookupError):
+    """A registry entry ("module:function") names nothing: a bug, never skipped."""
+
+
+def load_entry(spec: str) -> Callable:
+    """The function a "module:function" registry entry names; RegistryError when it names nothing."""
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise RegistryError(f"registry entry {spec!r} is not of the form 'module:function'")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            raise RegistryError(f"registry entry {spec!r}: no module {module}") from exc
+        raise
+    fn = getattr(mod, name, None)
     if not callable(fn):
-        raise LookupError(f"registry entry {spec!r}: {module} has no function {name!r}")
+        raise RegistryError(f"registry entry {spec!r}: {module} has no function {name}")
     return fn
+
 
 
 def collect_before(req: Request) -> dict[str, Any]:
     """Sample the facts that must be compared across the probe; returns name -> sample."""
     out: dict[str, Any] = {}
     for spec in BEFORE[platform_key()]:
-        out[spec] = load(spec)(req)
+        out[spec] = load_entry(spec)(req)
     return out
 
 
@@ -117,11 +144,11 @@ def collect(req: Request) -> Snapshot:
     """Run every collector of this platform and merge what they saw into one Snapshot."""
     from portdoctor.snapshot import Snapshot
 
-    req = replace(req, memo={})  # facts shared between this run's collectors, and no longer
     fields: dict[str, Any] = {}
     limitations: list[Limitation] = []
+    req = replace(req, memo={})  # what collectors share lives for this run only
     for spec in COLLECTORS[platform_key()]:
-        fn = load(spec)
+        fn = load_entry(spec)
         try:
             facts: Facts = fn(req)
         except PermissionError as exc:
@@ -129,6 +156,7 @@ def collect(req: Request) -> Snapshot:
                                           "run as root"))
             continue
         except Exception as exc:  # one collector failing (an engine answering nonsense) must not stop the rest
+            log.debug("collector %s failed", spec, exc_info=True)  # --debug shows the traceback
             what = spec.split(":")[1].removeprefix("collect_")
             limitations.append(Limitation(
                 f"{what} could not be read ({type(exc).__name__}: {exc})",

@@ -7,11 +7,15 @@ the line's text), in the order the server reads them: when a key repeats, the la
 Settings given on the command line (`redis-server --port 6380`) are reported with path
 "(command line)" and line 0. Absent settings produce nothing: the checks know the defaults.
 Only a few files are read (includes followed to a small limit); the filesystem is never walked.
+
+A config path comes from a process's command line or from the server's own reply (Redis INFO
+`config_file`), so another user may have chosen it. As root, such a file is read only when it
+belongs to root or to the process's user and that user could read it (`Host.readable_for`);
+only the matched directive lines are kept.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import sys
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 
 from portdoctor import services
 from portdoctor.collectors import Facts, Request, procfs
+from portdoctor.host import Host, LocalHost
 from portdoctor.model import COMMAND_LINE, Limitation, Listener, Process, ServiceConfig
 from portdoctor.services import ServiceInfo
 
@@ -202,40 +207,53 @@ _INCLUDE_KEYS = {"include", "include_if_exists", "include_dir", "!include", "!in
 
 class ConfigReader:
     """Reads config files as a process sees them (through /proc/PID/root when it runs in
-    another mount namespace), counting files against MAX_FILES."""
+    another mount namespace), counting files against MAX_FILES.
 
-    def __init__(self, proc_root: str, pid: int | None) -> None:
+    With the process's `uid`, a file is read only when `host.readable_for` allows it (files
+    another user's process named); the refused ones are kept in `refused` with the reason."""
+
+    def __init__(self, host: Host, pid: int | None, uid: int | None = None) -> None:
+        self.host = host
         self.prefix = ""
         self.files = 0
         self.denied: list[str] = []
-        if pid is not None and proc_root == "/proc":
-            try:
-                if os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt"):
-                    self.prefix = f"/proc/{pid}/root"
-            except OSError:
-                pass
+        self.refused: list[tuple[str, str]] = []  # (path, why it was not read)
+        self.uid = uid
+        self.checked = pid is not None and pid > 0  # a process chose the paths: check them
+        if self.checked and host.live:
+            mine, theirs = procfs.ns_id(host, "self", "mnt"), procfs.ns_id(host, pid, "mnt")
+            if mine is not None and theirs is not None and mine != theirs:
+                self.prefix = f"{host.proc_root}/{pid}/root"
 
     def read(self, path: str) -> str | None:
-        """The file's text, or None when missing, unreadable, or past the file limit."""
+        """The file's text, or None when missing, unreadable, refused, or past the file limit."""
         if self.files >= MAX_FILES:
             return None
+        if self.checked:
+            ok, why = self.host.readable_for(self.prefix + path, self.uid)
+            why = why.replace(self.prefix, "") if self.prefix else why  # name the file as the server does
+            if not ok:
+                if (path, why) not in self.refused:
+                    self.refused.append((path, why))
+                return None
         try:
-            with open(self.prefix + path, encoding="utf-8", errors="replace") as fh:
-                self.files += 1
-                return fh.read(1 << 20)
+            text = self.host.read_text(self.prefix + path, 1 << 20)
         except PermissionError:
             self.denied.append(path)
+            return None
         except OSError:
-            pass
-        return None
+            return None
+        self.files += 1
+        return text
 
     def glob(self, pattern: str) -> list[str]:
         """Paths matching a pattern with wildcards in its last parts (sorted, like includedir)."""
-        found = glob.glob(self.prefix + pattern)
+        found = self.host.glob(self.prefix + pattern)
         return sorted(p[len(self.prefix):] for p in found)
 
     def exists(self, path: str) -> bool:
-        return os.path.exists(self.prefix + path)
+        """True when the path exists as the process sees it."""
+        return self.host.exists(self.prefix + path)
 
 
 def read_settings(reader: ConfigReader, path: str, syntax: str, depth: int = 0) -> Iterator[tuple[str, Setting]]:
@@ -334,7 +352,7 @@ def config_paths(info: ServiceInfo, proc: Process, env: dict[str, str], reader: 
         for a in argv[1:]:
             if not a.startswith("-") and a.endswith(".conf"):
                 return [a]
-        told = _redis_told(proc, listeners, asked)
+        told = _redis_told(proc, listeners, asked, reader.host)
         if told is not None and told.config_file is not None:
             return [told.config_file] if told.config_file else []  # "" = no config file at all
         return packaged()[:1]
@@ -360,7 +378,8 @@ def config_paths(info: ServiceInfo, proc: Process, env: dict[str, str], reader: 
     return packaged()
 
 
-def _redis_told(proc: Process, listeners: Sequence[Listener], asked: dict[int, object] | None = None):
+def _redis_told(proc: Process, listeners: Sequence[Listener], asked: dict[int, object] | None = None,
+                host: Host | None = None):
     """What the Redis of this process says about itself (its title hides the config path).
 
     `asked` keeps the answers of one reading of a process's settings, so Redis is asked once.
@@ -376,7 +395,7 @@ def _redis_told(proc: Process, listeners: Sequence[Listener], asked: dict[int, o
                    key=lambda r: (r.address not in ("127.0.0.1", "::1", "0.0.0.0", "::"), r.family))
     for r in socks[:2]:
         address = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(r.address, r.address)
-        told = redisinfo.ask(address, r.port)
+        told = redisinfo.ask(address, r.port, host=host)
         if told is not None:
             break
     if asked is not None:
@@ -385,9 +404,9 @@ def _redis_told(proc: Process, listeners: Sequence[Listener], asked: dict[int, o
 
 
 def _redis_runtime_settings(proc: Process, listeners: Sequence[Listener],
-                            asked: dict[int, object] | None = None) -> list[ServiceConfig]:
+                            asked: dict[int, object] | None = None, host: Host | None = None) -> list[ServiceConfig]:
     """A Redis started without a config file: its bind list as given on its command line."""
-    told = _redis_told(proc, listeners, asked)
+    told = _redis_told(proc, listeners, asked, host)
     if told is None or told.config_file != "" or not told.bind:
         return []
     return [ServiceConfig("redis", COMMAND_LINE, 0, "bind", told.bind, f"--bind {told.bind}")]
@@ -435,13 +454,15 @@ def cmdline_settings(info: ServiceInfo, proc: Process) -> list[ServiceConfig]:
     return out
 
 
-def service_configs(info: ServiceInfo, proc: Process, proc_root: str = "/proc",
+def service_configs(info: ServiceInfo, proc: Process, host: Host | None = None,
                     env: dict[str, str] | None = None,
                     reader: ConfigReader | None = None,
                     listeners: Sequence[Listener] = ()) -> tuple[list[ServiceConfig], list[str]]:
-    """(settings, files that could not be read) of one server process."""
+    """(settings, files that could not be read) of one server process; files refused by the
+    reading rule are in `reader.refused`. The host is the reader's, else this machine."""
+    host = host or (reader.host if reader is not None else LocalHost())
     if reader is None:
-        reader = ConfigReader(proc_root, proc.pid)
+        reader = ConfigReader(host, proc.pid, procfs.read_uid(host, proc.pid))
     keys, syntax = _wanted_keys(info)
     out: list[ServiceConfig] = []
     asked: dict[int, object] = {}  # what Redis said of itself, asked once for both uses below
@@ -452,7 +473,7 @@ def service_configs(info: ServiceInfo, proc: Process, proc_root: str = "/proc",
                 out.append(ServiceConfig(info.name, file, s.line, key, s.value, s.text))
     out.extend(cmdline_settings(info, proc))
     if info.name == "redis" and not any(c.path == COMMAND_LINE and c.key == "bind" for c in out):
-        out.extend(_redis_runtime_settings(proc, listeners, asked))
+        out.extend(_redis_runtime_settings(proc, listeners, asked, reader.host))
     return out, reader.denied
 
 
@@ -465,8 +486,9 @@ def collect_configs(req: Request) -> Facts:
     from portdoctor.collectors.processes import processes_for
 
     procs, _ = processes_for(req)
+    host = req.system
     listeners: list[Listener] = []
-    if req.proc_root == "/proc" and sys.platform.startswith("linux"):  # a live host: servers can be asked
+    if host.live and sys.platform.startswith("linux"):  # a live host: servers can be asked
         from portdoctor.collectors.linux import listener_facts
 
         listeners = list(listener_facts(req).listeners)
@@ -479,21 +501,28 @@ def collect_configs(req: Request) -> Facts:
             continue
         running.add(info.name)
         # postgres, nginx and apache fork workers that share the parent's settings
-        parent = procs.get(procfs.read_ppid(req.proc_root, pid) or -1)
+        parent = procs.get(procfs.read_ppid(host, pid) or -1)
         if parent is not None and services.service_for_process(parent) is info:
             continue
-        env = procfs.read_environ(req.proc_root, pid) or {}
-        found, denied = service_configs(info, proc, req.proc_root, env, listeners=listeners)
+        env = procfs.read_environ(host, pid) or {}
+        uid = procfs.read_uid(host, pid)
+        reader = ConfigReader(host, pid, uid)
+        found, denied = service_configs(info, proc, host, env, reader=reader, listeners=listeners)
         out.extend(x for x in found if x not in out)
         for path in denied:
             lims.append(Limitation(f"{info.name} configuration {path} is not readable",
                                    "run as root (sudo) to read it"))
-    if req.proc_root == "/proc":  # a recorded tree comes from another host: its files are not here
+        for path, why in reader.refused:
+            lims.append(Limitation(
+                f"{info.name} configuration {path}, named by process {pid} (user {proc.user or uid}), "
+                f"was not read: {why}", "check that file by hand; portdoctor reads for a process only "
+                "what its user could read"))
+    if host.live:  # a recorded tree comes from another host: its files are not here
         for info in expected_services(req):
             if info.name in running:
                 continue
-            found, denied = service_configs(info, Process(pid=0, name=info.name),
-                                            reader=ConfigReader(req.proc_root, None))
+            found, denied = service_configs(info, Process(pid=0, name=info.name), host,
+                                            reader=ConfigReader(host, None))
             out.extend(x for x in found if x not in out)
             for path in denied:
                 lims.append(Limitation(f"{info.name} configuration {path} is not readable",

@@ -1,7 +1,7 @@
 """Containers: what the engine knows (Docker Engine API, also served by Podman) and what
 really listens inside each container's network namespace (/proc/PID/net/tcp).
 
-extra["containers"] = {
+Snapshot.containers (ContainerFacts) is built from this plain form = {
   "engine": "docker" | "podman" | None, "source": "api unix:///..." | "cli podman" | "proc",
   "self": "name" | None,           # the container whose network namespace portdoctor runs in
   "gateway": "10.88.0.1" | None,   # this namespace's default gateway (the host, seen from a container)
@@ -17,22 +17,24 @@ extra["containers"] = {
                                         # when stopped, its network's gateway is ours)
                   "logs": [...], "labels": {...}}]}
 
-The collector only gathers; checks/mapping.py decides.
+The collector only gathers; checks/mapping.py decides. Everything it reads comes through the
+Host (req.system); the Docker SDK talks to the engine's socket itself, so the API is asked only
+on a live host (a recorded one answers from its recorded CLI output or its /proc).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
-import stat
-import subprocess
+from collections.abc import Mapping
 from typing import Any
 
+from portdoctor import redact
 from portdoctor.collectors import Facts, Request
 from portdoctor.collectors import procfs
 from portdoctor.collectors.procfs import netns_inode
+from portdoctor.host import Host
 from portdoctor.hostfacts import ContainerFacts
 from portdoctor.model import Limitation
 from portdoctor.plain import from_plain
@@ -47,14 +49,13 @@ API_TIMEOUT = 5
 
 
 
-def ns_listeners(proc_root: str, pid: int) -> list[dict[str, Any]] | None:
+def ns_listeners(host: Host, pid: int) -> list[dict[str, Any]] | None:
     """LISTEN sockets in pid's network namespace, from /proc/PID/net/tcp{,6}; None if unreadable."""
     out: list[dict[str, Any]] = []
     seen = False
     for name in ("tcp", "tcp6"):
         try:
-            with open(f"{proc_root}/{pid}/net/{name}", encoding="ascii") as fh:
-                text = fh.read()
+            text = host.read_text(f"{host.proc_root}/{pid}/net/{name}", 1 << 30)
         except OSError:
             continue
         seen = True
@@ -91,23 +92,22 @@ def parse_if_inet6(text: str) -> list[str]:
     return out
 
 
-def ns_addresses(proc_root: str, pid: int | str) -> list[str]:
+def ns_addresses(host: Host, pid: int | str) -> list[str]:
     """Addresses configured in pid's network namespace (loopback included)."""
     out: list[str] = []
     for name, parser in (("fib_trie", parse_fib_trie_local), ("if_inet6", parse_if_inet6)):
         try:
-            with open(f"{proc_root}/{pid}/net/{name}", encoding="ascii", errors="replace") as fh:
-                out += [a for a in parser(fh.read()) if a not in out]
+            out += [a for a in parser(host.read_text(f"{host.proc_root}/{pid}/net/{name}", 1 << 26))
+                    if a not in out]
         except OSError:
             pass
     return out
 
 
-def default_gateway(proc_root: str, pid: int | str = "self") -> str | None:
+def default_gateway(host: Host, pid: int | str = "self") -> str | None:
     """The IPv4 default gateway of pid's namespace (/proc/PID/net/route)."""
     try:
-        with open(f"{proc_root}/{pid}/net/route", encoding="ascii") as fh:
-            lines = fh.read().splitlines()[1:]
+        lines = host.read_text(f"{host.proc_root}/{pid}/net/route").splitlines()[1:]
     except OSError:
         return None
     for line in lines:
@@ -154,7 +154,7 @@ def normalize(inspect: dict[str, Any]) -> dict[str, Any]:
         nets.append({"name": name, "address": n.get("IPAddress") or None,
                      "gateway": n.get("Gateway") or None, "prefixlen": n.get("IPPrefixLen") or None,
                      "aliases": list(n.get("Aliases") or [])})
-    cmd = list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
+    cmd = list(redact.argv(list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])))
     labels = cfg.get("Labels") or {}
     return {
         "id": str(inspect.get("Id", ""))[:12],
@@ -208,16 +208,16 @@ def _fill_gateways(recs: list[dict[str, Any]], gateways: dict[str, list[str]]) -
                 n["gateway_from"] = "network"
 
 
-def _socket_path(env: dict[str, str]) -> str | None:
+def _socket_path(host: Host, env: Mapping[str, str]) -> str | None:
     for var in ("DOCKER_HOST", "CONTAINER_HOST"):
         url = env.get(var, "")
         if url.startswith("unix://"):
             return url[len("unix://"):]
     for path in SOCKETS:
-        if os.path.exists(path):
+        if host.exists(path):
             return path
     xdg = env.get("XDG_RUNTIME_DIR")
-    if xdg and os.path.exists(f"{xdg}/podman/podman.sock"):
+    if xdg and host.exists(f"{xdg}/podman/podman.sock"):
         return f"{xdg}/podman/podman.sock"
     return None
 
@@ -253,27 +253,36 @@ def from_api(path: str, logs_for: set[str] | None = None) -> tuple[str, list[dic
         client.close()
 
 
-def from_cli(exe: str) -> list[dict[str, Any]]:
+class CliFailure(RuntimeError):
+    """The engine's CLI failed, timed out or vanished."""
+
+
+def _cli(host: Host, argv: list[str], timeout: float) -> str:
+    r = host.run(argv, timeout)
+    if not r.ok:
+        why = "not installed" if r.missing else (r.stderr.strip().splitlines() or [f"exit status {r.rc}"])[-1]
+        raise CliFailure(f"`{' '.join(os.path.basename(a) if i == 0 else a for i, a in enumerate(argv))}`: {why}")
+    return r.stdout
+
+
+def from_cli(host: Host, exe: str) -> list[dict[str, Any]]:
     """Containers through `podman`/`docker` (used when no API socket is there)."""
-    ids = subprocess.run([exe, "ps", "-a", "-q", "--no-trunc"], capture_output=True, text=True,
-                         timeout=15, check=True).stdout.split()
+    ids = _cli(host, [exe, "ps", "-a", "-q", "--no-trunc"], 15).split()
     if not ids:
         return []
-    docs = json.loads(subprocess.run([exe, "inspect", *ids], capture_output=True, text=True, timeout=15,
-                                     check=True).stdout or "[]")
+    docs = json.loads(_cli(host, [exe, "inspect", *ids], 15) or "[]")
     out = []
     for doc in docs:
         rec = normalize(doc)
         if rec["state"] != "running" or rec["restart_count"] >= 2:
-            cp = subprocess.run([exe, "logs", "--tail", str(LOG_LINES), rec["id"]], capture_output=True,
-                                text=True, timeout=10)
+            cp = host.run([exe, "logs", "--tail", str(LOG_LINES), rec["id"]], 10)
             rec["logs"] = (cp.stdout + cp.stderr).splitlines()[-LOG_LINES:]
         out.append(rec)
     gws: dict[str, list[str]] = {}
     for net in _needs_gateway(out):
-        cp = subprocess.run([exe, "network", "inspect", net], capture_output=True, text=True, timeout=15)
+        cp = host.run([exe, "network", "inspect", net], 15)
         try:
-            docs = json.loads(cp.stdout or "[]") if cp.returncode == 0 else []
+            docs = json.loads(cp.stdout or "[]") if cp.ok else []
         except ValueError:
             docs = []
         gws[net] = [g for d in docs if isinstance(d, dict) for g in network_gateways(d)]
@@ -281,39 +290,39 @@ def from_cli(exe: str) -> list[dict[str, Any]]:
     return out
 
 
-def from_proc(proc_root: str, own_ns: int | None) -> list[dict[str, Any]]:
+def from_proc(host: Host, own_ns: int | None) -> list[dict[str, Any]]:
     """Containers seen only through /proc: processes in a container cgroup and another netns."""
     by_id: dict[str, dict[str, Any]] = {}
-    for pid in procfs.pids(proc_root):
-        _unit, cid = procfs.read_cgroup(proc_root, pid)
+    for pid in procfs.pids(host):
+        _unit, cid = procfs.read_cgroup(host, pid)
         if not cid or cid[:12] in by_id:
             continue
-        ns = netns_inode(proc_root, pid)
+        ns = netns_inode(host, pid)
         if ns is None or ns == own_ns:
             continue
         by_id[cid[:12]] = {
             "id": cid[:12], "name": cid[:12], "image": None, "state": "running", "status": "running",
             "exit_code": None, "oom_killed": False, "error": None, "restart_count": 0,
             "restart_policy": None, "started_at": None, "finished_at": None, "pid": pid,
-            "cmd": list(procfs.read_cmdline(proc_root, pid)), "networks": [], "network_mode": None,
+            "cmd": list(redact.argv(procfs.read_cmdline(host, pid))), "networks": [], "network_mode": None,
             "ports": [], "listeners": None, "addresses": [], "local": None, "logs": [], "labels": {},
         }
     return list(by_id.values())
 
 
-def engine_side_netns(proc_root: str, pid: int) -> int | None:
+def engine_side_netns(host: Host, pid: int) -> int | None:
     """The network namespace of the engine's side of a container: the first ancestor of pid
     (conmon, containerd-shim) that lives in another namespace than the container itself. That
     is where the engine published its ports (conmon's port holders, docker-proxy, DNAT rules)."""
-    ns = netns_inode(proc_root, pid)
+    ns = netns_inode(host, pid)
     if ns is None:
         return None
     cur: int | None = pid
     for _ in range(64):
-        cur = procfs.read_ppid(proc_root, cur) if cur else None
+        cur = procfs.read_ppid(host, cur) if cur else None
         if not cur:
             return None
-        pns = netns_inode(proc_root, cur)
+        pns = netns_inode(host, cur)
         if pns is None:
             return None
         if pns != ns:
@@ -321,22 +330,22 @@ def engine_side_netns(proc_root: str, pid: int) -> int | None:
     return None
 
 
-def _enrich(rec: dict[str, Any], proc_root: str, own_ns: int | None, own_addrs: set[str]) -> None:
+def _enrich(rec: dict[str, Any], host: Host, own_ns: int | None, own_addrs: set[str]) -> None:
     """Listeners and addresses inside the container's namespace; is it attached to this host?"""
     pid = rec.get("pid")
     rec["same_netns"] = False
     rec["here"] = None
     if pid:
-        ns = netns_inode(proc_root, pid)
+        ns = netns_inode(host, pid)
         if ns is not None and ns == own_ns:
             rec["same_netns"] = True
             rec["here"] = True
         else:
-            side = engine_side_netns(proc_root, pid)
+            side = engine_side_netns(host, pid)
             if side is not None and own_ns is not None:
                 rec["here"] = side == own_ns
-        rec["listeners"] = ns_listeners(proc_root, pid)
-        addrs = [a for a in ns_addresses(proc_root, pid) if not a.startswith("127.") and a != "::1"]
+        rec["listeners"] = ns_listeners(host, pid)
+        addrs = [a for a in ns_addresses(host, pid) if not a.startswith("127.") and a != "::1"]
         rec["addresses"] = list(dict.fromkeys(rec["addresses"] + addrs))
     gateways = {n["gateway"] for n in rec["networks"] if n.get("gateway")}
     if rec["same_netns"]:
@@ -349,24 +358,30 @@ def _enrich(rec: dict[str, Any], proc_root: str, own_ns: int | None, own_addrs: 
         rec["here"] = bool(gateways & own_addrs)  # stopped: is its network's bridge ours?
 
 
-def gather(req: Request, env: dict[str, str] | None = None) -> Facts:
-    """Everything the containers collector returns (see the module docstring)."""
-    env = dict(os.environ) if env is None else env
-    proc = req.proc_root
+def gather(req: Request, env: Mapping[str, str] | None = None) -> Facts:
+    """Everything the containers collector returns (see the module docstring).
+
+    `env` is portdoctor's own environment (DOCKER_HOST, XDG_RUNTIME_DIR); the host's by default."""
+    proc = req.system  # the Host every read goes through
+    env = proc.environ() if env is None else env
     own_ns = netns_inode(proc, "self")
     own_addrs = set(ns_addresses(proc, "self"))
     lims: list[Limitation] = []
     engine: str | None = None
     source: str | None = None
     containers: list[dict[str, Any]] = []
-    path = _socket_path(env)
-    cli = shutil.which("podman", path=env.get("PATH")) or shutil.which("docker", path=env.get("PATH"))
-    if path and not os.path.exists(path):
+    path = _socket_path(proc, env)
+    cli = proc.which("podman") or proc.which("docker")
+    if path and not proc.exists(path):
         lims.append(Limitation(f"the container engine socket {path} (DOCKER_HOST) does not exist",
                                "start the engine, or unset DOCKER_HOST"))
         path = None
-    if path:
-        if not stat.S_ISSOCK(os.stat(path).st_mode) or not os.access(path, os.R_OK | os.W_OK):
+    if path and proc.live:
+        try:
+            kind = proc.stat(path).kind
+        except OSError:
+            kind = None
+        if kind != "socket":
             lims.append(Limitation(f"the container engine socket {path} is not accessible: containers "
                                    "are unknown", "run as root or as a member of the docker group"))
         else:
@@ -377,14 +392,18 @@ def gather(req: Request, env: dict[str, str] | None = None) -> Facts:
                 lims.append(Limitation("the Docker SDK for Python is not installed: containers read "
                                        "through the CLI or /proc only", "pip install docker"))
             except Exception as exc:  # engine down, API error: say so and fall back
-                lims.append(Limitation(f"the container engine at {path} did not answer ({exc})",
-                                       "start the engine (systemctl start docker / podman system service)"))
+                if "Permission denied" in str(exc):
+                    lims.append(Limitation(f"the container engine socket {path} is not accessible: containers "
+                                           "are unknown", "run as root or as a member of the docker group"))
+                else:
+                    lims.append(Limitation(f"the container engine at {path} did not answer ({exc})",
+                                           "start the engine (systemctl start docker / podman system service)"))
     if source is None and cli:
         try:
-            containers = from_cli(cli)
+            containers = from_cli(proc, cli)
             engine, source = os.path.basename(cli), f"cli {os.path.basename(cli)}"
             lims = [x for x in lims if "did not answer" not in x.what and "SDK" not in x.what]
-        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        except (OSError, CliFailure, ValueError) as exc:
             lims.append(Limitation(f"`{os.path.basename(cli)} ps` failed ({exc}); containers seen through "
                                    "/proc only", "run as root"))
     seen = {c["id"] for c in containers}

@@ -2,8 +2,9 @@
 with rule counters, plus what the evaluator needs to route a packet (local addresses, routes,
 forwarding switches). Facts only: what the rules mean for a flow is the check's business.
 
-The tools run in parallel, each with a timeout. A missing tool or a missing privilege becomes
-a Limitation ("iptables rules not read: iptables-save needs root (run with sudo)").
+The tools run in parallel through the Host (`Host.run_all`), each with a timeout, found in the
+safe PATH when root. A missing tool or a missing privilege becomes a Limitation ("iptables
+rules not read: iptables-save needs root (run with sudo)").
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
 import time
 from dataclasses import dataclass, replace
 from typing import Any
 
 from portdoctor.collectors import Facts, Request
+from portdoctor.host import Host
 from portdoctor.firewall.iptables import parse_ipset_save, parse_iptables_save
 from portdoctor.firewall.model import Ruleset, Table, counters_of
 from portdoctor.hostfacts import FirewallFacts, FirewallTool
@@ -45,89 +45,69 @@ class _Result:
     missing: bool = False
 
 
-def _proc_has_tables(path: str) -> bool:
+def _proc_has_tables(system: Host, path: str) -> bool:
     """True when legacy x_tables has tables loaded in this namespace (/proc/net/ip_tables_names)."""
     try:
-        with open(path) as f:
-            return bool(f.read().strip())
+        return bool(system.read_text(path).strip())
     except OSError:
         return False
 
 
-def _save_tool(variant: str, v6: bool) -> str | None:
+def _save_tool(system: Host, variant: str, v6: bool) -> str | None:
     """The iptables-save binary of a variant ("nft" or "legacy"), or None."""
     base = "ip6tables" if v6 else "iptables"
     for name in (f"{base}-{variant}-save",) + ((f"{base}-save",) if variant == "nft" else ()):
-        path = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+        path = system.which(name)
         if path:
             return path
     return None
 
 
-def _jobs(routes: bool) -> tuple[list[_Job], list[Limitation]]:
+def _jobs(system: Host, routes: bool) -> tuple[list[_Job], list[Limitation]]:
     jobs: list[_Job] = []
     limits: list[Limitation] = []
     for v6 in (False, True):
         fam = "ip6" if v6 else "ip"
-        tool = _save_tool("nft", v6)
+        tool = _save_tool(system, "nft", v6)
         base = "ip6tables" if v6 else "iptables"
         if tool is None:
             limits.append(Limitation(f"{base} rules not read: {base}-save is not installed",
                                      "install the iptables package"))
         else:
             jobs.append(_Job(f"{base} rules", (tool, "-c"), fam, "iptables"))
-        if _proc_has_tables(f"/proc/net/{base.replace('tables', '_tables')}_names"):
-            legacy = _save_tool("legacy", v6)
+        if _proc_has_tables(system, f"{system.proc_root}/net/{base.replace('tables', '_tables')}_names"):
+            legacy = _save_tool(system, "legacy", v6)
             if legacy is None:
                 limits.append(Limitation(f"{base}-legacy rules not read: {base}-legacy-save is not installed",
                                          "install the iptables package"))
             else:
                 jobs.append(_Job(f"{base}-legacy rules", (legacy, "-c"), fam, "iptables-legacy"))
-    nft = shutil.which("nft", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    nft = system.which("nft")
     if nft is None:
         limits.append(Limitation("nftables rules not read: nft is not installed", "install the nftables package"))
     else:
         jobs.append(_Job("nftables rules", (nft, "-j", "list", "ruleset"), source="nft-json"))
         jobs.append(_Job("nftables rules", (nft, "-a", "list", "ruleset"), source="nft-text"))
-    ipset = shutil.which("ipset", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
-    if ipset is not None and os.path.exists("/sys/module/ip_set"):
+    ipset = system.which("ipset")
+    if ipset is not None and system.exists("/sys/module/ip_set"):
         jobs.append(_Job("ipsets", (ipset, "save"), source="ipset"))
-    ip = shutil.which("ip", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/bin")
+    ip = system.which("ip")
     if routes and ip is not None:
         jobs.append(_Job("routes", (ip, "-j", "-4", "route", "show", "table", "all"), source="routes4"))
         jobs.append(_Job("routes", (ip, "-j", "-6", "route", "show", "table", "all"), source="routes6"))
     return jobs, limits
 
 
-def _run_all(jobs: list[_Job]) -> list[_Result]:
+def _run_all(system: Host, jobs: list[_Job]) -> list[_Result]:
     """Start every job at once; collect each within TIMEOUT."""
-    procs: list[tuple[_Job, subprocess.Popen[str] | None]] = []
-    for j in jobs:
-        try:
-            p = subprocess.Popen(j.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 stdin=subprocess.DEVNULL, env={**os.environ, "LC_ALL": "C"})
-        except FileNotFoundError:
-            procs.append((j, None))
-            continue
-        except PermissionError as exc:
-            procs.append((j, None))
-            del exc
-            continue
-        procs.append((j, p))
     out: list[_Result] = []
-    deadline = time.monotonic() + TIMEOUT
-    for j, p in procs:
-        if p is None:
+    for j, r in zip(jobs, system.run_all([j.argv for j in jobs], TIMEOUT), strict=True):
+        if r.missing:
             out.append(_Result(j, missing=True))
-            continue
-        try:
-            so, se = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.communicate()
+        elif r.timed_out:
             out.append(_Result(j, err=f"timed out after {TIMEOUT:g} s", rc=-1))
-            continue
-        out.append(_Result(j, so, se, p.returncode))
+        else:
+            out.append(_Result(j, r.stdout, r.stderr, r.rc if r.rc is not None else -1))
     return out
 
 
@@ -142,10 +122,10 @@ def _limitation(r: _Result) -> Limitation:
     return Limitation(f"{r.job.name} not read: {tool} failed: {err}")
 
 
-def _read(routes: bool) -> tuple[Ruleset, dict[str, Any], list[Limitation]]:
+def _read(system: Host, routes: bool) -> tuple[Ruleset, dict[str, Any], list[Limitation]]:
     """Run the tools and parse what they printed."""
-    jobs, limits = _jobs(routes)
-    results = _run_all(jobs)
+    jobs, limits = _jobs(system, routes)
+    results = _run_all(system, jobs)
     tools: list[dict[str, Any]] = []
     saves: list[tuple[str, str, str]] = []
     nft_json: str | None = None
@@ -176,7 +156,8 @@ def _read(routes: bool) -> tuple[Ruleset, dict[str, Any], list[Limitation]]:
     ruleset, problems = build_ruleset(saves, nft_json, nft_text, ipset_text)
     limits.extend(problems)
     if routes:
-        host["forwarding"] = {"4": _sysctl("net/ipv4/ip_forward"), "6": _sysctl("net/ipv6/conf/all/forwarding")}
+        host["forwarding"] = {"4": _sysctl(system, "net/ipv4/ip_forward"),
+                              "6": _sysctl(system, "net/ipv6/conf/all/forwarding")}
     host["tools"] = tools
     return ruleset, host, limits
 
@@ -258,10 +239,9 @@ def build_ruleset(saves: list[tuple[str, str, str]], nft_json: str | None = None
     return Ruleset(tuple(tables), tuple(ipsets)), limits
 
 
-def _sysctl(key: str) -> bool | None:
+def _sysctl(system: Host, key: str) -> bool | None:
     try:
-        with open(f"/proc/sys/{key}") as f:
-            return f.read().strip() != "0"
+        return system.read_text(f"{system.proc_root}/sys/{key}").strip() != "0"
     except OSError:
         return None
 
@@ -299,7 +279,7 @@ def _routes(text: str, host: dict[str, Any], v6: bool = False) -> None:
 def collect_firewall(req: Request) -> Facts:
     """Rulesets (with counters), local addresses, routes and forwarding, as FirewallFacts."""
     start = time.monotonic()
-    rs, host, limits = _read(routes=True)
+    rs, host, limits = _read(req.system, routes=True)
     before = req.before.get(BEFORE_KEY) if req.before else None
     facts = FirewallFacts(
         ruleset=rs,
@@ -319,11 +299,11 @@ def sample_counters(req: Request) -> dict[str, Any]:
 
     Reads only the counters (no rule parsing), keyed as `counter_key` keys them.
     """
-    jobs, _limits = _jobs(routes=False)
+    jobs, _limits = _jobs(req.system, routes=False)
     jobs = [j for j in jobs if j.source in ("iptables", "iptables-legacy", "nft-json")]
     counters: dict[str, int] = {}
     owned: set[tuple[str, ...]] = set()
-    results = _run_all(jobs)
+    results = _run_all(req.system, jobs)
     for r in results:
         if r.missing or r.rc != 0 or r.job.source == "nft-json":
             continue

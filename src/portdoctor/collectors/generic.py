@@ -2,6 +2,8 @@
 
 psutil reports no accept queue, backlog or IPV6_V6ONLY, and on macOS needs root to see other
 users' sockets; what it cannot see becomes a Limitation. Processes are filled for the owners.
+psutil reads the machine portdoctor runs on: these collectors are the documented exception to
+the Host seam (portdoctor.host), for platforms without /proc; command lines are redacted.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from portdoctor import redact
 from portdoctor.collectors import Facts, Request
 from portdoctor.model import InterfaceAddress, Limitation, Listener, Process
 
@@ -46,7 +49,7 @@ def _process(pid: int) -> Process | None:
                 limit = p.rlimit(resource.RLIMIT_NOFILE)[0]
         except (psutil.Error, ImportError, OSError):
             limit = None
-        return Process(pid=pid, name=name, cmdline=cmdline, user=user, open_fds=open_fds,
+        return Process(pid=pid, name=name, cmdline=redact.argv(cmdline), user=user, open_fds=open_fds,
                        fd_soft_limit=limit if limit and limit > 0 else None, cwd=cwd)
     except psutil.Error:
         return None

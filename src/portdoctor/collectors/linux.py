@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from portdoctor.collectors import Facts, Request
 from portdoctor.collectors.procfs import OwnerScan, read_proc_net_tcp, scan_socket_owners
+from portdoctor.host import Host, LocalHost
 from portdoctor.model import InterfaceAddress, Limitation, Listener, RouteLookup
 
 # linux/netlink.h, linux/sock_diag.h, linux/inet_diag.h
@@ -98,9 +99,9 @@ def parse_sock_diag(data: bytes | bytearray | memoryview, out: list[RawListener]
     return False
 
 
-def sock_diag_chunks(family: int) -> Iterator[memoryview]:
+def sock_diag_chunks(family: int, host: Host | None = None) -> Iterator[memoryview]:
     """The raw replies of a TCP LISTEN dump for one family (each valid until the next one)."""
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as sk:
+    with (host or LocalHost()).netlink(NETLINK_SOCK_DIAG) as sk:
         sk.settimeout(5.0)
         sk.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         body = _REQ_V2.pack(family, socket.IPPROTO_TCP, 0, 1 << TCP_LISTEN)
@@ -115,23 +116,26 @@ def sock_diag_chunks(family: int) -> Iterator[memoryview]:
             yield view[:n]
 
 
-def sock_diag_listeners(family: int) -> list[RawListener]:
+def sock_diag_listeners(family: int, host: Host | None = None) -> list[RawListener]:
     """Every TCP LISTEN socket of one address family in this network namespace."""
     out: list[RawListener] = []
-    for chunk in sock_diag_chunks(family):
+    for chunk in sock_diag_chunks(family, host):
         if parse_sock_diag(chunk, out):
             break
     return out
 
 
-def read_listeners(proc_root: str = "/proc") -> tuple[list[RawListener], list[Limitation], str]:
-    """(listeners, limitations, source): sock_diag for both families, else /proc/net/tcp{,6}."""
+def read_listeners(host: Host) -> tuple[list[RawListener], list[Limitation], str]:
+    """(listeners, limitations, source): sock_diag for both families, else /proc/net/tcp{,6}.
+
+    A host without a kernel to ask (a recorded one, a recorded /proc tree) goes straight to
+    the tables, without a limitation: that is all it has."""
     lims: list[Limitation] = []
-    if proc_root == "/proc":
+    if host.live:
         try:
-            raw = sock_diag_listeners(socket.AF_INET)
+            raw = sock_diag_listeners(socket.AF_INET, host)
             try:
-                raw += sock_diag_listeners(socket.AF_INET6)
+                raw += sock_diag_listeners(socket.AF_INET6, host)
             except NetlinkFailure as exc:
                 if exc.errno not in (errno_mod.ENOENT, errno_mod.EAFNOSUPPORT):
                     raise
@@ -141,7 +145,7 @@ def read_listeners(proc_root: str = "/proc") -> tuple[list[RawListener], list[Li
                 f"netlink sock_diag failed ({exc}); listeners read from /proc/net/tcp, "
                 "without accept-queue capacity (backlog) or IPV6_V6ONLY",
                 "load the inet_diag and tcp_diag kernel modules (modprobe tcp_diag)"))
-    plain, more = read_proc_net_tcp(proc_root)
+    plain, more = read_proc_net_tcp(host)
     lims.extend(more)
     raw = [RawListener(x.address, x.port, x.family, x.v6only, x.queue, x.backlog, x.inode)
            for x in plain]
@@ -153,7 +157,7 @@ def read_listeners(proc_root: str = "/proc") -> tuple[list[RawListener], list[Li
 
 @dataclass
 class ListenerFacts:
-    """Listeners with their owners, computed once per Request and shared with processes.py."""
+    """Listeners with their owners, computed once per collect() and shared with processes.py."""
 
     listeners: list[Listener] = field(default_factory=list)
     scan: OwnerScan = field(default_factory=OwnerScan)
@@ -162,13 +166,14 @@ class ListenerFacts:
 
 
 def listener_facts(req: Request) -> ListenerFacts:
-    """Listeners and socket owners for this request (read once per collection run)."""
-    return req.derive("linux.listener_facts", lambda: _read_listener_facts(req))
+    """Listeners and socket owners for this request (read once per collect(): `req.derive`)."""
+    return req.derive("linux.listener_facts", lambda: read_listener_facts(req.system))
 
 
-def _read_listener_facts(req: Request) -> ListenerFacts:
-    raw, lims, source = read_listeners(req.proc_root)
-    scan = scan_socket_owners((r.inode for r in raw), req.proc_root)
+def read_listener_facts(host: Host) -> ListenerFacts:
+    """Listeners and the pids holding them, read now."""
+    raw, lims, source = read_listeners(host)
+    scan = scan_socket_owners((r.inode for r in raw), host)
     listeners = [
         Listener(address=r.address, port=r.port, family=r.family, v6only=r.v6only, queue=r.queue,
                  backlog=r.backlog, inode=r.inode, pids=tuple(scan.owners.get(r.inode, ())))
@@ -176,7 +181,7 @@ def _read_listener_facts(req: Request) -> ListenerFacts:
     ]
     listeners.sort(key=lambda x: (x.port, x.family, x.address, x.inode))
     unknown = sum(1 for x in listeners if not x.pids and x.inode)
-    if unknown and (scan.unreadable or not _is_root()):
+    if unknown and (scan.unreadable or not host.is_root):
         lims.append(Limitation(f"owners of {unknown} listening sockets are unknown",
                                "run as root (sudo) to see which process holds each port"))
     elif unknown:
@@ -185,10 +190,6 @@ def _read_listener_facts(req: Request) -> ListenerFacts:
             f"{what} no owner among the processes visible here: the kernel's own, or held in "
             "another PID namespace", "run `ss -ltnp` inside the container or PID namespace that owns them"))
     return ListenerFacts(listeners, scan, lims, source)
-
-
-def _is_root() -> bool:
-    return os.geteuid() == 0
 
 
 def collect_listeners(req: Request) -> Facts:
@@ -230,10 +231,11 @@ def _rtattrs(data: memoryview | bytes, off: int, end: int) -> dict[int, bytes]:
     return out
 
 
-def netlink_request(proto: int, mtype: int, flags: int, body: bytes) -> list[tuple[int, bytes]]:
+def netlink_request(proto: int, mtype: int, flags: int, body: bytes,
+                    host: Host | None = None) -> list[tuple[int, bytes]]:
     """Send one request and return its replies as (type, payload); raises NetlinkFailure."""
     out: list[tuple[int, bytes]] = []
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, proto) as sk:
+    with (host or LocalHost()).netlink(proto) as sk:
         sk.settimeout(5.0)
         sk.sendto(_NLMSGHDR.pack(16 + len(body), mtype, flags | NLM_F_REQUEST, 1, 0) + body, (0, 0))
         dump = bool(flags & NLM_F_DUMP)
@@ -257,11 +259,11 @@ def netlink_request(proto: int, mtype: int, flags: int, body: bytes) -> list[tup
                 return out
 
 
-def read_links() -> dict[int, tuple[str, bool]]:
+def read_links(host: Host | None = None) -> dict[int, tuple[str, bool]]:
     """ifindex -> (name, administratively up)."""
     out: dict[int, tuple[str, bool]] = {}
     body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0)
-    for rtype, payload in netlink_request(NETLINK_ROUTE, RTM_GETLINK, NLM_F_DUMP, body):
+    for rtype, payload in netlink_request(NETLINK_ROUTE, RTM_GETLINK, NLM_F_DUMP, body, host):
         if rtype != RTM_NEWLINK or len(payload) < 16:
             continue
         _fam, _type, index, flags, _change = struct.unpack_from("=BxHiII", payload)
@@ -271,12 +273,12 @@ def read_links() -> dict[int, tuple[str, bool]]:
     return out
 
 
-def read_addresses() -> list[InterfaceAddress]:
+def read_addresses(host: Host | None = None) -> list[InterfaceAddress]:
     """Every IPv4 and IPv6 address on this namespace's interfaces."""
-    links = read_links()
+    links = read_links(host)
     out: list[InterfaceAddress] = []
     body = struct.pack("=BBBBI", socket.AF_UNSPEC, 0, 0, 0, 0)
-    for rtype, payload in netlink_request(NETLINK_ROUTE, RTM_GETADDR, NLM_F_DUMP, body):
+    for rtype, payload in netlink_request(NETLINK_ROUTE, RTM_GETADDR, NLM_F_DUMP, body, host):
         if rtype != RTM_NEWADDR or len(payload) < 8:
             continue
         family, prefixlen, _flags, _scope, index = struct.unpack_from("=BBBBI", payload)
@@ -290,17 +292,18 @@ def read_addresses() -> list[InterfaceAddress]:
     return out
 
 
-def _route_get(family: int, packed: bytes, flags: int) -> tuple[int, dict[int, bytes]]:
+def _route_get(family: int, packed: bytes, flags: int, host: Host | None = None) -> tuple[int, dict[int, bytes]]:
     body = struct.pack("=BBBBBBBBI", family, len(packed) * 8, 0, 0, 0, 0, 0, 0, flags)
     body += struct.pack("=HH", 4 + len(packed), RTA_DST) + packed
-    for rtype, payload in netlink_request(NETLINK_ROUTE, RTM_GETROUTE, 0, body):
+    for rtype, payload in netlink_request(NETLINK_ROUTE, RTM_GETROUTE, 0, body, host):
         if rtype == RTM_NEWROUTE and len(payload) >= 12:
             rtm_type = payload[7]
             return rtm_type, _rtattrs(payload, 12, len(payload))
     raise NetlinkFailure(errno_mod.ENOENT, "no route message in the reply")
 
 
-def route_lookup(address: str, links: dict[int, tuple[str, bool]] | None = None) -> RouteLookup:
+def route_lookup(address: str, links: dict[int, tuple[str, bool]] | None = None,
+                 host: Host | None = None) -> RouteLookup:
     """How this host would send to `address` (`ip route get`; sends no packet)."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     try:
@@ -308,11 +311,11 @@ def route_lookup(address: str, links: dict[int, tuple[str, bool]] | None = None)
     except OSError:
         return RouteLookup(destination=address, kind="none")
     try:
-        rtm_type, attrs = _route_get(family, packed, 0)
+        rtm_type, attrs = _route_get(family, packed, 0, host)
     except NetlinkFailure as exc:
         # unreachable/prohibit/blackhole routes fail the lookup: ask which route matched
         try:
-            rtm_type, attrs = _route_get(family, packed, RTM_F_FIB_MATCH)
+            rtm_type, attrs = _route_get(family, packed, RTM_F_FIB_MATCH, host)
         except NetlinkFailure:
             return RouteLookup(destination=address, kind=_ROUTE_ERRNO_KINDS.get(exc.errno or 0, "none"))
     links = links if links is not None else {}
@@ -329,14 +332,16 @@ def route_lookup(address: str, links: dict[int, tuple[str, bool]] | None = None)
 def collect_addresses(req: Request) -> Facts:
     """Every interface address of this network namespace, with interface name and up state."""
     try:
-        return Facts(fields={"addresses": tuple(read_addresses())})
+        return Facts(fields={"addresses": tuple(read_addresses(req.system))})
     except (OSError, NetlinkFailure) as exc:
-        try:
-            from portdoctor.collectors import generic
+        facts = Facts()
+        if req.system.live:  # psutil reads this machine only (ioctls and /proc)
+            try:
+                from portdoctor.collectors import generic
 
-            facts = generic.collect_addresses(req)  # psutil reads them through ioctls and /proc
-        except Exception:  # noqa: BLE001 - any failure here only means "not seen"
-            facts = Facts()
+                facts = generic.collect_addresses(req)
+            except Exception:  # noqa: BLE001 - any failure here only means "not seen"
+                facts = Facts()
         facts.limitations.append(Limitation(
             f"interface addresses could not be read over netlink ({exc})"
             + ("; psutil's view is used" if facts.fields else ""), "run `ip -br addr` to see them"))
@@ -349,8 +354,8 @@ def collect_routes(req: Request) -> Facts:
     if not wanted:
         return Facts(fields={"routes": ()})
     try:
-        links = read_links()
-        routes = tuple(route_lookup(a, links) for a in wanted)
+        links = read_links(req.system)
+        routes = tuple(route_lookup(a, links, req.system) for a in wanted)
     except (OSError, NetlinkFailure) as exc:
         return Facts(limitations=[Limitation(f"route lookups failed over netlink ({exc})",
                                              "run `ip route get ADDRESS` to see the route")])

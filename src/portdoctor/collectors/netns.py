@@ -13,61 +13,63 @@ import os
 from portdoctor.addresses import is_loopback
 from portdoctor.collectors import Facts, Request, procfs
 from portdoctor.collectors.containers import ns_addresses
+from portdoctor.host import Host
 from portdoctor.hostfacts import ForeignListener, NamespaceFacts
 
 NETNS_DIRS = ("/run/netns", "/var/run/docker/netns")
 MAX_NAMESPACES = 256
 
 
-def namespace_names() -> dict[int, str]:
+def namespace_names(host: Host) -> dict[int, str]:
     """inode -> name of the namespaces `ip netns` (and Docker) keep a name for."""
     out: dict[int, str] = {}
     for d in NETNS_DIRS:
         try:
-            names = os.listdir(d)
+            names = host.listdir(d)
         except OSError:
             continue
         for n in names:
             try:
-                out.setdefault(os.stat(os.path.join(d, n)).st_ino, n)
+                out.setdefault(host.stat(os.path.join(d, n)).ino, n)
             except OSError:
                 continue
     return out
 
 
-def _program(proc_root: str, pid: int) -> str:
-    argv = procfs.read_cmdline(proc_root, pid)
+def _program(host: Host, pid: int) -> str:
+    argv = procfs.read_cmdline(host, pid)
     first = os.path.basename(argv[0]) if argv else ""
-    return first if first and not first.endswith(":") else (procfs.read_comm(proc_root, pid) or "?")
+    return first if first and not first.endswith(":") else (procfs.read_comm(host, pid) or "?")
 
 
 def collect_namespaces(req: Request) -> Facts:
     """Listeners on req.port in the other network namespaces, with their owners."""
-    if req.port <= 0 or req.proc_root != "/proc":
+    host = req.system
+    if req.port <= 0 or not host.live:
         return Facts()
-    own = procfs.netns_inode(req.proc_root, "self")
+    own = procfs.netns_inode(host, "self")
     members: dict[int, list[int]] = {}
-    for pid in procfs.pids(req.proc_root):
-        ino = procfs.netns_inode(req.proc_root, pid)
+    for pid in procfs.pids(host):
+        ino = procfs.netns_inode(host, pid)
         if ino is not None and ino != own:
             members.setdefault(ino, []).append(pid)
-    names = namespace_names()
+    names = namespace_names(host)
     found: list[ForeignListener] = []
     for ino, pids in list(members.items())[:MAX_NAMESPACES]:
         socks = []
         for table in ("tcp", "tcp6"):
-            raw = procfs.read_file(f"{req.proc_root}/{pids[0]}/net/{table}")
+            raw = procfs.read_file(host, f"{host.proc_root}/{pids[0]}/net/{table}")
             if raw:
                 socks += [x for x in procfs.parse_proc_net_tcp(raw.decode("ascii", "replace")) if x.port == req.port]
         if not socks:
             continue
-        scan = procfs.scan_socket_owners([x.inode for x in socks], req.proc_root, pids_to_scan=pids)
+        scan = procfs.scan_socket_owners([x.inode for x in socks], host, pids_to_scan=pids)
+        addrs = tuple(a for a in ns_addresses(host, pids[0]) if not is_loopback(a))
         for x in socks:
             holders = tuple(scan.owners.get(x.inode, ()))
-            container = next((c for c in (procfs.read_cgroup(req.proc_root, p)[1] for p in holders) if c), None)
+            container = next((c for c in (procfs.read_cgroup(host, p)[1] for p in holders) if c), None)
             # program names only (argv[0] as the process shows itself): a command line may carry a password
-            programs = tuple(_program(req.proc_root, p) for p in holders[:3])
-            addrs = tuple(a for a in ns_addresses(req.proc_root, pids[0]) if not is_loopback(a))
+            programs = tuple(_program(host, p) for p in holders[:3])
             found.append(ForeignListener(ino, names.get(ino), x.address, x.port, x.family, holders, programs,
                                          container, addrs))
     return Facts(fields={"namespaces": NamespaceFacts(tuple(found), len(members))})

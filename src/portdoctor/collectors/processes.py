@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 import os
-import pwd
 import re
 import sys
 from collections.abc import Iterable
 
-from portdoctor import services
+from portdoctor import redact, services
 from portdoctor.collectors import Facts, Request, procfs
+from portdoctor.host import Host
 from portdoctor.model import Limitation, Process
 
 # environment variable names that may carry a port or an address
@@ -69,54 +69,57 @@ def _matches_service(argv: tuple[str, ...], comm: str, service: str) -> bool:
     return any(want in os.path.basename(a).lower() for a in argv[:3])
 
 
-def user_name(uid: int | None) -> str | None:
-    """Login name of uid (the number as a string when it has no name).
+def user_name(host: Host, uid: int | None, names: dict[int, str] | None = None) -> str | None:
+    """Login name of uid on the host (the number as a string when it has no name).
 
-    Not cached across calls: an account renamed or added while a long-running `watch` runs
-    must show as it is now (getpwuid reads a small, page-cached file).
-    """
+    `names` remembers the answers of one collection (many processes share a few users)."""
     if uid is None:
         return None
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
+    if names is not None and uid in names:
+        return names[uid]
+    name = host.user_name(uid) or str(uid)
+    if names is not None:
+        names[uid] = name
+    return name
 
 
-def read_process(proc_root: str, pid: int, argv: tuple[str, ...] | None = None,
-                 env: dict[str, str] | None = None, open_fds: int | None = None) -> Process | None:
-    """Everything we keep about one process, or None when it is gone."""
-    comm = procfs.read_comm(proc_root, pid)
+def read_process(host: Host, pid: int, argv: tuple[str, ...] | None = None,
+                 env: dict[str, str] | None = None, open_fds: int | None = None,
+                 names: dict[int, str] | None = None) -> Process | None:
+    """Everything we keep about one process, or None when it is gone.
+
+    Secrets in its command line and environment are redacted here, before anything stores them."""
+    comm = procfs.read_comm(host, pid)
     if comm is None:
         return None
     if argv is None:
-        argv = procfs.read_cmdline(proc_root, pid)
+        argv = procfs.read_cmdline(host, pid)
     if env is None:
-        env = procfs.read_environ(proc_root, pid) or {}
-    unit, container = procfs.read_cgroup(proc_root, pid)
+        env = procfs.read_environ(host, pid) or {}
+    unit, container = procfs.read_cgroup(host, pid)
     if open_fds is None:
-        open_fds = procfs.count_fds(proc_root, pid)
+        open_fds = procfs.count_fds(host, pid)
     return Process(
         pid=pid,
         name=comm,
-        cmdline=argv,
-        user=user_name(procfs.read_uid(proc_root, pid)),
+        cmdline=redact.argv(argv),
+        user=user_name(host, procfs.read_uid(host, pid), names),
         unit=unit,
         container=container,
-        env=port_env(env),
+        env=redact.env(port_env(env)),
         open_fds=open_fds,
-        fd_soft_limit=procfs.read_fd_soft_limit(proc_root, pid),
-        cwd=procfs.read_cwd(proc_root, pid),
-        state=procfs.read_state(proc_root, pid),
+        fd_soft_limit=procfs.read_fd_soft_limit(host, pid),
+        cwd=procfs.read_cwd(host, pid),
+        state=procfs.read_state(host, pid),
     )
 
 
-def _ancestors(pid: int, proc_root: str = "/proc") -> set[int]:
+def _ancestors(pid: int, host: Host) -> set[int]:
     """pid and its parents up to (not including) init."""
     out: set[int] = set()
     while pid > 1 and pid not in out and len(out) < 64:
         out.add(pid)
-        pid = procfs.read_ppid(proc_root, pid) or 0
+        pid = procfs.read_ppid(host, pid) or 0
     return out
 
 
@@ -124,27 +127,29 @@ def find_candidates(req: Request, exclude: set[int]) -> tuple[dict[int, tuple[tu
     """pid -> (argv, environ) of candidate processes, and how many environments were unreadable."""
     out: dict[int, tuple[tuple[str, ...], dict | None]] = {}
     hidden = 0
+    host = req.system
     # portdoctor and whatever started it (sudo, a shell, timeout) name the port too
-    ours = _ancestors(os.getpid()) if req.proc_root == "/proc" else set()
+    ours = _ancestors(os.getpid(), host) if host.live else set()
     # a process in another network namespace (a container, another lab host) cannot listen on
-    # this host's port: it is no candidate (containers are the container collector's business)
-    our_net = procfs.netns_inode(req.proc_root, "self") if req.proc_root == "/proc" else None
-    for pid in procfs.pids(req.proc_root):
+    # this host's port: it is no candidate (containers are the container collector's business);
+    # a recorded /proc tree has no "self", a recorded host has the recorder's
+    our_net = procfs.netns_inode(host, "self")
+    for pid in procfs.pids(host):
         if pid in exclude or pid in ours:
             continue
         if our_net is not None:
-            theirs = procfs.netns_inode(req.proc_root, pid)
+            theirs = procfs.netns_inode(host, pid)
             if theirs is not None and theirs != our_net:
                 continue
-        argv = procfs.read_cmdline(req.proc_root, pid)
+        argv = procfs.read_cmdline(host, pid)
         if not argv:
             continue  # kernel thread or zombie
-        env = procfs.read_environ(req.proc_root, pid)
+        env = procfs.read_environ(host, pid)
         if env is None:
             hidden += 1
         hit = mentions_port(argv, req.port) or (env is not None and env_mentions_port(env, req.port))
         if not hit:
-            comm = procfs.read_comm(req.proc_root, pid) or ""
+            comm = procfs.read_comm(host, pid) or ""
             if req.service and _matches_service(argv, comm, req.service):
                 hit = True
             else:
@@ -156,12 +161,16 @@ def find_candidates(req: Request, exclude: set[int]) -> tuple[dict[int, tuple[tu
 
 
 def processes_for(req: Request) -> tuple[dict[int, Process], list[Limitation]]:
-    """Owners of every listener plus candidates for req.port / req.service (read once per run)."""
-    return req.derive("processes", lambda: _read_processes(req))
+    """Owners of every listener plus candidates for req.port / req.service (read once per
+    collect(): `req.derive`)."""
+    return req.derive("processes.processes_for", lambda: read_processes(req))
 
 
-def _read_processes(req: Request) -> tuple[dict[int, Process], list[Limitation]]:
+def read_processes(req: Request) -> tuple[dict[int, Process], list[Limitation]]:
+    """Owners of every listener plus candidates for req.port / req.service, read now."""
     lims: list[Limitation] = []
+    host = req.system
+    names: dict[int, str] = {}
     owners: set[int] = set()
     fd_counts: dict[int, int] = {}
     if sys.platform.startswith("linux"):
@@ -174,23 +183,23 @@ def _read_processes(req: Request) -> tuple[dict[int, Process], list[Limitation]]
     cands, hidden = find_candidates(req, owners)
     procs: dict[int, Process] = {}
     for pid in sorted(owners):
-        p = read_process(req.proc_root, pid, open_fds=fd_counts.get(pid))
+        p = read_process(host, pid, open_fds=fd_counts.get(pid), names=names)
         if p is not None:
             procs[pid] = p
     named: dict[int, str] | None = None
     for pid, (argv, env) in sorted(cands.items()):
-        p = read_process(req.proc_root, pid, argv=argv, env=env or {}, open_fds=fd_counts.get(pid))
+        p = read_process(host, pid, argv=argv, env=env or {}, open_fds=fd_counts.get(pid), names=names)
         if p is None:
             continue
         info = services.service_for_process(p)
         if info is not None and not services.is_generic(info):
             # a server holding no TCP listener may serve only its unix socket (listen_addresses = '')
             if named is None:
-                named = procfs.read_unix_listening(req.proc_root)
+                named = procfs.read_unix_listening(host)
             if named:
-                p = replace(p, unix_listeners=procfs.unix_listeners_of(req.proc_root, pid, named))
+                p = replace(p, unix_listeners=procfs.unix_listeners_of(host, pid, named))
         procs[pid] = p
-    if hidden and os.geteuid() != 0:
+    if hidden and not host.is_root:
         lims.append(Limitation(
             f"environments of {hidden} processes of other users are unreadable "
             "(a PORT=... set there is not seen)", "run as root (sudo)"))

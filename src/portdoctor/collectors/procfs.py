@@ -1,19 +1,20 @@
 """Readers of /proc: socket tables, socket owners, sysctls, kernel counters, process details.
 
-Every reader takes the proc root (`/proc`, or a recorded tree under tests/data/proc/), so the
-parsers run on recorded files as well as on the live host. Readers return plain data and never
-raise for a missing or unreadable file of one process (processes come and go while we read).
+Every reader takes the Host (portdoctor.host) and reads under its proc root (`/proc`, a
+recorded tree under tests/data/proc/, or a recorded host), so the parsers run on recorded files
+as well as on the live host. Readers return plain data and never raise for a missing or
+unreadable file of one process (processes come and go while we read).
 """
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from portdoctor.collectors import Facts, Request
+from portdoctor.host import Host
 from portdoctor.model import Limitation, Listener
 
 TCP_LISTEN = 0x0A  # include/net/tcp_states.h: TCP_LISTEN = 10
@@ -75,15 +76,14 @@ def parse_proc_net_tcp(text: str) -> list[Listener]:
     return out
 
 
-def read_proc_net_tcp(proc_root: str = "/proc") -> tuple[list[Listener], list[Limitation]]:
+def read_proc_net_tcp(host: Host) -> tuple[list[Listener], list[Limitation]]:
     """Listeners from <proc_root>/net/tcp and tcp6 (the fallback when netlink fails)."""
     out: list[Listener] = []
     lims: list[Limitation] = []
     for name in ("tcp", "tcp6"):
-        path = os.path.join(proc_root, "net", name)
+        path = f"{host.proc_root}/net/{name}"
         try:
-            with open(path, encoding="ascii") as fh:
-                out.extend(parse_proc_net_tcp(fh.read()))
+            out.extend(parse_proc_net_tcp(host.read_text(path, 1 << 30)))
         except FileNotFoundError:
             if name == "tcp6":
                 continue  # IPv6 disabled: nothing to list
@@ -108,48 +108,56 @@ class OwnerScan:
     complete: bool = False  # True when every process was scanned
 
 
-def pids(proc_root: str = "/proc") -> list[int]:
-    """Process ids under proc_root, ascending."""
+def pids(host: Host) -> list[int]:
+    """Process ids under the host's proc root, ascending."""
     try:
-        names = os.listdir(proc_root)
+        names = host.listdir(host.proc_root)
     except OSError:
         return []
     return sorted(int(n) for n in names if n.isdigit())
 
 
-def _read(path: str) -> bytes | None:
+def _read(host: Host, path: str) -> bytes | None:
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
+        return host.read_bytes(path)
     except OSError:
         return None
 
 
-def read_file(path: str) -> bytes | None:
-    """A /proc file's bytes, or None when it cannot be read."""
-    return _read(path)
+def read_file(host: Host, path: str) -> bytes | None:
+    """A file's bytes through the host, or None when it cannot be read."""
+    return _read(host, path)
 
 
-def netns_inode(proc_root: str, pid: int | str) -> int | None:
+def ns_id(host: Host, pid: int | str, kind: str = "net") -> int | None:
+    """The inode of a process's namespace of `kind` (net, mnt, ...), from its ns link
+    ("net:[4026531840]"): equal numbers, same namespace. None if unreadable."""
+    try:
+        link = host.readlink(f"{host.proc_root}/{pid}/ns/{kind}")
+    except OSError:
+        return None
+    _, _, rest = link.partition("[")
+    number = rest.rstrip("]")
+    return int(number) if number.isdigit() else None
+
+
+def netns_inode(host: Host, pid: int | str) -> int | None:
     """Inode of a process's network namespace (equal inodes: same namespace), None if unreadable."""
-    try:
-        return os.stat(f"{proc_root}/{pid}/ns/net").st_ino
-    except OSError:
-        return None
+    return ns_id(host, pid, "net")
 
 
-def read_state(proc_root: str, pid: int) -> str | None:
+def read_state(host: Host, pid: int) -> str | None:
     """The state letter of /proc/PID/stat (R running, S sleeping, D disk, T stopped, t traced, Z zombie)."""
-    data = _read(f"{proc_root}/{pid}/stat")
+    data = _read(host, f"{host.proc_root}/{pid}/stat")
     if not data:
         return None
     rest = data[data.rfind(b")") + 2:].split()
     return rest[0].decode() if rest else None
 
 
-def read_ppid(proc_root: str, pid: int) -> int | None:
+def read_ppid(host: Host, pid: int) -> int | None:
     """Parent pid from /proc/PID/stat (the field after the parenthesised comm)."""
-    data = _read(f"{proc_root}/{pid}/stat")
+    data = _read(host, f"{host.proc_root}/{pid}/stat")
     if not data:
         return None
     rest = data[data.rfind(b")") + 2:].split()
@@ -159,57 +167,44 @@ def read_ppid(proc_root: str, pid: int) -> int | None:
         return None
 
 
-def _scan_fds(proc_root: str, pid: int, wanted: set[int], scan: OwnerScan) -> list[int]:
+def _scan_fds(host: Host, pid: int, wanted: set[int], scan: OwnerScan) -> list[int]:
     """Socket inodes of `wanted` held by pid; records its fd count or that it was denied."""
     found: list[int] = []
     try:
-        dfd = os.open(f"{proc_root}/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY)
+        links = host.read_links(f"{host.proc_root}/{pid}/fd")
     except PermissionError:
         scan.unreadable.append(pid)
         return found
     except OSError:
         return found  # gone, or a recorded tree without fd/
-    try:
-        try:
-            names = os.listdir(dfd)
-        except PermissionError:
-            scan.unreadable.append(pid)
-            return found
-        scan.fd_counts[pid] = len(names)
-        readlink = os.readlink
-        for name in names:
-            try:
-                link = readlink(name, dir_fd=dfd)
-            except OSError:
-                continue
-            if link.startswith("socket:["):
-                inode = int(link[8:-1])
-                if inode in wanted:
-                    found.append(inode)
-    finally:
-        os.close(dfd)
+    scan.fd_counts[pid] = len(links)
+    for link in links.values():
+        if link.startswith("socket:["):
+            inode = int(link[8:-1])
+            if inode in wanted:
+                found.append(inode)
     return found
 
 
-def scan_socket_owners(inodes: Iterable[int], proc_root: str = "/proc",
-                       all_holders: bool = True, pids_to_scan: Iterable[int] | None = None) -> OwnerScan:
+def scan_socket_owners(inodes: Iterable[int], host: Host, all_holders: bool = True,
+                       pids_to_scan: Iterable[int] | None = None) -> OwnerScan:
     """Map socket inodes to the pids holding them, reading /proc/PID/fd only as far as needed.
 
     Processes are read in pid order until every inode has an owner. A socket is shared by
     fork, so after that only children of a holder are read (one small /proc/PID/stat each),
-    unless `all_holders` is False.
+    unless `all_holders` is False. `pids_to_scan` limits the scan to those processes.
     """
     wanted = {i for i in inodes if i}
     scan = OwnerScan()
     missing = set(wanted)
     holders: set[int] = set()
-    all_pids = pids(proc_root) if pids_to_scan is None else sorted(pids_to_scan)
+    all_pids = pids(host) if pids_to_scan is None else sorted(pids_to_scan)
     rest: list[int] = []
     for n, pid in enumerate(all_pids):
         if not missing:
             rest = all_pids[n:]
             break
-        for inode in _scan_fds(proc_root, pid, wanted, scan):
+        for inode in _scan_fds(host, pid, wanted, scan):
             scan.owners.setdefault(inode, []).append(pid)
             missing.discard(inode)
             holders.add(pid)
@@ -218,8 +213,8 @@ def scan_socket_owners(inodes: Iterable[int], proc_root: str = "/proc",
         return scan
     if all_holders and holders:
         for pid in rest:
-            if read_ppid(proc_root, pid) in holders:
-                found = _scan_fds(proc_root, pid, wanted, scan)
+            if read_ppid(host, pid) in holders:
+                found = _scan_fds(host, pid, wanted, scan)
                 for inode in found:
                     scan.owners.setdefault(inode, []).append(pid)
                 if found:
@@ -230,14 +225,13 @@ def scan_socket_owners(inodes: Iterable[int], proc_root: str = "/proc",
 # --------------------------------------------------------------------------- sysctls, counters
 
 
-def read_sysctls(proc_root: str = "/proc", names: Iterable[str] = SYSCTLS) -> dict[str, str]:
+def read_sysctls(host: Host, names: Iterable[str] = SYSCTLS) -> dict[str, str]:
     """Values of the named sysctls as strings (whitespace collapsed); missing ones skipped."""
     out: dict[str, str] = {}
     for name in names:
-        path = os.path.join(proc_root, "sys", *name.split("."))
+        path = f"{host.proc_root}/sys/" + "/".join(name.split("."))
         try:
-            with open(path, encoding="ascii", errors="replace") as fh:
-                out[name] = " ".join(fh.read().split())
+            out[name] = " ".join(host.read_text(path, 4096).split())
         except OSError:
             continue
     return out
@@ -264,13 +258,12 @@ def parse_snmp_table(text: str, only: Iterable[str] | None = None) -> dict[str, 
     return out
 
 
-def read_counters(proc_root: str = "/proc") -> dict[str, int]:
+def read_counters(host: Host) -> dict[str, int]:
     """TcpExt counters (/proc/net/netstat) and Tcp counters (/proc/net/snmp), flat."""
     out: dict[str, int] = {}
     for name, sections in (("netstat", ("TcpExt",)), ("snmp", ("Tcp",))):
         try:
-            with open(os.path.join(proc_root, "net", name), encoding="ascii") as fh:
-                out.update(parse_snmp_table(fh.read(), sections))
+            out.update(parse_snmp_table(host.read_text(f"{host.proc_root}/net/{name}"), sections))
         except OSError:
             continue
     return out
@@ -279,9 +272,9 @@ def read_counters(proc_root: str = "/proc") -> dict[str, int]:
 # --------------------------------------------------------------------------- per process
 
 
-def read_cmdline(proc_root: str, pid: int) -> tuple[str, ...]:
+def read_cmdline(host: Host, pid: int) -> tuple[str, ...]:
     """argv of pid (empty for kernel threads, zombies and vanished processes)."""
-    data = _read(f"{proc_root}/{pid}/cmdline")
+    data = _read(host, f"{host.proc_root}/{pid}/cmdline")
     if not data:
         return ()
     parts = data.rstrip(b"\0").split(b"\0")
@@ -291,15 +284,15 @@ def read_cmdline(proc_root: str, pid: int) -> tuple[str, ...]:
     return tuple(p.decode(errors="replace") for p in parts)
 
 
-def read_comm(proc_root: str, pid: int) -> str | None:
+def read_comm(host: Host, pid: int) -> str | None:
     """The kernel's 15-character process name."""
-    data = _read(f"{proc_root}/{pid}/comm")
+    data = _read(host, f"{host.proc_root}/{pid}/comm")
     return data.decode(errors="replace").rstrip("\n") if data is not None else None
 
 
-def read_uid(proc_root: str, pid: int) -> int | None:
+def read_uid(host: Host, pid: int) -> int | None:
     """Real uid from /proc/PID/status."""
-    data = _read(f"{proc_root}/{pid}/status")
+    data = _read(host, f"{host.proc_root}/{pid}/status")
     if not data:
         return None
     for line in data.splitlines():
@@ -321,11 +314,10 @@ def parse_environ(data: bytes) -> dict[str, str]:
     return out
 
 
-def read_environ(proc_root: str, pid: int) -> dict[str, str] | None:
+def read_environ(host: Host, pid: int) -> dict[str, str] | None:
     """Environment of pid, or None when it cannot be read (other user's process, no root)."""
     try:
-        with open(f"{proc_root}/{pid}/environ", "rb") as fh:
-            return parse_environ(fh.read())
+        return parse_environ(host.read_bytes(f"{host.proc_root}/{pid}/environ"))
     except OSError:
         return None
 
@@ -342,27 +334,35 @@ def parse_limits(text: str) -> dict[str, tuple[str, str]]:
     return out
 
 
-def read_fd_soft_limit(proc_root: str, pid: int) -> int | None:
+def read_fd_soft_limit(host: Host, pid: int) -> int | None:
     """Soft RLIMIT_NOFILE of pid (None when unreadable or unlimited)."""
-    data = _read(f"{proc_root}/{pid}/limits")
+    data = _read(host, f"{host.proc_root}/{pid}/limits")
     if not data:
         return None
     soft = parse_limits(data.decode(errors="replace")).get("Max open files", ("", ""))[0]
     return int(soft) if soft.isdigit() else None
 
 
-def count_fds(proc_root: str, pid: int) -> int | None:
+def count_fds(host: Host, pid: int) -> int | None:
     """Number of open file descriptors of pid (None when the fd table is not readable)."""
     try:
-        return len(os.listdir(f"{proc_root}/{pid}/fd"))
+        return len(host.listdir(f"{host.proc_root}/{pid}/fd"))
     except OSError:
         return None
 
 
-def read_cwd(proc_root: str, pid: int) -> str | None:
+def read_cwd(host: Host, pid: int) -> str | None:
     """Working directory of pid (None without permission)."""
     try:
-        return os.readlink(f"{proc_root}/{pid}/cwd")
+        return host.readlink(f"{host.proc_root}/{pid}/cwd")
+    except OSError:
+        return None
+
+
+def read_exe(host: Host, pid: int) -> str | None:
+    """The program pid runs, as its mount namespace names it (None without permission)."""
+    try:
+        return host.readlink(f"{host.proc_root}/{pid}/exe").removesuffix(" (deleted)")
     except OSError:
         return None
 
@@ -406,16 +406,16 @@ def _looks_like_id(text: str) -> bool:
     return len(text) >= 12 and all(c in "0123456789abcdef" for c in text)
 
 
-def read_cgroup(proc_root: str, pid: int) -> tuple[str | None, str | None]:
+def read_cgroup(host: Host, pid: int) -> tuple[str | None, str | None]:
     """(systemd unit, container id) of pid."""
-    data = _read(f"{proc_root}/{pid}/cgroup")
+    data = _read(host, f"{host.proc_root}/{pid}/cgroup")
     return parse_cgroup(data.decode(errors="replace")) if data else (None, None)
 
 
-def iter_pids_with_cmdline(proc_root: str = "/proc") -> Iterator[tuple[int, tuple[str, ...]]]:
+def iter_pids_with_cmdline(host: Host) -> Iterator[tuple[int, tuple[str, ...]]]:
     """(pid, argv) of every user-space process."""
-    for pid in pids(proc_root):
-        argv = read_cmdline(proc_root, pid)
+    for pid in pids(host):
+        argv = read_cmdline(host, pid)
         if argv:
             yield pid, argv
 
@@ -425,7 +425,7 @@ def iter_pids_with_cmdline(proc_root: str = "/proc") -> Iterator[tuple[int, tupl
 
 def collect_sysctls(req: Request) -> Facts:
     """The sysctls of SYSCTLS that exist here (conntrack ones only when the module is loaded)."""
-    values = read_sysctls(req.proc_root)
+    values = read_sysctls(req.system)
     lims: list[Limitation] = []
     if not values:
         lims.append(Limitation(f"no sysctl under {req.proc_root}/sys could be read",
@@ -435,13 +435,13 @@ def collect_sysctls(req: Request) -> Facts:
 
 def sample_counters(req: Request) -> dict[str, int]:
     """TCP counters now (called just before the probe)."""
-    return read_counters(req.proc_root)
+    return read_counters(req.system)
 
 
 def collect_counters(req: Request) -> Facts:
     """TCP counters sampled before the probe and now, so a rising counter is evidence."""
     before = req.before.get("portdoctor.collectors.procfs:sample_counters", {})
-    after = read_counters(req.proc_root)
+    after = read_counters(req.system)
     lims = []
     if not after:
         lims.append(Limitation(f"{req.proc_root}/net/netstat and snmp could not be read: "
@@ -474,24 +474,18 @@ def parse_proc_net_unix(text: str) -> dict[int, str]:
     return out
 
 
-def unix_listeners_of(proc_root: str, pid: int, named: dict[int, str]) -> tuple[str, ...]:
+def unix_listeners_of(host: Host, pid: int, named: dict[int, str]) -> tuple[str, ...]:
     """Paths of the listening unix sockets (from `named`, see parse_proc_net_unix) pid holds."""
     try:
-        fds = os.listdir(f"{proc_root}/{pid}/fd")
+        links = host.read_links(f"{host.proc_root}/{pid}/fd")
     except OSError:
         return ()
-    out = []
-    for fd in fds:
-        try:
-            link = os.readlink(f"{proc_root}/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if link.startswith("socket:[") and int(link[8:-1]) in named:
-            out.append(named[int(link[8:-1])])
-    return tuple(sorted(set(out)))
+    out = {named[int(link[8:-1])] for link in links.values()
+           if link.startswith("socket:[") and link[8:-1].isdigit() and int(link[8:-1]) in named}
+    return tuple(sorted(out))
 
 
-def read_unix_listening(proc_root: str = "/proc") -> dict[int, str]:
+def read_unix_listening(host: Host) -> dict[int, str]:
     """Listening, named unix sockets of this network namespace: inode -> path ({} if unreadable)."""
-    raw = _read(f"{proc_root}/self/net/unix")
+    raw = _read(host, f"{host.proc_root}/self/net/unix")
     return parse_proc_net_unix(raw.decode(errors="replace")) if raw else {}

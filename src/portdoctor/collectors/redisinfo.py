@@ -12,6 +12,8 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+from portdoctor.host import Host, LocalHost
+
 
 @dataclass(frozen=True, slots=True)
 class RedisFacts:
@@ -75,13 +77,12 @@ def facts_from_replies(info: object, bind: object) -> RedisFacts:
     return RedisFacts(config_file, bind_value)
 
 
-def ask(address: str, port: int, timeout: float = 0.5) -> RedisFacts | None:
-    """INFO server + CONFIG GET bind from the Redis at address:port; None if it did not answer."""
+def ask(address: str, port: int, timeout: float = 0.5, host: Host | None = None) -> RedisFacts | None:
+    """INFO server + CONFIG GET bind from the Redis at address:port; None if it did not answer
+    (or the host is a recording: `host.connect` refuses)."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     try:
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect((address, port))
+        with (host or LocalHost()).connect(family, (address, port), timeout) as s:
             s.sendall(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$4\r\nbind\r\n")
             data = b""
             while True:

@@ -1,25 +1,26 @@
-"""Facts about the host as a whole: its init system, its resolver, its hosts file."""
+"""Facts about the host as a whole: its init system, its resolver, its hosts file.
+
+DNS is asked directly (dnspython) only on a live host: that is a probe, not a host read.
+"""
 
 from __future__ import annotations
 
-import os
-
 from portdoctor.collectors import Facts, Request
+from portdoctor.host import Host
 from portdoctor.hostfacts import DnsAnswer, HostsEntry, NameFacts
 from portdoctor.plain import from_plain
 
 
-def _read(path: str) -> str | None:
+def _read(host: Host, path: str) -> str | None:
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
+        return host.read_text(path)
     except OSError:
         return None
 
 
-def init_name(proc_root: str = "/proc") -> str | None:
+def init_name(host: Host) -> str | None:
     """The name of PID 1 ('systemd', 'init', 'tini', ...), or None when unreadable."""
-    comm = _read(os.path.join(proc_root, "1", "comm"))
+    comm = _read(host, f"{host.proc_root}/1/comm")
     return comm.strip() if comm else None
 
 
@@ -46,20 +47,21 @@ def hosts_entries(text: str, name: str) -> list[tuple[int, str, str]]:
 
 def collect_system(req: Request) -> Facts:
     """Init system, nameservers and /etc/hosts lines for the target's name."""
-    resolv = _read("/etc/resolv.conf")
+    resolv = _read(req.system, "/etc/resolv.conf")
     servers = tuple(nameservers(resolv)) if resolv else ()
     entries: tuple[HostsEntry, ...] = ()
     answers: DnsAnswer | None = None
     if req.host:
-        hosts = _read("/etc/hosts")
+        hosts = _read(req.system, "/etc/hosts")
         entries = tuple(HostsEntry(*e) for e in hosts_entries(hosts, req.host)) if hosts else ()
         # ask DNS itself when it can tell more than getaddrinfo did: /etc/hosts overrides it, the
         # name did not resolve, or a short name was completed with the search list
         short = "." not in req.host.strip(".") and not _is_ip(req.host)
-        if (entries or req.dns_failed or short) and servers and not _is_local_name(req.host):
+        if (entries or req.dns_failed or short) and servers and not _is_local_name(req.host) \
+                and req.system.live:
             answers = from_plain(DnsAnswer, dns_answers(req.host))
     names = NameFacts(nameservers=servers, hosts_entries=entries, dns_answers=answers)
-    return Facts(fields={"init": init_name(req.proc_root), "names": names})
+    return Facts(fields={"init": init_name(req.system), "names": names})
 
 
 def _is_ip(text: str) -> bool:
