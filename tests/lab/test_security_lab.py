@@ -176,7 +176,7 @@ def test_a_trusted_root_nginx_is_still_asked_for_its_configuration(lab: Lab, tmp
     h.start(["nginx", "-c", str(conf)], ready_port=18085)
     doc, _ = _diagnose(h, 18085, tmp_path / "rec.json")
     snap = json.loads((tmp_path / "rec.json").read_text())["snapshot"]
-    (proxy,) = snap["extra"]["proxies"]["proxies"]
+    (proxy,) = snap["proxies"]["proxies"]
     assert proxy["source"] == "nginx -T"
     assert not [x for x in doc["limitations"] if "-T was not run" in x]
 
