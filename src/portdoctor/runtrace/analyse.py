@@ -22,9 +22,13 @@ if TYPE_CHECKING:
 DIAGNOSED_MAX = 10  # distinct targets diagnosed per run (the most tried first)
 
 
-def group(folded: Folded, folder: Folder, hosts: dict[str, list[str]]) -> list[FailedTarget]:
-    """One FailedTarget per endpoint, most attempts first (not yet diagnosed)."""
+def group(folded: Folded, folder: Folder, hosts: dict[str, list[str]],
+          mine: set[str] | None = None) -> list[FailedTarget]:
+    """One FailedTarget per endpoint, most attempts first (not yet diagnosed). `mine`: this
+    host's addresses (read from its interfaces when None)."""
     start = folded.first_ts or 0.0
+    if mine is None and any(a.endpoint.kind == "tcp" for a in folded.attempts):
+        mine = local_addresses()
     by_endpoint: dict[Endpoint, list] = {}
     for a in folded.attempts:
         by_endpoint.setdefault(a.endpoint, []).append(a)
@@ -50,7 +54,7 @@ def group(folded: Folded, folder: Folder, hosts: dict[str, list[str]]) -> list[F
             processes=tuple(ProcessRef(pid, ppid, cmd, n) for (pid, ppid, cmd), n in procs.most_common()),
             attempts=tuple(refs), name=name, name_source=source,
             succeeded=folded.successes.get(endpoint, 0),
-            local=is_local(endpoint.address) if endpoint.kind == "tcp" else None,
+            local=is_local(endpoint.address, mine) if endpoint.kind == "tcp" else None,
         ))
     out.sort(key=lambda f: (-f.count, f.first))
     return out
