@@ -85,7 +85,7 @@ def name_words(f: FailedTarget) -> str:
 
 def when(f: FailedTarget) -> str:
     """First and last attempt, in seconds after the program started."""
-    if f.count == 1 or f.first == f.last:
+    if f.count == 1 or f"{f.first:.3f}" == f"{f.last:.3f}":
         return f"at +{f.first:.3f} s"
     return f"from +{f.first:.3f} s to +{f.last:.3f} s"
 
