@@ -297,10 +297,10 @@ def run(argv: tuple[str, ...], timeout: float, report_to: str | None, live: bool
 
     def on_failure(attempt: Any, folder: Any) -> None:
         proc = folder.process(attempt.tid, attempt.ts)
-        from portdoctor.runtrace.report import redact
+        from portdoctor.runtrace.report import shown
 
         say(render_run.live_line(str(attempt.endpoint), attempt.errno, attempt.waited, proc.pid,
-                                 " ".join(redact(proc.command)) or f"pid {proc.pid}"))
+                                 shown(proc.command) if proc.command else f"pid {proc.pid}"))
 
     try:
         report = run_traced(list(argv), timeout=timeout, diagnose=not no_diagnose,

@@ -307,3 +307,68 @@ def test_without_strace_the_library_runs_the_program(tmp_path: Path, capfd: pyte
     assert report.status == 4 and not report.traced
     assert said == [f"strace is not installed (not found in {tmp_path}; apt-get install strace)"]
     assert report.to_json()["limitation"] == said[0]
+
+
+COUNT_SIGINTS = """
+import signal, sys, time
+got = []
+signal.signal(signal.SIGINT, lambda *a: got.append(1))
+print("ready", flush=True)
+end = time.time() + 1.5
+while time.time() < end:
+    time.sleep(0.05)
+print("sigints", len(got), flush=True)
+sys.exit(3)
+"""
+
+
+def test_ctrl_c_on_the_terminal_reaches_the_program_once(tmp_path: Path) -> None:
+    """^C typed on the program's terminal: the tty sends SIGINT to the foreground process group
+    (portdoctor, strace and the program); portdoctor must not send it a second time."""
+    import pty
+    import select
+
+    need("strace", "setsid")
+    exe, env = python_for(None)
+    master, slave = pty.openpty()
+    p = subprocess.Popen(["setsid", "-c", exe, "-m", "portdoctor", "run", "--", sys.executable, "-c", COUNT_SIGINTS],
+                         stdin=slave, stdout=slave, stderr=slave, env={**os.environ, **env})
+    os.close(slave)
+    seen = b""
+
+    def read_for(seconds: float, until: bytes | None = None) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not (until and until in seen):
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:  # the terminal's last process is gone
+                    return
+
+    try:
+        read_for(15, b"ready")
+        os.write(master, b"\x03")
+        read_for(15, b"no failed connections")
+        assert p.wait(timeout=15) == 3
+    finally:
+        if p.poll() is None:
+            p.kill()
+        os.close(master)
+    assert b"sigints 1" in seen, seen.decode(errors="replace")
+
+
+def test_live_lines_come_while_the_program_runs(pair: tuple[Host, Host]) -> None:
+    need("curl", "strace")
+    _c, s = pair
+    exe, env = python_for(None)
+    script = "curl -sS http://127.0.0.1:9/ 2>/dev/null; echo between >&2; curl -sS http://127.0.0.1:9/ 2>/dev/null; exit 0"
+    cp = s.run([exe, "-m", "portdoctor", "run", "--live", "--no-diagnose", "--", "sh", "-c", script],
+               check=False, env=env)
+    lines = cp.stderr.splitlines()
+    assert cp.returncode == 0
+    live = [n for n, line in enumerate(lines) if line.endswith("could not connect to 127.0.0.1:9: ECONNREFUSED")]
+    assert len(live) == 2 and live[0] < lines.index("between") < live[1]
+    assert "(pid " in lines[live[0]] and "curl -sS http://127.0.0.1:9/" in lines[live[0]]
+    assert lines[live[1] + 1].startswith("portdoctor run: sh -c ") and "2 failed connections" in lines[live[1] + 1]

@@ -31,7 +31,7 @@ class ProcessRef:
     @property
     def shown(self) -> str:
         """The command line with secrets masked, as one string (the pid's name when unknown)."""
-        return " ".join(redact(self.command)) if self.command else f"pid {self.pid}"
+        return shown(self.command) if self.command else f"pid {self.pid}"
 
     def to_json(self) -> dict[str, Any]:
         return {"pid": self.pid, "ppid": self.ppid, "command": self.shown, "attempts": self.count}
@@ -171,7 +171,7 @@ class RunReport:
     @property
     def command(self) -> str:
         """The program's command line, secrets masked."""
-        return " ".join(redact(self.argv))
+        return shown(self.argv)
 
     def to_json(self) -> dict[str, Any]:
         """The `portdoctor.run/1` document."""
@@ -215,6 +215,17 @@ _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*):[^/\s@]*@")
 _SECRET_KEY = re.compile(r"(?i)(pass|secret|token|api[-_]?key|auth)")
 _VALUE_OPTIONS = {"--password", "--pass", "--passwd", "--token", "--secret", "--api-key", "--auth",
                   "--user-password"}
+
+
+def shown(argv: tuple[str, ...] | list[str]) -> str:
+    """A command line as one line a shell would accept, secrets masked, newlines escaped.
+
+    >>> shown(["curl", "http://u:pw@h/", "a b"])
+    "curl 'http://u:***@h/' 'a b'"
+    """
+    import shlex
+
+    return shlex.join(redact(argv)).replace("\n", "\\n")
 
 
 def redact(argv: tuple[str, ...] | list[str]) -> list[str]:
