@@ -52,6 +52,14 @@ def headline(r: RunReport) -> str:
     return f"{head}; {_plural(n, 'failed connection')} to {_plural(len(r.failures), 'target')} ({seen})"
 
 
+def notes(r: RunReport) -> list[str]:
+    """What limits a traced run's report (a trace not read to its end, lines not understood)."""
+    out = [r.limitation] if r.traced and r.limitation else []
+    if r.unparsed_lines:
+        out.append(f"{_plural(r.unparsed_lines, 'line')} of strace output could not be read")
+    return out
+
+
 def outcome(f: FailedTarget) -> str:
     """errno counts in words: 'ECONNREFUSED ×3', 'no answer (gave up after 1.0 s) ×1'."""
     parts = []
@@ -96,6 +104,8 @@ def text(r: RunReport, stream: TextIO) -> None:
 
     out = Console(file=stream, highlight=False, soft_wrap=True)
     out.print(headline(r), markup=False)
+    for note in notes(r):
+        out.print(f"[yellow]note:[/] {note}")
     if not r.traced or not r.failures:
         return
     for f in r.failures:
@@ -136,7 +146,7 @@ def markdown(r: RunReport) -> str:
     """The report as Markdown."""
     from portdoctor.render import markdown as md
 
-    lines = [f"## portdoctor run `{r.command}`", "", headline(r), ""]
+    lines = [f"## portdoctor run `{r.command}`", "", headline(r), "", *(f"- note: {n}" for n in notes(r))]
     if not r.traced or not r.failures:
         return "\n".join(lines) + "\n"
     lines += ["| target | outcome | when | by | name |", "|---|---|---|---|---|"]

@@ -67,13 +67,23 @@ def run_traced(argv: list[str], *, timeout: float = 3.0, diagnose: bool = True,
         if sink is not None:
             sink.close()
     seconds = time.time() - started
+    if folded.first_ts is None and (exit_.code or exit_.signal):
+        # strace ended without starting the program (it said why on stderr): run it as it is
+        reason = f"strace could not start the program (strace exit status {exit_.status})"
+        if on_untraced is not None:
+            on_untraced(reason)
+        exit_ = runner.run_plain(list(argv))
+        return RunReport(tuple(argv), exit_.code, exit_.signal, traced=False, limitation=reason,
+                         started_at=started, seconds=time.time() - started)
     targets = analyse.group(folded, folder, read_hosts(hosts_file))
     if diagnose and targets:
         targets = analyse.diagnose_all(targets, timeout)
     return RunReport(
         tuple(argv), exit_.code, exit_.signal, traced=True, started_at=folded.first_ts or started,
         seconds=seconds, processes=1 + folded.processes_seen, connected=sum(folded.successes.values()),
-        failures=tuple(targets), ignored=dict(folded.ignored), unparsed_lines=folded.bad_lines)
+        failures=tuple(targets), ignored=dict(folded.ignored), unparsed_lines=folded.bad_lines,
+        limitation=(f"the trace could not be read to its end ({folded.reader_error}): failures after "
+                    "that point are missing" if folded.reader_error else None))
 
 
 def _open_private(path: str):  # type: ignore[no-untyped-def]

@@ -103,6 +103,7 @@ class Folded:
     last_ts: float | None = None
     processes_seen: int = 0
     bad_lines: int = 0
+    reader_error: str | None = None  # the trace could not be read to its end (a bug of ours)
 
 
 class Folder:

@@ -195,6 +195,7 @@ class RunReport:
             "connected": self.connected,
             "failures": [f.to_json() for f in self.failures],
             "ignored_probes": dict(self.ignored),
+            "unparsed_lines": self.unparsed_lines,
         }
 
 

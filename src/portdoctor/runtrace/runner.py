@@ -95,18 +95,22 @@ def trace_program(argv: list[str], strace: str, seccomp: bool = True,
     state: dict[str, object] = {}
 
     def consume() -> None:
-        try:
-            with open(fifo, "rb") as fh:
-                state["opened"] = True
-                for raw in fh:
+        # Never stop reading before strace stops writing: a reader that gave up would block
+        # strace, and with it the program. A line that cannot be handled is counted and skipped.
+        with open(fifo, "rb", buffering=1 << 16) as fh:
+            state["opened"] = True
+            for raw in fh:
+                if "error" in state:
+                    continue
+                try:
                     line = raw.decode("utf-8", "surrogateescape")
                     if on_line is not None:
                         on_line(line)
                     ev = reader.feed(line)
                     if ev is not None:
                         folder.feed(ev)
-        except BaseException as exc:  # handed to the caller's thread below
-            state["error"] = exc
+                except Exception as exc:  # handed to the caller's thread once the program ended
+                    state["error"] = exc
 
     worker = threading.Thread(target=consume, name="portdoctor-strace-reader", daemon=True)
     cmd = command(strace, fifo, argv, seccomp)
@@ -123,9 +127,11 @@ def trace_program(argv: list[str], strace: str, seccomp: bool = True,
             os.rmdir(tmp)
         except OSError:
             pass
+    folded = folder.finish(reader.bad_lines)
     if "error" in state:
-        raise state["error"]  # type: ignore[misc]
-    return exit_, folder.finish(reader.bad_lines)
+        exc = state["error"]
+        folded.reader_error = f"{type(exc).__name__}: {exc}"
+    return exit_, folded
 
 
 def _unblock(fifo: str) -> None:
