@@ -219,6 +219,17 @@ def test_curl_through_dns_to_a_silent_drop(pair: tuple[Host, Host], tmp_path: Pa
     assert f["explanation"]["next"] == "on 10.0.0.2: portdoctor diagnose :8080 --from 10.0.0.1"
 
 
+def test_a_name_that_does_not_resolve(pair: tuple[Host, Host], tmp_path: Path) -> None:
+    need("curl", "dnsmasq", "strace")
+    c, _s = pair
+    c.dns({"db.lab": "10.0.0.2"})
+    doc = same_as_plain(c, tmp_path, ["curl", "-sS", "http://nosuch.lab:8080/"], "curl_nxdomain")
+    assert doc["exit"]["code"] == 6 and doc["failures"] == []
+    [x] = doc["failed_lookups"]
+    assert (x["name"], x["rcode"], x["cause"]) == ("nosuch.lab", "NXDOMAIN", "dns")
+    assert x["processes"][0]["command"] == "curl -sS http://nosuch.lab:8080/"
+
+
 def test_a_program_that_succeeds_has_no_findings(pair: tuple[Host, Host], tmp_path: Path) -> None:
     need("curl", "strace")
     _c, s = pair
@@ -229,6 +240,7 @@ def test_a_program_that_succeeds_has_no_findings(pair: tuple[Host, Host], tmp_pa
             ready_port=8081, ready_address="10.0.0.2")
     doc = same_as_plain(s, tmp_path, ["curl", "-sS", "http://10.0.0.2:8081/"], "curl_ok")
     assert doc["exit"]["code"] == 0 and doc["failures"] == [] and doc["connected"] >= 1
+    assert doc["failed_lookups"] == []
 
 
 def test_forked_workers_failures_are_theirs(pair: tuple[Host, Host], tmp_path: Path) -> None:

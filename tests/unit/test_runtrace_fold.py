@@ -147,8 +147,8 @@ def test_a_connect_still_pending_when_the_program_exits() -> None:
 def test_dns_answers_recorded_by_curl() -> None:
     # the A answer for db.lab that curl read (tests/data/strace/curl_drop.txt)
     wire = bytes.fromhex("710385800001000100000000026462036c61620000010001c00c000100010000000000040a000002")
-    assert parse_dns_answer(wire) == ("db.lab", ["10.0.0.2"])
-    assert parse_dns_answer(wire[:24]) == ("db.lab", [])  # cut short by strace: the question survives
+    assert parse_dns_answer(wire) == ("db.lab", ["10.0.0.2"], "NOERROR")
+    assert parse_dns_answer(wire[:24]) == ("db.lab", [], "NOERROR")  # cut short: the question survives
     query = bytes.fromhex("710301000001000000000000026462036c61620000010001")
     assert parse_dns_answer(query) is None  # a question, not an answer
     assert parse_dns_answer(b"\x00\x01") is None
@@ -157,3 +157,30 @@ def test_dns_answers_recorded_by_curl() -> None:
 def test_hosts_file_names() -> None:
     names = hosts_names("# c\n127.0.0.1\tlocalhost   app\n::ffff:10.0.0.9 nine\nbogus line\n127.0.0.1 again\n")
     assert names == {"127.0.0.1": ["localhost", "app", "again"], "10.0.0.9": ["nine"]}
+
+
+def test_a_name_that_never_resolved_and_one_that_did() -> None:
+    from portdoctor.runtrace.analyse import group_lookups
+
+    folded, folder = fold("curl_nxdomain.txt")
+    [x] = group_lookups(folded, folder)
+    assert (x.name, x.rcode, x.count) == ("nosuch.lab", "NXDOMAIN", 2)  # the A and the AAAA question
+    assert x.processes[0].command == ("curl", "-sS", "http://nosuch.lab:8080/")
+    assert folded.attempts == []
+    # db.lab: its AAAA question got NXDOMAIN, but the A answer gave an address, so it resolved
+    folded, folder = fold("curl_drop.txt")
+    assert [a[2:] for a in folder.answers] == [("db.lab", "NOERROR", 1), ("db.lab", "NXDOMAIN", 0)]
+    assert group_lookups(folded, folder) == []
+
+
+def test_an_interrupted_blocking_connect_waits_for_its_outcome() -> None:
+    lines = [
+        '1<a> 1.0 execve("/bin/a", ["a"], 0x1 /* 1 vars */) = 0 <0.1>',
+        "1<a> 1.1 socket(AF_INET, SOCK_STREAM, IPPROTO_TCP) = 4<socket:[8]> <0.0001>",
+        '1<a> 1.2 connect(4<socket:[8]>, {sa_family=AF_INET, sin_port=htons(80), sin_addr=inet_addr("10.1.1.1")}, 16)'
+        " = ? ERESTARTSYS (To be restarted if SA_RESTART is set) <2.0>",
+        "1<a> 3.3 close(4<socket:[8]>) = 0 <0.0001>",
+    ]
+    folded, folder = fold("", lines)
+    [t] = group(folded, folder, {}, mine=set())
+    assert (t.errno, t.attempts[0].how, round(t.attempts[0].waited, 3)) == (None, "closed", 2.1)

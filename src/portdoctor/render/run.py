@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, TextIO
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from portdoctor.runtrace.report import FailedTarget, RunReport
+    from portdoctor.runtrace.report import FailedTarget, ProcessRef, RunReport
 
 
 def untraced_line(reason: str) -> str:
@@ -47,9 +47,10 @@ def headline(r: RunReport) -> str:
         return f"{head}; not traced ({r.limitation})"
     n = sum(f.count for f in r.failures)
     seen = f"{_plural(r.processes, 'process', 'processes')} traced, {_plural(r.connected, 'connection')} made"
+    names = f"; {_plural(len(r.lookups), 'name')} did not resolve" if r.lookups else ""
     if not n:
-        return f"{head}; no failed connections ({seen})"
-    return f"{head}; {_plural(n, 'failed connection')} to {_plural(len(r.failures), 'target')} ({seen})"
+        return f"{head}; no failed connections{names} ({seen})"
+    return f"{head}; {_plural(n, 'failed connection')} to {_plural(len(r.failures), 'target')}{names} ({seen})"
 
 
 def notes(r: RunReport) -> list[str]:
@@ -73,10 +74,14 @@ def outcome(f: FailedTarget) -> str:
 
 def who(f: FailedTarget) -> str:
     """Which processes tried: 'curl -sS ... (pid 12)', with the attempts of each when several."""
+    return _who(f.processes)
+
+
+def _who(processes: tuple[ProcessRef, ...]) -> str:
     procs = [f"{p.shown} (pid {p.pid}{f', child of {p.ppid}' if p.ppid else ''}"
-             + (f", {p.count}×)" if len(f.processes) > 1 else ")") for p in f.processes[:3]]
-    if len(f.processes) > 3:
-        procs.append(f"and {len(f.processes) - 3} more processes")
+             + (f", {p.count}×)" if len(processes) > 1 else ")") for p in processes[:3]]
+    if len(processes) > 3:
+        procs.append(f"and {len(processes) - 3} more processes")
     return "; ".join(procs)
 
 
@@ -106,6 +111,11 @@ def text(r: RunReport, stream: TextIO) -> None:
     out.print(headline(r), markup=False)
     for note in notes(r):
         out.print(f"[yellow]note:[/] {note}")
+    for x in r.lookups:
+        out.print()
+        out.print(f"[bold]{x.name}[/]  [red]did not resolve: {x.rcode} ×{x.count}[/]  at +{x.first:.3f} s  [bold]dns[/]")
+        out.print(f"  by: {_who(x.processes)}", markup=False)
+        out.print(f"  {x.meaning}", markup=False)
     if not r.traced or not r.failures:
         return
     for f in r.failures:
@@ -147,6 +157,10 @@ def markdown(r: RunReport) -> str:
     from portdoctor.render import markdown as md
 
     lines = [f"## portdoctor run `{r.command}`", "", headline(r), "", *(f"- note: {n}" for n in notes(r))]
+    for x in r.lookups:
+        lines.append(f"- `{x.name}` did not resolve ({x.rcode} ×{x.count}, by {_cell(_who(x.processes))}): {x.meaning}")
+    if r.lookups:
+        lines.append("")
     if not r.traced or not r.failures:
         return "\n".join(lines) + "\n"
     lines += ["| target | outcome | when | by | name |", "|---|---|---|---|---|"]

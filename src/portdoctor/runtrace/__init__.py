@@ -81,7 +81,8 @@ def run_traced(argv: list[str], *, timeout: float = 3.0, diagnose: bool = True,
     return RunReport(
         tuple(argv), exit_.code, exit_.signal, traced=True, started_at=folded.first_ts or started,
         seconds=seconds, processes=1 + folded.processes_seen, connected=sum(folded.successes.values()),
-        failures=tuple(targets), ignored=dict(folded.ignored), unparsed_lines=folded.bad_lines,
+        failures=tuple(targets), lookups=tuple(analyse.group_lookups(folded, folder)),
+        ignored=dict(folded.ignored), unparsed_lines=folded.bad_lines,
         limitation=(f"the trace could not be read to its end ({folded.reader_error}): failures after "
                     "that point are missing" if folded.reader_error else None))
 

@@ -13,7 +13,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Callable
 
 from portdoctor.addresses import ip, is_loopback, is_wildcard, same_address
-from portdoctor.runtrace.report import AttemptRef, Explanation, FailedTarget, ProcessRef
+from portdoctor.runtrace.report import AttemptRef, Explanation, FailedLookup, FailedTarget, ProcessRef
 
 if TYPE_CHECKING:
     from portdoctor.model import Diagnosis, ProbeResult, Target
@@ -57,6 +57,24 @@ def group(folded: Folded, folder: Folder, hosts: dict[str, list[str]],
             local=is_local(endpoint.address, mine) if endpoint.kind == "tcp" else None,
         ))
     out.sort(key=lambda f: (-f.count, f.first))
+    return out
+
+
+def group_lookups(folded: Folded, folder: Folder) -> list[FailedLookup]:
+    """One FailedLookup per (name, response code) the program never got past."""
+    start = folded.first_ts or 0.0
+    seen: dict[tuple[str, str], list[tuple[float, int]]] = {}
+    for ts, tid, qname, rcode in folder.unresolved():
+        seen.setdefault((qname, rcode), []).append((ts, tid))
+    out = []
+    for (qname, rcode), hits in seen.items():
+        procs: Counter = Counter()
+        for ts, tid in hits:
+            p = folder.process(tid, ts)
+            procs[(p.pid, p.ppid, p.command)] += 1
+        out.append(FailedLookup(qname, rcode, len(hits), hits[0][0] - start,
+                                tuple(ProcessRef(pid, ppid, cmd, n) for (pid, ppid, cmd), n in procs.most_common())))
+    out.sort(key=lambda x: x.first)
     return out
 
 

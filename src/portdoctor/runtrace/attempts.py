@@ -125,6 +125,8 @@ class Folder:
         self.exit_ts: dict[int, float] = {}
         # names: per process, (time, address, name) from DNS answers; times of /etc/hosts reads
         self.dns: dict[int, list[tuple[float, str, str]]] = {}
+        # every DNS answer: (time, thread, question name, response code, addresses in it)
+        self.answers: list[tuple[float, int, str, str, int]] = []
         self.hosts_reads: dict[int, list[float]] = {}
 
     # ------------------------------------------------------------------ events
@@ -275,8 +277,9 @@ class Folder:
         answer = parse_dns_answer(found[0][0])
         if answer is None:
             return
-        qname, addresses = answer
+        qname, addresses, rcode = answer
         pid = self.process_of(ev.pid)
+        self.answers.append((ev.ts, ev.pid, qname, rcode, len(addresses)))
         for a in addresses:
             self.dns.setdefault(pid, []).append((ev.ts, unmapped(a), qname))
 
@@ -334,6 +337,26 @@ class Folder:
         if any(t <= ts for t in reads) and hosts.get(address):
             return hosts[address][0], "/etc/hosts"
         return None, None
+
+
+    def unresolved(self, window: float = 5.0) -> list[tuple[float, int, str, str]]:
+        """DNS answers without an address that the process did not get past: (time, thread,
+        name, response code). A failure is passed when the same process got addresses for a
+        name with the same first label within `window` seconds (the next search domain, the
+        other address family)."""
+        ok: dict[int, list[tuple[float, str]]] = {}
+        for ts, tid, qname, _rcode, n in self.answers:
+            if n:
+                ok.setdefault(self.process_of(tid), []).append((ts, qname.split(".")[0].lower()))
+        out = []
+        for ts, tid, qname, rcode, n in self.answers:
+            if n:
+                continue
+            label = qname.split(".")[0].lower()
+            passed = ok.get(self.process_of(tid), [])
+            if not any(label == lab and ts - 1.0 <= t <= ts + window for t, lab in passed):
+                out.append((ts, tid, qname, rcode))
+        return out
 
 
 _SO_ERROR = re.compile(r"SO_ERROR,\s*\[([A-Z0-9]+)\]")

@@ -10,19 +10,21 @@ from __future__ import annotations
 from portdoctor.addresses import ip, unmapped
 
 
-def parse_dns_answer(wire: bytes) -> tuple[str, list[str]] | None:
-    """(question name, A/AAAA addresses of the answer) of a DNS response, or None.
+def parse_dns_answer(wire: bytes) -> tuple[str, list[str], str] | None:
+    """(question name, A/AAAA addresses of the answer, response code) of a DNS response, or None.
 
-    A response strace cut short still yields its question name when the header and the
+    A response strace cut short still yields its question name and code when the header and the
     question are complete (then with the addresses that could be read, often none).
     """
     import dns.exception
     import dns.message
     import dns.name
+    import dns.rcode
     import dns.rdatatype
 
     if len(wire) < 12 or not wire[2] & 0x80:  # not a response (QR bit)
         return None
+    rcode = dns.rcode.to_text(dns.rcode.Rcode(wire[3] & 0x0F))
     try:
         msg = dns.message.from_wire(wire, ignore_trailing=True)
     except (dns.exception.DNSException, ValueError, IndexError):
@@ -30,7 +32,7 @@ def parse_dns_answer(wire: bytes) -> tuple[str, list[str]] | None:
             qname, _used = dns.name.from_wire(wire, 12)
         except (dns.exception.DNSException, ValueError, IndexError):
             return None
-        return qname.to_text(omit_final_dot=True), []
+        return qname.to_text(omit_final_dot=True), [], rcode
     if not msg.question:
         return None
     qname = msg.question[0].name.to_text(omit_final_dot=True)
@@ -38,7 +40,15 @@ def parse_dns_answer(wire: bytes) -> tuple[str, list[str]] | None:
     for rrset in msg.answer:
         if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
             addresses += [r.address for r in rrset]
-    return qname, addresses
+    return qname, addresses, rcode
+
+
+RCODE_MEANING = {
+    "NXDOMAIN": "no such name (NXDOMAIN): check its spelling, its zone and the search domains of /etc/resolv.conf",
+    "SERVFAIL": "the resolver failed to answer (SERVFAIL): an upstream server or the zone is broken",
+    "REFUSED": "the resolver refused the query (REFUSED): it does not serve this client or this zone",
+    "NOERROR": "the name exists but has no address (no A or AAAA record)",
+}
 
 
 def hosts_names(text: str) -> dict[str, list[str]]:

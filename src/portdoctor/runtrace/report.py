@@ -145,6 +145,29 @@ class FailedTarget:
 
 
 @dataclass(frozen=True, slots=True)
+class FailedLookup:
+    """A name the program asked DNS for and never got an address for."""
+
+    name: str
+    rcode: str  # NXDOMAIN, SERVFAIL, REFUSED, NOERROR (no address)
+    count: int
+    first: float  # seconds after the program started
+    processes: tuple[ProcessRef, ...]
+
+    @property
+    def meaning(self) -> str:
+        """What the response code means for the program."""
+        from portdoctor.runtrace.names import RCODE_MEANING
+
+        return RCODE_MEANING.get(self.rcode, f"the resolver answered {self.rcode}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "rcode": self.rcode, "meaning": self.meaning, "count": self.count,
+                "first_seconds": round(self.first, 6), "cause": "dns",
+                "processes": [p.to_json() for p in self.processes]}
+
+
+@dataclass(frozen=True, slots=True)
 class RunReport:
     """The answer of `portdoctor run`."""
 
@@ -158,6 +181,7 @@ class RunReport:
     processes: int = 0  # processes traced (the program and its descendants)
     connected: int = 0  # connections that worked
     failures: tuple[FailedTarget, ...] = ()
+    lookups: tuple[FailedLookup, ...] = ()  # names that did not resolve
     ignored: dict[str, int] = field(default_factory=dict)  # optional glibc sockets probed
     unparsed_lines: int = 0
 
@@ -194,6 +218,7 @@ class RunReport:
             "processes": self.processes,
             "connected": self.connected,
             "failures": [f.to_json() for f in self.failures],
+            "failed_lookups": [x.to_json() for x in self.lookups],
             "ignored_probes": dict(self.ignored),
             "unparsed_lines": self.unparsed_lines,
         }

@@ -282,7 +282,7 @@ class LineReader:
         else:
             ret = int(raw)
         errno = None
-        if ret is not None and ret < 0:
+        if ret is None or ret < 0:  # "= ? ERESTARTSYS (...)": interrupted, to be restarted
             e = _ERRNO.match(tail.strip())
             errno = e.group(1) if e else None
         return Event(pid, comm, ts, name, args, ret, errno, (raw + tail).strip(), duration)
