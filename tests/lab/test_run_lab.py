@@ -174,6 +174,16 @@ def test_node_refused_with_its_exit_code(pair: tuple[Host, Host], tmp_path: Path
     assert f["attempts"][0]["how"] == "so_error"
 
 
+def test_node_refused_by_a_remote_host_points_at_the_server(pair: tuple[Host, Host], tmp_path: Path) -> None:
+    need("node", "strace")
+    c, _s = pair
+    doc = same_as_plain(c, tmp_path, ["node", "-e", NODE, "10.0.0.2", "3000"], "node_remote")
+    f = only_failure(doc)
+    assert (f["target"], f["errno"], f["local"], f["diagnosis"]) == ("10.0.0.2:3000", "ECONNREFUSED", False, None)
+    assert f["probe"]["state"] == "refused" and f["cause"] == "unknown"  # only the server can tell which
+    assert f["explanation"]["next"] == "on 10.0.0.2: portdoctor diagnose :3000 --from 10.0.0.1"
+
+
 def test_psql_tcp_and_unix_socket(pair: tuple[Host, Host], tmp_path: Path) -> None:
     need("psql", "strace")
     _c, s = pair
