@@ -3,7 +3,7 @@
 Times, in one run so the figures compare: `python -c pass` (the interpreter's floor),
 `ss -ltn` (what a user would otherwise type), `portdoctor --help` and
 `portdoctor probe 127.0.0.1:1` (a closed loopback port: refused at once, so the figure is
-start-up plus one connect). Goal: --help and the probe each under 0.3 s wall.
+start-up plus one connect). Goals: --help under 0.3 s; the probe's median under 0.10 s.
 
     python bench/bench_startup.py [-n 20] [--warmup 3] [--json]
 
@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 
 GOAL_SECONDS = 0.3
+# median goals per command (issue 10: the probe of a closed loopback port in 0.10 s)
+MEDIAN_GOALS = {"portdoctor --help": 0.3, "portdoctor probe 127.0.0.1:1": 0.10}
 
 
 @dataclass
@@ -88,7 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         if "ss -ltn" in by:
             for name in ("portdoctor --help", "portdoctor probe 127.0.0.1:1"):
                 print(f"{name} / ss -ltn = {by[name].best / by['ss -ltn'].best:.1f}x")
-    missed = [f for f in figures if f.name.startswith("portdoctor") and f.best > GOAL_SECONDS]
+    for f in figures:
+        if f.name in MEDIAN_GOALS:
+            print(f"{f.name}: median {f.median * 1000:.1f} ms, goal {MEDIAN_GOALS[f.name] * 1000:.0f} ms: "
+                  + ("met" if f.median <= MEDIAN_GOALS[f.name] else "MISSED"))
+    missed = [f for f in figures if f.name.startswith("portdoctor")
+              and (f.best > GOAL_SECONDS or f.median > MEDIAN_GOALS.get(f.name, GOAL_SECONDS))]
     for f in missed:
         print(f"MISSED: {f.name} best {f.best:.3f} s > goal {GOAL_SECONDS} s", file=sys.stderr)
     return 1 if missed else 0

@@ -12,6 +12,7 @@ address, `::ffff:127.0.0.1` is loopback, and an IPv6 zone (`fe80::1%eth0`) is no
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -19,6 +20,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 WILDCARDS = ("0.0.0.0", "::")
 
 
+@functools.lru_cache(maxsize=8192)  # a pure parse: the port map asks about each address many times
 def ip(text: str | None) -> IPAddress | None:
     """The address in `text` (brackets and an IPv6 zone dropped), or None when it is not one."""
     if not text:
@@ -29,6 +31,7 @@ def ip(text: str | None) -> IPAddress | None:
         return None
 
 
+@functools.lru_cache(maxsize=8192)
 def unmapped(text: str) -> str:
     """The canonical form of an address, IPv4-mapped IPv6 as IPv4: ::ffff:1.2.3.4 -> 1.2.3.4.
 

@@ -243,13 +243,11 @@ def ports(fmt: str, as_json: bool) -> None:
 
     doc = port_map()
     fmt = _fmt(fmt, as_json)
+    from portdoctor.render import ports as render_ports
+
     if fmt == "json":
-        import json
-
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        sys.stdout.write(render_ports.json_text(doc))
     else:
-        from portdoctor.render import ports as render_ports
-
         out = render_ports.markdown(doc) if fmt == "markdown" else render_ports.text(doc)
         if isinstance(out, str):
             sys.stdout.write(out if out.endswith("\n") else out + "\n")

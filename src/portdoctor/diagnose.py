@@ -13,7 +13,8 @@ from portdoctor.checks import Context, endpoint_key, followup_targets, run_check
 from portdoctor.collectors import Request, collect, collect_before
 from typing import Any
 
-from portdoctor.model import Diagnosis, ProbeResult, State, Target, from_plain, to_plain
+from portdoctor.model import Diagnosis, ProbeResult, State, Target
+from portdoctor.plain import from_plain, to_plain
 from portdoctor.snapshot import Snapshot
 from portdoctor.probe import DEFAULT_TIMEOUT
 from portdoctor.probe import probe as run_probe

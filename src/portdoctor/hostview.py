@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from portdoctor import addresses
 from portdoctor.hostfacts import Container
-from portdoctor.model import Listener, Process
+from portdoctor.model import InterfaceAddress, Listener, Process
 from portdoctor.snapshot import Snapshot
 
 if TYPE_CHECKING:
@@ -251,8 +251,11 @@ class Exposure:
     judged: dict[tuple[str, int], bool | None] = field(default_factory=dict)
 
     unreadable: bool = False  # the ruleset could not be compiled: nothing can be judged
+    external: list[InterfaceAddress] = field(default_factory=list)  # addresses a remote client can use
 
     def __post_init__(self) -> None:
+        self.external = [a for a in self.snap.addresses
+                         if not addresses.is_loopback(a.address) and not addresses.is_link_local(a.address)]
         if self.evaluator is None and self.snap.firewall is not None:
             try:
                 self.evaluator = firewall_evaluator(self.snap)
@@ -286,9 +289,7 @@ class Exposure:
         if addresses.is_loopback(address):
             return False
         fam = bound_family or addresses.family(address)
-        external = [a for a in self.snap.addresses
-                    if not addresses.is_loopback(a.address) and not addresses.is_link_local(a.address)]
-        dests = [a for a in external if addresses.accepts(address, fam, v6only, a.address)][:MAX_INTERFACES]
+        dests = [a for a in self.external if addresses.accepts(address, fam, v6only, a.address)][:MAX_INTERFACES]
         if not dests:
             return False if self.snap.addresses else None
         results = [self._flow(a.address, port, a.ifname) for a in dests]

@@ -164,6 +164,8 @@ class Process:
     fd_soft_limit: int | None = None
     cwd: str | None = None
     state: str | None = None  # /proc/PID/stat state letter: R, S, D, T (stopped), t (traced), Z
+    # paths of the listening unix sockets it holds (read for servers that may serve no TCP port)
+    unix_listeners: tuple[str, ...] = ()
 
     @property
     def command(self) -> str:
@@ -307,8 +309,3 @@ class Diagnosis:
             "findings": [f.to_json() for f in self.findings],
             "limitations": list(self.limitations),
         }
-
-
-# --------------------------------------------------------------------------- JSON round trip
-
-from portdoctor.plain import from_plain, to_plain  # noqa: E402  (kept importable from here)

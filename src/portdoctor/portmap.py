@@ -13,7 +13,7 @@ from typing import Any
 from portdoctor import addresses
 from portdoctor.hostview import (
     HOLDERS, Exposure, container_named, containers_here, dnat_rules, holder_container, is_local, process_name,
-    publisher, takes,
+    publisher,
 )
 from portdoctor.model import Listener
 from portdoctor.snapshot import Snapshot

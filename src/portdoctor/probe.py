@@ -272,3 +272,34 @@ STATE_MEANING: dict[State, str] = {
     State.DNS_ERROR: "dns_error: the name did not resolve to any address",
     State.ERROR: "error: the connection failed in a way that is not a refusal",
 }
+
+
+def probe_notes(result: ProbeResult) -> list[str]:
+    """Remarks a reader needs beyond the per-address states: families that disagree, intermittent answers."""
+    notes = []
+    states = {a.state for a in result.addresses}
+    fams = {a.family: a for a in result.addresses}
+    if len(states) > 1 and 4 in fams and 6 in fams:
+        good = [a for a in result.addresses if a.state is State.OPEN]
+        bad = [a for a in result.addresses if a.state is not State.OPEN]
+        if good and bad:
+            g, b = good[0], bad[0]
+            first = result.addresses[0]
+            order = ("a client tries " + first.address + " first")
+            notes.append(
+                f"{result.target.host} resolves to {len(result.addresses)} addresses and they disagree: "
+                f"{g.address} accepts, {b.address} is {b.state.value}. {order.capitalize()}; "
+                + ("clients that do not fall back to the next address fail (Node before 20, many "
+                   "database drivers)." if first.state is not State.OPEN else
+                   "clients that only use the other family fail.")
+                + f" Make the service listen on both families, or connect to {g.address} explicitly."
+            )
+    for a in result.addresses:
+        if a.attempts and len(a.attempts) > 1:
+            notes.append(
+                f"{a.address} answered inconsistently ("
+                + ", ".join(f"{k} {v}" for k, v in sorted(a.attempts.items()))
+                + "): an intermittent failure often means an overloaded server (full accept queue) "
+                "or a load balancer with a dead backend."
+            )
+    return notes

@@ -61,7 +61,7 @@ SERVICES: tuple[ServiceInfo, ...] = (
         "mysql", (3306, 33060), ("mysqld", "mariadbd", "mysqld_safe", "mariadbd-safe"),
         (ConfigSpec(("/etc/mysql/my.cnf", "/etc/mysql/mariadb.conf.d/*.cnf", "/etc/mysql/conf.d/*.cnf",
                      "/etc/mysql/mysql.conf.d/*.cnf", "/etc/my.cnf", "/etc/my.cnf.d/*.cnf"),
-                    "mysql", ("bind-address", "bind_address"), ("port",)),),
+                    "mysql", ("bind-address", "bind_address", "skip-networking"), ("port",)),),
         "bind-address = 0.0.0.0 (in the [mysqld] section)", "port = 3306 (in the [mysqld] section)"),
     ServiceInfo(
         "redis", (6379,), ("redis-server",),

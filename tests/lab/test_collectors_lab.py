@@ -23,7 +23,7 @@ SNAPSHOT = r"""
 import json, sys
 from portdoctor.collectors import Request, Facts
 from portdoctor.collectors import linux, processes, procfs, configs
-from portdoctor.model import to_plain
+from portdoctor.plain import to_plain
 args = json.loads(sys.argv[1])
 req = Request(port=args["port"], addresses=tuple(args.get("addresses", ())), service=args.get("service"),
               from_addr=args.get("from_addr"))

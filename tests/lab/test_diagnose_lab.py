@@ -11,13 +11,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from clients import hold
-from netlab import Host, Lab
+from netlab import Host
 
 
 def diagnose(host: Host, *args: str, user: str | None = None) -> tuple[int, dict]:

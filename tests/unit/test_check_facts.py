@@ -126,3 +126,55 @@ def test_remote_clients_of_a_loopback_service_are_judged_by_from() -> None:
                      routes=(RouteLookup("10.0.0.1", "unicast", "eth0", None, "10.0.0.2"),))
     (finding,) = check_bind(snap2, Context(t, probe, from_addr="10.0.0.1"))
     assert "10.0.0.2" in finding.summary and "loopback" in finding.summary
+
+
+def test_a_port_named_on_the_command_line_is_the_evidence() -> None:
+    """`app --port 8081` while clients dial 8080: its own argument, not the usual-ports table."""
+    from portdoctor.checks.listener import check_listener
+
+    proc = Process(70, "python3", ("python3", "app.py", "--port", "8081"))
+    snap = Snapshot(listeners=(Listener("0.0.0.0", 8081, 4, pids=(70,), inode=5),), processes={70: proc},
+                    addresses=(InterfaceAddress("127.0.0.1", 8, 4, "lo"),))
+    target = Target(":8080", "localhost", 8080)
+    probe = ProbeResult(target, State.REFUSED, (AddressResult("127.0.0.1", 4, State.REFUSED, "ECONNREFUSED", 0.001),),
+                        1.0)
+    (f,) = check_listener(snap, Context(target=target, probe=probe))
+    assert f.cause.value == "wrong_port" and f.weight >= 0.85
+    assert "`--port 8081` on its command line" in f.summary and "usual port" not in f.summary
+
+
+def _nginx_case(listener: Listener, value: str, text: str, dest: str = "10.0.0.2"):
+    from portdoctor.model import ServiceConfig
+
+    proc = Process(80, "nginx", ("nginx: master process /usr/sbin/nginx",), user="root")
+    snap = Snapshot(listeners=(listener,), processes={80: proc},
+                    addresses=(InterfaceAddress("10.0.0.2", 24, 4, "eth0"), InterfaceAddress("127.0.0.1", 8, 4, "lo")),
+                    configs=(ServiceConfig("nginx", "/etc/nginx/sites-enabled/app", 3, "listen", value, text),))
+    target = Target(f"{dest}:8080", dest, 8080)
+    probe = ProbeResult(target, State.REFUSED, (AddressResult(dest, 4, State.REFUSED, "ECONNREFUSED", 0.001),), 1.0)
+    (f,) = check_bind(snap, Context(target=target, probe=probe))
+    return f
+
+
+def test_nginx_loopback_listen_fix_keeps_the_port() -> None:
+    f = _nginx_case(Listener("127.0.0.1", 8080, 4, pids=(80,)), "127.0.0.1:8080", "listen 127.0.0.1:8080;")
+    cmd = f.fix[0].command
+    assert "listen 8080;" in cmd and "listen 0.0.0.0;" not in cmd, cmd
+
+
+def test_v6only_wildcard_fix_adds_an_ipv4_listen_instead_of_another_v6_one() -> None:
+    f = _nginx_case(Listener("::", 8080, 6, v6only=True, pids=(80,)), "[::]:8080 ipv6only=on",
+                    "listen [::]:8080 ipv6only=on;")
+    assert "IPV6_V6ONLY" in f.summary
+    cmd = f.fix[0].command
+    assert "keep line 3" in cmd and "listen 8080;" in cmd, cmd
+
+
+def test_widened_values() -> None:
+    from portdoctor.checks.bind import _widened
+
+    assert _widened("haproxy", "127.0.0.1:8080", "0.0.0.0", None, False) == "0.0.0.0:8080"
+    assert _widened("haproxy", "[::1]:8080", "::", "::", False) == "[::]:8080"
+    assert _widened("haproxy", "[::1]:8080", "::", "::", True) == "0.0.0.0:8080"  # bindv6only=1
+    assert _widened("redis", "127.0.0.1 -::1", "* -::*", None, False) == "* -::*"  # no port in it
+    assert _widened("nginx", "127.0.0.1:8080 default_server", "0.0.0.0", None, False) == "8080 default_server"

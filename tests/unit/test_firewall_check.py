@@ -10,7 +10,7 @@ from pathlib import Path
 from portdoctor.checks import Context
 from portdoctor.checks.firewall import check_firewall, followups
 from portdoctor.collectors.firewall import build_ruleset
-from portdoctor.firewall.model import counters_of, ruleset_to_plain
+from portdoctor.firewall.model import counters_of
 from portdoctor.hostfacts import FirewallFacts
 from portdoctor.model import (
     AddressResult, Cause, InterfaceAddress, Listener, ProbeResult, RouteLookup, Severity, State, Target,

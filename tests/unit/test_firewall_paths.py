@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from portdoctor.checks.firewall import check_firewall, followups
 from portdoctor.collectors.firewall import build_ruleset
-from portdoctor.firewall.model import counters_of, ruleset_to_plain
+from portdoctor.firewall.model import counters_of
 from portdoctor.model import AddressResult, Cause, ProbeResult, Severity, State
 from portdoctor.snapshot import Snapshot
 from test_firewall_check import context, snapshot

@@ -103,3 +103,12 @@ def test_text_rendering_runs(capsys):
     render.text(doc, console)
     out = console.export_text()
     assert "conmon" in out and "publish 0.0.0.0:18080" in out
+
+
+def test_json_text_is_the_same_document_one_listener_per_line():
+    doc = build(_snap("127_0_0_1_18082"))
+    text = render.json_text(doc)
+    assert json.loads(text) == doc
+    assert text.count("\n") == len(doc["listeners"]) + 7  # {, 2 fields, [, the entries, ], limitations, }
+    empty = {"schema": SCHEMA, "host": "h", "listeners": [], "limitations": []}
+    assert json.loads(render.json_text(empty)) == empty

@@ -15,7 +15,8 @@ from portdoctor.checks.proxy import check_proxy
 from portdoctor.checks.proxy import followups as proxy_followups
 from portdoctor.checks.supervisor import check_supervisor
 from portdoctor.hostfacts import SupervisorFacts
-from portdoctor.model import Cause, ProbeResult, Severity, Target, from_plain
+from portdoctor.model import Cause, ProbeResult, Severity, Target
+from portdoctor.plain import from_plain
 from portdoctor.snapshot import Snapshot
 
 REC = Path(__file__).parent.parent / "data" / "proxy" / "recorded"
@@ -170,7 +171,6 @@ def test_systemd_disabled_unit_named_by_the_user():
 def _with_containers(snap: Snapshot, edit) -> Snapshot:
     """snap with every container record passed through edit(record) (a copy)."""
     import copy
-    from dataclasses import replace
 
     doc = copy.deepcopy(snap.to_json())
     for c in doc["containers"]["containers"]:
@@ -220,7 +220,6 @@ def test_published_on_another_host_address_names_the_container():
 
 def _named_upstream(snap: Snapshot, host: str) -> Snapshot:
     import copy
-    from dataclasses import replace
 
     doc = copy.deepcopy(snap.to_json())
     for p in doc["proxies"]["proxies"]:

@@ -7,6 +7,7 @@ on 127.0.0.1 (and the reverse), and IPv6 sockets with IPV6_V6ONLY.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from portdoctor.checks import facts
@@ -101,15 +102,19 @@ def _finding(snap: Snapshot, ctx: Context, address: str, socks: list[Listener]) 
         fixes = [_bind_fix(snap, socks, None, f"Make the server listen on {address} (or on every address)")]
         fixes.append(Fix("Then allow only the clients that need it through the firewall: binding wider exposes "
                          "the port to every network this host is on", None))
+    elif any(s.family == 6 and s.address == "::" and s.v6only for s in socks) and fam == 4:
+        # `::` would take IPv4 too but for IPV6_V6ONLY: the fix is an IPv4 listener beside it, not `::` again
+        why = ("net.ipv6.bindv6only=1 on this host makes it the default" if _bindv6only(snap)
+               else "the server sets it itself (net.ipv6.bindv6only is 0)")
+        summary = (f"The server on port {port} listens on `::` with IPV6_V6ONLY set ({why}), so IPv4 "
+                   f"connections to {address} are refused.")
+        fixes = [_bind_fix(snap, socks, "0.0.0.0", "Also listen on 0.0.0.0 (IPv4), or clear IPV6_V6ONLY with the "
+                                                   "server's own v6only option")]
     elif family_only:
         summary = (f"The server on port {port} listens on IPv{4 if fam == 6 else 6} only, but the client "
                    f"connects over IPv{fam} to {address}.")
-        fixes = [_bind_fix(snap, socks, "::", "Make the server listen on both families")]
-    elif any(s.family == 6 and s.address == "::" and s.v6only for s in socks) and fam == 4:
-        summary = (f"The server on port {port} listens on `::` with IPV6_V6ONLY set, so IPv4 "
-                   f"connections to {address} are refused.")
-        fixes = [_bind_fix(snap, socks, "0.0.0.0", "Also listen on 0.0.0.0, or clear IPV6_V6ONLY "
-                                                   "(net.ipv6.bindv6only=0 / the server's v6only option)")]
+        fixes = [_bind_fix(snap, socks, "0.0.0.0" if fam == 4 else "::",
+                           f"Make the server listen on IPv{fam} too")]
     else:
         bound = ", ".join(sorted({s.address for s in socks}))
         summary = (f"The server on port {port} listens only on {bound}, not on {address}.")
@@ -172,8 +177,14 @@ def _bind_fix(snap: Snapshot, socks: list[Listener], wide: str | None, descripti
                        f"# started as: {proc.command if proc else info.name}\n# use: {flag} {value}{runtime}")
         if lines:
             c = lines[-1]
-            new = _replace(c.text, c.key, c.value, value)
             restart = restart_fix(snap, proc, info.name)
+            added = _added_listen(info.name, c.value, wide, _bindv6only(snap))
+            if added is not None:  # keep the line that works, add the family it lacks
+                cmd = f"# {c.path}: keep line {c.line}\n{c.text.strip()}\n# and add after it\n{added}"
+                if restart.command:
+                    cmd += f"\n{restart.command}"
+                return Fix(f"{description}: add a {c.key} line in {c.path} after line {c.line}", cmd)
+            new = _replace(c.text, c.key, c.value, _widened(info.name, c.value, value, wide, _bindv6only(snap)))
             cmd = f"# {c.path}, line {c.line}: change\n{c.text.strip()}\n# to\n{new}"
             if restart.command:
                 cmd += f"\n{restart.command}"
@@ -189,6 +200,47 @@ def _bind_fix(snap: Snapshot, socks: list[Listener], wide: str | None, descripti
         return Fix(f"{description}: {proc.name} chose the address itself; start it with host 0.0.0.0 "
                    f"(or `::` for both families){examples}", f"# started as: {proc.command}")
     return Fix(description, None)
+
+
+_HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]*\]|[0-9.]+|localhost|\*):(\d{1,5})(.*)$")
+
+
+def _bindv6only(snap: Snapshot) -> bool:
+    """net.ipv6.bindv6only=1: a `::` socket takes IPv6 only unless the server clears the option."""
+    return snap.sysctls.get("net.ipv6.bindv6only", "0").strip() == "1"
+
+
+def _widened(service: str, old: str, value: str, wide: str | None, bindv6only: bool) -> str:
+    """The setting's new value. A value that names a port as well (nginx `listen 127.0.0.1:8080`,
+    haproxy `bind`, `host:port` flags) keeps its port and options: only the address widens."""
+    m = _HOSTPORT.match(old.strip().rstrip(";"))
+    if m is None:
+        return value
+    port, rest = m.group(2), m.group(3)
+    if wide == "::" and not bindv6only:
+        host = "[::]"
+    else:
+        host = "0.0.0.0"
+    if service == "nginx":
+        # nginx: `listen 8080` is every IPv4 address; `[::]:8080` is IPv6 (and IPv4 unless ipv6only=on,
+        # which is nginx's default since 1.3.4: so both families need both lines)
+        return f"{port}{rest}" if host == "0.0.0.0" else f"[::]:{port}{rest}"
+    return f"{host}:{port}{rest}"
+
+
+def _added_listen(service: str, old: str, wide: str | None, bindv6only: bool) -> str | None:
+    """For nginx, which needs one `listen` per family: the line to add beside the one that works."""
+    if service != "nginx":
+        return None
+    m = _HOSTPORT.match(old.strip().rstrip(";"))
+    if m is None:
+        return None
+    host, port = m.group(1), m.group(2)
+    if wide == "0.0.0.0" and host.startswith("[") and host != "[::1]":
+        return f"listen {port};"  # an IPv6 wildcard with ipv6only: IPv4 needs a line of its own
+    if wide == "::" and not host.startswith("[") and host not in ("127.0.0.1", "localhost"):
+        return f"listen [::]:{port};"
+    return None
 
 
 def _replace(text: str, key: str, old: str, new: str) -> str:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from portdoctor import services
 from portdoctor.checks import endpoint_key, facts
-from portdoctor.model import COMMAND_LINE, Cause, Finding, Fix, Process, Severity, State
+from portdoctor.model import COMMAND_LINE, Cause, Finding, Fix, Process, ServiceConfig, Severity, State
 from portdoctor.snapshot import Snapshot
 from portdoctor.services import ServiceInfo
 
@@ -166,7 +166,7 @@ def check_listener(snap: Snapshot, ctx: Context) -> list[Finding]:
     reported: set[frozenset[int]] = set()
     for s in suspects.values():
         if not s.ports:
-            findings.append(_not_listening(snap, ctx, s))
+            findings.append(_unix_only(snap, ctx, s) or _not_listening(snap, ctx, s))
             continue
         # nginx's master and workers (postgres's backends, ...) share one set of sockets: say it once
         inodes = frozenset(x.inode for x in snap.listeners if s.proc.pid in x.pids and x.inode)
@@ -239,11 +239,15 @@ def _usual_server(snap: Snapshot, ctx: Context) -> list[_Suspect]:
     port = ctx.target.port
     known_names = {s.name for s in _services_for_port(port)}
     out = []
+    idle: set[str] = set()  # services already named for a process on no TCP port (postgres's workers too)
     for proc in snap.processes.values():
         info = known_service(proc)
         if info is None or info.name not in known_names:
             continue
         ports = listening_ports(snap, proc)
+        if not ports and info.name not in _RUNTIMES and info.name not in idle:
+            idle.add(info.name)  # runs, on no TCP port at all: starting, failed to bind, or unix socket only
+            out.append(_Suspect(proc, [], f"{info.name}'s usual port is {port}", 0.8))
         if ports and port not in ports:
             if info.name in _RUNTIMES:  # any app may run on node or python: weaker evidence
                 out.append(_Suspect(proc, ports, f"a {info.name} server, and {port} is a usual port of such servers",
@@ -270,7 +274,14 @@ def _other_http_server(snap: Snapshot, ctx: Context) -> list[_Suspect]:
 
 def _wrong_port(snap: Snapshot, ctx: Context, s: _Suspect) -> Finding:
     """wrong_port: the suspect listens on other ports than the client's."""
-    proc, port, why = s.proc, ctx.target.port, s.why
+    proc, port, why, weight = s.proc, ctx.target.port, s.why, s.weight
+    # the process's own arguments, environment or config name the port it listens on: that fact,
+    # not a table of usual ports, is the evidence (and it is strong)
+    told = intended_ports(proc)
+    own = [told[p] for p in s.ports if p in told]
+    own += [f"{c.path}:{c.line}: {c.text}" for c in _own_port_settings(snap, proc, s.ports)]
+    if own and weight < 0.85:
+        why, weight = f"it was told to listen there: {own[0]}", 0.85
     where = ", ".join(str(p) for p in s.ports)
     ev = [why, *(facts.describe(snap, x) for x in snap.listeners if proc.pid in x.pids and x.port in s.ports)]
     ev.append(f"nothing listens on port {port}")
@@ -291,7 +302,70 @@ def _wrong_port(snap: Snapshot, ctx: Context, s: _Suspect) -> Finding:
     return Finding(Cause.WRONG_PORT, CHECK, Severity.ERROR,
                    f"Nothing listens on port {port}, but {_ident(proc)} listens on {where}"
                    + (f" ({why})." if why else "."),
-                   tuple(ev), tuple(fixes), s.weight)
+                   tuple(ev), tuple(fixes), weight)
+
+
+def _own_port_settings(snap: Snapshot, proc: Process, ports: list[int]) -> list[ServiceConfig]:
+    """Settings of this process's own service (file or command line) that name one of `ports`."""
+    info = known_service(proc)
+    if info is None:
+        return []
+    return [c for c in snap.configs if c.service == info.name and c.key == "port"
+            and c.value.strip().isdigit() and int(c.value) in ports]
+
+
+# settings that keep a server off TCP, per service: (config key, test of its value, the fix's new line)
+_OFF_TCP = {
+    "postgresql": ("listen_addresses", lambda v: v.strip().strip("'\"").strip() == "",
+                   "listen_addresses = 'localhost'  # or '*' for clients on other hosts (then pg_hba.conf)"),
+    "redis": ("port", lambda v: v.strip() == "0", "port {port}"),
+    "mysql": ("skip-networking", lambda v: v.strip().lower() in ("", "1", "on", "true"),
+              "# skip-networking  (removed: the server listens on TCP again)"),
+}
+
+
+def _unix_only(snap: Snapshot, ctx: Context, s: _Suspect) -> Finding | None:
+    """wrong_interface: the server runs but serves only its unix socket (listen_addresses = '',
+    Redis `port 0`, MySQL skip-networking), so TCP clients are refused."""
+    proc, port = s.proc, ctx.target.port
+    info = known_service(proc)
+    rule = _OFF_TCP.get(info.name) if info is not None else None
+    setting = None
+    if rule is not None:
+        setting = next((c for c in reversed(snap.configs)
+                        if c.service == info.name and c.key == rule[0] and rule[1](c.value)), None)
+    if setting is None and not proc.unix_listeners:
+        return None
+    name = info.name if info is not None else proc.name
+    where = ", ".join(proc.unix_listeners)
+    summary = (f"{_ident(proc)} runs but serves no TCP port, only its unix socket"
+               + (f" {where}" if where else "")
+               + (f": `{setting.text.strip()}` ({setting.path}:{setting.line}) keeps it off TCP" if setting
+                  else "") + f", so TCP clients of port {port} are refused.")
+    ev = [f"process {proc.pid}: {proc.command}", f"nothing listens on TCP port {port}"]
+    if where:
+        ev.append(f"listening unix socket{'s' if len(proc.unix_listeners) > 1 else ''}: {where}")
+    if setting is not None:
+        ev.append(f"{setting.path}:{setting.line}: {setting.text.strip()}" if setting.path != COMMAND_LINE
+                  else f"on its command line: {setting.text.strip()}")
+    fixes = []
+    if setting is not None and rule is not None:
+        new = rule[2].format(port=port)
+        if setting.path == COMMAND_LINE:
+            fixes.append(Fix(f"start {name} without `{setting.text.strip()}` (it keeps {name} off TCP)",
+                             f"# started as: {proc.command}"))
+        else:
+            fixes.append(Fix(f"make {name} listen on TCP: change {setting.key} in {setting.path} line {setting.line}",
+                             f"# {setting.path}, line {setting.line}: change\n{setting.text.strip()}\n# to\n{new}"))
+    else:
+        hint = f" (`{info.port_key_hint}`, with the port {port})" if info is not None and info.port_key_hint else ""
+        fixes.append(Fix(f"configure {name} to listen on TCP port {port} as well as its unix socket{hint}; its "
+                         f"settings may say the opposite (Redis `port 0`, PostgreSQL listen_addresses = '', "
+                         f"MySQL skip-networking)", None))
+    fixes.append(restart_fix(snap, proc, name))
+    if where:
+        fixes.append(Fix(f"or connect local clients through the unix socket {proc.unix_listeners[0]}", None))
+    return Finding(Cause.WRONG_INTERFACE, CHECK, Severity.ERROR, summary, tuple(ev), tuple(fixes), 0.9)
 
 
 def _not_listening(snap: Snapshot, ctx: Context, s: _Suspect) -> Finding:
@@ -363,7 +437,7 @@ def _redirect(snap: Snapshot, ctx: Context) -> dict | None:
     """The NAT redirection of the target port that the firewall check found, if any."""
     if snap.firewall is None:
         return None
-    from portdoctor.checks.firewall import redirected
+    from portdoctor.checks.firewall.nat import redirected
 
     return next((r for r in redirected(snap, ctx) if r.get("definite") and r.get("flow") != "remote"), None)
 

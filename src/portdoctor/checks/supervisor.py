@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Any
 
 from portdoctor.checks import Context
 from portdoctor.collectors.processes import mentions_port
-from portdoctor.hostfacts import SupervisedProgram, Supervisord, SystemdUnit
+from portdoctor.hostfacts import Supervisord, SystemdUnit
 from portdoctor.model import Cause, Finding, Fix, Severity, State
 from portdoctor.snapshot import Snapshot
 

@@ -8,6 +8,8 @@ port-like environment, open fds against RLIMIT_NOFILE, and working directory.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import os
 import pwd
 import re
@@ -175,10 +177,19 @@ def _read_processes(req: Request) -> tuple[dict[int, Process], list[Limitation]]
         p = read_process(req.proc_root, pid, open_fds=fd_counts.get(pid))
         if p is not None:
             procs[pid] = p
+    named: dict[int, str] | None = None
     for pid, (argv, env) in sorted(cands.items()):
         p = read_process(req.proc_root, pid, argv=argv, env=env or {}, open_fds=fd_counts.get(pid))
-        if p is not None:
-            procs[pid] = p
+        if p is None:
+            continue
+        info = services.service_for_process(p)
+        if info is not None and not services.is_generic(info):
+            # a server holding no TCP listener may serve only its unix socket (listen_addresses = '')
+            if named is None:
+                named = procfs.read_unix_listening(req.proc_root)
+            if named:
+                p = replace(p, unix_listeners=procfs.unix_listeners_of(req.proc_root, pid, named))
+        procs[pid] = p
     if hidden and os.geteuid() != 0:
         lims.append(Limitation(
             f"environments of {hidden} processes of other users are unreadable "

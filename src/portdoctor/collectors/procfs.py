@@ -442,3 +442,51 @@ def collect_counters(req: Request) -> Facts:
         lims.append(Limitation(f"{req.proc_root}/net/netstat and snmp could not be read: "
                                "listen queue overflow counters are unknown", "mount /proc"))
     return Facts(fields={"counters_before": before, "counters_after": after}, limitations=lims)
+
+
+# --------------------------------------------------------------------------- unix sockets
+
+_ACCEPTCON = 0x10000  # __SO_ACCEPTCON in the Flags column: a listening socket
+
+
+def parse_proc_net_unix(text: str) -> dict[int, str]:
+    """inode -> path of each listening unix socket with a name in /proc/net/unix text.
+
+    Columns (include/net/af_unix.h, net/unix/af_unix.c unix_seq_show): Num RefCount Protocol
+    Flags Type St Inode Path; abstract names start with '@'.
+    """
+    out: dict[int, str] = {}
+    for line in text.splitlines()[1:]:
+        parts = line.split(None, 7)
+        if len(parts) < 8:
+            continue
+        try:
+            flags, inode = int(parts[3], 16), int(parts[6])
+        except ValueError:
+            continue
+        if flags & _ACCEPTCON:
+            out[inode] = parts[7].strip()
+    return out
+
+
+def unix_listeners_of(proc_root: str, pid: int, named: dict[int, str]) -> tuple[str, ...]:
+    """Paths of the listening unix sockets (from `named`, see parse_proc_net_unix) pid holds."""
+    try:
+        fds = os.listdir(f"{proc_root}/{pid}/fd")
+    except OSError:
+        return ()
+    out = []
+    for fd in fds:
+        try:
+            link = os.readlink(f"{proc_root}/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and int(link[8:-1]) in named:
+            out.append(named[int(link[8:-1])])
+    return tuple(sorted(set(out)))
+
+
+def read_unix_listening(proc_root: str = "/proc") -> dict[int, str]:
+    """Listening, named unix sockets of this network namespace: inode -> path ({} if unreadable)."""
+    raw = _read(f"{proc_root}/self/net/unix")
+    return parse_proc_net_unix(raw.decode(errors="replace")) if raw else {}

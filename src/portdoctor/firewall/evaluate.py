@@ -22,7 +22,7 @@ import bisect
 import heapq
 import ipaddress
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from portdoctor.firewall.model import Action, Chain, Match, NamedSet, Rule, Ruleset, Table
 
@@ -1032,7 +1032,3 @@ def _merge(outcomes: list[Outcome]) -> list[Outcome]:
         out.append(replace(first, assumptions=tuple(common)))
     return out
 
-
-def evaluate_many(ev: Evaluator, flows: Iterable[Flow]) -> list[Evaluation]:
-    """Evaluate several flows with one compiled ruleset."""
-    return [ev.evaluate(f) for f in flows]

@@ -1,8 +1,8 @@
 """One model for every ruleset portdoctor reads: iptables (nft or legacy), ip6tables, nftables.
 
 Parsers turn tool output into these frozen dataclasses; the evaluator compiles them. They
-convert to plain JSON (`portdoctor.model.to_plain`) and back (`ruleset_from_plain`), so the
-collector can hand a ruleset to the check through `Snapshot.extra`.
+convert to plain JSON (`portdoctor.plain.to_plain`) and back (`ruleset_from_plain`), so the
+collector can hand a ruleset to the checks through `Snapshot.firewall` (FirewallFacts).
 
 A rule is a list of matches (all must hold) and one action. Match kinds:
 

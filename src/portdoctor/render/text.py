@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from portdoctor.model import State
+from portdoctor.render.term import colour_on, columns, paint
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -37,82 +39,49 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
-def probe_table(result: ProbeResult, out: Console) -> None:
-    """The per-address table of a probe, with the meaning of each state seen."""
-    from rich.table import Table
+_STATE_COLOUR = {State.OPEN: "green", State.TIMEOUT: "yellow"}  # every other state: red
 
-    from portdoctor.probe import STATE_MEANING
+
+def probe_lines(result: ProbeResult, on: bool) -> list[str]:
+    """The per-address table of a probe, with the meaning of each state seen (colour when `on`)."""
+    from portdoctor.probe import STATE_MEANING, probe_notes
 
     t = result.target
     if result.state is State.DNS_ERROR:
-        out.print(f"[bold]{t.host}[/] did not resolve: {result.dns_error}")
-        out.print(STATE_MEANING[State.DNS_ERROR])
-        return
-    table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
-    for col in ("address", "family", "state", "errno", "time", ""):
-        table.add_column(col)
+        return [f"{paint(t.host, 'bold', on=on)} did not resolve: {result.dns_error}", STATE_MEANING[State.DNS_ERROR]]
+    rows, raw = [], []
     for a in result.addresses:
-        attempts = ""
-        if a.attempts:
-            attempts = " ".join(f"{k}×{v}" for k, v in sorted(a.attempts.items()))
+        attempts = " ".join(f"{k}×{v}" for k, v in sorted(a.attempts.items())) if a.attempts else ""
         note = "; ".join(x for x in (attempts, a.detail or "") if x)
-        table.add_row(a.address, f"IPv{a.family}", f"[{_STATE_STYLE[a.state]}]{a.state.value}[/]",
-                      a.errno or "", _ms(a.seconds), note)
-    out.print(table)
-    seen = []
+        cells = [a.address, f"IPv{a.family}", a.state.value, a.errno or "", _ms(a.seconds), note]
+        raw.append(cells)
+        rows.append([*cells[:2], paint(a.state.value, _STATE_COLOUR.get(a.state, "red"), on=on), *cells[3:]])
+    lines = columns(("address", "family", "state", "errno", "time", ""), rows, widths_of=raw) if rows else []
+    if lines:
+        lines[0] = paint(lines[0], "bold", on=on)
+    seen: list[State] = []
     for a in result.addresses:
         if a.state not in seen:
             seen.append(a.state)
-    for s in seen:
-        meaning = STATE_MEANING[s]
-        if s is State.TIMEOUT:
-            meaning += f"; only {result.timeout:g} s were waited, so this alone does not prove a DROP" \
-                if result.timeout < 3 else ""
-        out.print(f"  {meaning}")
-    for note in probe_notes(result):
-        out.print(f"[yellow]note:[/] {note}")
-
-
-def probe_notes(result: ProbeResult) -> list[str]:
-    """Remarks a reader needs beyond the table: split families, intermittent answers."""
-    notes = []
-    states = {a.state for a in result.addresses}
-    fams = {a.family: a for a in result.addresses}
-    if len(states) > 1 and 4 in fams and 6 in fams:
-        good = [a for a in result.addresses if a.state is State.OPEN]
-        bad = [a for a in result.addresses if a.state is not State.OPEN]
-        if good and bad:
-            g, b = good[0], bad[0]
-            first = result.addresses[0]
-            order = ("a client tries " + first.address + " first")
-            notes.append(
-                f"{result.target.host} resolves to {len(result.addresses)} addresses and they disagree: "
-                f"{g.address} accepts, {b.address} is {b.state.value}. {order.capitalize()}; "
-                + ("clients that do not fall back to the next address fail (Node before 20, many "
-                   "database drivers)." if first.state is not State.OPEN else
-                   "clients that only use the other family fail.")
-                + f" Make the service listen on both families, or connect to {g.address} explicitly."
-            )
-    for a in result.addresses:
-        if a.attempts and len(a.attempts) > 1:
-            notes.append(
-                f"{a.address} answered inconsistently ("
-                + ", ".join(f"{k} {v}" for k, v in sorted(a.attempts.items()))
-                + "): an intermittent failure often means an overloaded server (full accept queue) "
-                "or a load balancer with a dead backend."
-            )
-    return notes
+    for st in seen:
+        meaning = STATE_MEANING[st]
+        if st is State.TIMEOUT and result.timeout < 3:
+            meaning += f"; only {result.timeout:g} s were waited, so this alone does not prove a DROP"
+        lines.append(f"  {meaning}")
+    lines += [f"{paint('note:', 'yellow', on=on)} {note}" for note in probe_notes(result)]
+    return lines
 
 
 def probe(result: ProbeResult) -> None:
-    """Print a probe result."""
-    out = console()
+    """Print a probe result (without rich: this is the command that must start fastest)."""
+    on = colour_on()
     t = result.target
     n = len(result.addresses)
-    head = f"[bold]{t.host}:{t.port}[/]" if ":" not in t.host else f"[bold][{t.host}]:{t.port}[/]"
-    out.print(f"{head}  [{_STATE_STYLE[result.state]}]{result.state.value}[/]"
-              + (f"  ({n} address{'es' if n != 1 else ''}, timeout {result.timeout:g} s)" if n else ""))
-    probe_table(result, out)
+    head = paint(_endpoint(t.host, t.port), "bold", on=on)
+    state = paint(result.state.value, _STATE_COLOUR.get(result.state, "red"), on=on)
+    lines = [f"{head}  {state}" + (f"  ({n} address{'es' if n != 1 else ''}, timeout {result.timeout:g} s)" if n else "")]
+    lines += probe_lines(result, on)
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 def explain(result: Any) -> None:
@@ -153,7 +122,7 @@ def diagnosis(result: Diagnosis) -> None:
         _evidence_and_fix(out, top, indent="")
     out.print()
     out.print("[bold]Probe from this host[/]")
-    probe_table(result.probe, out)
+    out.file.write("\n".join(probe_lines(result.probe, out.is_terminal and not out.no_color)) + "\n")
     rest = [f for f in result.findings if f is not top]
     if rest:
         out.print()

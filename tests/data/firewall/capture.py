@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import socket
 import subprocess
 from pathlib import Path
 
