@@ -147,7 +147,7 @@ def _target_section(out: Console, f: FailedTarget, stream: TextIO) -> None:
     if f.probe is not None:
         out.print()
         out.print("[bold]Probe from this host, now[/]")
-        text_render.probe_table(f.probe, out)
+        stream.write("\n".join(text_render.probe_lines(f.probe, out.is_terminal and not out.no_color)) + "\n")
     if f.note:
         out.print(f.note, markup=False)
 
