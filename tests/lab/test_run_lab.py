@@ -179,9 +179,24 @@ def test_node_refused_by_a_remote_host_points_at_the_server(pair: tuple[Host, Ho
     c, _s = pair
     doc = same_as_plain(c, tmp_path, ["node", "-e", NODE, "10.0.0.2", "3000"], "node_remote")
     f = only_failure(doc)
-    assert (f["target"], f["errno"], f["local"], f["diagnosis"]) == ("10.0.0.2:3000", "ECONNREFUSED", False, None)
+    assert (f["target"], f["errno"], f["local"]) == ("10.0.0.2:3000", "ECONNREFUSED", False)
     assert f["probe"]["state"] == "refused" and f["cause"] == "unknown"  # only the server can tell which
     assert f["explanation"]["next"] == "on 10.0.0.2: portdoctor diagnose :3000 --from 10.0.0.1"
+    assert any("portdoctor diagnose :3000 --from 10.0.0.1` on 10.0.0.2" in x for x in f["diagnosis"]["limitations"])
+
+
+def test_a_drop_in_this_hosts_own_output_chain_is_found(pair: tuple[Host, Host], tmp_path: Path) -> None:
+    """The program sees a remote timeout; the cause is a rule on its own host."""
+    need("curl", "iptables", "strace")
+    c, s = pair
+    s.listen(8080)
+    c.iptables("-A", "OUTPUT", "-p", "tcp", "--dport", "8080", "-j", "DROP")
+    doc = same_as_plain(c, tmp_path, ["curl", "-sS", "--connect-timeout", "1", "http://10.0.0.2:8080/"], "curl_output_drop")
+    f = only_failure(doc)
+    assert (f["target"], f["errno"], f["state"], f["local"]) == ("10.0.0.2:8080", None, "timeout", False)
+    top = f["diagnosis"]["findings"][0]
+    assert f["cause"] == "firewall_drop" and "chain OUTPUT" in top["summary"]
+    assert any("iptables -A OUTPUT -p tcp -m tcp --dport 8080 -j DROP" in e for e in top["evidence"])
 
 
 def test_psql_tcp_and_unix_socket(pair: tuple[Host, Host], tmp_path: Path) -> None:

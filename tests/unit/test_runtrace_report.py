@@ -82,7 +82,8 @@ def test_text_and_markdown_forms() -> None:
     assert out.splitlines()[0] == ("portdoctor run: curl -sS --connect-timeout 1 http://db.lab:8080/ exited with 28; "
                                    "1 failed connection to 1 target (1 process traced, 0 connections made)")
     assert "no answer (gave up after 1.0 s) ×1" in out and "db.lab (DNS answer the program received)" in out
-    assert "firewall_drop (client side)" in out and "next: on 10.0.0.2: portdoctor diagnose :8080" in out
+    assert "── 10.0.0.2:8080: firewall_drop (seen from this host; 10.0.0.2 itself was not inspected) ──" in out
+    assert "next: on 10.0.0.2: portdoctor diagnose :8080" in out
     md = render_run.markdown(r)
     assert md.startswith("## portdoctor run `curl") and "| `10.0.0.2:8080` |" in md
     assert "### `10.0.0.2:8080`: firewall_drop" in md

@@ -134,20 +134,18 @@ def _target_section(out: Console, f: FailedTarget, stream: TextIO) -> None:
     from portdoctor.render import text as text_render
 
     cause = f.cause or "not diagnosed"
-    side = " (client side)" if f.explanation is not None and f.endpoint.kind == "tcp" else ""
-    out.rule(f"{f.endpoint}: {cause}{side}", align="left", style="dim")
+    side = f" (seen from this host; {f.endpoint.address} itself was not inspected)" if f.local is False else ""
+    out.print(f"[dim]──[/] [bold]{f.endpoint}[/]: [bold]{cause}[/]{side} [dim]──[/]")
     if f.diagnosis is not None:
         with contextlib.redirect_stdout(stream):
             text_render.diagnosis(f.diagnosis)
+        if f.explanation is not None and f.explanation.next:
+            out.print(f"next: [bold]{f.explanation.next}[/]")
         return
     if f.explanation is not None:
         out.print(f.explanation.summary, markup=False)
         if f.explanation.next:
             out.print(f"  next: [bold]{f.explanation.next}[/]")
-    if f.probe is not None:
-        out.print()
-        out.print("[bold]Probe from this host, now[/]")
-        stream.write("\n".join(text_render.probe_lines(f.probe, out.is_terminal and not out.no_color)) + "\n")
     if f.note:
         out.print(f.note, markup=False)
 
@@ -171,13 +169,10 @@ def markdown(r: RunReport) -> str:
         lines += [f"### `{f.endpoint}`: {f.cause or 'not diagnosed'}", ""]
         if f.diagnosis is not None:
             lines += [re.sub(r"^#{2,3} ", "#### ", md.diagnosis(f.diagnosis), flags=re.M), ""]
-            continue
-        if f.explanation is not None:
+        elif f.explanation is not None:
             lines += [f.explanation.summary, ""]
-            if f.explanation.next:
-                lines += [f"Next: `{f.explanation.next}`", ""]
-        if f.probe is not None:
-            lines += ["Probe from this host, now:", "", *md.probe_rows(f.probe)]
+        if f.explanation is not None and f.explanation.next:
+            lines += [f"Next: `{f.explanation.next}`", ""]
         if f.note:
             lines += [f.note, ""]
     return "\n".join(lines) + "\n"

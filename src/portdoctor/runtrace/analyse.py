@@ -1,9 +1,10 @@
 """From failed attempts to answers: group them by target, name who made them and under which
 name, and diagnose each distinct target once.
 
-A target on this host (loopback, or an address of one of its interfaces) gets the full
-`diagnose`; a remote one gets a probe from here and what the client side alone can tell, with
-the command to run on the server. A Unix socket gets what its errno means.
+Every TCP target gets the library's `diagnose`: on this host (loopback, or an address of one of
+its interfaces) that is the full diagnosis; for a remote host it is what this side can see (the
+probe, reachability, this host's own firewall), plus the client-side explanation of what the
+program saw and the command to run on the server. A Unix socket gets what its errno means.
 """
 
 from __future__ import annotations
@@ -99,15 +100,13 @@ def is_local(address: str, mine: set[str] | None = None) -> bool:
 
 
 def diagnose_all(targets: list[FailedTarget], timeout: float,
-                 diagnose: Callable[..., Diagnosis] | None = None,
-                 probe: Callable[..., ProbeResult] | None = None) -> list[FailedTarget]:
-    """Each target with its diagnosis (local), probe and explanation (remote) or explanation (unix)."""
+                 diagnose: Callable[..., Diagnosis] | None = None) -> list[FailedTarget]:
+    """Each target with its diagnosis (and, when remote, the client-side explanation), or the
+    explanation of a Unix socket's errno."""
     import dataclasses
 
     if diagnose is None:
         from portdoctor.diagnose import diagnose
-    if probe is None:
-        from portdoctor.probe import probe
     out = []
     for n, t in enumerate(targets):
         if n >= DIAGNOSED_MAX:
@@ -118,11 +117,15 @@ def diagnose_all(targets: list[FailedTarget], timeout: float,
             out.append(dataclasses.replace(t, explanation=explain_unix(t)))
             continue
         target = _target(e)
-        if t.local or t.errno in ("EPERM", "EACCES"):  # the cause is on this host: look at all of it
-            out.append(dataclasses.replace(t, diagnosis=diagnose(target, timeout=timeout)))
-            continue
-        result = probe(target, timeout=timeout)
-        out.append(dataclasses.replace(t, probe=result, explanation=explain_remote(t, result)))
+        # The library's diagnosis of a remote target is the client-side view: the probe, what
+        # reachability alone tells, and this host's own firewall (an OUTPUT rule that drops the
+        # SYN looks like a remote drop to the program). It says what only the server can show.
+        found = diagnose(target, timeout=timeout)
+        if t.local:
+            out.append(dataclasses.replace(t, diagnosis=found))
+        else:
+            out.append(dataclasses.replace(t, diagnosis=found, probe=found.probe,
+                                           explanation=explain_remote(t, found.probe)))
     return out
 
 
