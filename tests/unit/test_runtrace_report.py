@@ -109,6 +109,9 @@ def test_the_command_line_keeps_stdout_and_status() -> None:
     assert (cp.returncode, cp.stdout) == (3, "hi\n")
     doc = json.loads(cp.stderr)  # the report goes to stderr, the program's stdout stays its own
     assert doc["schema"] == "portdoctor.run/1" and doc["failures"] == [] and doc["exit"]["code"] == 3
+    cat = subprocess.run([sys.executable, "-m", "portdoctor", "run", "--report", "-", "--", "cat"],
+                         input="from stdin\n", capture_output=True, text=True, timeout=30)
+    assert cat.returncode == 0 and cat.stdout.startswith("from stdin\nportdoctor run: cat exited with 0")
 
 
 def test_the_command_line_without_a_program() -> None:
