@@ -7,7 +7,11 @@ which host and port it tried, and what that means.
 >>> explain("ERROR 2003 (HY000): Can't connect to MySQL server on 'db' (61)").platform
 'macos'
 
-Parsers live in `parsers` (one function per message family), errno tables in `errnos`.
+Parsers live in `parsers` (one function per message family), the wording every client shares in
+`generic` (the layer under the families: any client's target and errno), errno tables in `errnos`.
+
+Text that is no connection error gives `recognized=False`; a parser that raises is a bug of
+portdoctor, not bad input, and surfaces as `ParserError`.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ if TYPE_CHECKING:
     from portdoctor.explain.parsers import Candidate
     from portdoctor.model import ProbeResult
 
-__all__ = ["Explanation", "explain"]
+__all__ = ["Explanation", "ParserError", "explain"]
 
 MAX_CHARS = 200_000  # a pasted log longer than this is cut (regexes stay fast)
 
@@ -73,6 +77,15 @@ class Explanation:
         return out
 
 
+class ParserError(RuntimeError):
+    """A parser of portdoctor raised on a pasted text: a bug to report, not a problem of the text."""
+
+    def __init__(self, parser: str, error: BaseException) -> None:
+        super().__init__(f"the explain parser {parser} failed on this message "
+                         f"({type(error).__name__}: {error}); please report it with the message")
+        self.parser = parser
+
+
 def unrecognized(text: str) -> Explanation:
     """The answer for text that is no connection error portdoctor knows."""
     first = next((ln.strip() for ln in (text or "").splitlines() if ln.strip()), "")
@@ -80,34 +93,46 @@ def unrecognized(text: str) -> Explanation:
                        "This is not a connection error portdoctor recognises.", (), first[:500])
 
 
-def explain(text: str) -> Explanation:
-    """Recognise a pasted connection error; never raises (unknown text gives recognized=False)."""
-    try:
-        return _explain(text)
-    except Exception:  # a parser bug must not turn a paste into a crash
-        return unrecognized(text if isinstance(text, str) else "")
+def explain(text: str | bytes) -> Explanation:
+    """Recognise a pasted connection error.
 
-
-def _explain(text: str) -> Explanation:
-    from portdoctor.explain.parsers import FALLBACK, PARSERS
-
+    Text that is no connection error (or not text at all) gives recognized=False; a parser that
+    raises on the text is a bug of portdoctor and raises ParserError, so it cannot pass for bad
+    input.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
     if not isinstance(text, str) or not text.strip():
         return unrecognized("")
     text = text[:MAX_CHARS].replace("\r\n", "\n")
-    best = _best(PARSERS, text) or _best(FALLBACK, text)
+    from portdoctor.explain import generic
+    from portdoctor.explain.parsers import PARSERS
+
+    view = _guarded("generic.normalize", generic.normalize, text)
+    evidence = _guarded("generic.scan", generic.scan, view)
+    best = _best(PARSERS, view)
+    if best is None:
+        best = _guarded("generic.candidate", generic.candidate, evidence, view)
+    else:
+        _guarded("generic.complete", generic.complete, best, evidence)
     if best is None:
         return unrecognized(text)
     return _finish(best)
+
+
+def _guarded(name: str, func: Any, *args: Any) -> Any:
+    """Call one step of the parsing; an exception in it becomes a ParserError naming the step."""
+    try:
+        return func(*args)
+    except Exception as exc:
+        raise ParserError(name, exc) from exc
 
 
 def _best(parsers: tuple, text: str) -> Candidate | None:
     """The most specific candidate of `parsers`; on a tie, the parser listed first."""
     best: Candidate | None = None
     for parse in parsers:
-        try:
-            cand = parse(text)
-        except Exception:  # one broken parser must not hide the others
-            cand = None
+        cand = _guarded(f"parsers.{parse.__name__}", parse, text)
         if cand is not None and (best is None or cand.score() > best.score()):
             best = cand
     return best

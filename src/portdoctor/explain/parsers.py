@@ -645,34 +645,9 @@ def parse_windows(text: str) -> Candidate | None:
     return c
 
 
-def parse_generic(text: str) -> Candidate | None:
-    """Any other text naming a connect errno (`ECONNREFUSED`, `Connection refused`, ...), with a
-    host:port or URL when one is present."""
-    name_m = re.search(r"\b(ECONNREFUSED|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ECONNRESET)\b", text)
-    name = name_m.group(1) if name_m else strerror_name(text)
-    if name is None or name in ("EACCES", "EPERM", "ENOENT"):
-        return None
-    phrase = name_m or re.search("|".join(re.escape(p) for p in errnos.STRERROR[name]), text, re.I)
-    c = Candidate("unknown", line_at(text, phrase.start()) if phrase else text.strip().splitlines()[0])
-    c.errno_name = name
-    fill_from_url(c, text)
-    if c.host is None:  # nc, telnet and friends: `connect to 127.0.0.1 port 8080 (tcp) failed`
-        hp = re.search(r"\b(?:to|host) (\[?[\w.:-]{1,253}?\]?) port (\d{1,5})\b", text)
-        if hp:
-            c.host, c.port = clean_host(hp.group(1)), valid_port(hp.group(2))
-    if c.host is None:
-        hp = re.search(r"(?<![\w.:/])(\[[0-9a-fA-F:]+\]:\d{1,5}|(?:\d{1,3}\.){3}\d{1,3}:\d{1,5}|localhost:\d{1,5})\b", text)
-        if hp:
-            c.host, c.port = split_hostport(hp.group(1))
-    return c
-
-
 # In order of precedence when two candidates are equally specific.
 PARSERS: tuple[Callable[[str], Candidate | None], ...] = (
     parse_nginx, parse_psql, parse_mysql, parse_redis_cli, parse_curl, parse_wget, parse_ssh,
     parse_go, parse_node, parse_rust, parse_java, parse_python, parse_windows,
 )
-# Tried only when no parser above recognises the text.
-FALLBACK: tuple[Callable[[str], Candidate | None], ...] = (parse_generic,)
-
-__all__ = ["Candidate", "PARSERS", "FALLBACK", "split_hostport", "url_target"]
+__all__ = ["Candidate", "PARSERS", "split_hostport", "url_target"]

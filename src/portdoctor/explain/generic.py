@@ -1,0 +1,606 @@
+"""The layer under the family parsers: what any client's message says, whoever printed it.
+
+A family parser knows one client's exact wording. This module knows the wording all of them
+share, anywhere in a pasted text (one line, a traceback, a log with noise around it):
+
+- errno evidence: symbolic names (`ECONNREFUSED`, `:econnrefused`, `Errno::ECONNREFUSED`,
+  `ERR_CONNECTION_REFUSED`), the C library's phrases ("Connection refused", "No route to host"),
+  the wording one system alone uses ("actively refused", "Operation timed out", "nodename nor
+  servname provided") and numbers in errno positions (`[Errno 111]`, `errno = 61`, `(10061)`);
+  a number or a system-specific phrase gives the platform;
+- targets: `host:port`, `[v6]:port`, URLs (the scheme gives a missing port), `name/addr:port`
+  (Java, Kafka), `ipv4:HOST:PORT` (gRPC), `HOST port N` (ssh, curl, nc), `Trying ADDR...`
+  (telnet), `host='h', port=N` and `HOST=h ... PORT=N` pairs, ranked by how close they stand to
+  the failure and by what surrounds them (a listening address or a stack frame is no target);
+- the service a message is about (Kafka, MongoDB, AMQP, ...), whose default port fills in a
+  port the message leaves out.
+
+`scan` returns that evidence; `candidate` turns it into a Candidate for text no family parser
+recognised, and `complete` fills what a family parser left empty.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from portdoctor.explain import errnos
+from portdoctor.explain.errnos import LINUX, MACOS, WINDOWS
+
+if TYPE_CHECKING:
+    from portdoctor.explain.parsers import Candidate
+
+__all__ = ["Evidence", "normalize", "scan", "candidate", "complete"]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrnoHit:
+    """One piece of errno evidence: a condition, maybe the platform its wording implies."""
+
+    pos: int
+    name: str | None  # None: the phrase gives only the platform (Go's `connectex:`)
+    platform: str | None
+    strength: int
+
+
+@dataclass(frozen=True, slots=True)
+class NumberHit:
+    """A number printed where an errno goes (`[Errno 111]`, `errno = 61`, `(10061)`)."""
+
+    pos: int
+    number: int
+
+
+@dataclass(frozen=True, slots=True)
+class TargetHit:
+    """A host (and port, when the text gives one) the client may have dialled."""
+
+    pos: int
+    host: str
+    port: int | None
+    scheme: str | None
+    score: int
+    defaulted: bool = False  # the port is the scheme's or the service's default
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Everything the generic layer read from one text."""
+
+    errnos: tuple[ErrnoHit, ...]
+    numbers: tuple[NumberHit, ...]
+    targets: tuple[TargetHit, ...]
+    failure: bool  # connect-failure wording without an errno ("could not be established")
+    service: str | None
+    source: str | None
+    anchors: tuple[int, ...]  # line numbers of the lines that carry the failure
+
+
+# --------------------------------------------------------------------------- normalising
+
+
+def normalize(text: str) -> str:
+    """The text as a reader sees it: HTML entities and %-escapes decoded, JSON-escaped newlines
+    made real, and Dart's `port = N` (the local port of a failed socket) removed."""
+    if re.search(r"&(?:quot|amp|lt|gt|#\d+);", text):
+        import html
+
+        text = html.unescape(text)
+    if re.search(r"%3[Aa]%?|%2[Ff]", text):
+        from urllib.parse import unquote
+
+        text = unquote(text)
+    text = re.sub(r"\\n(?=\s)", "\n", text).replace('\\"', '"')
+    # Dart's SocketException names the *local* port of the failed socket, not the server's
+    return re.sub(r"(address = [^,\s]+), port = \d+", r"\1", text)
+
+
+# --------------------------------------------------------------------------- errno wording
+
+_W = r"\s+"  # the space between two words of a phrase (pastes wrap lines anywhere)
+
+
+def _phrase(words: str) -> str:
+    return _W.join(re.escape(w) for w in words.split())
+
+
+# (pattern, condition, platform the wording belongs to, strength)
+_ERRNO_WORDS: tuple[tuple[str, str | None, str | None, int], ...] = (
+    # Windows (FormatMessage texts, also translated), Java and Go on Windows
+    (_phrase("actively refused"), "ECONNREFUSED", WINDOWS, 4),
+    (_phrase("denegó expresamente"), "ECONNREFUSED", WINDOWS, 4),
+    ("积极拒绝", "ECONNREFUSED", WINDOWS, 4),
+    (_phrase("connected party did not properly respond"), "ETIMEDOUT", WINDOWS, 4),
+    (_phrase("attempted to an unreachable host"), "EHOSTUNREACH", WINDOWS, 4),
+    (_phrase("attempted to an unreachable network"), "ENETUNREACH", WINDOWS, 4),
+    (_phrase("No such host is known"), "EAI_NONAME", WINDOWS, 4),
+    (_phrase("forcibly closed by the remote host"), "ECONNRESET", WINDOWS, 2),
+    (r"Connection refused: connect\b", "ECONNREFUSED", WINDOWS, 4),
+    (r"(?:Connection|connect) timed out: connect\b", "ETIMEDOUT", WINDOWS, 4),
+    (r"\bconnectex:", None, WINDOWS, 0),
+    (r"\bWSAE(?:CONNREFUSED)\b", "ECONNREFUSED", WINDOWS, 4),
+    (r"\bWSAE(?:TIMEDOUT)\b", "ETIMEDOUT", WINDOWS, 4),
+    # macOS and the BSDs (xnu strerror)
+    (_phrase("Operation timed out") + r"(?!\s+after)", "ETIMEDOUT", MACOS, 4),
+    (_phrase("nodename nor servname provided"), "EAI_NONAME", MACOS, 4),
+    (_phrase("Can't assign requested address"), "EADDRNOTAVAIL", MACOS, 4),
+    # glibc
+    (_phrase("Name or service not known"), "EAI_NONAME", LINUX, 4),
+    (_phrase("Temporary failure in name resolution"), "EAI_AGAIN", LINUX, 4),
+    (_phrase("Cannot assign requested address"), "EADDRNOTAVAIL", None, 4),
+    # any system: symbolic names
+    (r"\bE(?:CONNREFUSED)\b|:econnrefused\b|\bConnectionRefused|\bERR_CONNECTION_REFUSED\b|"
+     r"\bNS_ERROR_CONNECTION_REFUSED\b", "ECONNREFUSED", None, 4),
+    (r"\bETIMEDOUT\b|:etimedout\b|\bERR_CONNECTION_TIMED_OUT\b|\bERR_TIMED_OUT\b|\bNS_ERROR_NET_TIMEOUT\b",
+     "ETIMEDOUT", None, 4),
+    (r"\bEHOSTUNREACH\b|:ehostunreach\b|\bERR_ADDRESS_UNREACHABLE\b|\bNoRouteToHostException\b",
+     "EHOSTUNREACH", None, 4),
+    (r"\bENETUNREACH\b|:enetunreach\b", "ENETUNREACH", None, 4),
+    (r"\bENOTFOUND\b|\bEAI_NONAME\b|:nxdomain\b|\bERR_NAME_NOT_RESOLVED\b|\bNS_ERROR_UNKNOWN_HOST\b|"
+     r"\bUnknownHostException\b", "EAI_NONAME", None, 4),
+    (r"\bEAI_AGAIN\b", "EAI_AGAIN", None, 4),
+    (r"\bEADDRNOTAVAIL\b", "EADDRNOTAVAIL", None, 4),
+    (r"\bECONNRESET\b|\bERR_CONNECTION_RESET\b", "ECONNRESET", None, 2),
+    # any system: phrases
+    (r"connection\s+refused|refused\s+to\s+connect|\bwas\s+refused\b|refused\s+the\s+connection|"
+     r"refused\s+connection", "ECONNREFUSED", None, 3),
+    (_phrase("can’t establish a connection to the server") + "|" + _phrase("can't establish a connection to the server")
+     + "|" + _phrase("is unable to connect to the"), "ECONNREFUSED", None, 2),
+    (r"(?<![\w-])Unable\s+to\s+connect(?!\s+to\b)", "ECONNREFUSED", None, 1),
+    (_phrase("No route to host") + "|" + _phrase("Host is unreachable"), "EHOSTUNREACH", None, 3),
+    (_phrase("Network is unreachable"), "ENETUNREACH", None, 3),
+    (r"connection\s+timed\s+out|connect\s+timed\s+out|\bi/o\s+timeout\b|\btimed\s+out\b|"
+     r"timeout\s+expired", "ETIMEDOUT", None, 3),
+    (r"\bConnectTimeout|\bTimeoutError\b|\bSocketTimeoutException\b", "ETIMEDOUT", None, 2),
+    (r"could\s+not\s+resolve\s+host|unknown\s+host|\bno\s+such\s+host\b|name\s+does\s+not\s+resolve|"
+     r"could\s+not\s+translate\s+host\s+name|getaddrinfo\s+failed|Unknown\s+(?:MySQL\s+)?server\s+host",
+     "EAI_NONAME", None, 3),
+    (r"\bAddress\s+not\s+available\b", "EADDRNOTAVAIL", None, 3),
+    (r"connection\s+reset\s+by\s+peer", "ECONNRESET", None, 2),
+    (_phrase("Host is down"), "EHOSTDOWN", None, 3),
+    (_phrase("Network is down"), "ENETDOWN", None, 3),
+)
+_ERRNO_RES = tuple((re.compile(p, re.I if p.islower() or "(?" in p else 0), n, pl, s)
+                   for p, n, pl, s in _ERRNO_WORDS)
+
+# ENOENT counts only where a socket file is meant (a Unix socket that does not exist)
+_NOENT = re.compile(r"no\s+such\s+file\s+or\s+directory", re.I)
+_SOCKET_WORDS = re.compile(r"\bsocket\b|\.sock\b|dial unix|unix:/|\.s\.PGSQL", re.I)
+
+# numbers in errno positions
+_NUMBER_RES = (
+    re.compile(r"\[(?:Errno|WinError) (-?\d{1,5})\]"),
+    re.compile(r"\berrno\b[\"']?\s*[=:]\s*(-?\d{1,5})\b"),
+    re.compile(r"\(os error (-?\d{1,5})\)"),
+    re.compile(r"\bcode:\s*(-?\d{1,5}),\s*kind:"),
+    re.compile(r"Exception\s*\((\d{2,5})\)"),
+    re.compile(r"\(0x[0-9A-Fa-f]+/(\d{2,5})\)"),
+    re.compile(r"\berror\s+(\d{2,5})\s*:", re.I),
+    re.compile(r"Error\((\d{2,5}),\s*['\"]"),
+    re.compile(r"(?:refused|timed out|unreachable|no route to host)\s*\((\d{2,5})\)", re.I),
+    re.compile(r"\b(100(?:49|5[01]|54|6[015])|1100[1-4])\b"),  # Winsock numbers, anywhere
+)
+
+# wording of a failed connection that names no errno
+_FAILURE = re.compile(
+    r"could\s+not\s+connect|couldn.t\s+connect|can.t\s+connect|cannot\s+connect|unable\s+to\s+connect|"
+    r"failed\s+to\s+connect|failed\s+connect\s+to|could\s+not\s+be\s+established|can.t\s+reach|"
+    r"cannot\s+reach|unable\s+to\s+reach|NoBrokersAvailable|failed\s+to\s+establish|"
+    r"connection\s+failed|connect\s+failed|connection\s+error|failed\s+to\s+open\s+TCP\s+connection|"
+    r"Max\s+retries\s+exceeded|Communications\s+link\s+failure|EndpointConnectionError|"
+    r"failed\s+to\s+connect\s+to\s+all\s+addresses|StatusCode\.UNAVAILABLE|Is\s+the\s+docker\s+daemon\s+running|"
+    r"Connect\s+call\s+failed|can.t\s+be\s+reached|ServerSelectionTimeout|connect_error|"
+    r"is\s+the\s+(?:\w+\s+)?(?:server|daemon)\s+running|make\s+sure\s+your\s+(?:\w+\s+)?server\s+is\s+running",
+    re.I)
+
+# --------------------------------------------------------------------------- services and clients
+
+# (pattern, service) in order of precedence: the server a message is about gives a missing port
+_SERVICES: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p, re.I), s) for p, s in (
+    (r"\bkafka|NoBrokersAvailable|bootstrap[._]servers", "kafka"),
+    (r"\bmongo|ServerSelectionTimeoutError", "mongodb"),
+    (r"\bpika\b|\bamqp|rabbitmq|\bcelery\b", "amqp"),
+    (r"elasticsearch", "elasticsearch"),
+    (r"\bredis|ioredis|lettuce", "redis"),
+    (r"mysql|mariadb|SQLSTATE\[HY000\] \[2002\]", "mysql"),
+    (r"postgres|libpq|psycopg|npgsql|\bPG::|\bpsql\b", "postgresql"),
+    (r"\bssh\b(?!\.)", "ssh"),
+))
+SERVICE_PORTS: dict[str, int] = {"kafka": 9092, "mongodb": 27017, "amqp": 5672, "elasticsearch": 9200,
+                                 "redis": 6379, "mysql": 3306, "postgresql": 5432, "ssh": 22}
+
+# (pattern, client) for text no family parser claims
+_CLIENTS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p, re.I), s) for p, s in (
+    (r"\bkubectl\b|The connection to the server\b|Unable to connect to the server:", "kubectl"),
+    (r"\bgrpc\b|failed to connect to all addresses", "grpc"),
+    (r"NetworkClient|NoBrokersAvailable|\bkafka", "kafka"),
+    (r"botocore|EndpointConnectionError|Could not connect to the endpoint URL", "botocore"),
+    (r"Docker daemon|docker\.sock", "docker"),
+    (r"\bfirefox\b|NS_ERROR_", "firefox"),
+    (r"ERR_CONNECTION_|ERR_NAME_NOT_RESOLVED|ERR_ADDRESS_UNREACHABLE|refused to connect", "chrome"),
+    (r"\btelnet\b|Trying \S+\.\.\.", "telnet"),
+    (r"Errno::E[A-Z]+|connect\(2\)", "ruby"),
+    (r"SQLSTATE\[|php_network_getaddresses|PDOException", "php"),
+    (r"Npgsql", "npgsql"),
+    (r"System\.Net\.|SocketException \(\d+\)", "dotnet"),
+    (r":econnrefused|DBConnection", "elixir"),
+    (r"OS Error:", "dart"),
+    (r"prisma|Can't reach database server", "prisma"),
+    (r"\bssh:", "ssh"),
+    (r"Traceback \(most recent|\.py\", line \d|\[Errno -?\d+\]", "python"),
+    (r"TCPConnectWrap|node_modules|\bnode:", "node"),
+    (r"\bjava\.|\.java:\d+|io\.lettuce|io\.netty", "java"),
+    (r"\bdial tcp", "go"),
+))
+
+
+# --------------------------------------------------------------------------- targets
+
+_V6B = r"\[[0-9A-Fa-f:.]*:[0-9A-Fa-f:.%\w]*\]"
+_V4 = r"(?:\d{1,3}\.){3}\d{1,3}"
+_NAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?"
+_HOST = rf"(?:{_V6B}|{_V4}|{_NAME})"
+
+# file names that look like host:port (net.js:1104, Client.php:69)
+_CODE_EXT = re.compile(r"\.(?:py|pyx|js|mjs|cjs|jsx|ts|tsx|java|kt|scala|groovy|go|rs|rb|php|cs|cc|cpp|cxx|c|h|hpp|"
+                       r"m|mm|swift|dart|ex|exs|erl|lua|pl|pm|sh|jar|class|yml|yaml|json|xml|conf|ini|cfg|txt|"
+                       r"log|html?|vue|svelte|sql|proto|gradle|md)$", re.I)
+_NOT_HOSTS = {"line", "port", "error", "file", "at", "http", "https", "tcp", "tcp4", "tcp6", "udp", "ipv4", "ipv6",
+              "unix", "host", "url", "in", "to", "from", "on", "warning", "info", "debug", "trace", "err",
+              "caused", "exception", "status", "code", "errno", "time", "id", "node", "server", "address",
+              "src", "dst", "default", "localhost.localdomain"}
+
+# (pattern with <host> and maybe <port>, score): how a family-neutral message names its target
+_SPECIFIC: tuple[tuple[re.Pattern[str], int], ...] = tuple((re.compile(p, re.I), s) for p, s in (
+    (rf"\bconnect to (?:host |address )?(?P<host>{_HOST}) port (?P<port>\d{{1,5}})\b", 50),   # ssh, nc
+    (rf"\bFailed to connect to (?P<host>{_HOST}) port (?P<port>\d{{1,5}})\b", 50),           # curl
+    (rf"connect\(2\) for \"?(?P<host>{_HOST})\"? port (?P<port>\d{{1,5}})", 50),              # ruby
+    (rf"\bhost='(?P<host>{_HOST})', port=(?P<port>\d{{1,5}})", 50),                         # urllib3
+    (rf"\('(?P<host>{_HOST})', (?P<port>\d{{1,5}})[,)]", 45),                                # asyncio, pymongo
+    (rf"`(?P<host>{_HOST})`:`(?P<port>\d{{1,5}})`", 50),                                     # prisma
+    (rf"\btelnet (?P<host>{_HOST}) (?P<port>\d{{1,5}})\b", 50),                              # telnet command
+    (rf"\bTrying (?P<host>{_V4}|[0-9A-Fa-f:]*:[0-9A-Fa-f:]+)(?:\.\.\.|\b)", 40),             # telnet
+    (rf"\bconnect to address (?P<host>{_V4}|[0-9A-Fa-f:]*:[0-9A-Fa-f:]+):", 40),             # telnet
+    (rf"(?:reached\s*)?(?<![\w.-])(?P<host>{_HOST}) refused to connect", 40),                # chrome
+    (rf"connection to the server at (?P<host>{_HOST})\.?(?:\s|$)", 40),                      # firefox, no port
+    (rf"server on '(?P<host>{_HOST})'", 45),                                                 # mysql clients
+    (rf"\bhost \"(?P<host>{_HOST})\"(?:\s+\([^)]*\))?\s+and\s+accepting\s+TCP/IP\s+connections\s+on\s+port\s+"
+     rf"(?P<port>\d{{1,5}})", 50),                                                          # libpq before 14
+    (rf"\bhost \"(?P<host>{_HOST})\"", 40),                                                  # libpq
+))
+_GRPC = re.compile(r"\bipv[46]:(?P<hp>\[[0-9A-Fa-f:.]+\]:\d{1,5}|(?:\d{1,3}\.){3}\d{1,3}:\d{1,5})")
+_SLASHED = re.compile(rf"(?<![\w./:-])(?P<name>{_NAME})?/(?P<addr>{_V4}|\[?[0-9A-Fa-f]*:[0-9A-Fa-f:]+\]?):(?P<port>\d{{1,5}})\b")
+_HOSTPORT = re.compile(rf"(?<![\w.:/@%-])(?P<host>{_V6B}|{_V4}|{_NAME}):(?P<port>\d{{1,5}})(?!\w|:\d|\.\d)")
+_URL = re.compile(r"\b([a-z][a-z0-9+.-]{1,20})://(?:[^@\s/'\"<>`]*@)?(\[[0-9a-fA-F:.%\w]+\]|[A-Za-z0-9_.-]+)"
+                  r"(?::(\d{1,5}))?", re.I)
+_HOST_KEY = re.compile(rf"\b(?:\w+_)?(?:host(?:name)?|address)['\"]?\s*[=:]\s*['\"]?(?P<host>{_HOST})['\"]?", re.I)
+_PORT_KEY = re.compile(r"\b(?:\w+_)?port['\"]?\s*[=:]\s*['\"]?(?P<port>\d{1,5})\b", re.I)
+_CONNECT_WORDS = re.compile(r"(?:\bto|\bat|\bserver|\bhost|\bbroker|connecting to|connection to|\bon|dial|"
+                            r"\bremote|\bupstream|\bendpoint)\s*[\"'(\[]?\s*$", re.I)
+_LISTEN_WORDS = re.compile(r"listen|starting server|serving on|\bbind\b|bound to|running on|\bLISTEN\b|"
+                           r"\bsrc:|\bfrom\s*$|client:\s*$|\blocal\b", re.I)
+_FRAME = re.compile(r"^\s*(?:at\s|File \"|from\s/|#\d+\s)")
+_LINK_HOSTS = re.compile(r"(?:^|\.)(?:github\.com|stackoverflow\.com|githubusercontent\.com|google\.com/search|"
+                         r"rollbar\.com|bugsnag\.com|sentry\.io|appcenter\.ms|mozilla\.org|microsoft\.com|"
+                         r"kubernetes\.io|docs\.|readthedocs\.io)$", re.I)
+
+
+def _clean_host(host: str | None) -> str | None:
+    from portdoctor.explain.parsers import clean_host
+
+    return clean_host(host)
+
+
+def _valid_port(text: str | int | None) -> int | None:
+    from portdoctor.explain.parsers import valid_port
+
+    return valid_port(text)
+
+
+def _plausible_name(host: str, before: str) -> bool:
+    """Whether a name read in front of `:port` is a host, not a file, a word or a label."""
+    low = host.lower()
+    if low in _NOT_HOSTS or _CODE_EXT.search(host):
+        return False
+    if low == "localhost" or low.endswith(".localhost"):
+        return True
+    if "." in host:
+        tld = host.rsplit(".", 1)[1]
+        return len(tld) >= 2 and tld.isalpha() and not host[0] == "."
+    # a single label (`db`, `kafka`, `Master_IP`) only where a connection names it
+    return bool(_CONNECT_WORDS.search(before[-40:])) and not host.isdigit()
+
+
+# --------------------------------------------------------------------------- scanning
+
+
+def _line_index(text: str) -> list[int]:
+    starts = [0]
+    starts.extend(m.end() for m in re.finditer("\n", text))
+    return starts
+
+
+def _line_of(starts: list[int], pos: int) -> int:
+    import bisect
+
+    return bisect.bisect_right(starts, pos) - 1
+
+
+def _errno_hits(text: str) -> list[ErrnoHit]:
+    hits: list[ErrnoHit] = []
+    for rx, name, plat, strength in _ERRNO_RES:
+        for m in rx.finditer(text):
+            hits.append(ErrnoHit(m.start(), name, plat, strength))
+    if _SOCKET_WORDS.search(text):
+        hits.extend(ErrnoHit(m.start(), "ENOENT", None, 3) for m in _NOENT.finditer(text))
+    return sorted(hits, key=lambda h: h.pos)
+
+
+def _number_hits(text: str) -> list[NumberHit]:
+    seen: set[int] = set()
+    out: list[NumberHit] = []
+    for rx in _NUMBER_RES:
+        for m in rx.finditer(text):
+            if m.start(1) in seen:
+                continue
+            seen.add(m.start(1))
+            out.append(NumberHit(m.start(1), int(m.group(1))))
+    return sorted(out, key=lambda h: h.pos)
+
+
+def _target_hits(text: str, starts: list[int], anchors: set[int]) -> list[TargetHit]:
+    from portdoctor.explain.parsers import split_hostport
+
+    raw: list[tuple[int, str, int | None, str | None, int, bool]] = []
+
+    for rx, score in _SPECIFIC:
+        for m in rx.finditer(text):
+            host = _clean_host(m.group("host"))
+            if host is None or host.lower() in _NOT_HOSTS:
+                continue
+            port = _valid_port(m.groupdict().get("port"))
+            raw.append((m.start("host"), host, port, None, score, False))
+    for m in _GRPC.finditer(text):
+        host, port = split_hostport(m.group("hp"))
+        if host and port:
+            raw.append((m.start("hp"), host, port, None, 50, False))
+    for m in _SLASHED.finditer(text):
+        addr, port = m.group("addr").strip("[]"), _valid_port(m.group("port"))
+        host = _clean_host(m.group("name")) if m.group("name") else None
+        host = host if host and host.lower() not in _NOT_HOSTS and not _CODE_EXT.search(host) else _clean_host(addr)
+        if host and port:
+            raw.append((m.start(), host, port, None, 45, False))
+    for m in _URL.finditer(text):
+        scheme = m.group(1).lower().split("+")[0]
+        host = _clean_host(m.group(2))
+        if host is None or scheme in ("file", "chrome-error", "chrome-devtools", "chrome", "about", "data"):
+            continue
+        if _LINK_HOSTS.search(host):
+            continue
+        port = _valid_port(m.group(3))
+        from portdoctor.target import SCHEME_PORTS
+
+        if port is None and scheme not in SCHEME_PORTS:
+            continue
+        score = 32 if port is not None else 28
+        if text[max(0, m.start() - 2):m.start()] == "](":  # the link of a markdown link
+            score -= 20
+        if port is None:
+            raw.append((m.start(2), host, SCHEME_PORTS[scheme], scheme, score, True))
+        else:
+            raw.append((m.start(2), host, port, scheme, score, False))
+    for m in _HOSTPORT.finditer(text):
+        host_text, port = m.group("host"), _valid_port(m.group("port"))
+        if port is None:
+            continue
+        if text[max(0, m.start() - 3):m.start()] == "://":
+            continue
+        before = text[max(0, m.start() - 60):m.start()]
+        if not host_text.startswith("[") and not re.fullmatch(_V4, host_text):
+            if not _plausible_name(host_text, before):
+                continue
+        host = _clean_host(host_text)
+        if host is None:
+            continue
+        score = 27 if host_text[0].isdigit() or host_text.startswith("[") else 25
+        if _CONNECT_WORDS.search(before[-40:]):
+            score += 5
+        raw.append((m.start(), host, port, None, score, False))
+    # host='h' ... port=N, HOST=h ... PORT=N, address: 'h', port: N
+    ports = [(m.start(), _valid_port(m.group("port"))) for m in _PORT_KEY.finditer(text)]
+    for m in _HOST_KEY.finditer(text):
+        host = _clean_host(m.group("host"))
+        if host is None or host.lower() in _NOT_HOSTS or (host.replace(".", "").isalpha() and "." not in host
+                                                           and host.lower() != "localhost" and len(host) < 2):
+            continue
+        near = [p for at, p in ports if p and -300 < at - m.end() < 300]
+        raw.append((m.start("host"), host, near[0] if near else None, None, 42 if near else 35, False))
+
+    out: list[TargetHit] = []
+    for pos, host, port, scheme, score, defaulted in raw:
+        line_no = _line_of(starts, pos)
+        line_start = starts[line_no]
+        line = text[line_start:text.find("\n", pos) if text.find("\n", pos) != -1 else len(text)]
+        before = text[max(line_start, pos - 40):pos]
+        if line_no in anchors:
+            score += 15
+        elif any(abs(line_no - a) <= 3 for a in anchors):
+            score += 5
+        if _LISTEN_WORDS.search(before):
+            score -= 40
+        if _FRAME.match(line):
+            score -= 10
+        out.append(TargetHit(pos, host, port, scheme, score, defaulted))
+    return out
+
+
+def scan(text: str) -> Evidence:
+    """Read the errno, target, service and client evidence of a (normalized) text."""
+    starts = _line_index(text)
+    hits = _errno_hits(text)
+    failures = [m.start() for m in _FAILURE.finditer(text)]
+    anchors = {_line_of(starts, h.pos) for h in hits if h.name and h.strength >= 2}
+    anchors |= {_line_of(starts, p) for p in failures}
+    service = next((s for rx, s in _SERVICES if rx.search(text)), None)
+    source = next((s for rx, s in _CLIENTS if rx.search(text)), None)
+    return Evidence(errnos=tuple(hits), numbers=tuple(_number_hits(text)),
+                    targets=tuple(_target_hits(text, starts, anchors)), failure=bool(failures),
+                    service=service, source=source, anchors=tuple(sorted(anchors)))
+
+
+# --------------------------------------------------------------------------- deciding
+
+# numbers that name a connect failure on exactly one platform family
+_CONNECT_NAMES = ("ECONNREFUSED", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "ECONNRESET",
+                  "ECONNABORTED", "EHOSTDOWN", "ENETDOWN", "EADDRNOTAVAIL")
+
+
+def _number_meaning(number: int) -> tuple[str, str] | None:
+    """(condition, platform) a number printed in an errno position stands for, when unambiguous."""
+    if number < 0:
+        if number in errnos.LIBUV_WINDOWS:
+            return errnos.LIBUV_WINDOWS[number], WINDOWS
+        for name in ("EAI_NONAME", "EAI_AGAIN", "EAI_FAIL", "EAI_NODATA"):
+            if errnos.ERRNO[LINUX][name] == number:
+                return name, LINUX
+        number = -number  # libuv on Unix negates the system errno (Node's errno: -111)
+    for plat in (LINUX, MACOS, WINDOWS):
+        for name in _CONNECT_NAMES:
+            if errnos.ERRNO[plat].get(name) == number:
+                return name, plat
+    if number in (11001, 11002, 11003, 11004):
+        return errnos.name_of(number, WINDOWS) or "EAI_NONAME", WINDOWS
+    return None
+
+
+def _agrees(number: int, name: str) -> tuple[int, str] | None:
+    """(number as the platform prints it, platform) when `number` is errno `name` somewhere."""
+    meaning = _number_meaning(number)
+    if meaning is not None and meaning[0] == name:
+        value = -number if number < 0 and not name.startswith("EAI_") and number not in errnos.LIBUV_WINDOWS else number
+        if number in errnos.LIBUV_WINDOWS:
+            value = errnos.number_of(name, WINDOWS) or number
+        return value, meaning[1]
+    for plat in (LINUX, MACOS, WINDOWS):
+        if errnos.ERRNO[plat].get(name) == number:
+            return number, plat
+    return None
+
+
+def decide_errno(ev: Evidence) -> tuple[str | None, int | None, str | None]:
+    """The errno (name, number, platform) the evidence supports best, each None when unknown."""
+    named = [h for h in ev.errnos if h.name]
+    name: str | None = None
+    if named:
+        top = max(h.strength for h in named)
+        name = next(h.name for h in named if h.strength == top)
+    if name is None:
+        for n in ev.numbers:
+            meaning = _number_meaning(n.number)
+            if meaning is not None:
+                name = meaning[0]
+                break
+    if name is None:
+        return None, None, None
+    number: int | None = None
+    platform: str | None = None
+    for n in ev.numbers:
+        agreed = _agrees(n.number, name)
+        if agreed is not None:
+            number, platform = agreed
+            break
+    if platform is None:
+        plats = [h.platform for h in ev.errnos if h.platform and h.name in (name, None)]
+        if plats:
+            platform = plats[0]
+            number = errnos.number_of(name, platform)
+    return name, number, platform
+
+
+def decide_target(ev: Evidence, service: str | None = None) -> tuple[str | None, int | None, str | None, bool]:
+    """(host, port, scheme, port_defaulted) of the best target; a host without a port when the
+    text names the host alone and no default applies."""
+    full = [t for t in ev.targets if t.port is not None]
+    bare = [t for t in ev.targets if t.port is None]
+    default = SERVICE_PORTS.get(service or ev.service or "")
+    for t in bare:  # a host named alone takes the port another hit gives it, or the service's
+        same = [f for f in full if f.host == t.host and not f.defaulted]
+        if same:
+            port = max(same, key=lambda f: f.score).port
+            full.append(TargetHit(t.pos, t.host, port, None, t.score))
+        elif default is not None:
+            full.append(TargetHit(t.pos, t.host, default, None, t.score - 5, True))
+    if full:
+        best = max(full, key=lambda t: (t.score, -t.pos))
+        named = _name_of_address(best, full)
+        if named is not None:
+            best = named
+        return best.host, best.port, best.scheme, best.defaulted
+    if bare:
+        best = max(bare, key=lambda t: (t.score, -t.pos))
+        return best.host, None, None, False
+    return None, None, None, False
+
+
+def _name_of_address(best: TargetHit, hits: list[TargetHit]) -> TargetHit | None:
+    """The host name a client was given when `best` is the address it resolved to: a named hit
+    with the same port close by (`ecs.datacite.org:42463 (... for "10.0.20.182" port 42463)`)."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(best.host.split("%")[0])
+    except ValueError:
+        return None
+    names = [t for t in hits if t.port == best.port and not t.defaulted and abs(t.pos - best.pos) < 400
+             and t.score >= best.score - 30 and not t.host[0].isdigit() and ":" not in t.host]
+    return max(names, key=lambda t: t.score) if names else None
+
+
+def candidate(ev: Evidence, text: str) -> Candidate | None:
+    """A Candidate from the generic evidence alone; None when nothing says a connection failed."""
+    from portdoctor.explain.parsers import Candidate, line_at
+
+    name, number, platform = decide_errno(ev)
+    if name is None and not ev.failure:
+        return None
+    if name is None and ev.source is None and decide_target(ev)[0] is None:
+        return None  # "could not connect" and nothing else: too little to explain
+    anchor_pos = next((h.pos for h in ev.errnos if h.name == name), None)
+    if anchor_pos is None:
+        m = _FAILURE.search(text)
+        anchor_pos = m.start() if m else 0
+    c = Candidate(ev.source or "unknown", line_at(text, anchor_pos))
+    c.errno_name, c.errno_number, c.platform = name, number, platform
+    _fill_target(c, ev)
+    return c
+
+
+def complete(c: Candidate, ev: Evidence) -> None:
+    """Fill what a family parser left empty (errno, number, platform, target) from the evidence."""
+    if c.errno_name is None:
+        name, number, platform = decide_errno(ev)
+        if name is not None:
+            c.errno_name, c.errno_number, c.platform = name, number, platform
+    elif c.errno_number is None and c.platform is None:
+        name, number, platform = decide_errno(ev)
+        if name == c.errno_name:
+            c.errno_number, c.platform = number, platform
+    if c.unix_socket:
+        return
+    if c.host is None:
+        _fill_target(c, ev)
+    elif c.port is None:
+        same = [t for t in ev.targets if t.host == c.host and t.port is not None]
+        if same:
+            c.port = max(same, key=lambda t: t.score).port
+        else:
+            default = SERVICE_PORTS.get(ev.service or "")
+            if default is not None:
+                c.port, c.port_defaulted = default, True
+
+
+def _fill_target(c: Candidate, ev: Evidence) -> None:
+    host, port, scheme, defaulted = decide_target(ev)
+    if host is not None:
+        c.host, c.port, c.scheme, c.port_defaulted = host, port, scheme, defaulted
