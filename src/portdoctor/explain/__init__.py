@@ -55,13 +55,17 @@ class Explanation:
     # probe-state vocabulary (refused, timeout, unreachable, dns_error, error) the errno implies
     state: str | None = None
     unix_socket: str | None = None
+    # the kind of server the message is about (kafka, mongodb, postgresql, ...), when it says
+    service: str | None = None
 
     def with_probe(self, probe: ProbeResult) -> Explanation:
         """A copy of this explanation carrying the probe of its target."""
         return dataclasses.replace(self, probe=probe)
 
     def to_json(self) -> dict[str, Any]:
-        """The `portdoctor.explain/1` document of SPEC.md (plus `meaning` and `notes`)."""
+        """The `portdoctor.explain/1` document of SPEC.md, plus `meaning`, `notes`, `state` (the
+        probe state the errno implies), `unix_socket` (a client that used one, not TCP) and
+        `service` (the kind of server, when the message says)."""
         out: dict[str, Any] = {
             "schema": "portdoctor.explain/1",
             "recognized": self.recognized,
@@ -71,6 +75,9 @@ class Explanation:
                        if self.target is not None else None),
             "meaning": self.meaning,
             "notes": list(self.notes),
+            "state": self.state,
+            "unix_socket": self.unix_socket,
+            "service": self.service,
         }
         if self.probe is not None:
             out["probe"] = self.probe.to_json()
@@ -106,11 +113,11 @@ def explain(text: str | bytes) -> Explanation:
         return unrecognized("")
     text = text[:MAX_CHARS].replace("\r\n", "\n")
     from portdoctor.explain import generic
-    from portdoctor.explain.parsers import PARSERS
+    from portdoctor.explain.clients import ORDER
 
     view = _guarded("generic.normalize", generic.normalize, text)
     evidence = _guarded("generic.scan", generic.scan, view)
-    best = _best(PARSERS, view)
+    best = _best(ORDER, view)
     if best is None:
         best = _guarded("generic.candidate", generic.candidate, evidence, view)
     else:
@@ -150,7 +157,10 @@ def _finish(c: Candidate) -> Explanation:
         notes.append(f"The client used the Unix socket {c.unix_socket}, not TCP: there is no TCP "
                      "target to probe; check that the server runs and where it puts its socket.")
     if c.port_defaulted and target is not None:
-        why = f"the {c.scheme} scheme's" if c.scheme else f"{c.source}'s"
+        from portdoctor.explain.generic import SERVICE_NAMES
+
+        why = (f"the {c.scheme} scheme's" if c.scheme else
+               f"{SERVICE_NAMES[c.service]}'s" if c.service in SERVICE_NAMES else f"{c.source}'s")
         notes.append(f"The message names no port; {why} default {c.port} was assumed.")
     if c.host is not None and c.port is None and not c.unix_socket:
         notes.append(f"The message names the host {c.host} but no port: run "
@@ -171,6 +181,7 @@ def _finish(c: Candidate) -> Explanation:
         message=c.line[:500],
         state=state,
         unix_socket=c.unix_socket,
+        service=c.service,
     )
 
 
@@ -189,13 +200,18 @@ def _meaning(c: Candidate, target: Target | None) -> str:
     if c.source == "nginx" and name == "ETIMEDOUT":
         return (f"nginx's upstream{where} did not answer in time: packets are dropped, the backend "
                 "host is down, or its accept queue is full; nginx answers 504 or 502.")
+    if name is None and c.unix_socket:
+        return (f"The {c.source} client could not connect to the Unix socket {c.unix_socket} (not TCP): "
+                "the server is not running, or its socket is elsewhere or not open to this user.")
     if name is None:
         if c.source == "curl":
             return (f"curl could not connect to{where} ({c.raw_code}: CURLE_COULDNT_CONNECT); most "
                     "often the connection was refused (nothing listens on that port).")
         return f"The {c.source} client could not connect{(' to' + where) if where else ''}."
     base = errnos.MEANING.get(name, f"The connection failed with {name}.")
-    service = _SERVICES.get(c.source or "")
+    from portdoctor.explain.generic import SERVICE_NAMES
+
+    service = _SERVICES.get(c.source or "") or SERVICE_NAMES.get(c.service or "")
     if name == "ECONNREFUSED" and target is not None and not c.unix_socket:
         what = f"no {service} server" if service else "no process"
         return (f"{target.host} answered, but nothing accepted the connection on port {target.port}: "

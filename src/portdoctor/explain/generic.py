@@ -205,8 +205,11 @@ _SERVICES: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p, re.I),
     (r"\bredis|ioredis|lettuce", "redis"),
     (r"mysql|mariadb|SQLSTATE\[HY000\] \[2002\]", "mysql"),
     (r"postgres|libpq|psycopg|npgsql|\bPG::|\bpsql\b", "postgresql"),
-    (r"\bssh\b(?!\.)", "ssh"),
+    (r"(?<![./])\bssh\b(?![./])", "ssh"),
 ))
+SERVICE_NAMES: dict[str, str] = {"kafka": "Kafka", "mongodb": "MongoDB", "amqp": "AMQP (RabbitMQ)",
+                                 "elasticsearch": "Elasticsearch", "redis": "Redis", "mysql": "MySQL/MariaDB",
+                                 "postgresql": "PostgreSQL", "ssh": "SSH"}
 SERVICE_PORTS: dict[str, int] = {"kafka": 9092, "mongodb": 27017, "amqp": 5672, "elasticsearch": 9200,
                                  "redis": 6379, "mysql": 3306, "postgresql": 5432, "ssh": 22}
 
@@ -228,9 +231,11 @@ _CLIENTS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p, re.I), 
     (r"OS Error:", "dart"),
     (r"prisma|Can't reach database server", "prisma"),
     (r"\bssh:", "ssh"),
-    (r"Traceback \(most recent|\.py\", line \d|\[Errno -?\d+\]", "python"),
-    (r"TCPConnectWrap|node_modules|\bnode:", "node"),
-    (r"\bjava\.|\.java:\d+|io\.lettuce|io\.netty", "java"),
+    (r"Is the server running on host|accepting\s+TCP/IP\s+connections", "psql"),
+    (r"Traceback \(most recent|\.py\", line \d|\[Errno -?\d+\]|aiohttp|ClientConnectorError|AMQPConnector|"
+     r"urllib3|requests\.exceptions", "python"),
+    (r"TCPConnectWrap|node_modules|\bnode:|\bsyscall: '", "node"),
+    (r"\bjava\.|\.java:\d+|io\.lettuce|io\.netty|Connection (?:refused|timed out): connect\b", "java"),
     (r"\bdial tcp", "go"),
 ))
 
@@ -570,7 +575,7 @@ def candidate(ev: Evidence, text: str) -> Candidate | None:
     if anchor_pos is None:
         m = _FAILURE.search(text)
         anchor_pos = m.start() if m else 0
-    c = Candidate(ev.source or "unknown", line_at(text, anchor_pos))
+    c = Candidate(ev.source or "unknown", line_at(text, anchor_pos), service=ev.service)
     c.errno_name, c.errno_number, c.platform = name, number, platform
     _fill_target(c, ev)
     return c
@@ -578,6 +583,7 @@ def candidate(ev: Evidence, text: str) -> Candidate | None:
 
 def complete(c: Candidate, ev: Evidence) -> None:
     """Fill what a family parser left empty (errno, number, platform, target) from the evidence."""
+    c.service = c.service or ev.service
     if c.errno_name is None:
         name, number, platform = decide_errno(ev)
         if name is not None:

@@ -37,6 +37,8 @@ class Candidate:
     notes: list[str] = field(default_factory=list)
     # a number the client printed but which is not the platform errno (Node's -4078, curl's 7)
     raw_code: str | None = None
+    # the kind of server the message is about (kafka, mongodb, ...), when the text says
+    service: str | None = None
 
     def score(self) -> int:
         """How much of a diagnosis this candidate carries; the most specific one wins."""
@@ -280,7 +282,8 @@ def parse_mysql(text: str) -> Candidate | None:
         c.notes.append("The mysql client used the Unix socket, because the host was 'localhost' or "
                        "none; use -h 127.0.0.1 (or --protocol=TCP) to connect over TCP.")
         return c
-    m = re.search(r"Can't connect to (?:MySQL |MariaDB )?server on '([^']*)' \((-?\d+)(?: \"([^\"]*)\")?\)", text)
+    m = re.search(r"Can't connect to (?:MySQL |MariaDB )?server on '([^']*)'\s*\((?:\[WinError )?(-?\d+)\]?"
+                  r"(?: \"([^\"]*)\")?", text)
     if m:
         c = Candidate("mysql", line_at(text, m.start()))
         _mysql_host(c, m.group(1))
