@@ -197,7 +197,8 @@ def parse_ruby(text: str) -> Candidate | None:
     """Ruby: `Failed to open TCP connection to HOST:PORT (Connection refused - connect(2) for
     "HOST" port PORT) (Errno::ECONNREFUSED)`, `Errno::ECONNREFUSED: Connection refused - connect(2)`."""
     m = re.search(r"\bErrno::(E[A-Z]+)\b", text)
-    s = re.search(r"([A-Z][^-\n]*?) - connect\(2\)(?: for \"?([^\"\s]+)\"? port (\d+))?", text)
+    s = (re.search(r"([A-Z][^-\n]{0,80}) - connect\(2\)(?: for \"?([^\"\s]+)\"? port (\d+))?", text)
+         if "connect(2)" in text else None)
     if m is None and s is None:
         return None
     anchor = s or m
@@ -259,7 +260,7 @@ def parse_botocore(text: str) -> Candidate | None:
 def parse_dart(text: str) -> Candidate | None:
     """Dart and Flutter: `SocketException: OS Error: Connection refused, errno = 111, address =
     HOST, port = N`, where N is the local port of the socket, not the server's."""
-    m = re.search(r"OS Error: ([^,\n]+), errno = (\d+)\)?(?:, address = ([^,\s\])]+))?", text)
+    m = re.search(r"OS Error: ([^,\n]{1,120}), errno = (\d+)\)?(?:, address = ([^,\s\])]+))?", text)
     if m is None:
         return None
     c = Candidate("dart", line_at(text, m.start()))
@@ -280,7 +281,7 @@ def parse_dart(text: str) -> Candidate | None:
 def parse_elixir(text: str) -> Candidate | None:
     """Elixir/Erlang: `(DBConnection.ConnectionError) tcp connect (HOST:PORT): connection refused -
     :econnrefused` (Postgrex, MyXQL)."""
-    m = re.search(r"tcp connect \(([^)]+)\): ([^\n]*?) - :(\w+)", text)
+    m = re.search(r"tcp connect \(([^)\n]{1,300})\): ([^\n]{0,200}?) - :(\w+)", text)
     if m is None:
         return None
     c = Candidate("elixir", line_at(text, m.start()))

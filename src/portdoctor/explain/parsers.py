@@ -212,14 +212,14 @@ def parse_psql(text: str) -> Candidate | None:
         c = _libpq_tcp(text, m.start(), m.group(1), m.group(3), m.group(4),
                        r'connection to server at "[^"]+" \(([^)]+)\), port \d+ failed')
     if c is None:
-        m = re.search(r'could not connect to server: ([^\n]*)\s+Is the server running on host "([^"]+)"'
+        m = re.search(r'could not connect to server: ([^\n]{0,300})\s+Is the server running on host "([^"]+)"'
                       r'(?: \(([^)]+)\))? and accepting\s+TCP/IP connections on port (\d+)\?', text)
         if m:
             c = _libpq_tcp(text, m.start(), m.group(2), m.group(4), m.group(1),
                            r'Is the server running on host "[^"]+" \(([^)]+)\)')
     if c is None:
         m = (re.search(r'connection to server on socket "([^"]+)" failed: ([^\n]*)', text)
-             or re.search(r'could not connect to server: ([^\n]*)\s+Is the server running locally and '
+             or re.search(r'could not connect to server: ([^\n]{0,300})\s+Is the server running locally and '
                           r'accepting\s+connections on Unix domain socket "([^"]+)"', text))
         if m:
             c = Candidate("psql", line_at(text, m.start()))
