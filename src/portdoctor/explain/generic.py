@@ -265,6 +265,7 @@ _SPECIFIC: tuple[tuple[re.Pattern[str], int], ...] = tuple((re.compile(p, re.I),
     (rf"\('(?P<host>{_HOST})', (?P<port>\d{{1,5}})[,)]", 45),                                # asyncio, pymongo
     (rf"`(?P<host>{_HOST})`:`(?P<port>\d{{1,5}})`", 50),                                     # prisma
     (rf"\btelnet (?P<host>{_HOST}) (?P<port>\d{{1,5}})\b", 50),                              # telnet command
+    (r"\b(?:connect(?:ion|ing)? to|connect ECONN\w+) (?P<host>[0-9A-Fa-f]*::?[0-9A-Fa-f:]*):(?P<port>\d{1,5})\b", 45),  # ::1:5672
     (rf"\bTrying (?P<host>{_V4}|[0-9A-Fa-f:]*:[0-9A-Fa-f:]+)(?:\.\.\.|\b)", 40),             # telnet
     (rf"\bconnect to address (?P<host>{_V4}|[0-9A-Fa-f:]*:[0-9A-Fa-f:]+):", 40),             # telnet
     (rf"(?:reached\s*)?(?<![\w.-])(?P<host>{_HOST}) refused to connect", 40),                # chrome
@@ -289,6 +290,9 @@ _FRAME = re.compile(r"^\s*(?:at\s|File \"|from\s/|#\d+\s)")
 _LINK_HOSTS = re.compile(r"(?:^|\.)(?:github\.com|stackoverflow\.com|githubusercontent\.com|google\.com/search|"
                          r"rollbar\.com|bugsnag\.com|sentry\.io|appcenter\.ms|mozilla\.org|microsoft\.com|"
                          r"kubernetes\.io|docs\.|readthedocs\.io)$", re.I)
+
+
+_MIN_SCORE = 10
 
 
 def _clean_host(host: str | None) -> str | None:
@@ -436,7 +440,8 @@ def _target_hits(text: str, starts: list[int], anchors: set[int]) -> list[Target
             score -= 40
         if _FRAME.match(line):
             score -= 10
-        out.append(TargetHit(pos, host, port, scheme, score, defaulted))
+        if score >= _MIN_SCORE:  # a listening address or a frame of a stack trace is no target
+            out.append(TargetHit(pos, host, port, scheme, score, defaulted))
     return out
 
 

@@ -96,7 +96,7 @@ def split_hostport(text: str) -> tuple[str | None, int | None]:
     >>> split_hostport("[fe80::1]:5432")
     ('fe80::1', 5432)
     """
-    text = text.strip().strip("'\"").rstrip(".,;")
+    text = text.strip().strip("'\"`").rstrip(".,;").strip("'\"`")
     m = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", text)
     if m:
         return clean_host(m.group(1)), valid_port(m.group(2))
