@@ -105,7 +105,8 @@ def parse_chrome(text: str) -> Candidate | None:
     """Chrome and Edge: `net::ERR_CONNECTION_REFUSED`, the page "This site can't be reached /
     localhost refused to connect", `ERR_NAME_NOT_RESOLVED`, `ERR_CONNECTION_TIMED_OUT`."""
     m = re.search(r"\bERR_(" + "|".join(_CHROME) + r")\b", text)
-    r = re.search(r"(?:reached\s*)?(?<![\w.-])([\w.-]+|\[[0-9a-fA-F:]+\]) refused to connect", text)
+    # the page reads "This site can’t be reached" then "HOST refused to connect"; copies glue the two
+    r = re.search(r"(?:reached\s*|(?<![\w.-]))([\w.-]+|\[[0-9a-fA-F:]+\]) refused to connect", text)
     if m is None and r is None:
         return None
     anchor = m or r
@@ -114,6 +115,10 @@ def parse_chrome(text: str) -> Candidate | None:
     c.errno_name = _CHROME[m.group(1)] if m is not None else "ECONNREFUSED"
     if r is not None:
         c.host, c.port = split_hostport(r.group(1))
+        # the page offers "Search Google for HOST PORT", made from the address bar's URL
+        g = re.search(r"Search Google for " + re.escape(r.group(1)) + r" (\d{1,5})\b", text)
+        if g is not None and c.port is None:
+            c.port = valid_port(g.group(1))
     fill_from_url(c, text)
     if c.errno_name == "ECONNREFUSED":
         c.notes.append("The browser's page names the host but not the port: it is the port of the "

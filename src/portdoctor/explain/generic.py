@@ -111,6 +111,11 @@ _ERRNO_WORDS: tuple[tuple[str, str | None, str | None, int], ...] = (
     (_phrase("actively refused"), "ECONNREFUSED", WINDOWS, 4),
     (_phrase("denegó expresamente"), "ECONNREFUSED", WINDOWS, 4),
     ("积极拒绝", "ECONNREFUSED", WINDOWS, 4),
+    (_phrase("die Verbindung verweigerte"), "ECONNREFUSED", WINDOWS, 4),
+    (_phrase("l’a expressément refusée") + "|" + _phrase("l'a expressément refusée"), "ECONNREFUSED", WINDOWS, 4),
+    (_phrase("as recusou ativamente"), "ECONNREFUSED", WINDOWS, 4),
+    (_phrase("отверг запрос на подключение"), "ECONNREFUSED", WINDOWS, 4),
+    ("によって拒否されたため、接続できませんでした", "ECONNREFUSED", WINDOWS, 4),
     (_phrase("connected party did not properly respond"), "ETIMEDOUT", WINDOWS, 4),
     (_phrase("attempted to an unreachable host"), "EHOSTUNREACH", WINDOWS, 4),
     (_phrase("attempted to an unreachable network"), "ENETUNREACH", WINDOWS, 4),
@@ -145,6 +150,10 @@ _ERRNO_WORDS: tuple[tuple[str, str | None, str | None, int], ...] = (
     # any system: phrases
     (r"connection\s+refused|refused\s+to\s+connect|\bwas\s+refused\b|refused\s+the\s+connection|"
      r"refused\s+connection", "ECONNREFUSED", None, 3),
+    # glibc's translations of "Connection refused" (de, fr, es, it, pt, ru, zh, ja, ko)
+    (r"Verbindungsaufbau\s+abgelehnt|Connexion\s+refusée|Conexión\s+rehusada|Connessione\s+rifiutata|"
+     r"Conexão\s+recusada|В\s+соединении\s+отказано|拒绝连接|接続を拒否されました|연결이\s+거부됨",
+     "ECONNREFUSED", None, 3),
     (_phrase("can’t establish a connection to the server") + "|" + _phrase("can't establish a connection to the server")
      + "|" + _phrase("is unable to connect to the"), "ECONNREFUSED", None, 2),
     (r"(?<![\w-])Unable\s+to\s+connect(?!\s+to\b)", "ECONNREFUSED", None, 1),
@@ -161,8 +170,7 @@ _ERRNO_WORDS: tuple[tuple[str, str | None, str | None, int], ...] = (
     (_phrase("Host is down"), "EHOSTDOWN", None, 3),
     (_phrase("Network is down"), "ENETDOWN", None, 3),
 )
-_ERRNO_RES = tuple((re.compile(p, re.I if p.islower() or "(?" in p else 0), n, pl, s)
-                   for p, n, pl, s in _ERRNO_WORDS)
+_ERRNO_RES = tuple((re.compile(p, re.I), n, pl, s) for p, n, pl, s in _ERRNO_WORDS)
 
 # ENOENT counts only where a socket file is meant (a Unix socket that does not exist)
 _NOENT = re.compile(r"no\s+such\s+file\s+or\s+directory", re.I)
@@ -171,7 +179,7 @@ _SOCKET_WORDS = re.compile(r"\bsocket\b|\.sock\b|dial unix|unix:/|\.s\.PGSQL", r
 # numbers in errno positions
 _NUMBER_RES = (
     re.compile(r"\[(?:Errno|WinError) (-?\d{1,5})\]"),
-    re.compile(r"\berrno\b[\"']?\s*[=:]\s*(-?\d{1,5})\b"),
+    re.compile(r"\berrno\b[\"']?\s*[=:]?\s*(-?\d{1,5})\b", re.I),
     re.compile(r"\(os error (-?\d{1,5})\)"),
     re.compile(r"\bcode:\s*(-?\d{1,5}),\s*kind:"),
     re.compile(r"Exception\s*\((\d{2,5})\)"),
@@ -258,7 +266,8 @@ _NOT_HOSTS = {"line", "port", "error", "file", "at", "http", "https", "tcp", "tc
 
 # (pattern with <host> and maybe <port>, score): how a family-neutral message names its target
 _SPECIFIC: tuple[tuple[re.Pattern[str], int], ...] = tuple((re.compile(p, re.I), s) for p, s in (
-    (rf"\bconnect to (?:host |address )?(?P<host>{_HOST}) port (?P<port>\d{{1,5}})\b", 50),   # ssh, nc
+    (rf"\bconnect to (?:host |address )?(?P<host>{_HOST}) (?:and )?port (?P<port>\d{{1,5}})\b", 50),  # ssh, nc
+    (rf"\b(?:to|at) (?P<host>{_HOST}) on port (?P<port>\d{{1,5}})\b", 45),
     (rf"\bFailed to connect to (?P<host>{_HOST}) port (?P<port>\d{{1,5}})\b", 50),           # curl
     (rf"connect\(2\) for \"?(?P<host>{_HOST})\"? port (?P<port>\d{{1,5}})", 50),              # ruby
     (rf"\bhost='(?P<host>{_HOST})', port=(?P<port>\d{{1,5}})", 50),                         # urllib3
@@ -268,7 +277,7 @@ _SPECIFIC: tuple[tuple[re.Pattern[str], int], ...] = tuple((re.compile(p, re.I),
     (r"\b(?:connect(?:ion|ing)? to|connect ECONN\w+) (?P<host>[0-9A-Fa-f]*::?[0-9A-Fa-f:]*):(?P<port>\d{1,5})\b", 45),  # ::1:5672
     (rf"\bTrying (?P<host>{_V4}|[0-9A-Fa-f:]*:[0-9A-Fa-f:]+)(?:\.\.\.|\b)", 40),             # telnet
     (rf"\bconnect to address (?P<host>{_V4}|[0-9A-Fa-f:]*:[0-9A-Fa-f:]+):", 40),             # telnet
-    (rf"(?:reached\s*)?(?<![\w.-])(?P<host>{_HOST}) refused to connect", 40),                # chrome
+    (rf"(?:reached\s*|(?<![\w.-]))(?P<host>{_HOST}) refused to connect", 40),              # chrome
     (rf"connection to the server at (?P<host>{_HOST})\.?(?:\s|$)", 40),                      # firefox, no port
     (rf"server on '(?P<host>{_HOST})'", 45),                                                 # mysql clients
     (rf"\bhost \"(?P<host>{_HOST})\"(?:\s+\([^)]*\))?\s+and\s+accepting\s+TCP/IP\s+connections\s+on\s+port\s+"
