@@ -179,8 +179,18 @@ def parse_docker(text: str) -> Candidate | None:
     docker daemon running?` and the older `dial unix /var/run/docker.sock: ...`."""
     m = re.search(r"Cannot connect to the Docker daemon at (\S+?)\.?\s+Is the docker daemon running", text, re.I)
     d = re.search(r"dial unix (\S*docker\.sock): (?:connect: )?([^\n]+)", text)
-    if m is None and d is None:
+    p = re.search(r"open (//\./pipe/docker_engine\w*): ([^.\n]+)", text)
+    if m is None and d is None and p is None:
         return None
+    if m is None and d is None:
+        assert p is not None
+        c = Candidate("docker", line_at(text, p.start()), unix_socket=p.group(1), platform=WINDOWS)
+        if "cannot find the file" in p.group(2).lower():
+            c.errno_name = "ENOENT"
+        c.notes.append("The Docker CLI on Windows talks to Docker Desktop through the named pipe "
+                       f"{p.group(1)}, not TCP: start Docker Desktop (and wait until it runs), or "
+                       "check DOCKER_HOST and `docker context ls`.")
+        return c
     anchor = m or d
     assert anchor is not None
     c = Candidate("docker", line_at(text, anchor.start()))
@@ -235,7 +245,6 @@ def parse_php(text: str) -> Candidate | None:
         why = m.group(1)
         c.errno_name = strerror_name(why)
         if c.errno_name == "ENOENT":
-            c.unix_socket = "mysql.sock"
             c.notes.append("With host=localhost PDO's MySQL driver uses the Unix socket, not TCP, and the "
                            "socket file does not exist: set the DSN host to 127.0.0.1 for TCP, or "
                            "pdo_mysql.default_socket to the server's socket.")
@@ -251,11 +260,13 @@ def parse_php(text: str) -> Candidate | None:
 
 def parse_botocore(text: str) -> Candidate | None:
     """AWS SDKs: botocore's `EndpointConnectionError: Could not connect to the endpoint URL: "URL"`."""
-    m = re.search(r"Could not connect to the endpoint URL: \"?([^\"\s]+)", text)
+    m = re.search(r"(Could not connect to the|Connect timeout on) endpoint URL: \"?([^\"\s]+)", text)
     if m is None:
         return None
     c = Candidate("botocore", line_at(text, m.start()))
-    fill_from_url(c, m.group(1))
+    if m.group(1).startswith("Connect timeout"):
+        c.errno_name = "ETIMEDOUT"
+    fill_from_url(c, m.group(2))
     c.notes.append("botocore does not say why the endpoint refused (refused, timed out or an unknown "
                    "name; the probe tells): check the region and endpoint_url (LocalStack, MinIO), "
                    "and any proxy in HTTPS_PROXY.")

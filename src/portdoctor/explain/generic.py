@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from portdoctor.explain import errnos
 from portdoctor.explain.errnos import LINUX, MACOS, WINDOWS
+from portdoctor.target import SCHEME_PORTS
 
 if TYPE_CHECKING:
     from portdoctor.explain.parsers import Candidate
@@ -114,6 +115,8 @@ _ERRNO_WORDS: tuple[tuple[str, str | None, str | None, int], ...] = (
     (_phrase("die Verbindung verweigerte"), "ECONNREFUSED", WINDOWS, 4),
     (_phrase("l’a expressément refusée") + "|" + _phrase("l'a expressément refusée"), "ECONNREFUSED", WINDOWS, 4),
     (_phrase("as recusou ativamente"), "ECONNREFUSED", WINDOWS, 4),
+    (_phrase("Rifiuto persistente del computer di destinazione"), "ECONNREFUSED", WINDOWS, 4),
+    (_phrase("doelcomputer de verbinding actief heeft geweigerd"), "ECONNREFUSED", WINDOWS, 4),
     (_phrase("отверг запрос на подключение"), "ECONNREFUSED", WINDOWS, 4),
     ("によって拒否されたため、接続できませんでした", "ECONNREFUSED", WINDOWS, 4),
     (_phrase("connected party did not properly respond"), "ETIMEDOUT", WINDOWS, 4),
@@ -122,6 +125,8 @@ _ERRNO_WORDS: tuple[tuple[str, str | None, str | None, int], ...] = (
     (_phrase("No such host is known"), "EAI_NONAME", WINDOWS, 4),
     (_phrase("forcibly closed by the remote host"), "ECONNRESET", WINDOWS, 2),
     (r"Connection refused: connect\b", "ECONNREFUSED", WINDOWS, 4),
+    (_phrase("Connection refused: no further information"), "ECONNREFUSED", WINDOWS, 4),  # Java NIO
+    (_phrase("Connection timed out: no further information"), "ETIMEDOUT", WINDOWS, 4),
     (r"(?:Connection|connect) timed out: connect\b", "ETIMEDOUT", WINDOWS, 4),
     (r"\bconnectex:", None, WINDOWS, 0),
     (r"\bWSAE(?:CONNREFUSED)\b", "ECONNREFUSED", WINDOWS, 4),
@@ -161,7 +166,7 @@ _ERRNO_WORDS: tuple[tuple[str, str | None, str | None, int], ...] = (
     (_phrase("Network is unreachable"), "ENETUNREACH", None, 3),
     (r"connection\s+timed\s+out|connect\s+timed\s+out|\bi/o\s+timeout\b|\btimed\s+out\b|"
      r"timeout\s+expired", "ETIMEDOUT", None, 3),
-    (r"\bConnectTimeout|\bTimeoutError\b|\bSocketTimeoutException\b", "ETIMEDOUT", None, 2),
+    (r"\bConnectTimeout|\bTimeoutError\b|\bSocketTimeoutException\b|\bconnect\s+timeout\b", "ETIMEDOUT", None, 2),
     (r"could\s+not\s+resolve\s+host|unknown\s+host|\bno\s+such\s+host\b|name\s+does\s+not\s+resolve|"
      r"could\s+not\s+translate\s+host\s+name|getaddrinfo\s+failed|Unknown\s+(?:MySQL\s+)?server\s+host",
      "EAI_NONAME", None, 3),
@@ -188,6 +193,7 @@ _NUMBER_RES = (
     re.compile(r"Error\((\d{2,5}),\s*['\"]"),
     re.compile(r"(?:refused|timed out|unreachable|no route to host)\s*\((\d{2,5})\)", re.I),
     re.compile(r"\b(100(?:49|5[01]|54|6[015])|1100[1-4])\b"),  # Winsock numbers, anywhere
+    re.compile(r"_kCFStreamErrorCodeKey=(\d{1,3})\b"),  # the POSIX errno under an NSURLError (iOS, macOS)
 )
 
 # wording of a failed connection that names no errno
@@ -199,7 +205,9 @@ _FAILURE = re.compile(
     r"Max\s+retries\s+exceeded|Communications\s+link\s+failure|EndpointConnectionError|"
     r"failed\s+to\s+connect\s+to\s+all\s+addresses|StatusCode\.UNAVAILABLE|Is\s+the\s+docker\s+daemon\s+running|"
     r"Connect\s+call\s+failed|can.t\s+be\s+reached|ServerSelectionTimeout|connect_error|"
-    r"is\s+the\s+(?:\w+\s+)?(?:server|daemon)\s+running|make\s+sure\s+your\s+(?:\w+\s+)?server\s+is\s+running",
+    r"is\s+the\s+(?:\w+\s+)?(?:server|daemon)\s+running|make\s+sure\s+your\s+(?:\w+\s+)?server\s+is\s+running|"
+    r"Exception\s+opening\s+socket|MongoSocketOpenException|No\s+suitable\s+servers\s+found|"
+    r"could\s+not\s+establish|None\s+of\s+the\s+configured\s+nodes\s+are\s+available|NoNodeAvailable",
     re.I)
 
 # --------------------------------------------------------------------------- services and clients
@@ -225,13 +233,13 @@ SERVICE_PORTS: dict[str, int] = {"kafka": 9092, "mongodb": 27017, "amqp": 5672, 
 _CLIENTS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p, re.I), s) for p, s in (
     (r"\bkubectl\b|The connection to the server\b|Unable to connect to the server:", "kubectl"),
     (r"\bgrpc\b|failed to connect to all addresses", "grpc"),
-    (r"NetworkClient|NoBrokersAvailable|\bkafka", "kafka"),
+    (r"NetworkClient|NoBrokersAvailable|\bkafka|rdkafka", "kafka"),
     (r"botocore|EndpointConnectionError|Could not connect to the endpoint URL", "botocore"),
     (r"Docker daemon|docker\.sock", "docker"),
     (r"\bfirefox\b|NS_ERROR_", "firefox"),
     (r"ERR_CONNECTION_|ERR_NAME_NOT_RESOLVED|ERR_ADDRESS_UNREACHABLE|refused to connect", "chrome"),
     (r"\btelnet\b|Trying \S+\.\.\.", "telnet"),
-    (r"Errno::E[A-Z]+|connect\(2\)", "ruby"),
+    (r"Errno::E[A-Z]+|connect\(2\)|\bBunny::|::\w*Conn\w*(?:Error|Failed)\w*", "ruby"),
     (r"SQLSTATE\[|php_network_getaddresses|PDOException", "php"),
     (r"Npgsql", "npgsql"),
     (r"System\.Net\.|SocketException \(\d+\)", "dotnet"),
@@ -239,6 +247,8 @@ _CLIENTS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p, re.I), 
     (r"OS Error:", "dart"),
     (r"prisma|Can't reach database server", "prisma"),
     (r"\bssh:", "ssh"),
+    (r"\bwget\b|^Resolving \S+ \(|^Connecting to \S+ \(", "wget"),
+    (r"NSURLErrorDomain|kCFErrorDomainCFNetwork", "ios"),
     (r"Is the server running on host|accepting\s+TCP/IP\s+connections", "psql"),
     (r"Traceback \(most recent|\.py\", line \d|\[Errno -?\d+\]|aiohttp|ClientConnectorError|AMQPConnector|"
      r"urllib3|requests\.exceptions", "python"),
@@ -268,6 +278,7 @@ _NOT_HOSTS = {"line", "port", "error", "file", "at", "http", "https", "tcp", "tc
 _SPECIFIC: tuple[tuple[re.Pattern[str], int], ...] = tuple((re.compile(p, re.I), s) for p, s in (
     (rf"\bconnect to (?:host |address )?(?P<host>{_HOST}) (?:and )?port (?P<port>\d{{1,5}})\b", 50),  # ssh, nc
     (rf"\b(?:to|at) (?P<host>{_HOST}) on port (?P<port>\d{{1,5}})\b", 45),
+    (rf"\bto /?(?P<host>{_HOST}) \(port (?P<port>\d{{1,5}})\)", 50),                    # Android libcore
     (rf"\bFailed to connect to (?P<host>{_HOST}) port (?P<port>\d{{1,5}})\b", 50),           # curl
     (rf"connect\(2\) for \"?(?P<host>{_HOST})\"? port (?P<port>\d{{1,5}})", 50),              # ruby
     (rf"\bhost='(?P<host>{_HOST})', port=(?P<port>\d{{1,5}})", 50),                         # urllib3
@@ -283,6 +294,7 @@ _SPECIFIC: tuple[tuple[re.Pattern[str], int], ...] = tuple((re.compile(p, re.I),
     (rf"\bhost \"(?P<host>{_HOST})\"(?:\s+\([^)]*\))?\s+and\s+accepting\s+TCP/IP\s+connections\s+on\s+port\s+"
      rf"(?P<port>\d{{1,5}})", 50),                                                          # libpq before 14
     (rf"\bhost \"(?P<host>{_HOST})\"", 40),                                                  # libpq
+    (rf"\bCould not resolve host:? (?P<host>{_HOST})", 40),                                 # curl, git
 ))
 _GRPC = re.compile(r"\bipv[46]:(?P<hp>\[[0-9A-Fa-f:.]+\]:\d{1,5}|(?:\d{1,3}\.){3}\d{1,3}:\d{1,5})")
 _SLASHED = re.compile(rf"(?<![\w./:-])(?P<name>{_NAME})?/(?P<addr>{_V4}|\[?[0-9A-Fa-f]*:[0-9A-Fa-f:]+\]?):(?P<port>\d{{1,5}})\b")
@@ -304,6 +316,11 @@ _LINK_HOSTS = re.compile(r"(?:^|\.)(?:github\.com|stackoverflow\.com|githubuserc
 _MIN_SCORE = 10
 
 
+# ports of the URL schemes and services portdoctor knows, and the usual development ports
+_WELL_KNOWN_PORTS: frozenset[int] = frozenset(SCHEME_PORTS.values()) | frozenset(SERVICE_PORTS.values()) | {
+    80, 443, 1433, 1521, 2375, 2376, 3000, 5000, 5001, 6443, 8000, 8080, 8443, 9092, 9200, 9300}
+
+
 def _clean_host(host: str | None) -> str | None:
     from portdoctor.explain.parsers import clean_host
 
@@ -316,7 +333,7 @@ def _valid_port(text: str | int | None) -> int | None:
     return valid_port(text)
 
 
-def _plausible_name(host: str, before: str) -> bool:
+def _plausible_name(host: str, before: str, port: int | None = None) -> bool:
     """Whether a name read in front of `:port` is a host, not a file, a word or a label."""
     low = host.lower()
     if low in _NOT_HOSTS or _CODE_EXT.search(host):
@@ -326,8 +343,11 @@ def _plausible_name(host: str, before: str) -> bool:
     if "." in host:
         tld = host.rsplit(".", 1)[1]
         return len(tld) >= 2 and tld.isalpha() and not host[0] == "."
-    # a single label (`db`, `kafka`, `Master_IP`) only where a connection names it
-    return bool(_CONNECT_WORDS.search(before[-40:])) and not host.isdigit()
+    # a single label (`db`, `kafka`, `Master_IP`) where a connection names it, or with the port
+    # of a well-known service (`mongo:27017`, `redis:6379`)
+    if host.isdigit():
+        return False
+    return bool(_CONNECT_WORDS.search(before[-40:])) or port in _WELL_KNOWN_PORTS
 
 
 # --------------------------------------------------------------------------- scanning
@@ -394,16 +414,14 @@ def _target_hits(text: str, starts: list[int], anchors: set[int]) -> list[Target
         host = _clean_host(m.group(2))
         if host is None or scheme in ("file", "chrome-error", "chrome-devtools", "chrome", "about", "data"):
             continue
-        if _LINK_HOSTS.search(host):
-            continue
         port = _valid_port(m.group(3))
-        from portdoctor.target import SCHEME_PORTS
-
         if port is None and scheme not in SCHEME_PORTS:
             continue
         score = 32 if port is not None else 28
         if text[max(0, m.start() - 2):m.start()] == "](":  # the link of a markdown link
             score -= 20
+        if _LINK_HOSTS.search(host):  # a link to a forge or a help page: a target only on the failing line
+            score -= 30
         if port is None:
             raw.append((m.start(2), host, SCHEME_PORTS[scheme], scheme, score, True))
         else:
@@ -416,7 +434,7 @@ def _target_hits(text: str, starts: list[int], anchors: set[int]) -> list[Target
             continue
         before = text[max(0, m.start() - 60):m.start()]
         if not host_text.startswith("[") and not re.fullmatch(_V4, host_text):
-            if not _plausible_name(host_text, before):
+            if not _plausible_name(host_text, before, port):
                 continue
         host = _clean_host(host_text)
         if host is None:
@@ -544,10 +562,10 @@ def decide_target(ev: Evidence, service: str | None = None) -> tuple[str | None,
     bare = [t for t in ev.targets if t.port is None]
     default = SERVICE_PORTS.get(service or ev.service or "")
     for t in bare:  # a host named alone takes the port another hit gives it, or the service's
-        same = [f for f in full if f.host == t.host and not f.defaulted]
+        same = [f for f in full if f.host == t.host]
         if same:
-            port = max(same, key=lambda f: f.score).port
-            full.append(TargetHit(t.pos, t.host, port, None, t.score))
+            own = max(same, key=lambda f: (not f.defaulted, f.score))
+            full.append(TargetHit(t.pos, t.host, own.port, own.scheme, t.score, own.defaulted))
         elif default is not None:
             full.append(TargetHit(t.pos, t.host, default, None, t.score - 5, True))
     if full:

@@ -97,6 +97,9 @@ def split_hostport(text: str) -> tuple[str | None, int | None]:
     ('fe80::1', 5432)
     """
     text = text.strip().strip("'\"`").rstrip(".,;").strip("'\"`")
+    for opening, closing in ("()", "[]", "{}", "<>"):  # a closing bracket the address ends up glued to
+        while text.endswith(closing) and text.count(closing) > text.count(opening):
+            text = text[:-1]
     m = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", text)
     if m:
         return clean_host(m.group(1)), valid_port(m.group(2))
@@ -341,7 +344,7 @@ def parse_curl(text: str) -> Candidate | None:
     m = re.search(r"(?:curl: \((\d+)\)|cURL error (\d+):)\s*([^\n]*)", text)
     f = re.search(r"Failed to connect to (\S+) port (\d+)(?: after \d+ ms)?: ([^\n;]*)", text)
     r = re.search(r"Could not resolve host: ([^\s;]+)", text)
-    if not (m or f or (r and "curl" in text.lower())):
+    if not (m or f or (r and ("curl" in text.lower() or "unable to access" in text))):  # git uses libcurl
         return None
     anchor = m or f or r
     assert anchor is not None
@@ -404,7 +407,8 @@ def parse_ssh(text: str) -> Candidate | None:
     m = re.search(r"ssh: Could not resolve hostname (\S+?): ([^\n]*)", text)
     if m:
         c = Candidate("ssh", line_at(text, m.start()))
-        c.host, c.errno_name = clean_host(m.group(1)), "EAI_NONAME"
+        c.host = clean_host(m.group(1))
+        c.errno_name = "EAI_AGAIN" if "temporary failure" in m.group(2).lower() else "EAI_NONAME"
         c.port, c.port_defaulted = CLIENT_PORTS["ssh"], True
         _platform_from_gai(c, m.group(2))
         return c
@@ -471,6 +475,8 @@ def parse_node(text: str) -> Candidate | None:
             c.host = clean_host(m.group(3))
             if m.group(4):  # Node before 12: `getaddrinfo ENOTFOUND h h:80`
                 c.port = split_hostport(m.group(4))[1]
+        elif m.group(3).startswith("/"):  # `connect ECONNREFUSED /var/run/postgresql/.s.PGSQL.5432`
+            c.unix_socket = m.group(3)
         else:
             c.host, c.port = split_hostport(m.group(3))
     n = re.search(r"errno: (-?\d+)", text)
