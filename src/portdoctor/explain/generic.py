@@ -194,6 +194,7 @@ _NUMBER_RES = (
     re.compile(r"(?:refused|timed out|unreachable|no route to host)\s*\((\d{2,5})\)", re.I),
     re.compile(r"\b(100(?:49|5[01]|54|6[015])|1100[1-4])\b"),  # Winsock numbers, anywhere
     re.compile(r"_kCFStreamErrorCodeKey=(\d{1,3})\b"),  # the POSIX errno under an NSURLError (iOS, macOS)
+    re.compile(r"NSPOSIXErrorDomain\s+Code=(\d{1,3})\b"),
 )
 
 # wording of a failed connection that names no errno
@@ -248,7 +249,7 @@ _CLIENTS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p, re.I), 
     (r"prisma|Can't reach database server", "prisma"),
     (r"\bssh:", "ssh"),
     (r"\bwget\b|^Resolving \S+ \(|^Connecting to \S+ \(", "wget"),
-    (r"NSURLErrorDomain|kCFErrorDomainCFNetwork", "ios"),
+    (r"NSURLErrorDomain|kCFErrorDomainCFNetwork|NSPOSIXErrorDomain", "ios"),
     (r"Is the server running on host|accepting\s+TCP/IP\s+connections", "psql"),
     (r"Traceback \(most recent|\.py\", line \d|\[Errno -?\d+\]|aiohttp|ClientConnectorError|AMQPConnector|"
      r"urllib3|requests\.exceptions", "python"),
@@ -278,7 +279,7 @@ _NOT_HOSTS = {"line", "port", "error", "file", "at", "http", "https", "tcp", "tc
 _SPECIFIC: tuple[tuple[re.Pattern[str], int], ...] = tuple((re.compile(p, re.I), s) for p, s in (
     (rf"\bconnect to (?:host |address )?(?P<host>{_HOST}) (?:and )?port (?P<port>\d{{1,5}})\b", 50),  # ssh, nc
     (rf"\b(?:to|at) (?P<host>{_HOST}) on port (?P<port>\d{{1,5}})\b", 45),
-    (rf"\bto /?(?P<host>{_HOST}) \(port (?P<port>\d{{1,5}})\)", 50),                    # Android libcore
+    (rf"\bto /?(?P<host>{_HOST})(?:/(?:{_V4}|[0-9A-Fa-f:]+))? \(port (?P<port>\d{{1,5}})\)", 50),  # Android
     (rf"\bFailed to connect to (?P<host>{_HOST}) port (?P<port>\d{{1,5}})\b", 50),           # curl
     (rf"connect\(2\) for \"?(?P<host>{_HOST})\"? port (?P<port>\d{{1,5}})", 50),              # ruby
     (rf"\bhost='(?P<host>{_HOST})', port=(?P<port>\d{{1,5}})", 50),                         # urllib3
