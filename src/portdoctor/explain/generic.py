@@ -21,16 +21,15 @@ recognised, and `complete` fills what a family parser left empty.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Iterator
 
 from portdoctor.explain import errnos
 from portdoctor.explain.errnos import LINUX, MACOS, WINDOWS
+from portdoctor.explain.parsers import Candidate, clean_host, line_at, split_hostport, valid_port
 from portdoctor.target import SCHEME_PORTS
-
-if TYPE_CHECKING:
-    from portdoctor.explain.parsers import Candidate
 
 __all__ = ["Evidence", "normalize", "scan", "candidate", "complete"]
 
@@ -322,18 +321,6 @@ _WELL_KNOWN_PORTS: frozenset[int] = frozenset(SCHEME_PORTS.values()) | frozenset
     80, 443, 1433, 1521, 2375, 2376, 3000, 5000, 5001, 6443, 8000, 8080, 8443, 9092, 9200, 9300}
 
 
-def _clean_host(host: str | None) -> str | None:
-    from portdoctor.explain.parsers import clean_host
-
-    return clean_host(host)
-
-
-def _valid_port(text: str | int | None) -> int | None:
-    from portdoctor.explain.parsers import valid_port
-
-    return valid_port(text)
-
-
 def _plausible_name(host: str, before: str, port: int | None = None) -> bool:
     """Whether a name read in front of `:port` is a host, not a file, a word or a label."""
     low = host.lower()
@@ -361,8 +348,6 @@ def _line_index(text: str) -> list[int]:
 
 
 def _line_of(starts: list[int], pos: int) -> int:
-    import bisect
-
     return bisect.bisect_right(starts, pos) - 1
 
 
@@ -388,34 +373,46 @@ def _number_hits(text: str) -> list[NumberHit]:
     return sorted(out, key=lambda h: h.pos)
 
 
-def _target_hits(text: str, starts: list[int], anchors: set[int]) -> list[TargetHit]:
-    from portdoctor.explain.parsers import split_hostport
+# (position, host, port, scheme, score, port_defaulted) of one target read, before its context
+_Raw = tuple[int, str, "int | None", "str | None", int, bool]
 
-    raw: list[tuple[int, str, int | None, str | None, int, bool]] = []
 
+def _specific_hits(text: str) -> Iterator[_Raw]:
+    """Targets in the wording of a known kind of message (`connect to host H port N`, ...)."""
     for rx, score in _SPECIFIC:
         for m in rx.finditer(text):
-            host = _clean_host(m.group("host"))
-            if host is None or host.lower() in _NOT_HOSTS:
-                continue
-            port = _valid_port(m.groupdict().get("port"))
-            raw.append((m.start("host"), host, port, None, score, False))
+            host = clean_host(m.group("host"))
+            if host is not None and host.lower() not in _NOT_HOSTS:
+                yield m.start("host"), host, valid_port(m.groupdict().get("port")), None, score, False
+
+
+def _grpc_hits(text: str) -> Iterator[_Raw]:
+    """gRPC's `ipv4:HOST:PORT` and `ipv6:[ADDR]:PORT`."""
     for m in _GRPC.finditer(text):
         host, port = split_hostport(m.group("hp"))
         if host and port:
-            raw.append((m.start("hp"), host, port, None, 50, False))
+            yield m.start("hp"), host, port, None, 50, False
+
+
+def _slashed_hits(text: str) -> Iterator[_Raw]:
+    """Java's and Kafka's `name/addr:port` (the name when there is one, else the address)."""
     for m in _SLASHED.finditer(text):
-        addr, port = m.group("addr").strip("[]"), _valid_port(m.group("port"))
-        host = _clean_host(m.group("name")) if m.group("name") else None
-        host = host if host and host.lower() not in _NOT_HOSTS and not _CODE_EXT.search(host) else _clean_host(addr)
-        if host and port:
-            raw.append((m.start(), host, port, None, 45, False))
+        port = valid_port(m.group("port"))
+        name = clean_host(m.group("name")) if m.group("name") else None
+        if name is None or name.lower() in _NOT_HOSTS or _CODE_EXT.search(name):
+            name = clean_host(m.group("addr").strip("[]"))
+        if name and port:
+            yield m.start(), name, port, None, 45, False
+
+
+def _url_hits(text: str) -> Iterator[_Raw]:
+    """URLs; the scheme gives the port a URL leaves out (http 80, postgres 5432, ...)."""
     for m in _URL.finditer(text):
         scheme = m.group(1).lower().split("+")[0]
-        host = _clean_host(m.group(2))
+        host = clean_host(m.group(2))
         if host is None or scheme in ("file", "chrome-error", "chrome-devtools", "chrome", "about", "data"):
             continue
-        port = _valid_port(m.group(3))
+        port = valid_port(m.group(3))
         if port is None and scheme not in SCHEME_PORTS:
             continue
         score = 32 if port is not None else 28
@@ -424,52 +421,66 @@ def _target_hits(text: str, starts: list[int], anchors: set[int]) -> list[Target
         if _LINK_HOSTS.search(host):  # a link to a forge or a help page: a target only on the failing line
             score -= 30
         if port is None:
-            raw.append((m.start(2), host, SCHEME_PORTS[scheme], scheme, score, True))
+            yield m.start(2), host, SCHEME_PORTS[scheme], scheme, score, True
         else:
-            raw.append((m.start(2), host, port, scheme, score, False))
+            yield m.start(2), host, port, scheme, score, False
+
+
+def _hostport_hits(text: str) -> Iterator[_Raw]:
+    """`host:port` and `[v6]:port` anywhere, where the name looks like a host (not `net.js:1104`)."""
     for m in _HOSTPORT.finditer(text):
-        host_text, port = m.group("host"), _valid_port(m.group("port"))
-        if port is None:
-            continue
-        if text[max(0, m.start() - 3):m.start()] == "://":
+        host_text, port = m.group("host"), valid_port(m.group("port"))
+        if port is None or text[max(0, m.start() - 3):m.start()] == "://":
             continue
         before = text[max(0, m.start() - 60):m.start()]
         if not host_text.startswith("[") and not re.fullmatch(_V4, host_text):
             if not _plausible_name(host_text, before, port):
                 continue
-        host = _clean_host(host_text)
+        host = clean_host(host_text)
         if host is None:
             continue
         score = 27 if host_text[0].isdigit() or host_text.startswith("[") else 25
         if _CONNECT_WORDS.search(before[-40:]):
             score += 5
-        raw.append((m.start(), host, port, None, score, False))
-    # host='h' ... port=N, HOST=h ... PORT=N, address: 'h', port: N
-    ports = [(m.start(), _valid_port(m.group("port"))) for m in _PORT_KEY.finditer(text)]
+        yield m.start(), host, port, None, score, False
+
+
+def _key_value_hits(text: str) -> Iterator[_Raw]:
+    """`host='h', port=N`, `HOST=h ... PORT=N`, `address: 'h', port: N` (code, config, Node's fields)."""
+    ports = [(m.start(), valid_port(m.group("port"))) for m in _PORT_KEY.finditer(text)]
     for m in _HOST_KEY.finditer(text):
-        host = _clean_host(m.group("host"))
-        if host is None or host.lower() in _NOT_HOSTS or (host.replace(".", "").isalpha() and "." not in host
-                                                           and host.lower() != "localhost" and len(host) < 2):
+        host = clean_host(m.group("host"))
+        if host is None or host.lower() in _NOT_HOSTS or len(host) < 2:
             continue
         near = [p for at, p in ports if p and -300 < at - m.end() < 300]
-        raw.append((m.start("host"), host, near[0] if near else None, None, 42 if near else 35, False))
+        yield m.start("host"), host, near[0] if near else None, None, 42 if near else 35, False
 
+
+_FINDERS = (_specific_hits, _grpc_hits, _slashed_hits, _url_hits, _hostport_hits, _key_value_hits)
+
+
+def _context_score(text: str, starts: list[int], anchors: set[int], pos: int) -> int:
+    """What the surroundings add to a target read at `pos`: near the failure counts, a listening
+    address, a client's own address or a frame of a stack trace counts against."""
+    line_no = _line_of(starts, pos)
+    line_start = starts[line_no]
+    end = text.find("\n", pos)
+    line = text[line_start:end if end != -1 else len(text)]
+    score = 15 if line_no in anchors else 5 if any(abs(line_no - a) <= 3 for a in anchors) else 0
+    if _LISTEN_WORDS.search(text[max(line_start, pos - 40):pos]):
+        score -= 40
+    if _FRAME.match(line):
+        score -= 10
+    return score
+
+
+def _target_hits(text: str, starts: list[int], anchors: set[int]) -> list[TargetHit]:
     out: list[TargetHit] = []
-    for pos, host, port, scheme, score, defaulted in raw:
-        line_no = _line_of(starts, pos)
-        line_start = starts[line_no]
-        line = text[line_start:text.find("\n", pos) if text.find("\n", pos) != -1 else len(text)]
-        before = text[max(line_start, pos - 40):pos]
-        if line_no in anchors:
-            score += 15
-        elif any(abs(line_no - a) <= 3 for a in anchors):
-            score += 5
-        if _LISTEN_WORDS.search(before):
-            score -= 40
-        if _FRAME.match(line):
-            score -= 10
-        if score >= _MIN_SCORE:  # a listening address or a frame of a stack trace is no target
-            out.append(TargetHit(pos, host, port, scheme, score, defaulted))
+    for find in _FINDERS:
+        for pos, host, port, scheme, score, defaulted in find(text):
+            score += _context_score(text, starts, anchors, pos)
+            if score >= _MIN_SCORE:
+                out.append(TargetHit(pos, host, port, scheme, score, defaulted))
     return out
 
 
@@ -513,17 +524,13 @@ def _number_meaning(number: int) -> tuple[str, str] | None:
 
 
 def _agrees(number: int, name: str) -> tuple[int, str] | None:
-    """(number as the platform prints it, platform) when `number` is errno `name` somewhere."""
+    """(the platform's own number for `name`, platform) when `number` as printed is errno `name`
+    (Node's -111 is 111 on Linux, libuv's -4078 is 10061 on Windows)."""
     meaning = _number_meaning(number)
     if meaning is not None and meaning[0] == name:
-        value = -number if number < 0 and not name.startswith("EAI_") and number not in errnos.LIBUV_WINDOWS else number
-        if number in errnos.LIBUV_WINDOWS:
-            value = errnos.number_of(name, WINDOWS) or number
-        return value, meaning[1]
-    for plat in (LINUX, MACOS, WINDOWS):
-        if errnos.ERRNO[plat].get(name) == number:
-            return number, plat
-    return None
+        return errnos.number_of(name, meaning[1]) or number, meaning[1]
+    plat = next((p for p in (LINUX, MACOS, WINDOWS) if errnos.ERRNO[p].get(name) == number), None)
+    return (number, plat) if plat is not None else None
 
 
 def decide_errno(ev: Evidence) -> tuple[str | None, int | None, str | None]:
@@ -556,12 +563,12 @@ def decide_errno(ev: Evidence) -> tuple[str | None, int | None, str | None]:
     return name, number, platform
 
 
-def decide_target(ev: Evidence, service: str | None = None) -> tuple[str | None, int | None, str | None, bool]:
+def decide_target(ev: Evidence) -> tuple[str | None, int | None, str | None, bool]:
     """(host, port, scheme, port_defaulted) of the best target; a host without a port when the
     text names the host alone and no default applies."""
     full = [t for t in ev.targets if t.port is not None]
     bare = [t for t in ev.targets if t.port is None]
-    default = SERVICE_PORTS.get(service or ev.service or "")
+    default = SERVICE_PORTS.get(ev.service or "")
     for t in bare:  # a host named alone takes the port another hit gives it, or the service's
         same = [f for f in full if f.host == t.host]
         if same:
@@ -597,8 +604,6 @@ def _name_of_address(best: TargetHit, hits: list[TargetHit]) -> TargetHit | None
 
 def candidate(ev: Evidence, text: str) -> Candidate | None:
     """A Candidate from the generic evidence alone; None when nothing says a connection failed."""
-    from portdoctor.explain.parsers import Candidate, line_at
-
     name, number, platform = decide_errno(ev)
     if name is None and not ev.failure:
         return None
