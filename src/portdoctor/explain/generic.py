@@ -91,7 +91,7 @@ def normalize(text: str) -> str:
         from urllib.parse import unquote
 
         text = unquote(text)
-    text = re.sub(r"\\n(?=\s)", "\n", text).replace('\\"', '"')
+    text = re.sub(r"\\n(?=\s)", "\n", text).replace('\\"', '"').replace("：", ":")
     # Dart's SocketException names the *local* port of the failed socket, not the server's
     return re.sub(r"(address = [^,\s]+), port = \d+", r"\1", text)
 
@@ -153,7 +153,7 @@ _ERRNO_WORDS: tuple[tuple[str, str | None, str | None, int], ...] = (
     (r"\bECONNRESET\b|\bERR_CONNECTION_RESET\b", "ECONNRESET", None, 2),
     # any system: phrases
     (r"connection\s+refused|refused\s+to\s+connect|\bwas\s+refused\b|refused\s+the\s+connection|"
-     r"refused\s+connection", "ECONNREFUSED", None, 3),
+     r"refused\s+connection|\bconnection\s+to\s+\S{1,120}\s+refused", "ECONNREFUSED", None, 3),
     # glibc's translations of "Connection refused" (de, fr, es, it, pt, ru, zh, ja, ko)
     (r"Verbindungsaufbau\s+abgelehnt|Connexion\s+refusée|Conexión\s+rehusada|Connessione\s+rifiutata|"
      r"Conexão\s+recusada|В\s+соединении\s+отказано|拒绝连接|接続を拒否されました|연결이\s+거부됨",
@@ -207,7 +207,8 @@ _FAILURE = re.compile(
     r"Connect\s+call\s+failed|can.t\s+be\s+reached|ServerSelectionTimeout|connect_error|"
     r"is\s+the\s+(?:\w+\s+)?(?:server|daemon)\s+running|make\s+sure\s+your\s+(?:\w+\s+)?server\s+is\s+running|"
     r"Exception\s+opening\s+socket|MongoSocketOpenException|No\s+suitable\s+servers\s+found|"
-    r"could\s+not\s+establish|None\s+of\s+the\s+configured\s+nodes\s+are\s+available|NoNodeAvailable",
+    r"could\s+not\s+establish|None\s+of\s+the\s+configured\s+nodes\s+are\s+available|NoNodeAvailable|"
+    r"cannot\s+be\s+established",
     re.I)
 
 # --------------------------------------------------------------------------- services and clients
@@ -295,10 +296,12 @@ _SPECIFIC: tuple[tuple[re.Pattern[str], int], ...] = tuple((re.compile(p, re.I),
      rf"(?P<port>\d{{1,5}})", 50),                                                          # libpq before 14
     (rf"\bhost \"(?P<host>{_HOST})\"", 40),                                                  # libpq
     (rf"\bCould not resolve host:? (?P<host>{_HOST})", 40),                                 # curl, git
+    (rf"\bConnection to (?:[a-z]+:/*)?(?P<host>{_HOST}):(?P<port>\d{{1,5}}) refused", 50),      # HttpClient 4
 ))
 _GRPC = re.compile(r"\bipv[46]:(?P<hp>\[[0-9A-Fa-f:.]+\]:\d{1,5}|(?:\d{1,3}\.){3}\d{1,3}:\d{1,5})")
 _SLASHED = re.compile(rf"(?<![\w./:-])(?P<name>{_NAME})?/(?P<addr>{_V4}|\[?[0-9A-Fa-f]*:[0-9A-Fa-f:]+\]?):(?P<port>\d{{1,5}})\b")
-_HOSTPORT = re.compile(rf"(?<![\w.:/@%-])(?P<host>{_V6B}|{_V4}|{_NAME}):(?P<port>\d{{1,5}})(?!\w|:\d|\.\d)")
+# ASCII boundaries: an address glued to CJK text (`但是127.0.0.1:8000网页`) is still an address
+_HOSTPORT = re.compile(rf"(?<![A-Za-z0-9_.:/@%-])(?P<host>{_V6B}|{_V4}|{_NAME}):(?P<port>\d{{1,5}})(?![A-Za-z0-9_]|:\d|\.\d)")
 _URL = re.compile(r"\b([a-z][a-z0-9+.-]{1,20})://(?:[^@\s/'\"<>`]*@)?(\[[0-9a-fA-F:.%\w]+\]|[A-Za-z0-9_.-]+)"
                   r"(?::(\d{1,5}))?", re.I)
 _HOST_KEY = re.compile(rf"\b(?:\w+_)?(?:host(?:name)?|address)['\"]?\s*[=:]\s*['\"]?(?P<host>{_HOST})['\"]?", re.I)
@@ -308,9 +311,11 @@ _CONNECT_WORDS = re.compile(r"(?:\bto|\bat|\bserver|\bhost|\bbroker|connecting t
 _LISTEN_WORDS = re.compile(r"listen|starting server|serving on|\bbind\b|bound to|running on|\bLISTEN\b|"
                            r"\bsrc:|\bfrom\s*$|client:\s*$|\blocal\b", re.I)
 _FRAME = re.compile(r"^\s*(?:at\s|File \"|from\s/|#\d+\s)")
-_LINK_HOSTS = re.compile(r"(?:^|\.)(?:github\.com|stackoverflow\.com|githubusercontent\.com|google\.com/search|"
-                         r"rollbar\.com|bugsnag\.com|sentry\.io|appcenter\.ms|mozilla\.org|microsoft\.com|"
-                         r"kubernetes\.io|docs\.|readthedocs\.io)$", re.I)
+# sites that pasted errors link to (a forge, a help page, an error tracker), not the failing target
+_LINK_HOSTS = re.compile(r"^docs\.|(?:^|\.)(?:github\.com|stackoverflow\.com|githubusercontent\.com|rollbar\.com|"
+                         r"bugsnag\.com|sentry\.io|appcenter\.ms|mozilla\.org|microsoft\.com|aka\.ms|kubernetes\.io|"
+                         r"readthedocs\.io|sqlalche\.me|curl\.haxx\.se|curl\.se|dev\.mysql\.com|postgresql\.org|"
+                         r"nodejs\.org|docker\.com)$", re.I)
 
 
 _MIN_SCORE = 10
@@ -387,8 +392,10 @@ def _specific_hits(text: str) -> Iterator[_Raw]:
 
 
 def _grpc_hits(text: str) -> Iterator[_Raw]:
-    """gRPC's `ipv4:HOST:PORT` and `ipv6:[ADDR]:PORT`."""
+    """gRPC's `ipv4:HOST:PORT` and `ipv6:[ADDR]:PORT` (not the peer an error was received from)."""
     for m in _GRPC.finditer(text):
+        if re.search(r"from peer\s*$", text[max(0, m.start() - 30):m.start()]):
+            continue
         host, port = split_hostport(m.group("hp"))
         if host and port:
             yield m.start("hp"), host, port, None, 50, False

@@ -285,7 +285,7 @@ def parse_mysql(text: str) -> Candidate | None:
         c.notes.append("The mysql client used the Unix socket, because the host was 'localhost' or "
                        "none; use -h 127.0.0.1 (or --protocol=TCP) to connect over TCP.")
         return c
-    m = re.search(r"Can't connect to (?:MySQL |MariaDB )?server on '([^']*)'\s*\((?:\[WinError )?(-?\d+)\]?"
+    m = re.search(r"Can't connect to (?:MySQL |MariaDB )?server on '([^']*)'\s*\((?:\[(?:WinError|Errno) )?(-?\d+)\]?"
                   r"(?: \"([^\"]*)\")?", text)
     if m:
         c = Candidate("mysql", line_at(text, m.start()))
@@ -523,7 +523,6 @@ def parse_rust(text: str) -> Candidate | None:
     else:
         assert m is not None
         apply_number(c, int(m.group(1)), strerror_name(text[max(0, m.start() - 120):m.start()]))
-    fill_from_url(c, text)
     if c.host is None:
         h = re.search(r"(?:connect(?:ing)? to|addr(?:ess)?[=:]\s*)\s*(\[[0-9a-fA-F:]+\]:\d+|[\w.-]{1,253}:\d+)", text)
         if h:
@@ -577,7 +576,6 @@ def parse_java(text: str) -> Candidate | None:
         named = re.search(r"\b([A-Za-z][\w.-]{0,252})/" + re.escape(hp.group(1)), text)
         if named and clean_host(named.group(1)):
             c.host = clean_host(named.group(1))
-    fill_from_url(c, text)
     return c
 
 
@@ -624,7 +622,6 @@ def parse_python(text: str) -> Candidate | None:
         t = re.search(r"Connection to (\S+) timed out", text)
         if t:
             c.host = clean_host(t.group(1))
-    fill_from_url(c, text)
     return c
 
 
@@ -650,7 +647,6 @@ def parse_windows(text: str) -> Candidate | None:
     hp = (re.search(r"\((\[?[\w.:-]+\]?:\d+)\)", text) or re.search(r"\[tcp://([^\]]+)\]", text))
     if hp:
         c.host, c.port = split_hostport(hp.group(1))
-    fill_from_url(c, text)
     return c
 
 
