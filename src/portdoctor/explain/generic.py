@@ -137,7 +137,7 @@ _ERRNO_WORDS: tuple[tuple[str, str | None, str | None, int], ...] = (
     # glibc
     (_phrase("Name or service not known"), "EAI_NONAME", LINUX, 4),
     (_phrase("Temporary failure in name resolution"), "EAI_AGAIN", LINUX, 4),
-    (_phrase("Cannot assign requested address"), "EADDRNOTAVAIL", None, 4),
+    (_phrase("Cannot assign requested address"), "EADDRNOTAVAIL", LINUX, 4),
     # any system: symbolic names
     (r"\bE(?:CONNREFUSED)\b|:econnrefused\b|\bConnectionRefused|\bERR_CONNECTION_REFUSED\b|"
      r"\bNS_ERROR_CONNECTION_REFUSED\b", "ECONNREFUSED", None, 4),
@@ -194,6 +194,7 @@ _NUMBER_RES = (
     re.compile(r"\b(100(?:49|5[01]|54|6[015])|1100[1-4])\b"),  # Winsock numbers, anywhere
     re.compile(r"_kCFStreamErrorCodeKey=(\d{1,3})\b"),  # the POSIX errno under an NSURLError (iOS, macOS)
     re.compile(r"NSPOSIXErrorDomain\s+Code=(\d{1,3})\b"),
+    re.compile(r"\[(\d{2,5})\]:\s*(?:Connection|No route|Network|Operation|Host)", re.I),  # PHP sockets
 )
 
 # wording of a failed connection that names no errno
@@ -254,7 +255,8 @@ _CLIENTS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p, re.I), 
     (r"Traceback \(most recent|\.py\", line \d|\[Errno -?\d+\]|aiohttp|ClientConnectorError|AMQPConnector|"
      r"urllib3|requests\.exceptions", "python"),
     (r"TCPConnectWrap|node_modules|\bnode:|\bsyscall: '", "node"),
-    (r"\bjava\.|\.java:\d+|io\.lettuce|io\.netty|Connection (?:refused|timed out): connect\b", "java"),
+    (r"\bjava\.|\.java:\d+|io\.lettuce|io\.netty|Connection (?:refused|timed out): connect\b|"
+     r"NoNodeAvailableException|org\.elasticsearch", "java"),
     (r"\bdial tcp", "go"),
 ))
 
@@ -277,7 +279,7 @@ _NOT_HOSTS = {"line", "port", "error", "file", "at", "http", "https", "tcp", "tc
 
 # (pattern with <host> and maybe <port>, score): how a family-neutral message names its target
 _SPECIFIC: tuple[tuple[re.Pattern[str], int], ...] = tuple((re.compile(p, re.I), s) for p, s in (
-    (rf"\bconnect to (?:host |address )?(?P<host>{_HOST}) (?:and )?port (?P<port>\d{{1,5}})\b", 50),  # ssh, nc
+    (rf"\bto (?:host |address )?(?P<host>{_HOST}) (?:and )?port (?P<port>\d{{1,5}})\b", 50),      # ssh, nc
     (rf"\b(?:to|at) (?P<host>{_HOST}) on port (?P<port>\d{{1,5}})\b", 45),
     (rf"\bto /?(?P<host>{_HOST})(?:/(?:{_V4}|[0-9A-Fa-f:]+))? \(port (?P<port>\d{{1,5}})\)", 50),  # Android
     (rf"\bFailed to connect to (?P<host>{_HOST}) port (?P<port>\d{{1,5}})\b", 50),           # curl

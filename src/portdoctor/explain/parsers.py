@@ -644,6 +644,10 @@ def parse_windows(text: str) -> Candidate | None:
     else:
         c.errno_name = name
         c.errno_number = errnos.number_of(name, WINDOWS) if name else None
+    uds = re.search(r"Error connecting to '([A-Za-z]:\\[^']+|/[^']+)'", text)
+    if uds:  # .NET over a Unix domain socket: `(localhost:80)` is only the HTTP authority
+        c.unix_socket = uds.group(1)
+        return c
     hp = (re.search(r"\((\[?[\w.:-]+\]?:\d+)\)", text) or re.search(r"\[tcp://([^\]]+)\]", text))
     if hp:
         c.host, c.port = split_hostport(hp.group(1))
