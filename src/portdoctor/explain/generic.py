@@ -165,7 +165,8 @@ _ERRNO_WORDS: tuple[tuple[str, str | None, str | None, int], ...] = (
     (_phrase("Network is unreachable"), "ENETUNREACH", None, 3),
     (r"connection\s+timed\s+out|connect\s+timed\s+out|\bi/o\s+timeout\b|\btimed\s+out\b|"
      r"timeout\s+expired", "ETIMEDOUT", None, 3),
-    (r"\bConnectTimeout|\bTimeoutError\b|\bSocketTimeoutException\b|\bconnect\s+timeout\b", "ETIMEDOUT", None, 2),
+    (r"\bConnectTimeout|\bTimeoutError\b|\bSocketTimeoutException\b|\bconnect\s+timeout\b|\bClientTimeout\b|"
+     r"\bNet::OpenTimeout\b|\bexecution\s+expired\b", "ETIMEDOUT", None, 2),
     (r"could\s+not\s+resolve\s+host|unknown\s+host|\bno\s+such\s+host\b|name\s+does\s+not\s+resolve|"
      r"could\s+not\s+translate\s+host\s+name|getaddrinfo\s+failed|Unknown\s+(?:MySQL\s+)?server\s+host",
      "EAI_NONAME", None, 3),
@@ -194,7 +195,7 @@ _NUMBER_RES = (
     re.compile(r"\b(100(?:49|5[01]|54|6[015])|1100[1-4])\b"),  # Winsock numbers, anywhere
     re.compile(r"_kCFStreamErrorCodeKey=(\d{1,3})\b"),  # the POSIX errno under an NSURLError (iOS, macOS)
     re.compile(r"NSPOSIXErrorDomain\s+Code=(\d{1,3})\b"),
-    re.compile(r"\[(\d{2,5})\]:\s*(?:Connection|No route|Network|Operation|Host)", re.I),  # PHP sockets
+    re.compile(r"[\[(](\d{2,5})[\])]:\s*(?:Connection|No route|Network|Operation|Host)", re.I),  # PHP
 )
 
 # wording of a failed connection that names no errno
@@ -224,12 +225,13 @@ _SERVICES: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p, re.I),
     (r"mysql|mariadb|SQLSTATE\[HY000\] \[2002\]", "mysql"),
     (r"postgres|libpq|psycopg|npgsql|\bPG::|\bpsql\b", "postgresql"),
     (r"(?<![./])\bssh\b(?![./])", "ssh"),
+    (r"\btelnet\b", "telnet"),
 ))
 SERVICE_NAMES: dict[str, str] = {"kafka": "Kafka", "mongodb": "MongoDB", "amqp": "AMQP (RabbitMQ)",
                                  "elasticsearch": "Elasticsearch", "redis": "Redis", "mysql": "MySQL/MariaDB",
-                                 "postgresql": "PostgreSQL", "ssh": "SSH"}
+                                 "postgresql": "PostgreSQL", "ssh": "SSH", "telnet": "telnet"}
 SERVICE_PORTS: dict[str, int] = {"kafka": 9092, "mongodb": 27017, "amqp": 5672, "elasticsearch": 9200,
-                                 "redis": 6379, "mysql": 3306, "postgresql": 5432, "ssh": 22}
+                                 "redis": 6379, "mysql": 3306, "postgresql": 5432, "ssh": 22, "telnet": 23}
 
 # (pattern, client) for text no family parser claims
 _CLIENTS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p, re.I), s) for p, s in (
@@ -288,6 +290,7 @@ _SPECIFIC: tuple[tuple[re.Pattern[str], int], ...] = tuple((re.compile(p, re.I),
     (rf"\('(?P<host>{_HOST})', (?P<port>\d{{1,5}})[,)]", 45),                                # asyncio, pymongo
     (rf"`(?P<host>{_HOST})`:`(?P<port>\d{{1,5}})`", 50),                                     # prisma
     (rf"\btelnet (?P<host>{_HOST}) (?P<port>\d{{1,5}})\b", 50),                              # telnet command
+    (rf"\btelnet (?P<host>{_HOST})(?![\w.:-]| \d)", 40),                                        # its port 23
     (r"\b(?:connect(?:ion|ing)? to|connect ECONN\w+) (?P<host>[0-9A-Fa-f]*::?[0-9A-Fa-f:]*):(?P<port>\d{1,5})\b", 45),  # ::1:5672
     (rf"\bTrying (?P<host>{_V4}|[0-9A-Fa-f:]*:[0-9A-Fa-f:]+)(?:\.\.\.|\b)", 40),             # telnet
     (rf"\bconnect to address (?P<host>{_V4}|[0-9A-Fa-f:]*:[0-9A-Fa-f:]+):", 40),             # telnet
@@ -306,7 +309,9 @@ _SLASHED = re.compile(rf"(?<![\w./:-])(?P<name>{_NAME})?/(?P<addr>{_V4}|\[?[0-9A
 _HOSTPORT = re.compile(rf"(?<![A-Za-z0-9_.:/@%-])(?P<host>{_V6B}|{_V4}|{_NAME}):(?P<port>\d{{1,5}})(?![A-Za-z0-9_]|:\d|\.\d)")
 _URL = re.compile(r"\b([a-z][a-z0-9+.-]{1,20})://(?:[^@\s/'\"<>`]*@)?(\[[0-9a-fA-F:.%\w]+\]|[A-Za-z0-9_.-]+)"
                   r"(?::(\d{1,5}))?", re.I)
-_HOST_KEY = re.compile(rf"\b(?:\w+_)?(?:host(?:name)?|address)['\"]?\s*[=:]\s*['\"]?(?P<host>{_HOST})['\"]?", re.I)
+# `host: 'h'`, `"address":"h"` (quoted) or `DB_HOST=h` (no space): not prose like "remote host: Connection"
+_HOST_KEY = re.compile(rf"\b(?:\w+_)?(?:host(?:name)?|address)(?:['\"]?\s*[=:]\s*['\"](?P<quoted>{_HOST})['\"]|"
+                       rf"=(?P<bare>{_HOST}))", re.I)
 _PORT_KEY = re.compile(r"\b(?:\w+_)?port['\"]?\s*[=:]\s*['\"]?(?P<port>\d{1,5})\b", re.I)
 _CONNECT_WORDS = re.compile(r"(?:\bto|\bat|\bserver|\bhost|\bbroker|connecting to|connection to|\bon|dial|"
                             r"\bremote|\bupstream|\bendpoint)\s*[\"'(\[]?\s*$", re.I)
@@ -458,11 +463,11 @@ def _key_value_hits(text: str) -> Iterator[_Raw]:
     """`host='h', port=N`, `HOST=h ... PORT=N`, `address: 'h', port: N` (code, config, Node's fields)."""
     ports = [(m.start(), valid_port(m.group("port"))) for m in _PORT_KEY.finditer(text)]
     for m in _HOST_KEY.finditer(text):
-        host = clean_host(m.group("host"))
+        host = clean_host(m.group("quoted") or m.group("bare"))
         if host is None or host.lower() in _NOT_HOSTS or len(host) < 2:
             continue
         near = [p for at, p in ports if p and -300 < at - m.end() < 300]
-        yield m.start("host"), host, near[0] if near else None, None, 42 if near else 35, False
+        yield m.start(), host, near[0] if near else None, None, 42 if near else 35, False
 
 
 _FINDERS = (_specific_hits, _grpc_hits, _slashed_hits, _url_hits, _hostport_hits, _key_value_hits)

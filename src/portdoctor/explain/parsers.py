@@ -88,6 +88,19 @@ def valid_port(text: str | int | None) -> int | None:
     return value if 1 <= value <= 65535 else None
 
 
+def _unglue(text: str) -> str:
+    """`text` without the quotes, punctuation and unbalanced closing brackets glued to its end
+    (`127.0.0.1:27017]"}` from a JSON log, `'db:5432'.`)."""
+    while True:
+        before = text
+        text = text.strip("'\"`").rstrip(".,;")
+        for opening, closing in ("()", "[]", "{}", "<>"):
+            if text.endswith(closing) and text.count(closing) > text.count(opening):
+                text = text[:-1]
+        if text == before:
+            return text
+
+
 def split_hostport(text: str) -> tuple[str | None, int | None]:
     """Split `host:port`, `[v6]:port` and the unbracketed `::1:3000` that Node and redis-cli print.
 
@@ -96,10 +109,7 @@ def split_hostport(text: str) -> tuple[str | None, int | None]:
     >>> split_hostport("[fe80::1]:5432")
     ('fe80::1', 5432)
     """
-    text = text.strip().strip("'\"`").rstrip(".,;").strip("'\"`")
-    for opening, closing in ("()", "[]", "{}", "<>"):  # a closing bracket the address ends up glued to
-        while text.endswith(closing) and text.count(closing) > text.count(opening):
-            text = text[:-1]
+    text = _unglue(text.strip())
     m = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", text)
     if m:
         return clean_host(m.group(1)), valid_port(m.group(2))
