@@ -22,6 +22,7 @@ recognised, and `complete` fills what a family parser left empty.
 from __future__ import annotations
 
 import bisect
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Iterator
@@ -605,8 +606,6 @@ def decide_target(ev: Evidence) -> tuple[str | None, int | None, str | None, boo
 def _name_of_address(best: TargetHit, hits: list[TargetHit]) -> TargetHit | None:
     """The host name a client was given when `best` is the address it resolved to: a named hit
     with the same port close by (`ecs.datacite.org:42463 (... for "10.0.20.182" port 42463)`)."""
-    import ipaddress
-
     try:
         ipaddress.ip_address(best.host.split("%")[0])
     except ValueError:
@@ -651,7 +650,8 @@ def complete(c: Candidate, ev: Evidence) -> None:
     elif c.port is None:
         same = [t for t in ev.targets if t.host == c.host and t.port is not None]
         if same:
-            c.port = max(same, key=lambda t: t.score).port
+            own = max(same, key=lambda t: (not t.defaulted, t.score))
+            c.port, c.port_defaulted = own.port, own.defaulted
         else:
             default = SERVICE_PORTS.get(ev.service or "")
             if default is not None:
