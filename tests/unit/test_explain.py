@@ -201,16 +201,27 @@ def test_unknown_text_is_not_recognized(text: str) -> None:
     assert e.to_json()["recognized"] is False
 
 
-def test_never_raises_on_odd_input() -> None:
-    for text in (None, 42, b"bytes"):
-        e = explain(text)  # type: ignore[arg-type]
-        assert e.recognized is False and e.target is None and e.to_json()["schema"] == "portdoctor.explain/1"
-    # an impossible address or port is never offered as a target, but the errno is still named
-    for text in ("connect ECONNREFUSED 999.1.1.1:99999", "ECONNREFUSED [::1]:0"):
-        e = explain(text)
-        assert e.target is None and e.errno_name == "ECONNREFUSED", text
-    e = explain("curl: (7) Failed to connect to [ port x: Connection refused")
-    assert e.target is None and e.to_json()["target"] is None
+@pytest.mark.parametrize("value", [None, 42, 3.5, [], b"", b"   "])
+def test_what_is_not_text_is_not_recognized(value: object) -> None:
+    e = explain(value)  # type: ignore[arg-type]
+    assert e.recognized is False and e.target is None and e.errno_name is None
+
+
+def test_bytes_are_read_as_utf8() -> None:
+    e = explain(b"Error: connect ECONNREFUSED 127.0.0.1:3000")
+    assert (e.source, e.errno_name, e.target.port) == ("node", "ECONNREFUSED", 3000)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("text,source", [
+    ("connect ECONNREFUSED 999.1.1.1:99999", "node"),
+    ("ECONNREFUSED [::1]:0", "unknown"),
+    ("curl: (7) Failed to connect to [ port x: Connection refused", "curl"),
+])
+def test_impossible_addresses_give_no_target(text: str, source: str) -> None:
+    """A refusal with an address that cannot be dialled (port 0 or above 65535, octet 999) is
+    still a refusal, but it has no target to probe."""
+    e = explain(text)
+    assert (e.recognized, e.source, e.errno_name, e.target) == (True, source, "ECONNREFUSED", None)
 
 
 def test_json_document() -> None:
@@ -279,6 +290,56 @@ def test_cli_probes_loopback_target() -> None:
     assert doc["probe"]["state"] == "refused"
 
 
+# --------------------------------------------------------------------------- parser bugs are not bad input
+
+
+def _broken(text: str) -> None:
+    raise KeyError("a bug")
+
+
+def test_a_parser_that_raises_is_a_parser_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from portdoctor.explain import ParserError, clients
+
+    monkeypatch.setattr(clients, "ORDER", (_broken,) + clients.ORDER)
+    with pytest.raises(ParserError, match="_broken.*KeyError") as info:
+        explain("Error: connect ECONNREFUSED 127.0.0.1:3000")
+    assert isinstance(info.value.__cause__, KeyError)
+    with pytest.raises(ParserError):  # unrecognisable text does not hide the bug either
+        explain("hello world")
+
+
+def test_a_generic_layer_bug_is_a_parser_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from portdoctor.explain import ParserError, generic
+
+    monkeypatch.setattr(generic, "scan", _broken)
+    with pytest.raises(ParserError, match="generic.scan"):
+        explain("Connection refused")
+
+
+def test_cli_reports_a_parser_bug_as_an_internal_error(monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A parser bug exits 3 with 'internal error' (not 2 with 'not a connection error')."""
+    from portdoctor import cli
+    from portdoctor.explain import clients
+
+    monkeypatch.setattr(clients, "ORDER", (_broken,) + clients.ORDER)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["explain", "--no-probe", "Error: connect ECONNREFUSED 127.0.0.1:3000"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 3
+    assert "internal error" in err and "ParserError" in err and "not a connection error" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_unrecognised_text_stays_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
+    from portdoctor import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["explain", "--no-probe", "the build passed"])
+    assert exit_info.value.code == 2
+    assert "not a connection error" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("fmt", ["text", "markdown"])
 def test_cli_renders_text_and_markdown(fmt: str) -> None:
     r = run_cli("explain", "--no-probe", "--format", fmt, (DATA / "psql-unix-socket.txt").read_text())
@@ -336,25 +397,28 @@ if given is not None:
     @settings(max_examples=300, deadline=None)
     @given(st.lists(st.one_of(_pieces, st.text(max_size=8)), max_size=30).map("".join))
     def test_explain_never_raises(text: str) -> None:
-        e = explain(text)
-        assert isinstance(e.recognized, bool)
-        json.dumps(e.to_json())
-        if e.target is not None:
-            assert 1 <= e.target.port <= 65535
+        """No parser raises (a raise is a ParserError, which fails this test) on assembled pieces."""
+        _check_answer(explain(text))
+
+    _REAL = [s["text"] for s in PUBLIC] + [s["text"] for s in json.loads((DATA / "corpus.json").read_text())]
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.sampled_from(_REAL), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 40),
+                                                      st.text(max_size=6)), max_size=6))
+    def test_mutated_real_messages_never_raise(text: str, edits: list[tuple[int, int, str]]) -> None:
+        """Real messages with spans cut out and text spliced in: no parser may raise."""
+        for at, cut, insert in edits:
+            at %= len(text) + 1
+            text = text[:at] + insert + text[at + cut:]
+        _check_answer(explain(text))
 
 
-def test_a_parser_bug_is_not_reported_as_unknown_text(monkeypatch) -> None:
-    """A parser that raises must surface as a bug (CLI: internal error, exit 3), not exit 2."""
-    import portdoctor.explain.parsers as parsers
-    from portdoctor.explain import ParserBug, explain
-
-    def broken(text: str):
-        raise KeyError("oops")
-
-    monkeypatch.setattr(parsers, "PARSERS", (broken,))
-    monkeypatch.setattr(parsers, "FALLBACK", ())
-    with pytest.raises(ParserBug, match="broken: KeyError"):
-        explain("connect ECONNREFUSED 127.0.0.1:3000")
-    # unknown text with working parsers is still just unknown
-    monkeypatch.setattr(parsers, "PARSERS", ())
-    assert explain("hello world").recognized is False
+def _check_answer(e: Explanation) -> None:
+    assert isinstance(e.recognized, bool)
+    doc = json.dumps(e.to_json())
+    assert '"schema": "portdoctor.explain/1"' in doc
+    if e.target is not None:
+        assert 1 <= e.target.port <= 65535
+        assert e.target.host and " " not in e.target.host
+    if not e.recognized:
+        assert e.target is None and e.errno_name is None

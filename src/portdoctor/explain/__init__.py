@@ -7,7 +7,11 @@ which host and port it tried, and what that means.
 >>> explain("ERROR 2003 (HY000): Can't connect to MySQL server on 'db' (61)").platform
 'macos'
 
-Parsers live in `parsers` (one function per message family), errno tables in `errnos`.
+Parsers live in `parsers` (one function per message family), the wording every client shares in
+`generic` (the layer under the families: any client's target and errno), errno tables in `errnos`.
+
+Text that is no connection error gives `recognized=False`; a parser that raises is a bug of
+portdoctor, not bad input, and surfaces as `ParserError`.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ if TYPE_CHECKING:
     from portdoctor.explain.parsers import Candidate
     from portdoctor.model import ProbeResult
 
-__all__ = ["Explanation", "explain"]
+__all__ = ["Explanation", "ParserError", "explain"]
 
 MAX_CHARS = 200_000  # a pasted log longer than this is cut (regexes stay fast)
 
@@ -51,13 +55,17 @@ class Explanation:
     # probe-state vocabulary (refused, timeout, unreachable, dns_error, error) the errno implies
     state: str | None = None
     unix_socket: str | None = None
+    # the kind of server the message is about (kafka, mongodb, postgresql, ...), when it says
+    service: str | None = None
 
     def with_probe(self, probe: ProbeResult) -> Explanation:
         """A copy of this explanation carrying the probe of its target."""
         return dataclasses.replace(self, probe=probe)
 
     def to_json(self) -> dict[str, Any]:
-        """The `portdoctor.explain/1` document of SPEC.md (plus `meaning` and `notes`)."""
+        """The `portdoctor.explain/1` document of SPEC.md, plus `meaning`, `notes`, `state` (the
+        probe state the errno implies), `unix_socket` (a client that used one, not TCP) and
+        `service` (the kind of server, when the message says)."""
         out: dict[str, Any] = {
             "schema": "portdoctor.explain/1",
             "recognized": self.recognized,
@@ -67,10 +75,22 @@ class Explanation:
                        if self.target is not None else None),
             "meaning": self.meaning,
             "notes": list(self.notes),
+            "state": self.state,
+            "unix_socket": self.unix_socket,
+            "service": self.service,
         }
         if self.probe is not None:
             out["probe"] = self.probe.to_json()
         return out
+
+
+class ParserError(RuntimeError):
+    """A parser of portdoctor raised on a pasted text: a bug to report, not a problem of the text."""
+
+    def __init__(self, parser: str, error: BaseException) -> None:
+        super().__init__(f"the explain parser {parser} failed on this message "
+                         f"({type(error).__name__}: {error}); please report it with the message")
+        self.parser = parser
 
 
 def unrecognized(text: str) -> Explanation:
@@ -80,45 +100,48 @@ def unrecognized(text: str) -> Explanation:
                        "This is not a connection error portdoctor recognises.", (), first[:500])
 
 
-class ParserBug(RuntimeError):
-    """A message parser raised: a bug of portdoctor's, never to be mistaken for bad input."""
+def explain(text: str | bytes) -> Explanation:
+    """Recognise a pasted connection error.
 
-
-def explain(text: str) -> Explanation:
-    """Recognise a pasted connection error (unknown text gives recognized=False).
-
-    A parser that raises does not hide the others; when no parser recognised the text and one
-    of them raised, that is a bug and raises ParserBug rather than calling the paste unknown.
+    Text that is no connection error (or not text at all) gives recognized=False; a parser that
+    raises on the text is a bug of portdoctor and raises ParserError, so it cannot pass for bad
+    input.
     """
-    return _explain(text)
-
-
-def _explain(text: str) -> Explanation:
-    from portdoctor.explain.parsers import FALLBACK, PARSERS
-
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
     if not isinstance(text, str) or not text.strip():
         return unrecognized("")
     text = text[:MAX_CHARS].replace("\r\n", "\n")
-    best = _best(PARSERS, text) or _best(FALLBACK, text)
+    from portdoctor.explain import generic
+    from portdoctor.explain.clients import ORDER
+
+    view = _guarded("generic.normalize", generic.normalize, text)
+    evidence = _guarded("generic.scan", generic.scan, view)
+    best = _best(ORDER, view)
+    if best is None:
+        best = _guarded("generic.candidate", generic.candidate, evidence, view)
+    else:
+        _guarded("generic.complete", generic.complete, best, evidence)
     if best is None:
         return unrecognized(text)
     return _finish(best)
 
 
+def _guarded(name: str, func: Any, *args: Any) -> Any:
+    """Call one step of the parsing; an exception in it becomes a ParserError naming the step."""
+    try:
+        return func(*args)
+    except Exception as exc:
+        raise ParserError(name, exc) from exc
+
+
 def _best(parsers: tuple, text: str) -> Candidate | None:
     """The most specific candidate of `parsers`; on a tie, the parser listed first."""
     best: Candidate | None = None
-    broken: list[str] = []
     for parse in parsers:
-        try:
-            cand = parse(text)
-        except Exception as exc:  # one broken parser must not hide the others
-            broken.append(f"{getattr(parse, '__name__', parse)}: {type(exc).__name__}: {exc}")
-            cand = None
+        cand = _guarded(f"parsers.{parse.__name__}", parse, text)
         if cand is not None and (best is None or cand.score() > best.score()):
             best = cand
-    if best is None and broken:
-        raise ParserBug(f"a message parser failed ({'; '.join(broken)})")
     return best
 
 
@@ -134,7 +157,10 @@ def _finish(c: Candidate) -> Explanation:
         notes.append(f"The client used the Unix socket {c.unix_socket}, not TCP: there is no TCP "
                      "target to probe; check that the server runs and where it puts its socket.")
     if c.port_defaulted and target is not None:
-        why = f"the {c.scheme} scheme's" if c.scheme else f"{c.source}'s"
+        from portdoctor.explain.generic import SERVICE_NAMES
+
+        why = (f"the {c.scheme} scheme's" if c.scheme else
+               f"{SERVICE_NAMES[c.service]}'s" if c.service in SERVICE_NAMES else f"{c.source}'s")
         notes.append(f"The message names no port; {why} default {c.port} was assumed.")
     if c.host is not None and c.port is None and not c.unix_socket:
         notes.append(f"The message names the host {c.host} but no port: run "
@@ -155,6 +181,7 @@ def _finish(c: Candidate) -> Explanation:
         message=c.line[:500],
         state=state,
         unix_socket=c.unix_socket,
+        service=c.service,
     )
 
 
@@ -173,13 +200,18 @@ def _meaning(c: Candidate, target: Target | None) -> str:
     if c.source == "nginx" and name == "ETIMEDOUT":
         return (f"nginx's upstream{where} did not answer in time: packets are dropped, the backend "
                 "host is down, or its accept queue is full; nginx answers 504 or 502.")
+    if name is None and c.unix_socket:
+        return (f"The {c.source} client could not connect to the Unix socket {c.unix_socket} (not TCP): "
+                "the server is not running, or its socket is elsewhere or not open to this user.")
     if name is None:
         if c.source == "curl":
             return (f"curl could not connect to{where} ({c.raw_code}: CURLE_COULDNT_CONNECT); most "
                     "often the connection was refused (nothing listens on that port).")
         return f"The {c.source} client could not connect{(' to' + where) if where else ''}."
     base = errnos.MEANING.get(name, f"The connection failed with {name}.")
-    service = _SERVICES.get(c.source or "")
+    from portdoctor.explain.generic import SERVICE_NAMES
+
+    service = _SERVICES.get(c.source or "") or SERVICE_NAMES.get(c.service or "")
     if name == "ECONNREFUSED" and target is not None and not c.unix_socket:
         what = f"no {service} server" if service else "no process"
         return (f"{target.host} answered, but nothing accepted the connection on port {target.port}: "

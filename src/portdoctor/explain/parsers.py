@@ -37,6 +37,8 @@ class Candidate:
     notes: list[str] = field(default_factory=list)
     # a number the client printed but which is not the platform errno (Node's -4078, curl's 7)
     raw_code: str | None = None
+    # the kind of server the message is about (kafka, mongodb, ...), when the text says
+    service: str | None = None
 
     def score(self) -> int:
         """How much of a diagnosis this candidate carries; the most specific one wins."""
@@ -86,6 +88,19 @@ def valid_port(text: str | int | None) -> int | None:
     return value if 1 <= value <= 65535 else None
 
 
+def _unglue(text: str) -> str:
+    """`text` without the quotes, punctuation and unbalanced closing brackets glued to its end
+    (`127.0.0.1:27017]"}` from a JSON log, `'db:5432'.`)."""
+    while True:
+        before = text
+        text = text.strip("'\"`").rstrip(".,;")
+        for opening, closing in ("()", "[]", "{}", "<>"):
+            if text.endswith(closing) and text.count(closing) > text.count(opening):
+                text = text[:-1]
+        if text == before:
+            return text
+
+
 def split_hostport(text: str) -> tuple[str | None, int | None]:
     """Split `host:port`, `[v6]:port` and the unbracketed `::1:3000` that Node and redis-cli print.
 
@@ -94,7 +109,7 @@ def split_hostport(text: str) -> tuple[str | None, int | None]:
     >>> split_hostport("[fe80::1]:5432")
     ('fe80::1', 5432)
     """
-    text = text.strip().strip("'\"").rstrip(".,;")
+    text = _unglue(text.strip())
     m = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", text)
     if m:
         return clean_host(m.group(1)), valid_port(m.group(2))
@@ -210,14 +225,14 @@ def parse_psql(text: str) -> Candidate | None:
         c = _libpq_tcp(text, m.start(), m.group(1), m.group(3), m.group(4),
                        r'connection to server at "[^"]+" \(([^)]+)\), port \d+ failed')
     if c is None:
-        m = re.search(r'could not connect to server: ([^\n]*)\s+Is the server running on host "([^"]+)"'
+        m = re.search(r'could not connect to server: ([^\n]{0,300})\s+Is the server running on host "([^"]+)"'
                       r'(?: \(([^)]+)\))? and accepting\s+TCP/IP connections on port (\d+)\?', text)
         if m:
             c = _libpq_tcp(text, m.start(), m.group(2), m.group(4), m.group(1),
                            r'Is the server running on host "[^"]+" \(([^)]+)\)')
     if c is None:
         m = (re.search(r'connection to server on socket "([^"]+)" failed: ([^\n]*)', text)
-             or re.search(r'could not connect to server: ([^\n]*)\s+Is the server running locally and '
+             or re.search(r'could not connect to server: ([^\n]{0,300})\s+Is the server running locally and '
                           r'accepting\s+connections on Unix domain socket "([^"]+)"', text))
         if m:
             c = Candidate("psql", line_at(text, m.start()))
@@ -280,7 +295,8 @@ def parse_mysql(text: str) -> Candidate | None:
         c.notes.append("The mysql client used the Unix socket, because the host was 'localhost' or "
                        "none; use -h 127.0.0.1 (or --protocol=TCP) to connect over TCP.")
         return c
-    m = re.search(r"Can't connect to (?:MySQL |MariaDB )?server on '([^']*)' \((-?\d+)(?: \"([^\"]*)\")?\)", text)
+    m = re.search(r"Can't connect to (?:MySQL |MariaDB )?server on '([^']*)'\s*\((?:\[(?:WinError|Errno) )?(-?\d+)\]?"
+                  r"(?: \"([^\"]*)\")?", text)
     if m:
         c = Candidate("mysql", line_at(text, m.start()))
         _mysql_host(c, m.group(1))
@@ -338,7 +354,7 @@ def parse_curl(text: str) -> Candidate | None:
     m = re.search(r"(?:curl: \((\d+)\)|cURL error (\d+):)\s*([^\n]*)", text)
     f = re.search(r"Failed to connect to (\S+) port (\d+)(?: after \d+ ms)?: ([^\n;]*)", text)
     r = re.search(r"Could not resolve host: ([^\s;]+)", text)
-    if not (m or f or (r and "curl" in text.lower())):
+    if not (m or f or (r and ("curl" in text.lower() or "unable to access" in text))):  # git uses libcurl
         return None
     anchor = m or f or r
     assert anchor is not None
@@ -401,7 +417,8 @@ def parse_ssh(text: str) -> Candidate | None:
     m = re.search(r"ssh: Could not resolve hostname (\S+?): ([^\n]*)", text)
     if m:
         c = Candidate("ssh", line_at(text, m.start()))
-        c.host, c.errno_name = clean_host(m.group(1)), "EAI_NONAME"
+        c.host = clean_host(m.group(1))
+        c.errno_name = "EAI_AGAIN" if "temporary failure" in m.group(2).lower() else "EAI_NONAME"
         c.port, c.port_defaulted = CLIENT_PORTS["ssh"], True
         _platform_from_gai(c, m.group(2))
         return c
@@ -468,6 +485,8 @@ def parse_node(text: str) -> Candidate | None:
             c.host = clean_host(m.group(3))
             if m.group(4):  # Node before 12: `getaddrinfo ENOTFOUND h h:80`
                 c.port = split_hostport(m.group(4))[1]
+        elif m.group(3).startswith("/"):  # `connect ECONNREFUSED /var/run/postgresql/.s.PGSQL.5432`
+            c.unix_socket = m.group(3)
         else:
             c.host, c.port = split_hostport(m.group(3))
     n = re.search(r"errno: (-?\d+)", text)
@@ -514,7 +533,6 @@ def parse_rust(text: str) -> Candidate | None:
     else:
         assert m is not None
         apply_number(c, int(m.group(1)), strerror_name(text[max(0, m.start() - 120):m.start()]))
-    fill_from_url(c, text)
     if c.host is None:
         h = re.search(r"(?:connect(?:ing)? to|addr(?:ess)?[=:]\s*)\s*(\[[0-9a-fA-F:]+\]:\d+|[\w.-]{1,253}:\d+)", text)
         if h:
@@ -568,7 +586,6 @@ def parse_java(text: str) -> Candidate | None:
         named = re.search(r"\b([A-Za-z][\w.-]{0,252})/" + re.escape(hp.group(1)), text)
         if named and clean_host(named.group(1)):
             c.host = clean_host(named.group(1))
-    fill_from_url(c, text)
     return c
 
 
@@ -615,7 +632,6 @@ def parse_python(text: str) -> Candidate | None:
         t = re.search(r"Connection to (\S+) timed out", text)
         if t:
             c.host = clean_host(t.group(1))
-    fill_from_url(c, text)
     return c
 
 
@@ -638,32 +654,13 @@ def parse_windows(text: str) -> Candidate | None:
     else:
         c.errno_name = name
         c.errno_number = errnos.number_of(name, WINDOWS) if name else None
+    uds = re.search(r"Error connecting to '([A-Za-z]:\\[^']+|/[^']+)'", text)
+    if uds:  # .NET over a Unix domain socket: `(localhost:80)` is only the HTTP authority
+        c.unix_socket = uds.group(1)
+        return c
     hp = (re.search(r"\((\[?[\w.:-]+\]?:\d+)\)", text) or re.search(r"\[tcp://([^\]]+)\]", text))
     if hp:
         c.host, c.port = split_hostport(hp.group(1))
-    fill_from_url(c, text)
-    return c
-
-
-def parse_generic(text: str) -> Candidate | None:
-    """Any other text naming a connect errno (`ECONNREFUSED`, `Connection refused`, ...), with a
-    host:port or URL when one is present."""
-    name_m = re.search(r"\b(ECONNREFUSED|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ECONNRESET)\b", text)
-    name = name_m.group(1) if name_m else strerror_name(text)
-    if name is None or name in ("EACCES", "EPERM", "ENOENT"):
-        return None
-    phrase = name_m or re.search("|".join(re.escape(p) for p in errnos.STRERROR[name]), text, re.I)
-    c = Candidate("unknown", line_at(text, phrase.start()) if phrase else text.strip().splitlines()[0])
-    c.errno_name = name
-    fill_from_url(c, text)
-    if c.host is None:  # nc, telnet and friends: `connect to 127.0.0.1 port 8080 (tcp) failed`
-        hp = re.search(r"\b(?:to|host) (\[?[\w.:-]{1,253}?\]?) port (\d{1,5})\b", text)
-        if hp:
-            c.host, c.port = clean_host(hp.group(1)), valid_port(hp.group(2))
-    if c.host is None:
-        hp = re.search(r"(?<![\w.:/])(\[[0-9a-fA-F:]+\]:\d{1,5}|(?:\d{1,3}\.){3}\d{1,3}:\d{1,5}|localhost:\d{1,5})\b", text)
-        if hp:
-            c.host, c.port = split_hostport(hp.group(1))
     return c
 
 
@@ -672,7 +669,4 @@ PARSERS: tuple[Callable[[str], Candidate | None], ...] = (
     parse_nginx, parse_psql, parse_mysql, parse_redis_cli, parse_curl, parse_wget, parse_ssh,
     parse_go, parse_node, parse_rust, parse_java, parse_python, parse_windows,
 )
-# Tried only when no parser above recognises the text.
-FALLBACK: tuple[Callable[[str], Candidate | None], ...] = (parse_generic,)
-
-__all__ = ["Candidate", "PARSERS", "FALLBACK", "split_hostport", "url_target"]
+__all__ = ["Candidate", "PARSERS", "split_hostport", "url_target"]
