@@ -10,6 +10,7 @@ SYSTEM_PACKAGES=(
   python3 python3-venv iproute2 iptables nftables ipset procps util-linux
   dnsmasq-base nginx-light haproxy redis-server postgresql mariadb-server supervisor
   podman runc netavark busybox-static caddy curl
+  prometheus chromium chromium-driver
 )
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -196,10 +196,6 @@ class Watch:
         if r is None:
             r = self._current.rollups[key] = Rollup()
         r.add(ok, seconds)
-        if not ok:
-            cause = live.cause if (live.tracker.state == state and live.cause) else STATE_CAUSE.get(state, "unknown")
-            k = (state, cause)
-            live.failures[k] = live.failures.get(k, 0) + 1
         changes = live.tracker.feed(check, self._new_incident)
         if not changes and (live.tracker.status == UNKNOWN or (ok and live.tracker.status == UP)):
             live.summary = text
@@ -212,6 +208,11 @@ class Watch:
             if diag is not None:
                 live.diagnosis = diag
                 live.cause, live.summary = diag["verdict"]["cause"], diag["verdict"]["summary"]
+        if not ok:  # counted once the diagnosis (if any) has named the cause
+            tr = live.tracker
+            known = tr.status in (DOWN, DNS) and tr.state == state and live.cause
+            k = (state, live.cause if known else STATE_CAUSE.get(state, "unknown"))
+            live.failures[k] = live.failures.get(k, 0) + 1
         if changes or not ok or live.tracker.oks <= spec.successes:
             live.dirty = True
         return changes

@@ -490,7 +490,6 @@ def make_app(watch: Watch, token: str | None) -> web.Application:
     app.router.add_get("/api/targets", d.api_targets)
     app.router.add_get("/api/status", d.api_status)
     app.router.add_get("/healthz", d.healthz)
-    app["dashboard"] = d
     return app
 
 
