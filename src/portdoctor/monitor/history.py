@@ -272,11 +272,20 @@ def _guard(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             try:
                 return fn(self, *args, **kw)
             except (sqlite3.Error, OSError) as exc:
-                raise StorageError(f"cannot {what} {self.path}: {exc}") from exc
+                raise StorageError(f"cannot {what} {self.path}: {exc}{_why_not_writable(self.path)}") from exc
         wrapper.__doc__ = fn.__doc__
         wrapper.__name__ = fn.__name__
         return wrapper
     return deco
+
+
+def _why_not_writable(path: str) -> str:
+    """A hint when the file or its folder cannot be written (a read-only mount, permissions)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    for p in (path, folder):
+        if os.path.exists(p) and not os.access(p, os.W_OK):
+            return f" ({p} is read-only here)"
+    return ""
 
 
 class SqliteStore:

@@ -249,6 +249,8 @@ class Watch:
             summary = check.summary
             entering = ch.status != ch.previous
             if spec.diagnose == "local" and (ch.alert is not None or (entering and live.diagnosis is None)):
+                # while the diagnosis runs, show what the probe alone can say
+                live.cause, live.summary = STATE_CAUSE.get(check.state), summary
                 diag = await self._diagnose(spec)
                 if diag is not None:
                     detail["diagnosis"] = diag

@@ -140,6 +140,8 @@ class Tracker:
                 alert = None
             else:
                 alert = UP if previous != UNKNOWN and self.incident is not None else None
+                if self.incident is not None:
+                    self.incident_changes += 1
         if not self.flapping and len(self.changes) >= self.flap_changes and self.incident is not None:
             self.flapping = True
             alert = "flapping"
