@@ -98,8 +98,10 @@ class WatchProc:
     """`portdoctor watch CONFIG` running inside a lab host, and ways to look at it."""
 
     def __init__(self, host: Host, folder: Path, config: str, wrap: list[str] | None = None,
-                 port: int = WEB_PORT) -> None:
+                 port: int = WEB_PORT, address: str = "127.0.0.1", token: str | None = None) -> None:
         self.host = host
+        self.address = address
+        self.token = token
         self.folder = folder
         self.port = port
         self.config = folder / "watch.yaml"
@@ -117,12 +119,12 @@ class WatchProc:
             raise AssertionError(f"watch exited ({self.proc.returncode}):\n{self.log.read_text()}")
         return False
 
-    def get(self, path: str, token: str | None = None) -> str:
+    def get(self, path: str) -> str:
         """GET a page of the watch's server from inside its namespace."""
         def fetch() -> str:
-            req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
-            if token:
-                req.add_header("Authorization", f"Bearer {token}")
+            req = urllib.request.Request(f"http://{self.address}:{self.port}{path}")
+            if self.token:
+                req.add_header("Authorization", f"Bearer {self.token}")
             with urllib.request.urlopen(req, timeout=3) as resp:
                 return resp.read().decode()
 
