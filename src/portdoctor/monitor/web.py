@@ -151,6 +151,7 @@ svg .empty{fill:#9aa5b1;font-size:13px}svg.spark{width:96px;height:18px;vertical
 padding:1px 7px;margin-right:6px;font-size:12px;color:#44505c}h1{font-size:22px;margin:0 0 6px;display:flex;
 gap:12px;align-items:center}.subtitle{color:var(--muted);margin-bottom:18px}.legend{font-size:12px;color:var(--muted)}
 .legend b{display:inline-block;width:10px;height:10px;border-radius:2px;margin:0 4px 0 10px;vertical-align:-1px}
+.finding{margin:8px 0 12px;padding-left:10px;border-left:3px solid #e3e8ee}
 footer{color:var(--muted);font-size:12px;text-align:center;margin-top:10px}
 """
 
@@ -319,10 +320,14 @@ class Dashboard:
             return web.Response(text=_page(w, "Not found", body), content_type="text/html", status=404)
         now = time.time()
         ranges = {"1h": 3600.0, "6h": 6 * 3600.0, "24h": 86400.0, "48h": 2 * 86400.0}
-        span_key = request.query.get("range", "24h")
-        span = ranges.get(span_key, 86400.0)
+        minutes = await self._read(w.store.minutes, name, now - 2 * 86400.0) or []
+        span_key = request.query.get("range", "")
+        if span_key not in ranges:  # by default, the shortest range that holds all the data
+            first = minutes[0].minute * 60 if minutes else now
+            span_key = next((k for k, v in ranges.items() if now - first <= v * 0.9), "48h")
+        span = ranges[span_key]
         day = now - span
-        minutes = await self._read(w.store.minutes, name, day) or []
+        minutes = [m for m in minutes if m.minute * 60 >= day - 60]
         hours = await self._read(w.store.hours, name, now - 30 * 86400) or []
         events = await self._read(w.store.events, name, 0.0, 50) or []
         incidents = await self._read(w.store.incidents, name, now - 30 * 86400, 20) or []
@@ -441,7 +446,7 @@ def _diagnosis_details(diag: dict[str, Any], open_: bool = False) -> str:
         fx = "".join(f"<div>{escape(x.get('description', ''))}</div>"
                      + (f'<code class="fix">{escape(x["command"])}</code>' if x.get("command") else "")
                      for x in f.get("fix", []))
-        parts.append(f"<div><b>{escape(f.get('summary', ''))}</b> {_cause(f.get('cause'))}"
+        parts.append(f"<div class=\"finding\"><b>{escape(f.get('summary', ''))}</b> {_cause(f.get('cause'))}"
                      f'<ul class="ev">{ev}</ul>{fx}</div>')
     verdict = diag.get("verdict", {})
     conf = verdict.get("confidence")
