@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from portdoctor.monitor.config import parse_config
-from portdoctor.monitor.metrics import exposition, registry_for
+from portdoctor.monitor.metrics import registry_for, scrape
 from portdoctor.monitor.service import Watch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +37,7 @@ def exported_names(tmp_path: Path) -> set[str]:
 
         w.scheduler = Scheduler(w._job)
         await w.check(next(iter(w.lives.values())))
-        return exposition(registry_for(w)).decode()
+        return (await scrape(w, registry_for(w))).decode()
 
     text = asyncio.run(main())
     names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from portdoctor.monitor.config import parse_config
 from portdoctor.monitor.history import SqliteStore
-from portdoctor.monitor.metrics import exposition, registry_for
+from portdoctor.monitor.metrics import registry_for, scrape
 from portdoctor.monitor.service import Watch
 from portdoctor.monitor.web import make_app
 
@@ -58,7 +58,7 @@ def test_checks_flow_into_history_metrics_and_dashboard(tmp_path: Path) -> None:
             for live in w.lives.values():
                 await w.check(live)
         assert await w.flush()
-        metrics = exposition(registry_for(w)).decode()
+        metrics = (await scrape(w, registry_for(w))).decode()
         app = make_app(w, token=None)
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:
             overview = await (await client.get("/")).text()
@@ -92,12 +92,23 @@ def test_checks_flow_into_history_metrics_and_dashboard(tmp_path: Path) -> None:
     assert metric(m, "portdoctor_target_state", name="db/main", state="refused") == 1.0
     assert metric(m, "portdoctor_target_cause", name="db/main", cause="service_not_running") == 1.0
     assert metric(m, "portdoctor_target_status", name="db/main", status="down") == 1.0
+    assert metric(m, "portdoctor_target_status", name="db/main", status="up") is None  # the current one only
     # failures by cause: the first one before the diagnosis named it
     assert metric(m, "portdoctor_probe_failures_total", name="db/main", state="refused", cause="unknown") == 1.0
     assert metric(m, "portdoctor_probe_failures_total", name="db/main", state="refused",
                   cause="service_not_running") == 2.0
     assert metric(m, "portdoctor_probe_duration_seconds_count", name="api") == 3.0
     assert "process_cpu_seconds_total" in m and r["served"].count("probe_success{") == 2
+    # the whole body is valid exposition format, as prometheus_client's own parser reads it
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(m)}
+    assert families["portdoctor_probe_duration_seconds"].type == "histogram"
+    assert families["portdoctor_probe_failures"].type == "counter"
+    hist = [s for s in families["portdoctor_probe_duration_seconds"].samples
+            if s.name.endswith("_bucket") and s.labels["name"] == "api"]
+    assert [s.labels["le"] for s in hist][-1] == "+Inf" and hist[-1].value == 3.0
+    assert all(a.value <= b.value for a, b in zip(hist, hist[1:]))  # cumulative
     # dashboard: the down target first, its cause, a link to its page; the page has charts
     ov = r["overview"]
     assert ov.index("db/main") < ov.index(">api<")

@@ -28,7 +28,7 @@ from portdoctor.monitor.state import DNS, DOWN, STATE_CAUSE, UNKNOWN, UP, Change
 log = logging.getLogger("portdoctor.watch")
 
 # histogram buckets of probe durations (seconds): loopback to a slow far host
-DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+DURATION_BUCKETS = (0.001, 0.0025, 0.01, 0.05, 0.25, 1.0, 2.5, 5.0)
 STATES = ("open", "refused", "timeout", "unreachable", "dns_error", "error", "http_error")
 
 
@@ -52,6 +52,7 @@ class Live:
     incident_kind: str = DOWN
     incident_cause: str | None = None
     incident_summary: str = ""
+    label_cache: tuple[tuple[str, ...], str] | None = None  # for /metrics
 
     @property
     def name(self) -> str:

@@ -400,10 +400,9 @@ class Dashboard:
         from aiohttp import web
         from prometheus_client import CONTENT_TYPE_LATEST
 
-        from portdoctor.monitor.metrics import exposition
+        from portdoctor.monitor.metrics import scrape
 
-        loop = asyncio.get_running_loop()
-        body = await loop.run_in_executor(None, exposition, self.registry)
+        body = await scrape(self.w, self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def api_targets(self, request: web.Request) -> web.Response:
@@ -416,7 +415,9 @@ class Dashboard:
         from aiohttp import web
 
         w = self.w
-        stats = w.scheduler.lag_stats() if w.scheduler is not None else None
+        last = request.query.get("last", "")
+        n = int(last) if last.isdigit() and int(last) > 0 else None
+        stats = w.scheduler.lag_stats(last=n) if w.scheduler is not None else None
         doc = {
             "targets": len(w.lives),
             "probes": w.probes,
