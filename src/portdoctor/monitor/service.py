@@ -21,7 +21,7 @@ from portdoctor.model import ProbeResult, State
 from portdoctor.monitor.alerts import Alert, AlertRouter
 from portdoctor.monitor.aprobe import HttpOutcome, aprobe
 from portdoctor.monitor.config import WatchConfig, WatchTarget, load_config
-from portdoctor.monitor.history import Batch, Event, Incident, Rollup, SqliteStore, StorageError, TargetState
+from portdoctor.monitor.history import Batch, Event, Incident, Rollup, SqliteStore, StorageError, Store, TargetState
 from portdoctor.monitor.scheduler import Job, Scheduler
 from portdoctor.monitor.state import DNS, DOWN, STATE_CAUSE, UNKNOWN, UP, Change, Check, Tracker
 
@@ -102,9 +102,9 @@ def summarize(probe: ProbeResult, http: HttpOutcome | None) -> tuple[bool, str, 
 class Watch:
     """One monitor: its config, live state, scheduler, history and alerts."""
 
-    def __init__(self, config: WatchConfig, store: SqliteStore | None = None, flush_interval: float = 5.0) -> None:
+    def __init__(self, config: WatchConfig, store: Store | None = None, flush_interval: float = 5.0) -> None:
         self.config = config
-        self.store = store if store is not None else SqliteStore(config.history.path)
+        self.store: Store = store if store is not None else SqliteStore(config.history.path)
         self.flush_interval = flush_interval
         self.lives: dict[str, Live] = {}
         self.started = time.time()
