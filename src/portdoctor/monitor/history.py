@@ -309,6 +309,9 @@ class SqliteStore:
         if self._wconn is None:
             folder = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(folder, mode=0o750, exist_ok=True)
+            if not os.path.exists(self.path):
+                # diagnoses quote process command lines: the file is for its owner only
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             conn = _connect(self.path)
             try:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
