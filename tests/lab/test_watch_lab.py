@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import pytest
 
-from netlab import Host, Lab, in_netns
+from netlab import Host, in_netns
 
 WEB_PORT = 9716
 

@@ -10,7 +10,7 @@ import time
 from html import escape
 from typing import Sequence
 
-GREEN, RED, AMBER, GREY, BLUE = "#1f9d55", "#d64545", "#d99a1e", "#cfd6de", "#3b6fd4"
+GREEN, RED, AMBER, GREY = "#1f9d55", "#d64545", "#d99a1e", "#cfd6de"
 
 
 def _nice_step(span: float, target_ticks: int = 4) -> float:
@@ -129,14 +129,3 @@ def state_band(cells: Sequence[tuple[float, float, float | None, str]], t0: floa
     parts.append("</svg>")
     return "".join(parts)
 
-
-def spark(shares: Sequence[float | None], width: int = 96, height: int = 18) -> str:
-    """A small row of cells (one per hour, say): green when every check passed, red, amber, grey."""
-    n = max(len(shares), 1)
-    w = width / n
-    parts = [f'<svg class="spark" viewBox="0 0 {width} {height}" aria-hidden="true">']
-    for i, s in enumerate(shares):
-        colour = GREY if s is None else GREEN if s >= 0.999 else RED if s <= 0.001 else AMBER
-        parts.append(f'<rect x="{i * w:.2f}" y="0" width="{max(w - 0.6, 0.4):.2f}" height="{height}" fill="{colour}"/>')
-    parts.append("</svg>")
-    return "".join(parts)

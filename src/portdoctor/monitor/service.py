@@ -53,6 +53,7 @@ class Live:
     incident_cause: str | None = None
     incident_summary: str = ""
     label_cache: tuple[tuple[str, ...], str] | None = None  # for /metrics
+    restored_diagnosis: bool = False  # tried once for a target found down at start
 
     @property
     def name(self) -> str:
@@ -203,8 +204,9 @@ class Watch:
         for ch in changes:
             await self._on_change(live, ch)
         if (not changes and not ok and spec.diagnose == "local" and live.diagnosis is None
-                and live.tracker.status in (DOWN, DNS)):
+                and not live.restored_diagnosis and live.tracker.status in (DOWN, DNS)):
             # down since before a restart: diagnose once so the dashboard can show why
+            live.restored_diagnosis = True
             diag = await self._diagnose(spec)
             if diag is not None:
                 live.diagnosis = diag

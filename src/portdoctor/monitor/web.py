@@ -30,7 +30,7 @@ from portdoctor.monitor.state import DNS, DOWN, UNKNOWN, UP
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from portdoctor.monitor.service import Live, Watch
+    from portdoctor.monitor.service import Watch
 
 WINDOWS = (86400.0, 7 * 86400.0, 30 * 86400.0)
 STATUS_ORDER = {DOWN: 0, DNS: 1, UNKNOWN: 2, UP: 3}
@@ -146,7 +146,7 @@ white-space:pre-wrap;font-size:12.5px}.grid2{display:grid;grid-template-columns:
 svg.chart{width:100%;height:auto;display:block}svg .grid{stroke:#eef1f4;stroke-width:1}svg .axis{fill:#7b8794;
 font-size:11px;font-family:system-ui,sans-serif}svg .frame{fill:none;stroke:#dfe5ec}svg .line{fill:none;
 stroke:#3b6fd4;stroke-width:1.6}svg .area{fill:#3b6fd4;opacity:.13}svg .line-dot{fill:#3b6fd4}
-svg .empty{fill:#9aa5b1;font-size:13px}svg.spark{width:96px;height:18px;vertical-align:middle}
+svg .empty{fill:#9aa5b1;font-size:13px}
 .verdict{font-size:15px;font-weight:500;margin:4px 0 10px}.labels span{background:#eef2f7;border-radius:5px;
 padding:1px 7px;margin-right:6px;font-size:12px;color:#44505c}h1{font-size:22px;margin:0 0 6px;display:flex;
 gap:12px;align-items:center}.subtitle{color:var(--muted);margin-bottom:18px}.legend{font-size:12px;color:var(--muted)}
