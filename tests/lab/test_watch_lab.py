@@ -401,3 +401,41 @@ def test_a_read_only_database_is_reported_and_probing_goes_on(pair: tuple[Host, 
         hook.close()
     assert code == 0
     assert "could not be written before exit" in w.log.read_text()
+
+
+# --------------------------------------------------------------------------- cause-aware alerts
+
+
+def test_an_unreachable_host_is_one_alert_and_dns_is_its_own_state(pair: tuple[Host, Host], folder: Path) -> None:
+    _c, s = pair
+    hook = Hook(s)
+    # 10.0.0.9 is on s's link but no host has it: ARP fails, EHOSTUNREACH after about 3 s.
+    # The name resolves through s's own resolver setting (127.0.0.1 in the namespace, where
+    # nothing answers): a DNS failure that never leaves the namespace.
+    targets = "".join(f"  - {{target: '10.0.0.9:{p}', name: far-{p}, timeout: 4s, interval: 5s}}\n"
+                      for p in (22, 80, 443))
+    targets += "  - {target: 'db.lab.invalid:5432', name: db-by-name}\n"
+    cfg = config(hook, targets, alerts="  group_wait: 2s\n").replace("  group_wait: 0\n", "", 1)
+    cfg = cfg.replace("failures: 2", "failures: 1")
+    service = s.listen(7070)
+    w = start(s, folder, cfg)
+    try:
+        wait_for("the three far targets are down", lambda: all(
+            w.target(f"far-{p}")["status"] == "down" for p in (22, 80, 443)), timeout=20)
+        assert {w.target(f"far-{p}")["state"] for p in (22, 80, 443)} == {"unreachable"}
+        dns = wait_for("db-by-name has its own status", lambda: (lambda t: t if t["status"] == "dns" else None)(
+            w.target("db-by-name")))
+        assert dns["state"] == "dns_error" and dns["cause"] == "dns"
+        wait_for("the host alert", lambda: any(b["name"] == "host 10.0.0.9" for b in hook.bodies), timeout=10)
+        time.sleep(1)
+        host_alerts = [b for b in hook.bodies if b["host"] == "10.0.0.9"]
+        assert len(host_alerts) == 1, hook.events()  # one alert for the host, not one per port
+        assert host_alerts[0]["targets"] == ["far-22", "far-443", "far-80"]
+        assert host_alerts[0]["state"] == "unreachable" and host_alerts[0]["cause"] == "host_unreachable"
+        assert [b["event"] for b in hook.bodies if b["name"] == "db-by-name"] == ["dns"]
+        assert w.target("web")["status"] == "up"  # and the rest is untouched
+        assert has_metric(w.metrics(), "portdoctor_target_status", "1.0", name="db-by-name", status="dns")
+    finally:
+        assert w.stop() == 0
+        hook.close()
+        service.kill()

@@ -122,3 +122,30 @@ def test_batches_merge_when_a_write_failed() -> None:
 def test_reading_a_missing_database_is_empty(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path / "none.db"))
     assert store.events() == [] and store.availability([3600.0], NOW) == {} and store.load_states() == {}
+
+
+def test_a_year_of_ten_second_checks_stays_small(tmp_path: Path) -> None:
+    """Downsampled as written: a year of one target is hour rows, plus 48 h of minute rows."""
+    store = SqliteStore(str(tmp_path / "h.db"))
+    start = NOW - 365 * 86400
+    for day in range(365):
+        b = Batch()
+        for hour in range(24):
+            t = start + day * 86400 + hour * 3600
+            r = Rollup()
+            for _ in range(360):  # a check every 10 s
+                r.add(True, 0.001)
+            b.rollups[("web", int(t // 60))] = r
+        store.write(b)
+    b = Batch()
+    for minute in range(48 * 60):
+        r = Rollup()
+        for _ in range(6):
+            r.add(True, 0.001)
+        b.rollups[("web", int((NOW - 48 * 3600) // 60) + minute)] = r
+    store.write(b)
+    store.prune(NOW)
+    store.close()
+    size = sum(p.stat().st_size for p in tmp_path.glob("h.db*"))
+    assert len(SqliteStore(str(tmp_path / "h.db")).hours("web", 0)) == 365 * 24
+    assert size < 2_000_000, size  # 3.2 million checks in about 1 MB
