@@ -149,3 +149,19 @@ def test_a_year_of_ten_second_checks_stays_small(tmp_path: Path) -> None:
     size = sum(p.stat().st_size for p in tmp_path.glob("h.db*"))
     assert len(SqliteStore(str(tmp_path / "h.db")).hours("web", 0)) == 365 * 24
     assert size < 2_000_000, size  # 3.2 million checks in about 1 MB
+
+
+def test_the_opening_event_of_an_incident_is_the_one_with_the_diagnosis(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "h.db"))
+    b = Batch()
+    b.events += [Event("web", NOW, "down", "refused", "unknown", "refused", {}, 5),
+                 Event("web", NOW + 1, "down", "refused", "service_not_running", "nothing listens",
+                       {"diagnosis": {"verdict": {"cause": "service_not_running"}}}, 5),
+                 Event("web", NOW + 2, "down", "timeout", "unknown", "no answer", {}, 5),
+                 Event("web", NOW + 3, "up", "open", "ok", "accepted", {}, 5),
+                 Event("web", NOW + 9, "down", "refused", "unknown", "refused", {}, 6)]
+    store.write(b)
+    got = store.opening_events([5, 6, 7])
+    assert got[5].cause == "service_not_running" and got[6].at == NOW + 9 and 7 not in got
+    assert store.opening_events([]) == {}
+    store.close()

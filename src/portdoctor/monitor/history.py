@@ -154,6 +154,7 @@ class Store(Protocol):
     def events(self, name: str | None = None, since: float = 0.0, limit: int = 200) -> list[Event]: ...
     def incidents(self, name: str | None = None, since: float = 0.0, limit: int = 100) -> list[Incident]: ...
     def availability(self, windows: Iterable[float], now: float) -> dict[str, list[float | None]]: ...
+    def opening_events(self, incidents: Iterable[int]) -> dict[int, Event]: ...
     def minutes(self, name: str, since: float) -> list[MinutePoint]: ...
     def hours(self, name: str, since: float) -> list[MinutePoint]: ...
     def prune(self, now: float, keep_minutes: float, keep_hours: float, keep_events: float) -> int: ...
@@ -512,6 +513,23 @@ class SqliteStore:
             args += (name,)
         sql += " ORDER BY i.opened DESC LIMIT ?"
         return [Incident(*r) for r in self._query(sql, args + (limit,))]
+
+    def opening_events(self, incidents: Iterable[int]) -> dict[int, Event]:
+        """The first failing event of each incident (it carries the diagnosis), by incident id."""
+        ids = list(incidents)
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._query(
+            "SELECT t.name, e.at, e.status, e.state, e.cause, e.summary, e.detail, e.incident, e.previous "
+            f"FROM events e JOIN targets t ON t.id = e.target_id WHERE e.incident IN ({marks}) "
+            "AND e.status != 'up' ORDER BY e.at DESC", tuple(ids))
+        out: dict[int, Event] = {}
+        for r in rows:  # newest first: the last one kept is the earliest with a diagnosis, or the earliest
+            e = Event(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6] or "{}"), r[7], r[8])
+            if e.incident not in out or "diagnosis" in e.detail or "diagnosis" not in out[e.incident].detail:
+                out[e.incident] = e  # type: ignore[index]
+        return out
 
     def availability(self, windows: Iterable[float], now: float) -> dict[str, list[float | None]]:
         """Share of good checks per target over each window (seconds back from `now`), or None."""

@@ -282,14 +282,15 @@ class Dashboard:
                  "<table><thead><tr><th>Status</th><th>Target</th><th>State</th><th>Cause</th><th>Last check</th>"
                  '<th class="num">Since</th><th class="num">24 h</th><th class="num">7 d</th><th class="num">30 d</th>'
                  '<th class="num">Latency</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table></section>")
-        timeline = self._timeline(incidents, now)
+        timeline = await self._timeline(incidents, now)
         body = cards + table + ('<section><h2>Incidents <span class="sub">last 30 days, newest first</span></h2>'
                                 + timeline + "</section>")
         return web.Response(text=_page(w, "Overview", body), content_type="text/html")
 
-    def _timeline(self, incidents: list[Any], now: float) -> str:
+    async def _timeline(self, incidents: list[Any], now: float) -> str:
         if not incidents:
             return '<div class="body muted">No incident in this period.</div>'
+        openings = await self._read(self.w.store.opening_events, [i.id for i in incidents]) or {}
         items = []
         for inc in incidents:
             live = self.w.lives.get(inc.name)
@@ -298,7 +299,10 @@ class Dashboard:
             kind = {"flapping": "Flapping", "dns": "DNS failure", "down": "Down"}.get(inc.kind, inc.kind)
             changes = f" · {inc.changes} state changes" if inc.changes > 1 else ""
             evidence = ""
-            if live is not None and live.diagnosis and inc.closed is None:
+            opening = openings.get(inc.id)
+            if opening is not None and opening.detail.get("diagnosis"):
+                evidence = _diagnosis_details(opening.detail["diagnosis"])
+            elif live is not None and live.diagnosis and inc.closed is None:
                 evidence = _diagnosis_details(live.diagnosis)
             items.append(
                 f'<li><div class="when">{_utc(inc.opened)}<br>{_ago(inc.opened, now)}</div><div class="what">'
@@ -390,7 +394,7 @@ class Dashboard:
                   "<th>Status</th><th>State</th><th>Cause</th><th>What was seen</th></tr></thead><tbody>"
                   + "".join(ev_rows) + "</tbody></table></section>")
         inc_sec = ('<section><h2>Incidents <span class="sub">last 30 days</span></h2>'
-                   + self._timeline(incidents, now) + "</section>")
+                   + await self._timeline(incidents, now) + "</section>")
         body = head + cards + verdict + chart_sec + ev_sec + inc_sec
         return web.Response(text=_page(w, name, body), content_type="text/html")
 
