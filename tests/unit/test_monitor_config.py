@@ -80,6 +80,16 @@ web:
                               "token is required")
 
 
+def test_whole_file_checks_are_listed_with_schema_errors_too() -> None:
+    errs = errors_of("""targets:
+  - {target: 127.0.0.1:80, name: web}
+  - {target: 127.0.0.1:81, name: web, interval: soon}
+web: {listen: "0.0.0.0:9716"}
+""")
+    assert [e.split(": ")[0] + ": " + e.split(": ")[1] for e in errs] == [
+        "w.yaml:3: targets[1].interval", "w.yaml:3: targets[1]", "w.yaml:4: web.listen"]
+
+
 def test_yaml_syntax_error_and_duplicate_keys() -> None:
     assert errors_of("targets:\n  - target: [1\n")[0].startswith("w.yaml:3: not valid YAML")
     errs = errors_of("targets:\n  - target: 127.0.0.1:1\n    target: 127.0.0.1:2\n")

@@ -459,10 +459,42 @@ def parse_config(text: str, path: str = "<config>") -> WatchConfig:
                 msg = "this key is required"
             line = _line_of(loc, lines)
             errors.append(f"{path}:{line}: {_dotted(loc)}: {msg}")
+        errors += _raw_checks(data, path, lines)
         raise ConfigError(_by_line(_unique(errors))) from None
     if errors:
         raise ConfigError(errors)
     return _resolve(spec, path, lines)
+
+
+def _raw_checks(data: dict[str, Any], path: str, lines: dict[tuple, int]) -> list[str]:
+    """The whole-file checks of `_resolve` that can run on a file with schema errors too, so
+    that every error is listed at once: names used twice, a wide listen without a token."""
+    out: list[str] = []
+    names: dict[str, int] = {}
+    targets = data.get("targets")
+    for i, t in enumerate(targets if isinstance(targets, list) else []):
+        if not isinstance(t, dict):
+            continue
+        name = t.get("name") or t.get("target")
+        if not isinstance(name, str):
+            continue
+        line = lines.get(("targets", i), 1)
+        if name in names:
+            out.append(f"{path}:{line}: targets[{i}]: the name {name!r} is used already (line {names[name]}); "
+                       "give each target its own name")
+        names.setdefault(name, line)
+    web = data.get("web")
+    if isinstance(web, dict) and isinstance(web.get("listen"), str) and web.get("enabled", True) is not False \
+            and not (web.get("token_file") or web.get("token_env")):
+        host = web["listen"].rpartition(":")[0].strip("[]")
+        try:
+            wide = host != "localhost" and not ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            wide = False
+        if wide:
+            out.append(f"{path}:{lines.get(('web', 'listen'), 1)}: web.listen: {web['listen']} is reachable from "
+                       "other hosts, so an access token is required: set web.token_file or web.token_env")
+    return out
 
 
 def _by_line(errors: list[str]) -> list[str]:
