@@ -24,3 +24,9 @@ class BadInput(PortdoctorError):
     """The user gave something portdoctor cannot use (a malformed target, an unknown message)."""
 
     exit_code = ExitCode.USAGE
+
+
+class Incomplete(PortdoctorError):
+    """Nothing useful could be done: a privilege or a tool is missing (exit 3)."""
+
+    exit_code = ExitCode.INCOMPLETE

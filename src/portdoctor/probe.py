@@ -34,7 +34,7 @@ _ERRNO_STATE: dict[int, State] = {
 }
 
 # Plain words for errnos a connect can end with, beyond what the state says.
-_ERRNO_DETAIL: dict[int, str] = {
+ERRNO_DETAIL: dict[int, str] = {
     errno_mod.EPERM: "this host refused to send the packet (a local OUTPUT firewall rule)",
     errno_mod.EACCES: "an ICMPv6 'administratively prohibited' answer: a firewall rejects the connection "
                       "(on the server, on the way, or on this host)",
@@ -45,7 +45,7 @@ _ERRNO_DETAIL: dict[int, str] = {
 
 
 @dataclass
-class _Attempt:
+class Attempt:
     address: str
     family: int
     state: State
@@ -74,16 +74,16 @@ def resolve(host: str, port: int) -> list[tuple[int, tuple]]:
     return out
 
 
-def _errno_name(code: int) -> str:
+def errno_name(code: int) -> str:
     return errno_mod.errorcode.get(code, str(code))
 
 
-def connect_all(addrs: list[tuple[int, tuple]], timeout: float) -> list[_Attempt]:
+def connect_all(addrs: list[tuple[int, tuple]], timeout: float) -> list[Attempt]:
     """Connect to every address at once; classify each outcome within `timeout` seconds."""
     start = time.monotonic()
     deadline = start + timeout
     socks: dict[int, tuple[int, socket.socket]] = {}
-    results: dict[int, _Attempt] = {}
+    results: dict[int, Attempt] = {}
     poller = select.poll()
 
     def label(i: int) -> tuple[str, int]:
@@ -95,8 +95,8 @@ def connect_all(addrs: list[tuple[int, tuple]], timeout: float) -> list[_Attempt
         try:
             s = socket.socket(family, socket.SOCK_STREAM)
         except OSError as exc:
-            results[i] = _Attempt(address, fam, State.ERROR, _errno_name(exc.errno or 0), 0.0,
-                                  _ERRNO_DETAIL.get(exc.errno or 0, exc.strerror))
+            results[i] = Attempt(address, fam, State.ERROR, errno_name(exc.errno or 0), 0.0,
+                                  ERRNO_DETAIL.get(exc.errno or 0, exc.strerror))
             continue
         s.setblocking(False)
         code = s.connect_ex(sockaddr)
@@ -104,7 +104,7 @@ def connect_all(addrs: list[tuple[int, tuple]], timeout: float) -> list[_Attempt
             socks[s.fileno()] = (i, s)
             poller.register(s.fileno(), select.POLLOUT | select.POLLERR | select.POLLHUP)
         else:
-            results[i] = _finish_failed(address, fam, code, time.monotonic() - start)
+            results[i] = finish_failed(address, fam, code, time.monotonic() - start)
             s.close()
 
     opened: dict[int, tuple[socket.socket, float]] = {}
@@ -120,13 +120,13 @@ def connect_all(addrs: list[tuple[int, tuple]], timeout: float) -> list[_Attempt
             code = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if code == 0:
                 opened[i] = (s, elapsed)
-                results[i] = _Attempt(address, fam, State.OPEN, None, elapsed)
+                results[i] = Attempt(address, fam, State.OPEN, None, elapsed)
             else:
-                results[i] = _finish_failed(address, fam, code, elapsed)
+                results[i] = finish_failed(address, fam, code, elapsed)
                 s.close()
     for i, s in socks.values():  # no answer in time
         address, fam = label(i)
-        results[i] = _Attempt(address, fam, State.TIMEOUT, None, timeout,
+        results[i] = Attempt(address, fam, State.TIMEOUT, None, timeout,
                               f"no answer within {timeout:g} s")
         s.close()
 
@@ -134,12 +134,12 @@ def connect_all(addrs: list[tuple[int, tuple]], timeout: float) -> list[_Attempt
     return [results[i] for i in range(len(addrs))]
 
 
-def _finish_failed(address: str, fam: int, code: int, elapsed: float) -> _Attempt:
+def finish_failed(address: str, fam: int, code: int, elapsed: float) -> Attempt:
     state = _ERRNO_STATE.get(code, State.ERROR)
-    return _Attempt(address, fam, state, _errno_name(code), elapsed, _ERRNO_DETAIL.get(code))
+    return Attempt(address, fam, state, errno_name(code), elapsed, ERRNO_DETAIL.get(code))
 
 
-def _settle(opened: dict[int, tuple[socket.socket, float]], results: dict[int, _Attempt]) -> None:
+def _settle(opened: dict[int, tuple[socket.socket, float]], results: dict[int, Attempt]) -> None:
     """Watch accepted connections for about two round trips: a server whose accept queue
     overflowed with tcp_abort_on_overflow=1 resets a connection the client thought open."""
     if not opened:
@@ -162,12 +162,12 @@ def _settle(opened: dict[int, tuple[socket.socket, float]], results: dict[int, _
                 data = s.recv(1, socket.MSG_PEEK)
             except OSError as exc:
                 r = results[i]
-                results[i] = _Attempt(r.address, r.family, State.ERROR, _errno_name(exc.errno or 0),
-                                      r.seconds, _ERRNO_DETAIL.get(exc.errno or 0, exc.strerror))
+                results[i] = Attempt(r.address, r.family, State.ERROR, errno_name(exc.errno or 0),
+                                      r.seconds, ERRNO_DETAIL.get(exc.errno or 0, exc.strerror))
                 continue
             if not data:
                 r = results[i]
-                results[i] = _Attempt(r.address, r.family, State.OPEN, None, r.seconds,
+                results[i] = Attempt(r.address, r.family, State.OPEN, None, r.seconds,
                                       "accepted, then closed by the server at once")
     for s, _t in opened.values():
         s.close()
@@ -211,20 +211,20 @@ def probe(target: Target, timeout: float = DEFAULT_TIMEOUT, attempts: int = 1,
     except ResolverTimeout as exc:
         return ProbeResult(target, State.DNS_ERROR, (), timeout, dns_error=str(exc))
     except socket.gaierror as exc:
-        return ProbeResult(target, State.DNS_ERROR, (), timeout, dns_error=_gai_text(exc))
+        return ProbeResult(target, State.DNS_ERROR, (), timeout, dns_error=gai_text(exc))
     except UnicodeError:
         return ProbeResult(target, State.DNS_ERROR, (), timeout, dns_error="the name is not valid")
     if not addrs:
         return ProbeResult(target, State.DNS_ERROR, (), timeout,
                            dns_error="the name has no IPv4 or IPv6 address")
 
-    rounds: list[list[_Attempt]] = []
+    rounds: list[list[Attempt]] = []
     for n in range(max(1, attempts)):
         if n and interval:
             time.sleep(interval)
         rounds.append(connect_all(addrs, timeout))
 
-    merged = tuple(_merge([r[i] for r in rounds]) for i in range(len(addrs)))
+    merged = tuple(merge_attempts([r[i] for r in rounds]) for i in range(len(addrs)))
     if any(a.state is State.OPEN for a in merged):
         top = State.OPEN
     else:
@@ -232,7 +232,7 @@ def probe(target: Target, timeout: float = DEFAULT_TIMEOUT, attempts: int = 1,
     return ProbeResult(target, top, merged, timeout, source=socket.gethostname())
 
 
-def _merge(tries: list[_Attempt]) -> AddressResult:
+def merge_attempts(tries: list[Attempt]) -> AddressResult:
     """Fold several attempts at one address into one result with per-state counts."""
     counts = Counter(t.state.value for t in tries)
     failures = [t for t in tries if t.state is not State.OPEN]
@@ -253,7 +253,7 @@ def _merge(tries: list[_Attempt]) -> AddressResult:
     )
 
 
-def _gai_text(exc: socket.gaierror) -> str:
+def gai_text(exc: socket.gaierror) -> str:
     code = exc.args[0] if exc.args else None
     names = {
         getattr(socket, "EAI_NONAME", -2): "the name does not exist (NXDOMAIN or not in /etc/hosts)",

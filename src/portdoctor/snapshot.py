@@ -33,6 +33,8 @@ class Snapshot:
     platform: str = "linux"
     is_root: bool = False
     init: str | None = None  # the name of PID 1: systemd, init, tini, ...
+    # the process that collected this snapshot (a long-running `watch` listens too): never a suspect
+    observer_pid: int | None = None
     listeners: tuple[Listener, ...] = ()
     processes: dict[int, Process] = field(default_factory=dict)
     addresses: tuple[InterfaceAddress, ...] = ()

@@ -178,3 +178,17 @@ def test_widened_values() -> None:
     assert _widened("haproxy", "[::1]:8080", "::", "::", True) == "0.0.0.0:8080"  # bindv6only=1
     assert _widened("redis", "127.0.0.1 -::1", "* -::*", None, False) == "* -::*"  # no port in it
     assert _widened("nginx", "127.0.0.1:8080 default_server", "0.0.0.0", None, False) == "8080 default_server"
+
+
+def test_portdoctor_itself_is_never_the_suspect() -> None:
+    """A `watch` listens on its dashboard port: when it diagnoses 8080, it must not blame itself."""
+    from portdoctor.checks.listener import check_listener
+
+    me = Process(4242, "python3", ("python3", "-m", "portdoctor", "watch", "w.yml"))
+    snap = Snapshot(listeners=(Listener("127.0.0.1", 8000, 4, pids=(4242,), inode=9),), processes={4242: me},
+                    observer_pid=4242, addresses=(InterfaceAddress("127.0.0.1", 8, 4, "lo"),))
+    target = Target(":8080", "localhost", 8080)
+    probe = ProbeResult(target, State.REFUSED, (AddressResult("127.0.0.1", 4, State.REFUSED, "ECONNREFUSED", 0.001),),
+                        1.0)
+    causes = [f.cause.value for f in check_listener(snap, Context(target=target, probe=probe))]
+    assert "wrong_port" not in causes and causes[-1] == "service_not_running", causes

@@ -14,10 +14,10 @@ import pytest
 from portdoctor.model import State, Target
 from portdoctor.probe import (
     STATE_MEANING,
-    _Attempt,
-    _finish_failed,
-    _gai_text,
-    _merge,
+    Attempt,
+    finish_failed,
+    gai_text,
+    merge_attempts,
     connect_all,
     probe,
     resolve,
@@ -200,26 +200,26 @@ def test_probe_sees_each_family_separately() -> None:
 # --------------------------------------------------------------------------- helpers on values
 
 
-def _att(state: State, seconds: float, err: str | None = None) -> _Attempt:
-    return _Attempt("10.0.0.2", 4, state, err, seconds)
+def _att(state: State, seconds: float, err: str | None = None) -> Attempt:
+    return Attempt("10.0.0.2", 4, state, err, seconds)
 
 
 def test_merge_counts_and_picks_the_most_common_failure() -> None:
     tries = [_att(State.OPEN, 0.001), _att(State.REFUSED, 0.002, "ECONNREFUSED"),
              _att(State.TIMEOUT, 1.0), _att(State.REFUSED, 0.003, "ECONNREFUSED"), _att(State.OPEN, 0.004)]
-    m = _merge(tries)
+    m = merge_attempts(tries)
     assert m.attempts == {"open": 2, "refused": 2, "timeout": 1}
     assert m.state is State.REFUSED and m.errno == "ECONNREFUSED"
     assert m.seconds == 0.003  # the median
 
 
 def test_merge_all_open() -> None:
-    m = _merge([_att(State.OPEN, 0.1), _att(State.OPEN, 0.3), _att(State.OPEN, 0.2)])
+    m = merge_attempts([_att(State.OPEN, 0.1), _att(State.OPEN, 0.3), _att(State.OPEN, 0.2)])
     assert m.state is State.OPEN and m.attempts == {"open": 3} and m.seconds == 0.2
 
 
 def test_merge_single_attempt_has_no_counts() -> None:
-    assert _merge([_att(State.OPEN, 0.1)]).attempts == {}
+    assert merge_attempts([_att(State.OPEN, 0.1)]).attempts == {}
 
 
 @pytest.mark.parametrize(
@@ -236,16 +236,16 @@ def test_merge_single_attempt_has_no_counts() -> None:
     ],
 )
 def test_errno_classification(code: int, state: State) -> None:
-    a = _finish_failed("10.0.0.2", 4, code, 0.5)
+    a = finish_failed("10.0.0.2", 4, code, 0.5)
     assert a.state is state
     assert a.errno == errno.errorcode[code]
     assert a.seconds == 0.5
 
 
 def test_gai_text_names_the_resolver_outcome() -> None:
-    assert "does not exist" in _gai_text(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
-    assert "did not answer" in _gai_text(socket.gaierror(socket.EAI_AGAIN, "Temporary failure"))
-    assert _gai_text(socket.gaierror(-999, "odd")) == "odd"
+    assert "does not exist" in gai_text(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+    assert "did not answer" in gai_text(socket.gaierror(socket.EAI_AGAIN, "Temporary failure"))
+    assert gai_text(socket.gaierror(-999, "odd")) == "odd"
 
 
 def test_every_state_has_a_meaning() -> None:

@@ -162,7 +162,8 @@ def check_listener(snap: Snapshot, ctx: Context) -> list[Finding]:
     suspects: dict[int, _Suspect] = {}
     for step in (_named_service, _told_this_port, _named_by_scheme, _usual_server, _other_http_server):
         for s in step(snap, ctx):
-            suspects.setdefault(s.proc.pid, s)
+            if s.proc.pid != snap.observer_pid:  # portdoctor itself (a `watch` and its dashboard)
+                suspects.setdefault(s.proc.pid, s)
     reported: set[frozenset[int]] = set()
     for s in suspects.values():
         if not s.ports:

@@ -171,6 +171,7 @@ def collect(req: Request) -> Snapshot:
         hostname=socket.gethostname(),
         platform=sys.platform,
         is_root=(os.geteuid() == 0) if hasattr(os, "geteuid") else False,
+        observer_pid=os.getpid() if req.system.live else None,
         limitations=tuple(unique),
         **fields,
     )
