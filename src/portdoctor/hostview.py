@@ -19,7 +19,7 @@ from portdoctor.model import InterfaceAddress, Listener, Process
 from portdoctor.snapshot import Snapshot
 
 if TYPE_CHECKING:
-    from portdoctor.firewall.evaluate import Evaluator
+    from portdoctor.firewall.evaluate import Evaluator, FlowVerdict
 
 # Engine processes that hold a published port open on the host side for a container.
 HOLDERS = ("conmon", "docker-proxy", "rootlessport", "rootlessport-child", "slirp4netns", "pasta")
@@ -274,13 +274,13 @@ class Exposure:
         if self.evaluator is None:
             # a firewall collector ran and found no ruleset: nothing stops the client
             return True if self.snap.firewall is not None else None
-        from portdoctor.firewall.evaluate import Flow
+        from portdoctor.firewall.evaluate import Flow, FlowVerdict
 
         outcomes = self.evaluator.evaluate(Flow(dst=dst, dport=port, src=None, iif=iif, not_lo=True)).outcomes
         verdicts = {o.verdict for o in outcomes}
-        if "accept" in verdicts:  # some client from elsewhere gets through
+        if FlowVerdict.ACCEPT in verdicts:  # some client from elsewhere gets through
             return True
-        if verdicts and verdicts <= {"drop", "reject"}:
+        if verdicts and verdicts <= {FlowVerdict.DROP, FlowVerdict.REJECT}:
             return False
         return None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from portdoctor.firewall.evaluate import Outcome, Step
+from portdoctor.firewall.evaluate import FlowVerdict, Outcome, Step
 from portdoctor.firewall.model import Table
 from portdoctor.model import Fix
 
@@ -24,10 +24,10 @@ def client_error(outcome: Outcome) -> tuple[str, str]:
     """(errno, words) a client sees for a drop or reject outcome.
 
     >>> from portdoctor.firewall.evaluate import Flow
-    >>> client_error(Outcome("reject", None, "input", Flow("10.0.0.2", 80), reject_with="icmp-host-prohibited"))
+    >>> client_error(Outcome(FlowVerdict.REJECT, None, "input", Flow("10.0.0.2", 80), reject_with="icmp-host-prohibited"))
     ('EHOSTUNREACH', 'no route to host')
     """
-    if outcome.verdict == "drop":
+    if outcome.verdict is FlowVerdict.DROP:
         if outcome.hook in ("output", "postrouting") and outcome.flow.local_src:
             # TCP retries the SYN quietly; connect() ends in a timeout, not EPERM
             return "ETIMEDOUT", "a timeout (this host drops the packet before it leaves)"
@@ -47,7 +47,7 @@ def client_error(outcome: Outcome) -> tuple[str, str]:
 
 def reject_words(outcome: Outcome) -> str:
     """'rejects (tcp-reset)' / 'drops' for a summary."""
-    if outcome.verdict == "drop":
+    if outcome.verdict is FlowVerdict.DROP:
         return "drops"
     t = outcome.reject_with or ("icmp6-port-unreachable" if outcome.flow.family == 6 else "icmp-port-unreachable")
     return f"rejects ({t})"
@@ -191,7 +191,7 @@ def allow_fixes(outcome: Outcome, source: str | None) -> list[Fix]:
         t = "" if table.name == "filter" else f"-t {table.name} "
         match = "-p tcp " + (f"-s {src} " if src else "") + f"--dport {port}"
         if step.rule is not None:
-            verb = "drops" if outcome.verdict == "drop" else "rejects"
+            verb = "drops" if outcome.verdict is FlowVerdict.DROP else "rejects"
             fixes.append(Fix(f"accept it before the rule that {verb} it (rule {step.rule.position} of {chain})",
                              f"{tool} {t}-I {chain} {step.rule.position} {match} -j ACCEPT"))
             fixes.append(Fix("or delete that rule (check first what else it blocks)",

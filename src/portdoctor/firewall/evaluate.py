@@ -19,6 +19,7 @@ and source address, so a flow only looks at the rules that could match it.
 from __future__ import annotations
 
 import bisect
+import enum
 import heapq
 import ipaddress
 from dataclasses import dataclass, field, replace
@@ -111,6 +112,20 @@ class Step:
         return f"rule {self.rule.position} of chain {self.chain} ({tbl} table{h})"
 
 
+class FlowVerdict(str, enum.Enum):
+    """How one way of a flow ends. A str, so it reads and compares as its value."""
+
+    ACCEPT = "accept"
+    DROP = "drop"
+    REJECT = "reject"
+    UNKNOWN = "unknown"  # a verdict portdoctor cannot follow (queue, an unsupported action)
+
+    __hash__ = str.__hash__  # "accept" and FlowVerdict.ACCEPT are one set member
+
+    def __str__(self) -> str:
+        return self.value
+
+
 # the reason of an Assumption whose match the evaluator does not model
 UNEVALUATED = "could not evaluate:"
 
@@ -136,7 +151,7 @@ class Assumption:
 class Outcome:
     """One way the flow can end."""
 
-    verdict: str  # accept, drop, reject, unknown
+    verdict: FlowVerdict
     step: Step | None  # the deciding rule or policy (None: no rule; e.g. forwarding off)
     hook: str
     flow: Flow  # the flow at the decision (after any NAT)
@@ -163,7 +178,7 @@ class Evaluation:
     truncated: bool = False
 
     @property
-    def verdicts(self) -> set[str]:
+    def verdicts(self) -> set[FlowVerdict]:
         return {o.verdict for o in self.outcomes}
 
 
@@ -725,7 +740,7 @@ class Evaluator:
             for st in forward:
                 if not self.host.forwarding.get(st.flow.family, True):
                     key = "net.ipv4.ip_forward" if st.flow.family == 4 else "net.ipv6.conf.all.forwarding"
-                    finals.append(Outcome("drop", None, "forward", st.flow, nat=st.nat, original=st.original,
+                    finals.append(Outcome(FlowVerdict.DROP, None, "forward", st.flow, nat=st.nat, original=st.original,
                                           assumptions=st.assumptions, path=st.path,
                                           note=f"{key} is 0: this host does not forward the packet"))
                 else:
@@ -761,7 +776,7 @@ class Evaluator:
         return replace(st, flow=replace(st.flow, oif=dev))
 
     def _accepted(self, st: _State, hook: str) -> Outcome:
-        return Outcome("accept", st.accepted, hook, st.flow, nat=st.nat,
+        return Outcome(FlowVerdict.ACCEPT, st.accepted, hook, st.flow, nat=st.nat,
                        original=st.original, path=st.path, assumptions=st.assumptions, notes=st.notes)
 
     def _hook(self, hook: str, states: list[_State], finals: list[Outcome]) -> list[_State]:
@@ -786,7 +801,7 @@ class Evaluator:
                     if kind == "return":
                         pol = (cc.chain.policy or "ACCEPT").upper()
                         if pol == "DROP":
-                            finals.append(self._final("drop", Step(cc.table, cc.chain.name), hook, s2))
+                            finals.append(self._final(FlowVerdict.DROP, Step(cc.table, cc.chain.name), hook, s2))
                         else:
                             nxt.append(_accept(s2, Step(cc.table, cc.chain.name), hook, cc))
                     elif kind == "accept":
@@ -794,16 +809,16 @@ class Evaluator:
                     elif kind in ("dnat", "redirect"):
                         nxt.append(s2)
                     elif kind == "drop":
-                        finals.append(self._final("drop", step, hook, s2))
+                        finals.append(self._final(FlowVerdict.DROP, step, hook, s2))
                     elif kind == "reject":
-                        finals.append(self._final("reject", step, hook, s2, c.action.arg if c else ""))
+                        finals.append(self._final(FlowVerdict.REJECT, step, hook, s2, c.action.arg if c else ""))
                     else:
-                        finals.append(self._final("unknown", step, hook, s2,
+                        finals.append(self._final(FlowVerdict.UNKNOWN, step, hook, s2,
                                                   note=c.action.text if c is not None else ""))
             states = nxt
         return states
 
-    def _final(self, verdict: str, step: Step, hook: str, st: _State, reject_with: str = "",
+    def _final(self, verdict: FlowVerdict, step: Step, hook: str, st: _State, reject_with: str = "",
                note: str = "") -> Outcome:
         return Outcome(verdict, step, hook, st.flow, reject_with=reject_with, nat=st.nat, original=st.original,
                        path=st.path, assumptions=st.assumptions, note=note, notes=st.notes)
@@ -1017,7 +1032,7 @@ def _merge(outcomes: list[Outcome]) -> list[Outcome]:
     """
     groups: dict[tuple, list[Outcome]] = {}
     for o in outcomes:
-        step = None if o.verdict == "accept" else (o.step.where if o.step else o.note)
+        step = None if o.verdict is FlowVerdict.ACCEPT else (o.step.where if o.step else o.note)
         key = (o.verdict, o.reject_with, step, o.hook, o.flow.dst, o.flow.dport,
                o.nat.where if o.nat else None)
         groups.setdefault(key, []).append(o)

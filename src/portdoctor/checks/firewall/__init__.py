@@ -40,6 +40,7 @@ from portdoctor.checks.firewall.walk import (
     flows,
 )
 from portdoctor.checks.firewall.wording import decided
+from portdoctor.firewall.evaluate import FlowVerdict
 from portdoctor.model import Cause, Finding, Severity, Target
 from portdoctor.snapshot import Snapshot
 
@@ -88,14 +89,14 @@ def _check(snap: Snapshot, ctx: Context) -> list[Finding]:
             findings.append(f)
             continue
         for o in c.evaluation.outcomes:
-            if o.verdict == "unknown":
-                key = (o.step.where if o.step else "?", "unknown")
+            if o.verdict is FlowVerdict.UNKNOWN:
+                key = (o.step.where if o.step else "?", FlowVerdict.UNKNOWN)
                 if key not in done:
                     done.add(key)
                     findings.append(unknown_finding(c, o))
         findings.extend(undecidable(snap, ctx, c, undecidable_seen))
         for o in c.evaluation.outcomes:
-            if o.verdict not in ("drop", "reject"):
+            if o.verdict not in (FlowVerdict.DROP, FlowVerdict.REJECT):
                 continue
             if any(a.unevaluated is not None for a in o.assumptions):
                 continue  # reported as "could not evaluate" above
@@ -120,7 +121,7 @@ def followups(snap: Snapshot, ctx: Context) -> list[Target]:
         return []
     for c in checked:
         for o in c.evaluation.outcomes:
-            if o.nat is None or o.verdict != "accept":
+            if o.nat is None or o.verdict is not FlowVerdict.ACCEPT:
                 continue
             key = (o.flow.dst, o.flow.dport)
             if key in seen or len(out) >= MAX_FOLLOWUPS:

@@ -28,7 +28,7 @@ from portdoctor.firewall.advice import (
     manager,
     reject_words,
 )
-from portdoctor.firewall.evaluate import Outcome, Step
+from portdoctor.firewall.evaluate import FlowVerdict, Outcome, Step
 from portdoctor.model import Cause, Finding, Severity, State
 from portdoctor.snapshot import Snapshot
 
@@ -168,7 +168,7 @@ def undecidable(snap: Snapshot, ctx: Context, c: Checked, seen: set[str]) -> lis
     verdicts = {o.verdict for o in outs}
     if len(verdicts) < 2:
         return []
-    bad = [x for x in outs if x.verdict in ("drop", "reject")]
+    bad = [x for x in outs if x.verdict in (FlowVerdict.DROP, FlowVerdict.REJECT)]
     at_stake = (c.kind == "from" or remote_clients_of_target(snap, ctx, c)) and bool(bad) and all(
         any(a.unevaluated is not None for a in x.assumptions) for x in bad)
     out: list[Finding] = []

@@ -9,6 +9,7 @@ from portdoctor.checks import endpoint_key, facts
 from portdoctor.checks.firewall.walk import CHECK, Checked, evaluate
 from portdoctor.checks.firewall.wording import assumption_words, rule_line
 from portdoctor.firewall.advice import mapping_fixes, nat_manager
+from portdoctor.firewall.evaluate import FlowVerdict
 from portdoctor.model import Cause, Finding, Severity, State
 from portdoctor.snapshot import Snapshot
 
@@ -50,7 +51,7 @@ def mapping_findings(snap: Snapshot, ctx: Context, checked: list[Checked]) -> li
     seen: set[str] = set()
     for c in checked:
         for o in c.evaluation.outcomes:
-            if o.nat is None or o.verdict != "accept" or o.original is None:
+            if o.nat is None or o.verdict is not FlowVerdict.ACCEPT or o.original is None:
                 continue
             key = endpoint_key(o.flow.dst, o.flow.dport)
             res = ctx.followups.get(key)

@@ -23,7 +23,7 @@ from portdoctor.firewall.advice import (
     established_fixes,
     reject_words,
 )
-from portdoctor.firewall.evaluate import Outcome
+from portdoctor.firewall.evaluate import FlowVerdict, Outcome
 from portdoctor.model import Cause, Finding, Fix, Severity, State
 from portdoctor.snapshot import Snapshot
 
@@ -34,10 +34,10 @@ if TYPE_CHECKING:
 def _clean(c: Checked) -> bool:
     """Every way of the flow is accepted, for certain, and so are its reply and the handshake's ACK."""
     outs = c.evaluation.outcomes
-    if not outs or any(o.verdict != "accept" or not o.definite for o in outs):
+    if not outs or any(o.verdict is not FlowVerdict.ACCEPT or not o.definite for o in outs):
         return False
     for ev in (c.established, c.reply):
-        if ev is not None and any(o.verdict != "accept" for o in ev.outcomes):
+        if ev is not None and any(o.verdict is not FlowVerdict.ACCEPT for o in ev.outcomes):
             return False
     return True
 
@@ -98,7 +98,7 @@ def reply_findings(snap: Snapshot, ctx: Context, checked: list[Checked],
         rep = c.reply
         # stopped on its way out; a local client's answer stopped in input (on lo) is a packet after the
         # SYN like the handshake's ACK, which handshake_findings reports
-        if rep is None or not rep.outcomes or any(o.verdict not in ("drop", "reject") or o.hook not in
+        if rep is None or not rep.outcomes or any(o.verdict not in (FlowVerdict.DROP, FlowVerdict.REJECT) or o.hook not in
                                                   ("output", "postrouting") for o in rep.outcomes):
             continue
         o = min(rep.outcomes, key=lambda x: len(x.assumptions))
@@ -160,17 +160,17 @@ def handshake_findings(snap: Snapshot, ctx: Context, checked: list[Checked],
     out: list[Finding] = []
     for c in checked:
         est = c.established
-        if est is None or not est.outcomes or any(o.verdict not in ("drop", "reject") for o in est.outcomes):
+        if est is None or not est.outcomes or any(o.verdict not in (FlowVerdict.DROP, FlowVerdict.REJECT) for o in est.outcomes):
             continue
         o = min(est.outcomes, key=lambda x: len(x.assumptions))
         key = ((o.step.where if o.step else o.note) + " (established)", o.verdict)
         if key in done:
             continue
         done.add(key)
-        if o.verdict == "reject" and (o.reject_with or "").lower() == "tcp-reset":
+        if o.verdict is FlowVerdict.REJECT and (o.reject_with or "").lower() == "tcp-reset":
             seen = "the connection opens and is reset at once (ECONNRESET)"
             cause = Cause.FIREWALL_REJECT
-        elif o.verdict == "reject":
+        elif o.verdict is FlowVerdict.REJECT:
             errno, words = client_error(o)
             seen = (f"the connection opens, then fails with {words} ({errno}) as soon as the client "
                     "checks it (non-blocking clients see it at connect)")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from portdoctor.checks import facts
-from portdoctor.firewall.evaluate import Evaluation, Evaluator, Flow
+from portdoctor.firewall.evaluate import Evaluation, Evaluator, Flow, FlowVerdict
 from portdoctor.hostview import firewall_evaluator
 from portdoctor.snapshot import Snapshot
 
@@ -129,7 +129,7 @@ def _evaluate(snap: Snapshot, ctx: Context) -> list[Checked]:
     for kind, fl in flows(snap, ctx, ev):
         e = ev.evaluate(fl)
         est = rep = None
-        if kind != "remote" and e.outcomes and all(o.verdict == "accept" for o in e.outcomes):
+        if kind != "remote" and e.outcomes and all(o.verdict is FlowVerdict.ACCEPT for o in e.outcomes):
             est = ev.evaluate_established(e, e.outcomes[0])
             rep = ev.evaluate_reply(e, e.outcomes[0], fl.src or "")
         out.append(Checked(kind, e, est, rep))

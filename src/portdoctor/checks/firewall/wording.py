@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from portdoctor.checks import endpoint_key, facts
 from portdoctor.checks.firewall.walk import Checked, destinations, evaluator
-from portdoctor.firewall.evaluate import Outcome, Step
+from portdoctor.firewall.evaluate import FlowVerdict, Outcome, Step
 from portdoctor.firewall.model import counter_key
 from portdoctor.model import Cause
 from portdoctor.snapshot import Snapshot
@@ -74,7 +74,7 @@ def listeners_line(snap: Snapshot, o: Outcome) -> tuple[bool, str]:
 # --------------------------------------------------------------------------- findings
 
 def cause_of(o: Outcome) -> Cause:
-    return Cause.FIREWALL_DROP if o.verdict == "drop" else Cause.FIREWALL_REJECT
+    return Cause.FIREWALL_DROP if o.verdict is FlowVerdict.DROP else Cause.FIREWALL_REJECT
 
 def flow_words(c: Checked) -> str:
     f = c.evaluation.flow
@@ -87,7 +87,7 @@ def flow_words(c: Checked) -> str:
 def decided(c: Checked) -> Outcome | None:
     """The bad outcome when every way the flow can go ends in drop or reject."""
     outs = c.evaluation.outcomes
-    bad = [o for o in outs if o.verdict in ("drop", "reject")]
+    bad = [o for o in outs if o.verdict in (FlowVerdict.DROP, FlowVerdict.REJECT)]
     if outs and len(bad) == len(outs):
         return min(bad, key=lambda o: len(o.assumptions))
     return None
