@@ -424,7 +424,9 @@ def _nothing_listens(snap: Snapshot, ctx: Context, near: bool) -> Finding:
     evidence = [f"no socket listens on port {port} on any address ({len(snap.listeners)} listening sockets seen)"]
     if known:
         procs_names = sorted({n for s in known for n in s.process_names})
-        evidence.append(f"no process named {', '.join(procs_names[:6])} is running")
+        names = procs_names[:6]
+        evidence.append(f"no {' or '.join(names) if len(names) <= 2 else ', '.join(names[:-1]) + ' or ' + names[-1]} "
+                        f"process is running")
     if redirect:
         evidence.append(f"but NAT sends port {port} on to {redirect['to']} ({redirect['rule']})")
     return Finding(
