@@ -268,3 +268,10 @@ def test_ports_lists_an_open_listener(open_port: int) -> None:
     assert text.returncode == 0 and str(open_port) in text.stdout and "127.0.0.1" in text.stdout
     md = run("ports", "--format", "markdown")
     assert md.returncode == 0 and f"| {open_port} | `127.0.0.1` |" in md.stdout
+
+
+def test_explain_of_a_unix_socket_client_names_the_socket_not_a_port() -> None:
+    cp = run("explain", "--no-probe",
+             "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?")
+    assert "target: the unix socket /var/run/docker.sock" in cp.stdout, cp.stdout
+    assert "HOST:PORT" not in cp.stdout

@@ -96,7 +96,11 @@ def explain(result: Any) -> None:
     for note in result.notes:
         out.print(f"  [yellow]note:[/] {note}")
     if result.target is None:
-        out.print("  no host or port in the message: run [bold]portdoctor probe HOST:PORT[/] with the address the client used")
+        if getattr(result, "unix_socket", None):
+            out.print(f"  target: the unix socket {result.unix_socket} (no TCP port to probe)", markup=False)
+        else:
+            out.print("  no host or port in the message: run [bold]portdoctor probe HOST:PORT[/] with the address "
+                      "the client used")
         return
     where = _endpoint(result.target.host, result.target.port)
     out.print(f"  target: [bold]{where}[/]" + (" (default port of the client)" if result.port_defaulted else ""))
