@@ -1,4 +1,4 @@
-"""What the held-out fault tests (test_more_faults, test_more_faults2) read in a `diagnose --json`
+"""What the fault catalogue (test_faults_*.py) reads in a `diagnose --json`
 document: the verdict, a finding, all of its words as one text, and a short form for assertion
 messages. Set PD_MORE_DUMP to a file to collect every verdict in, for review."""
 
