@@ -88,9 +88,12 @@ def app(ctx: click.Context, debug: bool) -> None:
                    "replayed with --replay.")
 @click.option("--replay", "replay", type=click.Path(dir_okay=False, exists=True), metavar="FILE", hidden=True,
               help="Judge a recorded case instead of this host (nothing is probed or read).")
+@click.option("--snapshot", "snapshot_file", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
+              help="Judge the host facts of FILE (written by `portdoctor snapshot` on the server) instead of "
+                   "this host's; the probe still runs from here.")
 @output_options
 def diagnose(target: str, port: int | None, from_addr: str | None, service: str | None, timeout: float,
-             record: str | None, replay: str | None, fmt: str, as_json: bool) -> None:
+             record: str | None, replay: str | None, snapshot_file: str | None, fmt: str, as_json: bool) -> None:
     """Probe TARGET, inspect this host, name the cause and the fix.
 
     \b
@@ -103,6 +106,7 @@ def diagnose(target: str, port: int | None, from_addr: str | None, service: str 
       portdoctor diagnose :5432
       portdoctor diagnose 10.0.0.2:8080 --from 10.0.0.1
       sudo portdoctor diagnose redis://localhost --service redis-server
+      portdoctor diagnose 10.0.0.2:8080 --snapshot server.json   # facts taken on the server
     """
     import json
 
@@ -116,7 +120,8 @@ def diagnose(target: str, port: int | None, from_addr: str | None, service: str 
     else:
         t = parse_target(target, port)
         from_ip = _parse_from(from_addr)
-        result = run_diagnose(t, from_addr=from_ip, service=service, timeout=timeout)
+        snap = _read_snapshot(snapshot_file) if snapshot_file else None
+        result = run_diagnose(t, from_addr=from_ip, service=service, timeout=timeout, snapshot=snap)
     if record:
         with open(record, "w") as fh:
             json.dump(recording(result, from_addr=_parse_from(from_addr), service=service), fh, indent=1)
@@ -398,6 +403,65 @@ def history(target: str, config: str | None, db: str | None, since: str, fmt: st
             sys.stderr.write(f"portdoctor: error: {line}\n")
         raise SystemExit(ExitCode.USAGE) from None
     sys.stdout.write(monitor.render_history(doc, _fmt(fmt, as_json)))
+    raise SystemExit(ExitCode.OK)
+
+
+def _read_snapshot(path: str) -> Any:
+    """A `portdoctor.snapshot/2` file (or a recording holding one) as a Snapshot; BadInput if it is not."""
+    import json
+
+    from portdoctor.errors import BadInput
+    from portdoctor.snapshot import Snapshot
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(f"cannot read the snapshot {path}: {exc}") from None
+    if isinstance(doc, dict) and isinstance(doc.get("snapshot"), dict):
+        doc = doc["snapshot"]  # a recording (`diagnose --record`)
+    return Snapshot.from_json(doc)
+
+
+@app.command()
+@click.argument("target", required=False)
+@click.option("--port", "-p", type=int, help="Port, when TARGET is a bare host or address.")
+@click.option("--from", "from_addr", metavar="ADDR", help="Where the failing clients connect from (route look-ups).")
+@click.option("--service", metavar="NAME", help="The service expected on the port.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
+              help="Write the snapshot to FILE instead of stdout.")
+def snapshot(target: str | None, port: int | None, from_addr: str | None, service: str | None,
+             output: str | None) -> None:
+    """Write this host's facts as versioned JSON (portdoctor.snapshot/2, docs/snapshot.md).
+
+    \b
+    Take it on the server, judge it anywhere with `diagnose TARGET --snapshot FILE`, or attach
+    it to a bug report (passwords are redacted when collected). With TARGET the facts about its
+    port are gathered too (its configs, other namespaces, supervisors).
+
+    \b
+    Examples:
+      sudo portdoctor snapshot :5432 -o db1.json
+      portdoctor diagnose db1:5432 --snapshot db1.json --from 10.0.0.7
+    """
+    import json
+
+    from portdoctor.diagnose import take_snapshot
+    from portdoctor.target import parse_target
+
+    t = parse_target(target, port) if target else None
+    if t is None:
+        from portdoctor.collectors import Request, collect
+
+        snap = collect(Request(port=0))
+    else:
+        snap = take_snapshot(t, from_addr=_parse_from(from_addr), service=service)
+    text = json.dumps(snap.to_json(), indent=1) + "\n"
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
     raise SystemExit(ExitCode.OK)
 
 

@@ -49,6 +49,18 @@ def diagnose(target: Target, from_addr: str | None = None, service: str | None =
     return Diagnosis(target, probe, verdict, tuple(findings), tuple(limitations), snapshot, ctx.followups)
 
 
+def take_snapshot(target: Target, from_addr: str | None = None, service: str | None = None,
+                  timeout: float = DEFAULT_TIMEOUT) -> Snapshot:
+    """This host's facts about `target`, as `diagnose` gathers them (the probe runs too, for the
+    counters sampled around it and the addresses it resolved), without judging them: what
+    `portdoctor snapshot` writes for `diagnose --snapshot FILE` elsewhere."""
+    req = Request(port=target.port, host=target.host, service=service, from_addr=from_addr)
+    req = replace(req, before=collect_before(req))
+    probe = run_probe(target, timeout=timeout)
+    return collect(replace(req, addresses=tuple(a.address for a in probe.addresses),
+                           dns_failed=probe.state is State.DNS_ERROR))
+
+
 def probe_followups(targets: list[Target], timeout: float) -> dict[str, ProbeResult]:
     """Probe every backend a check asked about, in parallel; keyed by endpoint_key."""
     if not targets:
