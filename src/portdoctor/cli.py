@@ -429,15 +429,17 @@ def _read_snapshot(path: str) -> Any:
 @click.option("--from", "from_addr", metavar="ADDR", help="Where the failing clients connect from (route look-ups).")
 @click.option("--service", metavar="NAME", help="The service expected on the port.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
-              help="Write the snapshot to FILE instead of stdout.")
+              help="Write the snapshot (JSON) to FILE; the summary still goes to stdout.")
+@output_options
 def snapshot(target: str | None, port: int | None, from_addr: str | None, service: str | None,
-             output: str | None) -> None:
+             output: str | None, fmt: str, as_json: bool) -> None:
     """Write this host's facts as versioned JSON (portdoctor.snapshot/2, docs/snapshot.md).
 
     \b
     Take it on the server, judge it anywhere with `diagnose TARGET --snapshot FILE`, or attach
     it to a bug report (passwords are redacted when collected). With TARGET the facts about its
-    port are gathered too (its configs, other namespaces, supervisors).
+    port are gathered too (its configs, other namespaces, supervisors). The document goes to
+    FILE with -o, or to stdout with --json; otherwise a summary is printed.
 
     \b
     Examples:
@@ -449,19 +451,29 @@ def snapshot(target: str | None, port: int | None, from_addr: str | None, servic
     from portdoctor.diagnose import take_snapshot
     from portdoctor.target import parse_target
 
-    t = parse_target(target, port) if target else None
-    if t is None:
+    if target:
+        snap = take_snapshot(parse_target(target, port), from_addr=_parse_from(from_addr), service=service)
+    else:
         from portdoctor.collectors import Request, collect
 
         snap = collect(Request(port=0))
-    else:
-        snap = take_snapshot(t, from_addr=_parse_from(from_addr), service=service)
-    text = json.dumps(snap.to_json(), indent=1) + "\n"
+    doc = snap.to_json()
     if output:
         with open(output, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    else:
-        sys.stdout.write(text)
+            fh.write(json.dumps(doc, indent=1) + "\n")
+    fmt = _fmt(fmt, as_json)
+    if fmt == "json":
+        if not output:
+            sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+        raise SystemExit(ExitCode.OK)
+    groups = [k for k in ("firewall", "containers", "proxies", "supervisors", "names", "namespaces") if doc.get(k)]
+    lines = [f"snapshot of {snap.hostname} ({doc['schema']}): {len(snap.listeners)} listening sockets, "
+             f"{len(snap.processes)} processes, facts: {', '.join(groups) or 'none beyond listeners'}",
+             f"written to {output}" if output else "not written: use -o FILE (or --json for stdout)"]
+    lines += [f"could not see: {x}" for x in snap.limitations]
+    if fmt == "markdown":
+        lines = [f"# Snapshot of `{snap.hostname}`", ""] + [f"- {x}" for x in lines]
+    sys.stdout.write("\n".join(lines) + "\n")
     raise SystemExit(ExitCode.OK)
 
 
