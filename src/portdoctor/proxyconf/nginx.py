@@ -125,8 +125,9 @@ def parse_file(path: str, text: str) -> list[Node]:
             if pos < len(tokens) and tokens[pos][0] == "{":
                 pos += 1
                 node.children = block()
-            else:
-                pos += 1  # ';' (or end of input)
+            elif pos < len(tokens) and tokens[pos][0] == ";":
+                pos += 1
+            # else a '}' after a directive without its ';': the loop above closes the block with it
             nodes.append(node)
         return nodes
 
