@@ -279,3 +279,189 @@ def test_table_with_iptables_rules_and_a_native_chain_is_read_once() -> None:
     fast.update(nft_counters(read("mixed.nft.json"), owned))
     assert fast == counters_of(rs)
     assert fast["nft/ip/filter/extra/h9"] == 1
+
+
+# --------------------------------------------------------------------------- what cannot be read
+# Each crash class a mutation fuzzer found (tests/unit/test_parsers_fuzz.py), as a fixed example:
+# the element that cannot be read is recorded and everything else is kept.
+
+_SMALL_SAVE = """*filter
+:INPUT ACCEPT [0:0]
+-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
+-A INPUT -p tcp -m tcp --dport 8080 -j DROP
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.3:8080
+COMMIT
+"""
+
+
+def _eval_port(tables, port: int) -> set[str]:
+    from portdoctor.firewall.evaluate import Evaluator, Flow, HostInfo
+
+    ev = Evaluator(Ruleset(tuple(tables)), HostInfo({"10.0.0.2": "eth0"}, [("10.0.0.0/8", "eth0", "unicast")]))
+    return ev.evaluate(Flow(dst="10.0.0.2", dport=port, src="10.0.0.1", iif="eth0", not_lo=True)).verdicts
+
+
+def test_iptables_chain_line_without_a_name_is_noted_and_the_table_kept() -> None:
+    tables = parse_iptables_save(_SMALL_SAVE.replace(":INPUT ACCEPT [0:0]", ":INPUT ACCEPT [0:0]\n:"), "ip")
+    filt = tables[0]
+    assert [r.position for r in filt.chain("INPUT").rules] == [1, 2]
+    assert filt.problems == ("could not read line 3: : (a chain without a name)",)
+    assert tables[1].chain("PREROUTING").rules[0].action.kind == "dnat"
+
+
+def test_iptables_lines_outside_a_table_are_noted_on_the_next_table() -> None:
+    text = ":INPUT ACCEPT [0:0]\n-A INPUT -j DROP\n" + _SMALL_SAVE.split("\n", 1)[1].replace(
+        "COMMIT\n*nat", "COMMIT\n-A PREROUTING -j DROP\n*nat", 1)
+    tables = parse_iptables_save(text, "ip")
+    # the filter header is gone: its lines are noted, not read into some other table
+    assert [t.name for t in tables] == ["nat"]
+    assert tables[0].problems[0] == ("could not read line 1: :INPUT ACCEPT [0:0] "
+                                     "(outside a table: no *table line before it)")
+    assert len(tables[0].problems) == 6  # the lost filter table's 5 lines and the one after its COMMIT
+    assert tables[0].chain("PREROUTING").rules[0].action.kind == "dnat"
+
+
+def test_iptables_rule_that_cannot_be_read_keeps_its_position_and_stays_undecided() -> None:
+    bad = "-A INPUT -m statistic --mode nth --every 1" + "0" * 400 + " -j ACCEPT"  # OverflowError
+    text = _SMALL_SAVE.replace("-A INPUT -p tcp -m tcp --dport 22", bad + "\n-A INPUT -p tcp -m tcp --dport 22")
+    rules = parse_iptables_save(text, "ip")[0].chain("INPUT").rules
+    assert [r.position for r in rules] == [1, 2, 3]
+    assert rules[0].action.kind == "unsupported" and rules[0].matches[0].kind == "unsupported"
+    assert rules[0].action.text.startswith("could not read rule 1: iptables -A INPUT -m statistic")
+    assert "OverflowError" in rules[0].action.text
+    assert rules[2].action.kind == "drop"
+    # the walk does not guess: either the unreadable rule matched (unknown) or the DROP decides
+    assert _eval_port([parse_iptables_save(text, "ip")[0]], 8080) == {"unknown", "drop"}
+
+
+def test_iptables_table_cut_short_keeps_the_rules_read() -> None:
+    cut = _SMALL_SAVE[:_SMALL_SAVE.index("-A INPUT -p tcp -m tcp --dport 8080")]
+    tables = parse_iptables_save(cut, "ip")
+    assert [len(t.chain("INPUT").rules) for t in tables] == [1]
+    assert tables[0].problems == ("no COMMIT at the end: the output may be cut short",)
+    no_commit = _SMALL_SAVE.replace("COMMIT\n*nat", "*nat", 1)
+    tables = parse_iptables_save(no_commit, "ip")
+    assert [t.name for t in tables] == ["filter", "nat"]
+    assert tables[0].problems == ("no COMMIT before line 5 (*nat): the table may be cut short",)
+    assert len(tables[0].chain("INPUT").rules) == 2
+
+
+def test_iptables_stray_line_inside_a_table_is_noted() -> None:
+    tables = parse_iptables_save(_SMALL_SAVE.replace("COMMIT", "-X\nCOMMIT", 1), "ip")
+    assert tables[0].problems == ("could not read line 5: -X (neither a chain nor a rule)",)
+    assert len(tables[0].chain("INPUT").rules) == 2
+
+
+def _nft_doc() -> dict:
+    return json.loads(read("features.nft.json"))
+
+
+def _nft_items(doc: dict, kind: str, **where: str) -> list[dict]:
+    return [it[kind] for it in doc["nftables"] if kind in it and all(it[kind].get(k) == v for k, v in where.items())]
+
+
+def _nft_count(tables) -> tuple[int, int, int]:
+    return (len(tables), sum(len(c.rules) for t in tables for c in t.chains),
+            sum(len(s.elements) for t in tables for s in t.sets))
+
+
+def test_nft_rule_with_a_string_where_an_object_belongs_is_kept_unreadable() -> None:
+    before = parse_nft_json(_nft_doc())
+    doc = _nft_doc()
+    rule = _nft_items(doc, "rule", family="ip", chain="INPUT")[1]
+    rule["expr"][-1] = {"jump": "CUST"}  # nft writes {"jump": {"target": "CUST"}}
+    tables = parse_nft_json(doc)
+    assert _nft_count(tables) == _nft_count(before)
+    got = tables[0].chain("INPUT").rules[1]
+    assert got.position == 2 and got.handle == rule["handle"] and got.action.kind == "unsupported"
+    assert got.action.text.startswith("could not read rule 2: ") and "TypeError" in got.action.text
+    assert tables[0].chain("INPUT").rules[2] == before[0].chain("INPUT").rules[2]
+
+
+def test_nft_rule_missing_keys_or_with_expr_of_the_wrong_type() -> None:
+    before = parse_nft_json(_nft_doc())
+    for damage in ({"del": "right"}, {"expr": "accept"}, {"expr": [5]}, {"target": ["x"]}):
+        doc = _nft_doc()
+        rule = _nft_items(doc, "rule", family="ip", chain="INPUT")[0]
+        if "del" in damage:
+            del rule["expr"][0]["match"]["right"]
+        elif "target" in damage:
+            rule["expr"].append({"goto": {"target": damage["target"]}})
+        else:
+            rule["expr"] = damage["expr"]
+        tables = parse_nft_json(doc)
+        assert _nft_count(tables) == _nft_count(before), damage
+        first = tables[0].chain("INPUT").rules[0]
+        assert first.action.kind == "unsupported" and "could not read rule 1" in first.action.text, damage
+        assert tables[0].chain("INPUT").rules[1:] == before[0].chain("INPUT").rules[1:]
+
+
+def test_nft_items_that_name_no_table_or_are_not_objects() -> None:
+    before = parse_nft_json(_nft_doc())
+    doc = _nft_doc()
+    doc["nftables"].insert(3, "chain")
+    doc["nftables"].insert(4, {"rule": {"family": "ip", "chain": "INPUT", "expr": []}})
+    tables = parse_nft_json(doc)
+    assert _nft_count(tables) == _nft_count(before)
+    assert tables[0].problems == ('could not read item 4: "chain" (not an object)',
+                                  'could not read item 5 (rule): {"family":"ip","chain":"INPUT","expr":[]} '
+                                  "(no table named)")
+
+
+def test_nft_table_item_lost_keeps_its_chains_and_rules() -> None:
+    before = parse_nft_json(_nft_doc())
+    doc = _nft_doc()
+    del _nft_items(doc, "table", family="ip6")[0]["name"]
+    tables = parse_nft_json(doc)
+    assert _nft_count(tables) == _nft_count(before)
+    ip6 = [t for t in tables if t.family == "ip6"][0]
+    assert ip6.handle is None and ip6.problems[0].startswith("no table item for table ip6 filter")
+    assert ip6.chains == [t for t in before if t.family == "ip6"][0].chains
+    assert any("could not read item" in p and "(table)" in p for p in tables[0].problems)
+
+
+def test_nft_chain_attributes_of_the_wrong_type() -> None:
+    doc = _nft_doc()
+    chain = _nft_items(doc, "chain", family="ip", name="INPUT")[0]
+    chain["prio"], chain["policy"] = ["filter"], 0
+    del _nft_items(doc, "chain", family="ip", name="FORWARD")[0]["name"]
+    tables = parse_nft_json(doc)
+    inp = tables[0].chain("INPUT")
+    assert inp.hook == "input" and inp.priority == 0 and inp.policy == "ACCEPT" and len(inp.rules) == 16
+    assert tables[0].chain("FORWARD") is None and tables[0].chain("OUTPUT") is not None
+    assert tables[0].problems == ("could not read the policy of chain INPUT: 0",
+                                  'could not read the priority of chain INPUT: ["filter"] (taken as 0)',
+                                  'could not read chain item 4: {"family":"ip","table":"filter","handle":2,'
+                                  '"type":"filter","hook":"forward","prio":0,"policy":"accept"} (no name)')
+
+
+def test_nft_set_elements_and_sets_that_cannot_be_read() -> None:
+    before = {s.name: s for s in [t for t in parse_nft_json(_nft_doc()) if t.name == "pdf"][0].sets}
+    doc = _nft_doc()
+    _nft_items(doc, "set", name="allowed")[0]["elem"].insert(1, {"prefix": "10.0.0.0/8"})
+    _nft_items(doc, "map", name="svc")[0]["elem"].insert(0, [9002])
+    del _nft_items(doc, "set", name="ports")[0]["name"]
+    pdf = [t for t in parse_nft_json(doc) if t.name == "pdf"][0]
+    sets = {s.name: s for s in pdf.sets}
+    assert sets["allowed"] == before["allowed"] and sets["svc"] == before["svc"]
+    assert "ports" not in sets and sets["pairs"] == before["pairs"]
+    assert len(pdf.problems) == 3
+    assert pdf.problems[0] == 'could not read element 2 of set allowed: {"prefix":"10.0.0.0/8"} (TypeError: ' \
+                              "string indices must be integers, not 'str')"
+    assert pdf.problems[1].startswith("could not read set item ") and "(no key 'name')" in pdf.problems[1]
+    assert pdf.problems[2].startswith("could not read element 1 of set svc: [9002] (ValueError")
+
+
+def test_problems_survive_the_snapshot_round_trip() -> None:
+    from portdoctor.firewall.model import problems_of
+
+    tables = parse_iptables_save(_SMALL_SAVE.replace("COMMIT\n*nat", "*nat", 1), "ip")
+    rs = Ruleset(tuple(tables))
+    back = ruleset_from_plain(json.loads(json.dumps(ruleset_to_plain(rs))))
+    assert back == rs
+    assert problems_of(back) == ["iptables ip filter: no COMMIT before line 5 (*nat): the table may be cut short"]
+    # a table without problems writes no key for them: recorded snapshots read the same
+    assert "problems" not in ruleset_to_plain(rs)["tables"][1]

@@ -48,3 +48,58 @@ def test_single_site_without_braces_and_snippets():
     cfg = caddy.parse_caddyfile("localhost:8443\nreverse_proxy :3000\n")
     r = cfg.routes[0]
     assert (r.binds[0].port, r.upstreams[0].host, r.upstreams[0].port) == (8443, "localhost", 3000)
+
+
+# the crash classes a mutation fuzzer found in the JSON reader (AttributeError / TypeError on a
+# value of the wrong shape), as fixed examples: the part that cannot be read is noted, the rest kept
+
+def _app_json():
+    import json
+
+    return json.loads((DATA / "caddy-app.json").read_text())
+
+
+def _counts(cfg):
+    return len(cfg.routes), sum(len(r.binds) for r in cfg.routes), sum(len(r.upstreams) for r in cfg.routes)
+
+
+def test_json_server_that_is_not_an_object_is_noted_and_the_others_kept():
+    doc = _app_json()
+    doc["apps"]["http"]["servers"]["srv1"] = "srv1"
+    cfg = caddy.parse_json(doc)
+    assert [r.name for r in cfg.routes] == ["server srv0", "server srv2"]
+    assert cfg.problems == ('could not read route 2 (server srv1): "srv1" is not an object',)
+    assert cfg.routes == tuple(r for r in caddy.parse_json(_app_json()).routes if r.name != "server srv1")
+
+
+def test_json_parts_of_the_wrong_shape_inside_a_server():
+    whole = caddy.parse_json(_app_json())
+    cases = [
+        (lambda s: s["listen"].insert(0, 8080), "could not read apps.http.servers.srv1.listen: 8080", (3, 3, 6)),
+        (lambda s: s["routes"].insert(0, ["x"]), 'could not read /apps/http/servers/srv1/routes/0: ["x"]', (3, 3, 6)),
+        (lambda s: s["routes"][1]["handle"].insert(0, None),
+         "could not read /apps/http/servers/srv1/routes/1/handle/0: null is not an object", (3, 3, 6)),
+        (lambda s: s["routes"][1]["handle"][0]["upstreams"].insert(1, "10.0.0.9:80"),
+         'could not read /apps/http/servers/srv1/routes/1/handle/0/upstreams/1: "10.0.0.9:80" is not an object',
+         (3, 3, 6)),
+        (lambda s: s["routes"][0]["handle"][0].update(upstreams={"dial": "x"}),
+         'could not read /apps/http/servers/srv1/routes/0/handle/0/upstreams: {"dial":"x"} is not a list',
+         (3, 3, 5)),
+        (lambda s: s.update(routes={"handle": []}),
+         'could not read /apps/http/servers/srv1/routes: {"handle":[]} is not a list', (3, 3, 3)),
+    ]
+    assert _counts(whole) == (3, 3, 6)
+    for damage, problem, counts in cases:
+        doc = _app_json()
+        damage(doc["apps"]["http"]["servers"]["srv1"])
+        cfg = caddy.parse_json(doc)
+        assert cfg.problems == (problem,)
+        assert _counts(cfg) == counts, problem
+        assert [r for r in cfg.routes if r.name != "server srv1"] == [r for r in whole.routes if r.name != "server srv1"]
+
+
+def test_json_that_is_not_a_caddy_config():
+    assert caddy.parse_json({"apps": ["http"]}).problems == ('could not read apps: ["http"] is not an object',)
+    assert caddy.parse_json([]).routes == ()
+    cfg = caddy.parse_json('{"apps": {', "/etc/caddy/caddy.json")
+    assert cfg.routes == () and cfg.problems[0].startswith("could not read /etc/caddy/caddy.json: not JSON")

@@ -82,3 +82,14 @@ def test_dump_from_disk_follows_includes(tmp_path):
     cfg = nginx.parse_dump(text)
     assert [(u.host, u.port, u.line) for r in cfg.routes for u in r.upstreams] == [("127.0.0.1", 9091, 3)]
     assert cfg.routes[0].binds[0].port == 9090
+
+
+def test_main_file_named_another_way_than_in_the_dump():
+    """`nginx -c conf/nginx.conf` (relative) or a symlinked path: the dump names the file
+    otherwise. The configuration is read from the dump's first file and that is noted."""
+    text = (DATA / "nginx-T-app.txt").read_text()
+    cfg = nginx.parse_dump(text, "/etc/nginx/other.conf")
+    assert cfg.routes == _routes("nginx-T-app.txt").routes
+    assert cfg.main == next(iter(nginx.split_dump(text)))
+    assert cfg.problems[0] == (f"/etc/nginx/other.conf is not among the files of the dump; read from {cfg.main}, "
+                               "the first one")

@@ -57,22 +57,28 @@ def _swap_words(raw: bytes) -> bytes:
     return struct.pack(f">{len(words)}I", *words)
 
 
-def parse_proc_net_tcp(text: str) -> list[Listener]:
+def parse_proc_net_tcp(text: str, problems: list[str] | None = None) -> list[Listener]:
     """LISTEN sockets of a /proc/net/tcp or /proc/net/tcp6 table.
 
     For a listener the kernel prints the accept queue length as rx_queue; the backlog is not
     in the table (tx_queue is the unacked send bytes), so `backlog` stays 0 and v6only None.
+    A LISTEN line that cannot be read is left out, the others kept; it is noted in `problems`
+    ("could not read socket line N: ...") when a list is given.
     """
     out: list[Listener] = []
-    for line in text.splitlines()[1:]:
+    for n, line in enumerate(text.splitlines()[1:], 2):
         parts = line.split()
         if len(parts) < 10 or parts[3] != "0A":
             continue
-        addr_hex, _, port_hex = parts[1].partition(":")
-        address, family = _hex_addr(addr_hex)
-        _tx, _, rx = parts[4].partition(":")
-        out.append(Listener(address=address, port=int(port_hex, 16), family=family,
-                            v6only=None, queue=int(rx, 16), backlog=0, inode=int(parts[9])))
+        try:
+            addr_hex, _, port_hex = parts[1].partition(":")
+            address, family = _hex_addr(addr_hex)
+            _tx, _, rx = parts[4].partition(":")
+            out.append(Listener(address=address, port=int(port_hex, 16), family=family,
+                                v6only=None, queue=int(rx, 16), backlog=0, inode=int(parts[9])))
+        except (ValueError, struct.error) as exc:
+            if problems is not None:
+                problems.append(f"could not read socket line {n}: {line.strip()} ({exc})")
     return out
 
 

@@ -53,10 +53,17 @@ def _read_reply(buf: bytes, pos: int) -> tuple[object, int] | None:
 
 
 def parse_replies(data: bytes, count: int) -> list[object] | None:
-    """The first `count` replies in data, or None if data is incomplete."""
+    """The first `count` replies in data, or None if data is incomplete.
+
+    A reply that cannot be read becomes Exception("could not read reply N: ..."), like an error
+    reply, and so do the ones after it (where they start is lost); the ones before are kept.
+    """
     out, pos = [], 0
-    for _ in range(count):
-        got = _read_reply(data, pos)
+    for i in range(count):
+        try:
+            got = _read_reply(data, pos)
+        except (ValueError, RecursionError) as exc:
+            return out + [Exception(f"could not read reply {k}: {exc}") for k in range(i + 1, count + 1)]
         if got is None:
             return None
         item, pos = got

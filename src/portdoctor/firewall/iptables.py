@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import re
 import shlex
+from dataclasses import replace
 from typing import Any
 
 from portdoctor.firewall.model import (
-    IPTABLES_BUILTINS, Action, Chain, Match, NamedSet, Rule, Table,
+    IPTABLES_BUILTINS, Action, Chain, Match, NamedSet, Rule, Table, unreadable_rule,
 )
 
 # targets that do not end the walk through a chain
@@ -258,32 +259,51 @@ def split_hostport(dest: str) -> tuple[str, str]:
 
 
 _COUNTS = re.compile(r"^\[(\d+):(\d+)\]\s+")
+_CHAIN_COUNTS = re.compile(r"\[(\d+):(\d+)\]")
+# what a rule that cannot be read raises while its tokens are walked (a cut-off option, a bad
+# number, an unbalanced quote); anything else is a bug and is not hidden
+_READ_ERRORS = (ValueError, IndexError, KeyError, TypeError, OverflowError)
+_MAX_NOTED = 20  # lines outside a table noted one by one; the rest are counted
 
 
 def parse_iptables_save(text: str, family: str = "ip", source: str = "iptables") -> list[Table]:
-    """Parse iptables-save (or ip6tables-save) output, with or without -c counters."""
+    """Parse iptables-save (or ip6tables-save) output, with or without -c counters.
+
+    What cannot be read is kept visible: a rule line that cannot be parsed stays in its chain
+    as an `unreadable_rule`; a chain line that cannot be read, lines outside any table and a
+    table cut off before its COMMIT are noted in the table's `problems` (a cut-off table keeps
+    the rules read so far). Text without any table line has no table to note them on.
+    """
     tables: list[Table] = []
     name = ""
     chain_heads: dict[str, tuple[str | None, int | None]] = {}
     order: list[str] = []
     lines: list[tuple[int | None, int | None, str]] = []
+    problems: list[str] = []
+    stray: list[str] = []  # lines outside a table, noted on the table after them (or the last one)
+    tool = "ip6tables" if family == "ip6" else "iptables"
 
     def flush() -> None:
         chains_set = set(order)
         rules: dict[str, list[Rule]] = {c: [] for c in order}
+        table_opt = "" if name == "filter" else f"-t {name} "
         for pk, by, line in lines:
             try:
                 chain, matches, action, comment = parse_rule(line, chains_set)
-            except (ValueError, IndexError) as exc:  # an unparsable rule stays visible, undecided
-                chain = line.split()[1] if len(line.split()) > 1 else "?"
-                matches = [Match("unsupported", text=f"{line} ({exc})")]
-                action, comment = Action("unsupported", text=line), ""
+            except _READ_ERRORS as exc:  # an unparsable rule stays visible, undecided
+                words = line.split()
+                chain = words[1] if len(words) > 1 else "?"
+                pos = len(rules.get(chain, ())) + 1
+                bad = unreadable_rule(pos, f"{tool} {table_opt}{line}", f"{type(exc).__name__}: {exc}")
+                if chain not in rules:
+                    rules[chain] = []
+                    order.append(chain)
+                rules[chain].append(replace(bad, packets=pk, bytes=by))
+                continue
             if chain not in rules:
                 rules[chain] = []
                 order.append(chain)
             pos = len(rules[chain]) + 1
-            tool = "ip6tables" if family == "ip6" else "iptables"
-            table_opt = "" if name == "filter" else f"-t {name} "
             rules[chain].append(Rule(position=pos, text=f"{tool} {table_opt}{line}", matches=tuple(matches),
                                      action=action, packets=pk, bytes=by, comment=comment))
         chains = []
@@ -292,26 +312,40 @@ def parse_iptables_save(text: str, family: str = "ip", source: str = "iptables")
             hook, prio, ctype = IPTABLES_BUILTINS.get((name, c), (None, 0, "filter"))
             chains.append(Chain(name=c, rules=tuple(rules[c]), hook=hook, priority=prio, type=ctype,
                                 policy=policy if hook else None, packets=pk if hook else None))
-        tables.append(Table(source=source, family=family, name=name, chains=tuple(chains)))
+        noted = stray[:_MAX_NOTED] + ([f"{len(stray) - _MAX_NOTED} more lines outside a table"]
+                                      if len(stray) > _MAX_NOTED else [])
+        stray.clear()
+        tables.append(Table(source=source, family=family, name=name, chains=tuple(chains),
+                            problems=tuple(noted + problems)))
 
-    for raw in text.splitlines():
+    for no, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         if line.startswith("*"):
+            if name:  # the previous table never reached its COMMIT: keep what it has
+                problems.append(f"no COMMIT before line {no} ({line}): the table may be cut short")
+                flush()
             name = line[1:].strip()
-            chain_heads, order, lines = {}, [], []
+            chain_heads, order, lines, problems = {}, [], [], []
+            if not name:
+                stray.append(f"could not read line {no}: {line} (a table without a name)")
         elif line == "COMMIT":
             if name:
                 flush()
             name = ""
+        elif not name:
+            stray.append(f"could not read line {no}: {line} (outside a table: no *table line before it)")
         elif line.startswith(":"):
             parts = line[1:].split()
+            if not parts:
+                problems.append(f"could not read line {no}: {line} (a chain without a name)")
+                continue
             cname = parts[0]
             policy = parts[1] if len(parts) > 1 and parts[1] != "-" else None
             pk = None
             if len(parts) > 2:
-                m = re.match(r"\[(\d+):(\d+)\]", parts[2])
+                m = _CHAIN_COUNTS.match(parts[2])
                 pk = int(m.group(1)) if m else None
             chain_heads[cname] = (policy, pk)
             order.append(cname)
@@ -323,6 +357,13 @@ def parse_iptables_save(text: str, family: str = "ip", source: str = "iptables")
                 line = line[m.end():]
             if line.startswith("-A") or line.startswith("--append"):
                 lines.append((pk, by, line))
+            else:
+                problems.append(f"could not read line {no}: {raw.strip()} (neither a chain nor a rule)")
+    if name:
+        problems.append("no COMMIT at the end: the output may be cut short")
+        flush()
+    if stray and tables:  # nothing followed them: the last table notes them
+        tables[-1] = replace(tables[-1], problems=tables[-1].problems + tuple(stray[:_MAX_NOTED]))
     return tables
 
 

@@ -144,6 +144,9 @@ class Table:
     chains: tuple[Chain, ...] = ()
     sets: tuple[NamedSet, ...] = ()
     handle: int | None = None
+    # what the parser could not read in this table ("could not read set 2: ..."); a rule it could
+    # not read stays in its chain as an `unreadable_rule`
+    problems: tuple[str, ...] = ()
 
     def chain(self, name: str) -> Chain | None:
         """The chain called `name`, or None."""
@@ -159,6 +162,25 @@ class Ruleset:
 
     tables: tuple[Table, ...] = ()
     ipsets: tuple[NamedSet, ...] = ()
+
+
+def unreadable_rule(position: int, text: str, reason: str, handle: int | None = None) -> Rule:
+    """A rule the parser could not read, kept at its position so the rules after it keep theirs.
+
+    Its match and its action are "unsupported": a walk that reaches it forks and names it
+    instead of taking it as matching or not.
+
+    >>> unreadable_rule(3, "-A INPUT -m", "no module name").action.text
+    'could not read rule 3: -A INPUT -m (no module name)'
+    """
+    note = f"could not read rule {position}: {text} ({reason})"
+    return Rule(position=position, text=text, matches=(Match("unsupported", text=note),),
+                action=Action("unsupported", text=note), handle=handle)
+
+
+def problems_of(ruleset: Ruleset) -> list[str]:
+    """Every problem the parsers recorded, each prefixed with its table ("nft inet fw: ...")."""
+    return [f"{t.source} {t.family} {t.name}: {p}" for t in ruleset.tables for p in t.problems]
 
 
 def tool_for(table: Table) -> str:
@@ -241,5 +263,6 @@ def ruleset_from_plain(data: dict[str, Any]) -> Ruleset:
     tables = []
     for t in data.get("tables", ()):
         chains = tuple(Chain(**{**c, "rules": _tuple(c.get("rules"), _rule)}) for c in t.get("chains", ()))
-        tables.append(Table(**{**t, "chains": chains, "sets": _tuple(t.get("sets"), _set)}))
+        tables.append(Table(**{**t, "chains": chains, "sets": _tuple(t.get("sets"), _set),
+                               "problems": _tuple(t.get("problems"))}))
     return Ruleset(tuple(tables), _tuple(data.get("ipsets"), _set))

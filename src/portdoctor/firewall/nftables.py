@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from typing import Any
 
+from portdoctor.errors import BadInput
 from portdoctor.firewall.iptables import CONTINUE_TARGETS
-from portdoctor.firewall.model import Action, Chain, Match, NamedSet, Rule, Table, VmapEntry
+from portdoctor.firewall.model import Action, Chain, Match, NamedSet, Rule, Table, VmapEntry, unreadable_rule
 
 _FAMILY = {"ipv4": "ip", "ipv6": "ip6", "ip": "ip", "ip6": "ip6"}
 _SET_FIELD = {"ipv4_addr": "addr", "ipv6_addr": "addr", "inet_service": "port", "ifname": "iface",
@@ -25,6 +27,22 @@ _PRIO_NAMES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "securi
 
 class _Unsupported(Exception):
     """An expression the evaluator has no model for."""
+
+
+# what a JSON element of an unexpected shape raises while it is read (a key missing, a string
+# where an object belongs, a list of the wrong length)
+_READ_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"no key {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _short(obj: Any, limit: int = 300) -> str:
+    text = json.dumps(obj, separators=(",", ":"))
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _value(v: Any) -> Any:
@@ -156,10 +174,12 @@ def _verdict(v: dict[str, Any]) -> Action | None:
     for k in ("accept", "drop", "return"):
         if k in v:
             return Action(k)
-    if "jump" in v:
-        return Action("jump", arg=v["jump"]["target"])
-    if "goto" in v:
-        return Action("goto", arg=v["goto"]["target"])
+    for k in ("jump", "goto"):
+        if k in v:
+            target = v[k]["target"]
+            if not isinstance(target, str):
+                raise TypeError(f"{k} target {_short(target)} is not a chain name")
+            return Action(k, arg=target)
     if "reject" in v:
         return Action("reject", arg=_reject(v["reject"]))
     return None
@@ -291,35 +311,61 @@ def _rule(obj: dict[str, Any], text: str) -> Rule:
             matches.append(Match("unsupported", text=json.dumps(e)))
         except _Unsupported as exc:
             matches.append(Match("unsupported", text=str(exc)))
-    return Rule(position=0, text=text, matches=tuple(matches), action=action, handle=obj.get("handle"),
-                packets=packets, bytes=byts, comment=obj.get("comment", "") or "")
+    comment = obj.get("comment", "") or ""
+    return Rule(position=0, text=text, matches=tuple(matches), action=action, handle=_int_or_none(obj.get("handle")),
+                packets=_int_or_none(packets), bytes=_int_or_none(byts),
+                comment=comment if isinstance(comment, str) else json.dumps(comment))
 
 
-def _named_set(obj: dict[str, Any], is_map: bool) -> NamedSet:
+def _int_or_none(v: Any) -> int | None:
+    """v when it is a number nft would print (an int, not a bool), else None."""
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _named_set(obj: dict[str, Any], is_map: bool, problems: list[str]) -> NamedSet:
+    """One set or map; an element that cannot be read is left out and noted in `problems`."""
+    name = obj["name"]
+    if not isinstance(name, str):
+        raise TypeError(f"name {json.dumps(name)} is not a string")
     t = obj.get("type", [])
     types = t if isinstance(t, list) else [t]
-    fields = tuple(_SET_FIELD.get(x, x) for x in types)
+    fields = tuple(_SET_FIELD.get(x, x) if isinstance(x, str) else json.dumps(x) for x in types)
     elems: list[Any] = []
     verdicts: list[Action] = []
     data: list[Any] = []
     comments: list[str] = []
-    for el in obj.get("elem", []) or []:
+    found = obj.get("elem", []) or []
+    if not isinstance(found, list):
+        problems.append(f"could not read the elements of set {name}: {_short(found)} is not a list")
+        found = []
+    for i, el in enumerate(found, 1):
         try:
+            verdict: Action | None = None
+            value: Any = None
             if is_map:
                 k, v = el
-                elems.append(_value(k))
-                comments.append(str(k["elem"].get("comment", "")) if isinstance(k, dict) and "elem" in k else "")
+                key = _value(k)
+                comment = str(k["elem"].get("comment", "")) if isinstance(k, dict) and "elem" in k else ""
                 if obj.get("map") == "verdict":
-                    verdicts.append(_verdict(v) or Action("unsupported", text=json.dumps(v)))
+                    verdict = _verdict(v) or Action("unsupported", text=json.dumps(v))
                 else:
-                    data.append(_value(v) if not isinstance(v, dict) or "concat" not in v
-                                else [_value(x) for x in v["concat"]])
+                    value = (_value(v) if not isinstance(v, dict) or "concat" not in v
+                             else [_value(x) for x in v["concat"]])
             else:
-                elems.append(_value(el))
-                comments.append(str(el["elem"].get("comment", "")) if isinstance(el, dict) and "elem" in el else "")
+                key = _value(el)
+                comment = str(el["elem"].get("comment", "")) if isinstance(el, dict) and "elem" in el else ""
         except _Unsupported:
             continue
-    return NamedSet(name=obj["name"], fields=fields, elements=tuple(elems), verdicts=tuple(verdicts),
+        except _READ_ERRORS as exc:
+            problems.append(f"could not read element {i} of set {name}: {_short(el)} ({_why(exc)})")
+            continue
+        elems.append(key)
+        comments.append(comment)
+        if is_map and obj.get("map") == "verdict":
+            verdicts.append(verdict)  # type: ignore[arg-type]
+        elif is_map:
+            data.append(value)
+    return NamedSet(name=name, fields=fields, elements=tuple(elems), verdicts=tuple(verdicts),
                     data=tuple(data), kind="nft", comments=tuple(comments) if any(comments) else ())
 
 
@@ -391,47 +437,118 @@ def chain_devices(text: str) -> dict[tuple[str, str, str], str]:
     return out
 
 
+def _new_table(handle: Any = None) -> dict[str, Any]:
+    return {"handle": _int_or_none(handle), "chains": {}, "order": [], "sets": [], "xt": False, "problems": []}
+
+
+def _chain_attrs(o: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """hook, priority, type, policy, handle and device of a chain object, each checked."""
+    name = o["name"]
+    out: dict[str, Any] = {}
+    for key, default in (("hook", None), ("type", "filter"), ("policy", None)):
+        v = o.get(key, default)
+        if v is not None and not isinstance(v, str):
+            problems.append(f"could not read the {key} of chain {name}: {_short(v)}")
+            v = default
+        out[key] = v
+    prio = o.get("prio", 0)
+    if isinstance(prio, str):
+        prio = _PRIO_NAMES.get(prio, 0)
+    elif not isinstance(prio, int) or isinstance(prio, bool):
+        problems.append(f"could not read the priority of chain {name}: {_short(prio)} (taken as 0)")
+        prio = 0
+    out["prio"] = prio
+    out["handle"] = _int_or_none(o.get("handle"))
+    dev = o.get("dev")  # None: not in the JSON (nft 1.0), so the text's device is used
+    if isinstance(dev, list):
+        dev = dev[0] if len(dev) == 1 else ""
+    out["dev"] = (dev if isinstance(dev, str) else str(dev)) if dev else None
+    return out
+
+
 def parse_nft_json(doc: dict[str, Any] | str, texts: dict[tuple[str, str, str, int], str] | None = None,
                    skip: set[tuple[str, ...]] | None = None,
                    devices: dict[tuple[str, str, str], str] | None = None) -> list[Table]:
     """Parse `nft -j list ruleset`; skip the (family, table) pairs and the (family, table, chain)
     triples another parser owns. A table left without chains by the triples is left out; one
-    that keeps some is returned with those only (the rest of it is iptables-nft's)."""
+    that keeps some is returned with those only (the rest of it is iptables-nft's).
+
+    What cannot be read is kept visible: a rule whose JSON has an unexpected shape stays in its
+    chain as an `unreadable_rule`; a chain, set or set element that cannot be read is noted in
+    its table's `problems`, and so is an item naming no readable table (on the first table).
+    Chains and rules of a table whose own item is missing are kept in a table made for them.
+    """
     if isinstance(doc, str):
-        doc = json.loads(doc)
+        try:
+            doc = json.loads(doc)
+        except ValueError as exc:
+            raise BadInput(f"nft -j printed invalid JSON ({exc})") from None
     texts = texts or {}
     skip = skip or set()
     items = doc.get("nftables", []) if isinstance(doc, dict) else []
+    if not isinstance(items, list):
+        items = []
     tables: dict[tuple[str, str], dict[str, Any]] = {}
-    for it in items:
-        if "table" in it:
-            t = it["table"]
-            tables[(t["family"], t["name"])] = {"handle": t.get("handle"), "chains": {}, "order": [], "sets": [],
-                                                "xt": False}
-    for it in items:
+    lost: list[str] = []  # problems of items that name no readable table
+    for n, it in enumerate(items, 1):
+        if not isinstance(it, dict) or "table" not in it:
+            continue
+        t = it["table"]
+        if isinstance(t, dict) and isinstance(t.get("family"), str) and isinstance(t.get("name"), str):
+            tables[(t["family"], t["name"])] = _new_table(t.get("handle"))
+        else:
+            lost.append(f"could not read item {n} (table): {_short(t)}")
+    for n, it in enumerate(items, 1):
+        if not isinstance(it, dict):
+            lost.append(f"could not read item {n}: {_short(it)} (not an object)")
+            continue
         for kind in ("chain", "rule", "set", "map"):
             if kind not in it:
                 continue
             o = it[kind]
-            t = tables.get((o["family"], o["table"]))
-            if t is None:
+            if not isinstance(o, dict) or not isinstance(o.get("family"), str) \
+                    or not isinstance(o.get("table"), str):
+                lost.append(f"could not read item {n} ({kind}): {_short(o)} (no table named)")
                 continue
+            t = tables.get((o["family"], o["table"]))
+            if t is None:  # its table item is missing or unreadable: keep what names it
+                t = tables[(o["family"], o["table"])] = _new_table()
+                t["problems"].append(f"no table item for table {o['family']} {o['table']} "
+                                     f"(first named by item {n})")
+            problems = t["problems"]
             if kind == "chain":
-                prio = o.get("prio", 0)
-                if isinstance(prio, str):
-                    prio = _PRIO_NAMES.get(prio, 0)
-                t["chains"][o["name"]] = {"obj": o, "rules": [], "prio": prio}
+                if not isinstance(o.get("name"), str):
+                    problems.append(f"could not read chain item {n}: {_short(o)} (no name)")
+                    continue
+                t["chains"][o["name"]] = {"obj": o, "rules": [], "attrs": _chain_attrs(o, problems)}
                 t["order"].append(o["name"])
             elif kind == "rule":
-                ch = t["chains"].setdefault(o["chain"], {"obj": {"name": o["chain"]}, "rules": [], "prio": 0})
-                if o["chain"] not in t["order"]:
-                    t["order"].append(o["chain"])
-                if any("xt" in e for e in o.get("expr", [])):
+                cname = o.get("chain")
+                if not isinstance(cname, str):
+                    problems.append(f"could not read rule item {n}: {_short(o)} (no chain named)")
+                    continue
+                ch = t["chains"].setdefault(cname, {"obj": {"name": cname}, "rules": [],
+                                                    "attrs": _chain_attrs({"name": cname}, problems)})
+                if cname not in t["order"]:
+                    t["order"].append(cname)
+                expr = o.get("expr", [])
+                if isinstance(expr, list) and any(isinstance(e, dict) and "xt" in e for e in expr):
                     t["xt"] = True
-                text = texts.get((o["family"], o["table"], o["chain"], o.get("handle", -1)), "")
-                ch["rules"].append(_rule(o, text or _fallback_text(o)))
+                handle = _int_or_none(o.get("handle"))
+                text = texts.get((o["family"], o["table"], cname, handle if handle is not None else -1), "")
+                text = text or _fallback_text(o)
+                pos = len(ch["rules"]) + 1
+                try:
+                    if not isinstance(expr, list):
+                        raise TypeError(f"expr {_short(expr)} is not a list")
+                    ch["rules"].append(_rule(o, text))
+                except _READ_ERRORS as exc:
+                    ch["rules"].append(unreadable_rule(pos, text, _why(exc), handle))
             else:
-                t["sets"].append(_named_set(o, kind == "map"))
+                try:
+                    t["sets"].append(_named_set(o, kind == "map", problems))
+                except _READ_ERRORS as exc:
+                    problems.append(f"could not read {kind} item {n}: {_short(o)} ({_why(exc)})")
     out: list[Table] = []
     for (family, name), t in tables.items():
         if (family, name) in skip:
@@ -443,19 +560,18 @@ def parse_nft_json(doc: dict[str, Any] | str, texts: dict[tuple[str, str, str, i
                 some_skipped = True
                 continue
             c = t["chains"][cname]
-            o = c["obj"]
+            a = c["attrs"]
             rules = tuple(_with_position(r, i + 1) for i, r in enumerate(c["rules"]))
-            policy = o.get("policy")
-            dev = o.get("dev") or (devices or {}).get((family, name, cname), "")
-            if isinstance(dev, list):
-                dev = dev[0] if len(dev) == 1 else ""
-            chains.append(Chain(name=cname, rules=rules, hook=o.get("hook"), priority=int(c["prio"]),
-                                type=o.get("type", "filter"), policy=(policy or "accept").upper() if o.get("hook") else None,
-                                handle=o.get("handle"), device=str(dev)))
+            dev = a["dev"] if a["dev"] is not None else (devices or {}).get((family, name, cname), "")
+            chains.append(Chain(name=cname, rules=rules, hook=a["hook"], priority=int(a["prio"]),
+                                type=a["type"], policy=(a["policy"] or "accept").upper() if a["hook"] else None,
+                                handle=a["handle"], device=str(dev)))
         if some_skipped and not chains:
             continue
         out.append(Table(source="nft", family=family, name=name, chains=tuple(chains), sets=tuple(t["sets"]),
-                         handle=t["handle"]))
+                         handle=t["handle"], problems=tuple(t["problems"])))
+    if lost and out:
+        out[0] = replace(out[0], problems=out[0].problems + tuple(lost))
     return out
 
 
@@ -469,12 +585,21 @@ def _fallback_text(o: dict[str, Any]) -> str:
 
 
 def iptables_nft_tables(doc: dict[str, Any] | str) -> set[tuple[str, str]]:
-    """(family, table) pairs whose rules use xt compat expressions: iptables-nft owns them."""
+    """(family, table) pairs whose rules use xt compat expressions: iptables-nft owns them.
+
+    Items that cannot be read are passed over (`parse_nft_json` notes them)."""
     if isinstance(doc, str):
-        doc = json.loads(doc)
+        try:
+            doc = json.loads(doc)
+        except ValueError as exc:
+            raise BadInput(f"nft -j printed invalid JSON ({exc})") from None
     owned: set[tuple[str, str]] = set()
-    for it in doc.get("nftables", []):
-        r = it.get("rule")
-        if r and any("xt" in e for e in r.get("expr", [])):
+    items = doc.get("nftables", []) if isinstance(doc, dict) else []
+    for it in items if isinstance(items, list) else []:
+        r = it.get("rule") if isinstance(it, dict) else None
+        if not isinstance(r, dict) or not isinstance(r.get("family"), str) or not isinstance(r.get("table"), str):
+            continue
+        expr = r.get("expr", [])
+        if isinstance(expr, list) and any(isinstance(e, dict) and "xt" in e for e in expr):
             owned.add((r["family"], r["table"]))
     return owned

@@ -170,43 +170,101 @@ def parse_caddyfile(text: str, path: str = "Caddyfile") -> ProxyConfig:
     return ProxyConfig("caddy", path, tuple(routes), (path,))
 
 
-def _walk_handlers(routes: list[Any], where: str) -> list[tuple[str, dict[str, Any]]]:
+def _short(obj: Any, limit: int = 200) -> str:
+    text = json.dumps(obj, separators=(",", ":"))
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _walk_handlers(routes: Any, where: str, problems: list[str], depth: int = 0) -> list[tuple[str, dict[str, Any]]]:
+    """(JSON path, handler) of every reverse_proxy handler under `routes`, subroutes followed;
+    a route or handler of the wrong shape is noted in `problems` and passed over."""
     out: list[tuple[str, dict[str, Any]]] = []
-    for i, r in enumerate(routes or []):
-        for j, h in enumerate(r.get("handle") or []):
+    if not isinstance(routes, list):
+        problems.append(f"could not read {where}/routes: {_short(routes)} is not a list")
+        return out
+    for i, r in enumerate(routes):
+        handlers = (r.get("handle") or []) if isinstance(r, dict) else None
+        if not isinstance(handlers, list):
+            problems.append(f"could not read {where}/routes/{i}: {_short(r)}")
+            continue
+        for j, h in enumerate(handlers):
             here = f"{where}/routes/{i}/handle/{j}"
-            if h.get("handler") == "reverse_proxy":
+            if not isinstance(h, dict):
+                problems.append(f"could not read {here}: {_short(h)} is not an object")
+            elif h.get("handler") == "reverse_proxy":
                 out.append((here, h))
             elif h.get("handler") == "subroute":
-                out.extend(_walk_handlers(h.get("routes") or [], here))
+                if depth >= 20:
+                    problems.append(f"could not read {here}: subroutes nested too deep")
+                else:
+                    out.extend(_walk_handlers(h.get("routes") or [], here, problems, depth + 1))
     return out
 
 
-def parse_json(data: dict[str, Any] | str, source: str = "caddy JSON") -> ProxyConfig:
-    """Parse Caddy's native JSON config (from its admin API /config/ or `caddy adapt`)."""
-    if isinstance(data, str):
-        data = json.loads(data)
-    servers = (((data or {}).get("apps") or {}).get("http") or {}).get("servers") or {}
-    routes: list[Route] = []
-    for name, srv in servers.items():
-        binds: list[Bind] = []
-        for spec in srv.get("listen") or []:
-            spec = spec.split("/", 1)[1] if spec.startswith(("tcp/", "tcp4/", "tcp6/")) else spec
-            host, port = split_hostport(spec, None)
-            if port is None:
+def _server(name: str, srv: dict[str, Any], source: str, problems: list[str]) -> Route:
+    """One server of the http app as a route: its listen addresses and reverse_proxy upstreams."""
+    binds: list[Bind] = []
+    listen = srv.get("listen") or []
+    if not isinstance(listen, list):
+        problems.append(f"could not read apps.http.servers.{name}.listen: {_short(listen)} is not a list")
+        listen = []
+    for spec in listen:
+        if not isinstance(spec, str):
+            problems.append(f"could not read apps.http.servers.{name}.listen: {_short(spec)}")
+            continue
+        spec = spec.split("/", 1)[1] if spec.startswith(("tcp/", "tcp4/", "tcp6/")) else spec
+        host, port = split_hostport(spec, None)
+        if port is None:
+            continue
+        host = host or "0.0.0.0"
+        binds.append(Bind(host, port, source, None, f"apps.http.servers.{name}.listen: {spec}",
+                          family_of(host)))
+    ups: list[Upstream] = []
+    for where, h in _walk_handlers(srv.get("routes") or [], f"/apps/http/servers/{name}", problems):
+        upstreams = h.get("upstreams") or []
+        if not isinstance(upstreams, list):
+            problems.append(f"could not read {where}/upstreams: {_short(upstreams)} is not a list")
+            continue
+        for k, up in enumerate(upstreams):
+            if not isinstance(up, dict):
+                problems.append(f"could not read {where}/upstreams/{k}: {_short(up)} is not an object")
                 continue
-            host = host or "0.0.0.0"
-            binds.append(Bind(host, port, source, None, f"apps.http.servers.{name}.listen: {spec}",
-                              family_of(host)))
-        ups: list[Upstream] = []
-        for where, h in _walk_handlers(srv.get("routes") or [], f"/apps/http/servers/{name}"):
-            for k, up in enumerate(h.get("upstreams") or []):
-                dial = str(up.get("dial", ""))
-                text = f"{where}/upstreams/{k}: dial {dial}"
-                if dial.startswith("unix/"):
-                    ups.append(Upstream("", None, source, None, text, "dial", unix=dial[5:]))
-                    continue
-                host, port = split_hostport(dial, 80)
-                ups.append(Upstream(host or "localhost", port, source, None, text, "dial"))
-        routes.append(Route(f"server {name}", tuple(binds), tuple(ups), source, None))
-    return ProxyConfig("caddy", source, tuple(routes), (source,))
+            dial = str(up.get("dial", ""))
+            text = f"{where}/upstreams/{k}: dial {dial}"
+            if dial.startswith("unix/"):
+                ups.append(Upstream("", None, source, None, text, "dial", unix=dial[5:]))
+                continue
+            host, port = split_hostport(dial, 80)
+            ups.append(Upstream(host or "localhost", port, source, None, text, "dial"))
+    return Route(f"server {name}", tuple(binds), tuple(ups), source, None)
+
+
+def parse_json(data: dict[str, Any] | str, source: str = "caddy JSON") -> ProxyConfig:
+    """Parse Caddy's native JSON config (from its admin API /config/ or `caddy adapt`).
+
+    A server, route, handler, listen address or upstream of an unexpected shape is noted in
+    `problems` ("could not read route 2 (server srv1): ...") and the rest is kept.
+    """
+    problems: list[str] = []
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except ValueError as exc:
+            return ProxyConfig("caddy", source, (), (source,), problems=(f"could not read {source}: not JSON ({exc})",))
+    servers: Any = data or {}
+    path = ""
+    for key in ("apps", "http", "servers", ""):
+        if not isinstance(servers, dict):
+            problems.append(f"could not read {path or source}: {_short(servers)} is not an object")
+            servers = {}
+            break
+        if key:
+            servers = servers.get(key) or {}
+            path = f"{path}.{key}" if path else key
+    routes: list[Route] = []
+    for n, (name, srv) in enumerate(servers.items(), 1):
+        if not isinstance(srv, dict):
+            problems.append(f"could not read route {n} (server {name}): {_short(srv)} is not an object")
+            continue
+        routes.append(_server(name, srv, source, problems))
+    return ProxyConfig("caddy", source, tuple(routes), (source,), problems=tuple(problems))

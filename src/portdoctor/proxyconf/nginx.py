@@ -125,8 +125,9 @@ def parse_file(path: str, text: str) -> list[Node]:
             if pos < len(tokens) and tokens[pos][0] == "{":
                 pos += 1
                 node.children = block()
-            else:
-                pos += 1  # ';' (or end of input)
+            elif pos < len(tokens) and tokens[pos][0] == ";":
+                pos += 1
+            # else a '}' after a directive without its ';': the loop above closes the block with it
             nodes.append(node)
         return nodes
 
@@ -162,9 +163,14 @@ def tree(files: dict[str, str], main: str | None = None) -> tuple[list[Node], li
     """The effective directive tree, starting at the main file (the first one by default)."""
     if not files:
         return [], ["empty configuration"]
-    main = main or next(iter(files))
+    first = next(iter(files))
+    problems: list[str] = []
+    if main is not None and main not in files:  # named another way (a symlink, a relative -c)
+        problems.append(f"{main} is not among the files of the dump; read from {first}, the first one")
+        main = first
+    main = main or first
     trees = {p: parse_file(p, t) for p, t in files.items()}
-    ctx = _Ctx(files, os.path.dirname(main))
+    ctx = _Ctx(files, os.path.dirname(main), problems)
     return _expand(trees[main], ctx, trees), ctx.problems
 
 
@@ -278,7 +284,7 @@ def parse_dump(text: str, main: str | None = None) -> ProxyConfig:
     files = split_dump(text)
     nodes, problems = tree(files, main)
     routes, error_logs, more = routes_of(nodes)
-    main = main or next(iter(files), "")
+    main = main if main in files else next(iter(files), main or "")
     return ProxyConfig("nginx", main, tuple(routes), tuple(files), tuple(dict.fromkeys(error_logs)),
                        tuple(problems + more))
 
