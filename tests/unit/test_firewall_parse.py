@@ -465,3 +465,14 @@ def test_problems_survive_the_snapshot_round_trip() -> None:
     assert problems_of(back) == ["iptables ip filter: no COMMIT before line 5 (*nat): the table may be cut short"]
     # a table without problems writes no key for them: recorded snapshots read the same
     assert "problems" not in ruleset_to_plain(rs)["tables"][1]
+
+
+def test_what_a_parser_could_not_read_becomes_a_limitation() -> None:
+    from portdoctor.collectors.firewall import build_ruleset, nft_counters
+
+    save = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\n"  # no COMMIT: cut off
+    rs, limits = build_ruleset([(save, "ip", "iptables")])
+    assert rs.tables and any("not fully read" in x.what for x in limits), limits
+    # nft counters of odd items are skipped, not a crash
+    assert nft_counters('{"nftables": [{"rule": {"family": 4}}, "x", {"rule": {"family": "ip", "table": "t", '
+                        '"chain": "c", "handle": 3, "expr": [{"counter": {"packets": "7"}}]}}]}', set()) == {}

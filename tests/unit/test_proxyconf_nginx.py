@@ -75,10 +75,17 @@ def test_stream_block_and_listen_forms():
 
 
 def test_dump_from_disk_follows_includes(tmp_path):
+    """When nginx -T may not be run, the collector builds the same text from the files (through the Host)."""
+    import os
+
+    from portdoctor.collectors.proxies import ProxyProcess, nginx_dump
+    from portdoctor.host import LocalHost
+
     (tmp_path / "conf.d").mkdir()
     (tmp_path / "nginx.conf").write_text("events {}\nhttp {\n include conf.d/*.conf;\n}\n")
     (tmp_path / "conf.d" / "a.conf").write_text("server {\n listen 9090;\n location / { proxy_pass http://127.0.0.1:9091; }\n}\n")
-    text = nginx.dump_from_disk(str(tmp_path / "nginx.conf"))
+    me = ProxyProcess(LocalHost(), "nginx", os.getpid(), ("nginx",))
+    text = nginx_dump(me, str(tmp_path / "nginx.conf"))
     cfg = nginx.parse_dump(text)
     assert [(u.host, u.port, u.line) for r in cfg.routes for u in r.upstreams] == [("127.0.0.1", 9091, 3)]
     assert cfg.routes[0].binds[0].port == 9090

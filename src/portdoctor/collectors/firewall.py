@@ -19,7 +19,7 @@ from typing import Any
 from portdoctor.collectors import Facts, Request
 from portdoctor.host import Host
 from portdoctor.firewall.iptables import parse_ipset_save, parse_iptables_save
-from portdoctor.firewall.model import Ruleset, Table, counters_of
+from portdoctor.firewall.model import Ruleset, Table, counters_of, problems_of
 from portdoctor.hostfacts import FirewallFacts, FirewallTool
 from portdoctor.firewall.nftables import chain_devices, parse_nft_json, rule_texts
 from portdoctor.model import Limitation
@@ -206,8 +206,8 @@ def build_ruleset(saves: list[tuple[str, str, str]], nft_json: str | None = None
             limits.append(Limitation(f"nftables rules not read: nft -j printed invalid JSON ({exc})"))
         else:
             items = doc.get("nftables", []) if isinstance(doc, dict) else []
-            handles = {(x["table"]["family"], x["table"]["name"]): x["table"].get("handle")
-                       for x in items if "table" in x}
+            handles = {(x["table"].get("family"), x["table"].get("name")): x["table"].get("handle")
+                       for x in items if isinstance(x, dict) and isinstance(x.get("table"), dict)}
             kept: list[Table] = []
             owned: set[tuple[str, ...]] = set()
             for t in tables:
@@ -236,7 +236,12 @@ def build_ruleset(saves: list[tuple[str, str, str]], nft_json: str | None = None
     except Exception as exc:  # noqa: BLE001
         ipsets = []
         limits.append(Limitation(f"ipsets not understood: {type(exc).__name__}: {exc}"))
-    return Ruleset(tuple(tables), tuple(ipsets)), limits
+    ruleset = Ruleset(tuple(tables), tuple(ipsets))
+    # what a parser could not read is kept out of the evaluation (an unreadable rule stays in its
+    # chain and forks the walk); the rest of what it noted is said here
+    limits.extend(Limitation(f"firewall rules not fully read: {p}", "report it with `portdoctor diagnose ... "
+                             "--record FILE`") for p in problems_of(ruleset)[:20])
+    return ruleset, limits
 
 
 def _sysctl(system: Host, key: str) -> bool | None:
@@ -371,12 +376,14 @@ def nft_counters(text: str, skip: set[tuple[str, ...]]) -> dict[str, int]:
     except json.JSONDecodeError:
         return {}
     out: dict[str, int] = {}
-    for it in doc.get("nftables", []):
-        r = it.get("rule")
-        if not r or (r["family"], r["table"]) in skip or (r["family"], r["table"], r["chain"]) in skip:
+    for it in (doc.get("nftables", []) if isinstance(doc, dict) else []):
+        r = it.get("rule") if isinstance(it, dict) else None
+        if not isinstance(r, dict) or not all(isinstance(r.get(k), str) for k in ("family", "table", "chain")):
             continue
-        for e in r.get("expr", []):
+        if (r["family"], r["table"]) in skip or (r["family"], r["table"], r["chain"]) in skip:
+            continue
+        for e in r.get("expr", []) if isinstance(r.get("expr"), list) else []:
             c = e.get("counter") if isinstance(e, dict) else None
-            if isinstance(c, dict) and "packets" in c:
-                out[f"nft/{r['family']}/{r['table']}/{r['chain']}/h{r.get('handle')}"] = int(c["packets"])
+            if isinstance(c, dict) and isinstance(c.get("packets"), int):
+                out[f"nft/{r['family']}/{r['table']}/{r['chain']}/h{r.get('handle')}"] = c["packets"]
     return out

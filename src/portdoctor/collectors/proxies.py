@@ -168,20 +168,10 @@ def nginx_dump(proxy: ProxyProcess, main: str, prefix: str | None = None) -> str
         except OSError:
             continue
         out.append(f"# configuration file {path}:\n{text}\n")
-        for pattern in _nginx_includes(nginx.parse_file(path, text)):
+        for pattern in nginx.includes(nginx.parse_file(path, text)):
             pattern = pattern if posixpath.isabs(pattern) else posixpath.join(prefix, pattern)
             todo.extend(proxy.glob(pattern))
     return "\n".join(out)
-
-
-def _nginx_includes(nodes: list[Any]) -> list[str]:
-    out: list[str] = []
-    for n in nodes:
-        if n.name == "include" and n.args:
-            out.append(n.args[0])
-        if n.children:
-            out.extend(_nginx_includes(n.children))
-    return out
 
 
 def _nginx_config(proxy: ProxyProcess) -> tuple[ProxyConfig, str, list[Limitation]]:

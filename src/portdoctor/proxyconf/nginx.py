@@ -289,34 +289,12 @@ def parse_dump(text: str, main: str | None = None) -> ProxyConfig:
                        tuple(problems + more))
 
 
-def dump_from_disk(main: str, prefix: str | None = None, limit: int = 200) -> str:
-    """Build `nginx -T`-like text by reading the files (when nginx -T cannot be run)."""
-    prefix = prefix or os.path.dirname(main)
-    out: list[str] = []
-    seen: set[str] = set()
-    todo = [main]
-    while todo and len(seen) < limit:
-        path = todo.pop(0)
-        if path in seen:
-            continue
-        seen.add(path)
-        try:
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                text = fh.read()
-        except OSError:
-            continue
-        out.append(f"# configuration file {path}:\n{text}\n")
-        for node_path in _includes(parse_file(path, text)):
-            pattern = node_path if os.path.isabs(node_path) else os.path.join(prefix, node_path)
-            todo.extend(sorted(glob.glob(pattern)))
-    return "\n".join(out)
-
-
-def _includes(nodes: list[Node]) -> list[str]:
+def includes(nodes: list[Node]) -> list[str]:
+    """The paths (or globs) every `include` directive of a parsed file names, in order."""
     out: list[str] = []
     for n in nodes:
         if n.name == "include" and n.args:
             out.append(n.args[0])
         if n.children:
-            out.extend(_includes(n.children))
+            out.extend(includes(n.children))
     return out
