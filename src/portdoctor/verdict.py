@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from portdoctor.model import Cause, Finding, ProbeResult, Severity, State, Target, Verdict
+from portdoctor.addresses import endpoint
+from portdoctor.model import (
+    Cause,
+    Finding,
+    ProbeResult,
+    Severity,
+    State,
+    Target,
+    Verdict,
+)
 
 _SEVERITY_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
 
@@ -18,7 +27,7 @@ def decide(target: Target, probe: ProbeResult, ranked: list[Finding]) -> Verdict
     Confidence is the top finding's weight, lowered when a different cause comes close.
     """
     errors = [f for f in ranked if f.severity is Severity.ERROR]
-    where = f"[{target.host}]:{target.port}" if ":" in target.host else f"{target.host}:{target.port}"
+    where = endpoint(target.host, target.port)
     if probe.state is State.OPEN and not errors:
         warn = [f for f in ranked if f.severity is Severity.WARNING]
         extra = f" ({len(warn)} warning{'s' if len(warn) != 1 else ''} below)" if warn else ""

@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
+from portdoctor.addresses import endpoint
 from portdoctor.model import Finding, ProbeResult, Target
 from portdoctor.snapshot import Snapshot
 
@@ -133,4 +134,4 @@ def followup_targets(snap: Snapshot, ctx: Context) -> list[Target]:
 
 def endpoint_key(host: str, port: int) -> str:
     """The key of ctx.followups: host:port, with IPv6 in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return endpoint(host, port)

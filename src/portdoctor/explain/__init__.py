@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from portdoctor.addresses import endpoint
 from portdoctor.model import Target
 
 if TYPE_CHECKING:
@@ -150,7 +151,7 @@ def _finish(c: Candidate) -> Explanation:
 
     target = None
     if c.host is not None and c.port is not None and not c.unix_socket:
-        shown = f"[{c.host}]:{c.port}" if ":" in c.host else f"{c.host}:{c.port}"
+        shown = endpoint(c.host, c.port)
         target = Target(input=shown, host=c.host, port=c.port, scheme=c.scheme)
     notes = list(c.notes)
     if c.unix_socket and not any("Unix socket" in n for n in notes):

@@ -17,13 +17,33 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from portdoctor.addresses import endpoint
 from portdoctor.model import ProbeResult, State
 from portdoctor.monitor.alerts import Alert, AlertRouter
 from portdoctor.monitor.aprobe import HttpOutcome, aprobe
 from portdoctor.monitor.config import WatchConfig, WatchTarget, load_config
-from portdoctor.monitor.history import Batch, Event, Incident, Rollup, SqliteStore, StorageError, Store, TargetState
+from portdoctor.monitor.history import (
+    Batch,
+    Event,
+    Incident,
+    Rollup,
+    SqliteStore,
+    StorageError,
+    Store,
+    TargetState,
+)
 from portdoctor.monitor.scheduler import Job, Scheduler
-from portdoctor.monitor.state import DNS, DOWN, DURATION_BUCKETS, STATE_CAUSE, UNKNOWN, UP, Change, Check, Tracker
+from portdoctor.monitor.state import (
+    DNS,
+    DOWN,
+    DURATION_BUCKETS,
+    STATE_CAUSE,
+    UNKNOWN,
+    UP,
+    Change,
+    Check,
+    Tracker,
+)
 
 log = logging.getLogger("portdoctor.watch")
 
@@ -499,4 +519,4 @@ def _iso(t: float) -> str:
 
 
 def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return endpoint(host, port)

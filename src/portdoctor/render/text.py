@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
+from portdoctor.addresses import endpoint
 from portdoctor.model import State
 from portdoctor.render.term import colour_on, columns, paint
 
@@ -32,7 +33,7 @@ def console() -> Console:
 
 
 def _endpoint(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return endpoint(host, port)
 
 
 def _ms(seconds: float) -> str:
@@ -118,7 +119,7 @@ def diagnosis(result: Diagnosis) -> None:
     v = result.verdict
     style = "bold green" if v.cause.value == "ok" else "bold red"
     t = result.target
-    where = f"[{t.host}]:{t.port}" if ":" in t.host else f"{t.host}:{t.port}"
+    where = endpoint(t.host, t.port)
     out.print(f"[bold]{where}[/]  [{style}]{v.cause.value}[/]  (confidence {v.confidence:.0%})")
     out.print(v.summary, markup=False)
     top = result.findings[0] if result.findings and result.findings[0].summary == v.summary else None
