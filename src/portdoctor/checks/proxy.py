@@ -111,18 +111,10 @@ def followups(snap: Snapshot, ctx: Context) -> list[Target]:
 # --------------------------------------------------------------------------- the upstream's own cause
 
 
-def _local(snap: Snapshot, host: str) -> bool:
-    return is_local(snap, host)
-
-
 def _owner(snap: Snapshot, listener: Listener) -> str:
     pids = listener.pids
     names = sorted({process_name(snap, p) for p in pids if p in snap.processes})
     return f" ({', '.join(names)})" if names else ""
-
-
-def _ep(host: str, port: int) -> str:
-    return endpoint_key(host, port)
 
 
 def upstream_cause(snap: Snapshot, host: str, port: int, exclude_pids: set[int] = frozenset(),
@@ -132,11 +124,11 @@ def upstream_cause(snap: Snapshot, host: str, port: int, exclude_pids: set[int] 
     Returns (sentence, evidence, fixes, facts) where facts["kind"] is one of nothing_listens,
     loopback_only, other_address, other_port, listening (refused anyway), remote, unknown.
     """
-    where = _ep(host, port)
+    where = endpoint_key(host, port)
     container = _container_with(snap, host)
     if container is not None:
         return _container_cause(container, host, port)
-    if not _local(snap, host):
+    if not is_local(snap, host):
         return (f"{host} is not an address of this host; run `portdoctor diagnose {where}` on it",
                 [], [Fix(f"diagnose the upstream on {host} itself", f"portdoctor diagnose {where}")],
                 {"kind": "remote"})
@@ -232,7 +224,7 @@ def _container_cause(c: Container, host: str, port: int) -> tuple[str, list[str]
     if lns is None:
         return (f"it is container {name}; what listens inside could not be read", [], [], {"kind": "unknown"})
     on_port = [ln for ln in lns if ln.port == port]
-    inside = ", ".join(_ep(ln.address, ln.port) for ln in lns) or "nothing"
+    inside = ", ".join(endpoint_key(ln.address, ln.port) for ln in lns) or "nothing"
     evidence = [f"listening inside container {name}: {inside}"]
     if not on_port:
         return (f"nothing listens on port {port} inside container {name}", evidence,
@@ -240,11 +232,11 @@ def _container_cause(c: Container, host: str, port: int) -> tuple[str, list[str]
                 {"kind": "nothing_listens", "container": name})
     ln = on_port[0]
     if ln.address.startswith("127.") or ln.address == "::1":
-        return (f"inside container {name} it listens on {_ep(ln.address, port)} (the container's loopback), "
+        return (f"inside container {name} it listens on {endpoint_key(ln.address, port)} (the container's loopback), "
                 f"so {host}:{port} refuses", evidence,
                 [Fix(f"make the service in container {name} listen on 0.0.0.0:{port}")],
                 {"kind": "loopback_only", "container": name})
-    return (f"container {name} listens on {_ep(ln.address, port)}", evidence, [], {"kind": "listening"})
+    return (f"container {name} listens on {endpoint_key(ln.address, port)}", evidence, [], {"kind": "listening"})
 
 
 # --------------------------------------------------------------------------- the check
@@ -272,7 +264,7 @@ def _reload(proxy: ProxyInstance) -> Fix:
 def _http_evidence(proxy: ProxyInstance) -> list[str]:
     out = []
     for h in proxy.http or []:
-        url = f"http://{_ep(h.address, h.port)}/"
+        url = f"http://{endpoint_key(h.address, h.port)}/"
         if h.status is not None:
             server = f" (Server: {h.server})" if h.server else ""
             out.append(f"GET {url} answered {h.status} {h.reason or ''}".rstrip() + server
@@ -410,18 +402,18 @@ def check_proxy(snap: Snapshot, ctx: Context) -> list[Finding]:
                 why, why_ev, why_fix, facts = upstream_cause(snap, addr, h.port, own_pids, own_ports)
                 for other in addrs[1:]:
                     more, more_ev, _f, _x = upstream_cause(snap, other, h.port, own_pids, own_ports)
-                    why_ev += [f"{_ep(other, h.port)}: {more}", *more_ev]
+                    why_ev += [f"{endpoint_key(other, h.port)}: {more}", *more_ev]
                 state = first.state if first else res.state
                 verb = _VERB.get(state, "fails")
                 if h.name:
                     resolved = ", ".join(a.address for a in res.addresses) or "nothing"
                     who = f"{h.key} ({h.host} resolves to {resolved} on this host)"
-                    needles += [_ep(a, h.port) for a in addrs]
+                    needles += [endpoint_key(a, h.port) for a in addrs]
                 else:
                     who = h.key
                 summary = (f"{kind} accepts on port {ctx.target.port}, but its upstream {who} {verb}: {why}. "
                            f"Configured at {_where(up)}{loc}.")
-                probe_ev = [f"from this host, {_ep(a.address, h.port)}" + (f" ({h.host})" if h.name else "")
+                probe_ev = [f"from this host, {endpoint_key(a.address, h.port)}" + (f" ({h.host})" if h.name else "")
                             + f" is {a.state.value}" + (f" ({a.errno})" if a.errno else "") for a in res.addresses] \
                     or [f"from this host, {h.key} is {_state_text(res)}"]
                 if state is not State.REFUSED:
@@ -430,7 +422,7 @@ def check_proxy(snap: Snapshot, ctx: Context) -> list[Finding]:
         if up.via_text:
             evidence.append(f"routed by {up.via_file}:{up.via_line}: {up.via_text}")
         evidence.append(f"{route.name}{loc} listens on "
-                        + ", ".join(_ep(b.address, b.port) for b in route.binds))
+                        + ", ".join(endpoint_key(b.address, b.port) for b in route.binds))
         evidence += probe_ev + why_ev + _http_evidence(proxy) + _log_evidence(proxy, *needles)
         fixes = list(why_fix)
         if facts.get("kind") in ("loopback_only", "other_address", "other_port") and facts.get("listener"):
