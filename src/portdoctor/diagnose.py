@@ -15,6 +15,7 @@ from typing import Any
 
 from portdoctor.model import Diagnosis, ProbeResult, State, Target
 from portdoctor.plain import from_plain, to_plain
+from portdoctor.remedy.actions import attach as attach_actions
 from portdoctor.snapshot import Snapshot
 from portdoctor.probe import DEFAULT_TIMEOUT
 from portdoctor.probe import probe as run_probe
@@ -41,7 +42,7 @@ def diagnose(target: Target, from_addr: str | None = None, service: str | None =
         followups = probe_followups(followup_targets(snapshot, ctx), timeout)
     ctx = replace(ctx, followups=followups)
     ran = run_checks(snapshot, ctx)
-    findings = rank(ran.findings)
+    findings = rank(attach_actions(ran.findings, snapshot, ctx))
     verdict = decide(target, probe, findings)
     from portdoctor.checks.reachability import server_side_limitations
 

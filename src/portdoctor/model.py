@@ -240,15 +240,79 @@ class ServiceConfig:
 # --------------------------------------------------------------------------- conclusions
 
 
+class ActionKind(str, enum.Enum):
+    """What kind of change a fix's action makes (docs/fix.md)."""
+
+    COMMAND = "command"  # run a command (argv)
+    EDIT_SETTING = "edit_setting"  # change one setting in a config file (or on the command line)
+    RESTART = "restart"  # restart or reload a service through whoever supervises it
+    START = "start"  # start a stopped service through its supervisor
+    SYSCTL = "sysctl"  # set a kernel parameter now and persist it in /etc/sysctl.d
+    FD_LIMIT = "fd_limit"  # raise a process's, unit's or program's open-files limit
+    FIREWALL_RULE = "firewall_rule"  # insert an accept rule with the tool that owns the ruleset
+    MANUAL = "manual"  # a person has to do it (or decide it): never applied automatically
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """The machine-readable side of a Fix: what `portdoctor fix` would change, and how to undo it.
+
+    `refused` says why it must not be automated (the manual steps are the Fix's description and
+    command); `undo` is None when the way back is not known, which also keeps it manual.
+    """
+
+    kind: ActionKind
+    changes: str  # what it changes, in one line ("/etc/redis/redis.conf line 87: bind ...")
+    needs_root: bool = True
+    argv: tuple[str, ...] = ()  # the command it runs (command, firewall_rule, sysctl, start, fd_limit)
+    undo: str | None = None  # how it is undone (a command, or "restore the backup of PATH")
+    exposes: str | None = None  # who can reach the port afterwards, when it binds wider or opens a port
+    refused: str | None = None
+    # edit_setting: the file (or "(command line)"), its line, the setting and its old and new values
+    path: str | None = None
+    line: int | None = None
+    key: str | None = None
+    old: str | None = None
+    new: str | None = None
+    service: str | None = None  # the service it concerns (program, unit, container, server name)
+    # firewall_rule: iptables, ip6tables, nft, ufw, firewall-cmd; restart/start: systemd,
+    # supervisord, nginx (reload), podman, docker, respawn (a server started by hand)
+    tool: str | None = None
+    pid: int | None = None  # the process it acts on (restart of a server started by hand, fd_limit)
+    persist: str | None = None  # how the change survives a reboot, when applying it does not do that
+
+    @property
+    def automatic(self) -> bool:
+        """True when `portdoctor fix` may apply it: not manual, not refused, its undo known."""
+        return self.kind is not ActionKind.MANUAL and self.refused is None and self.undo is not None
+
+    def to_json(self) -> dict[str, Any]:
+        """The `action` object of a fix (docs/fix.md); keys without a value are left out."""
+        out: dict[str, Any] = {"kind": self.kind.value, "changes": self.changes, "needs_root": self.needs_root,
+                               "undo": self.undo, "exposes": self.exposes, "automatic": self.automatic}
+        for key in ("refused", "path", "line", "key", "old", "new", "service", "tool", "pid", "persist"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.argv:
+            out["argv"] = list(self.argv)
+        return out
+
+
 @dataclass(frozen=True, slots=True)
 class Fix:
     """One thing to do: what it does, and the command (or config line) that does it."""
 
     description: str
     command: str | None = None
+    action: Action | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"description": self.description, "command": self.command}
+        """`description` and `command` as the contract has them, plus the structured `action`."""
+        action = self.action or Action(
+            ActionKind.MANUAL, self.command or self.description, needs_root=False,
+            refused="no automatic change is known for this step: follow the description")
+        return {"description": self.description, "command": self.command, "action": action.to_json()}
 
 
 @dataclass(frozen=True, slots=True)
