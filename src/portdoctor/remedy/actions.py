@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 # systemd-like sysctl drop-in written by `fix` (persisting a kernel setting)
 SYSCTL_FILE = "/etc/sysctl.d/60-portdoctor.conf"
-RESPAWNED = ("redis", "postgresql", "mysql", "mongodb", "memcached")  # servers `fix` may restart by hand
+# nginx too: a reload cannot trade `listen 127.0.0.1:80` for `listen 80` (the wildcard bind fails
+# while the old socket is open), a stop and start can
+RESPAWNED = ("redis", "postgresql", "mysql", "mongodb", "memcached", "nginx")  # servers `fix` may restart by hand
 
 
 def ssh_port(environ: dict[str, str] | None = None) -> int | None:
@@ -41,8 +43,9 @@ def ssh_port(environ: dict[str, str] | None = None) -> int | None:
 # --------------------------------------------------------------------------- restart
 
 
-def restart_action(snap: Snapshot, proc: Process | None, why: str) -> Action:
-    """How to restart (or reload) the server `proc` through whoever supervises it."""
+def restart_action(snap: Snapshot, proc: Process | None, why: str, config: str | None = None) -> Action:
+    """How to restart (or reload) the server `proc` through whoever supervises it (`config`: the
+    file it reads, for a server started by hand whose command line no longer says so)."""
     if proc is None:
         return Action(ActionKind.RESTART, f"restart the server ({why})", refused="the server process is not known")
     info = service_for_process(proc)
@@ -61,21 +64,22 @@ def restart_action(snap: Snapshot, proc: Process | None, why: str) -> Action:
         return Action(ActionKind.RESTART, f"restart supervisord program {pname} ({why})",
                       argv=(*ctl, "restart", pname), undo="restart it again once the change is undone",
                       service=pname, tool="supervisord")
-    if name == "nginx":
-        master = _nginx_master(snap, proc)
-        return Action(ActionKind.RESTART, f"reload nginx (master pid {master.pid}) so it reads the change",
-                      argv=("kill", "-HUP", str(master.pid)), undo="reload it again once the change is undone",
-                      service="nginx", tool="nginx", pid=master.pid)
     if name in RESPAWNED:
-        top = _top_server(snap, proc)
+        top = _nginx_master(snap, proc) if name == "nginx" else _top_server(snap, proc)
         return Action(ActionKind.RESTART,
                       f"stop {name} (pid {top.pid}, started by hand) gracefully and start it again with the same "
                       f"command line, directory, environment, user and namespaces ({why})",
                       undo="restart it the same way once the change is undone", service=name, tool="respawn",
-                      pid=top.pid)
+                      pid=top.pid, path=config or _config_file(snap, name))
     return Action(ActionKind.RESTART, f"restart {name} ({why})", service=name,
                   refused=f"{name} (pid {proc.pid}) has no supervisor portdoctor knows; it was started as "
                           f"`{proc.command}`: restart it the same way yourself")
+
+
+def _config_file(snap: Snapshot, service: str) -> str | None:
+    """The config file a server reads, as the collector found it (redis: INFO config_file)."""
+    paths = [c.path for c in snap.configs if c.service == service and c.path != COMMAND_LINE]
+    return paths[0] if paths else None
 
 
 def supervised_program(snap: Snapshot, proc: Process) -> tuple[tuple[str, ...], str] | None:
@@ -145,7 +149,7 @@ def bind_actions(snap: Snapshot, ctx: Context, family: int) -> list[Action]:
     edit = Action(ActionKind.EDIT_SETTING, f"{c.path} line {c.line}: {c.key} {c.value} -> {new}",
                   path=c.path, line=c.line, key=c.key, old=c.value, new=new, service=info.name,
                   undo=f"restore the backup of {c.path}", exposes=exposes)
-    out = [edit, restart_action(snap, proc, f"to listen on {new}")]
+    out = [edit, restart_action(snap, proc, f"to listen on {new}", c.path)]
     if info.name == "redis":
         out.append(Action(ActionKind.MANUAL, "set requirepass (or an ACL user) in redis.conf before clients "
                           "from elsewhere use it: without one, protected mode answers them with an error",
@@ -189,7 +193,7 @@ def port_actions(snap: Snapshot, ctx: Context) -> list[Action]:
                           undo=f"restore the backup of {c.path}",
                           exposes=f"{info.name} on port {port} instead of {old_port}: clients of {old_port} "
                                   f"lose it")
-            return [edit, restart_action(snap, proc, f"to listen on port {port}")]
+            return [edit, restart_action(snap, proc, f"to listen on port {port}", c.path)]
     return [Action(ActionKind.MANUAL, f"move {ctx.service} to port {port}",
                    refused=f"no port setting of {ctx.service} was found to change")]
 

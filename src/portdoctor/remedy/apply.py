@@ -67,7 +67,7 @@ def preview(action: Action) -> str:
             return f"(cannot show the change: {exc})"
     if action.kind is ActionKind.RESTART and action.tool == "respawn":
         try:
-            how = restart.how_started(action.pid or 0)
+            how = restart.with_config(restart.how_started(action.pid or 0), action.path)
             return f"kill -TERM {action.pid}; then, as uid {how.uid} in {how.cwd}: {shlex.join(redact_argv(how.argv))}"
         except restart.RestartError as exc:
             return f"(cannot read how it was started: {exc})"
@@ -115,7 +115,7 @@ def _validate(action: Action, path: str, new_text: str) -> str | None:
     return f"validated with {spec[0]}"
 
 
-def do_step(action: Action, journal: Journal, say: Say) -> dict[str, Any]:
+def do_step(action: Action, journal: Journal, say: Say, kept: dict[str, Any] | None = None) -> dict[str, Any]:
     """Apply one action; return its journal record (what undo needs)."""
     rec: dict[str, Any] = {"action": action.to_json()}
     kind = action.kind
@@ -136,7 +136,7 @@ def do_step(action: Action, journal: Journal, say: Say) -> dict[str, Any]:
         rec["sha_after"] = _sha(new)
         say(f"edited {path}: {action.key} {action.old} -> {action.new}" + (f" ({checked})" if checked else ""))
     elif kind is ActionKind.RESTART:
-        rec.update(_restart(action, journal, say))
+        rec.update(_restart(action, journal, say, kept))
     elif kind is ActionKind.SYSCTL:
         key = action.key or ""
         proc_path = Path("/proc/sys") / key.replace(".", "/")
@@ -181,16 +181,16 @@ def _nofile(pid: int) -> tuple[int, int]:
     raise StepError(f"the limits of pid {pid} cannot be read")
 
 
-def _restart(action: Action, journal: Journal, say: Say) -> dict[str, Any]:
+def _restart(action: Action, journal: Journal, say: Say, kept: dict[str, Any] | None) -> dict[str, Any]:
     tool = action.tool
     if tool == "respawn":
         log = journal.folder / f"{action.service or 'server'}.log"
-        new_pid, how = restart.respawn(action.pid or 0, log)
+        new_pid, how = restart.respawn(action.pid or 0, log, kept, config=action.path)
         say(f"restarted {action.service} by hand: pid {action.pid} stopped, pid {new_pid} started "
             f"(output in {log})")
         # the command line may hold a password: the journal keeps it redacted, and its hash to find it again
-        return {"tool": tool, "pid": new_pid, "argv": list(redact_argv(how.argv)), "argv_sha": restart.argv_hash(how.argv),
-                "name": how.name, "log": str(log)}
+        return {"tool": tool, "pid": new_pid, "argv": list(redact_argv(how.argv)), "name": how.name, "log": str(log),
+                "argv_sha": restart.argv_hash(how.argv), "config": action.path}
     if tool == "nginx":
         pid = action.pid or 0
         try:
@@ -231,8 +231,9 @@ def _firewall(action: Action, say: Say) -> dict[str, Any]:
 # --------------------------------------------------------------------------- undo
 
 
-def undo_step(rec: dict[str, Any], say: Say) -> None:
-    """Undo one journaled step (restarts: restart again)."""
+def undo_step(rec: dict[str, Any], say: Say, kept: dict[str, Any] | None = None) -> None:
+    """Undo one journaled step (restarts: restart again). `kept`: what `respawn` kept of a server
+    restarted in this run, to start it again even when the restarted one died."""
     kind = rec["action"]["kind"]
     if kind == ActionKind.EDIT_SETTING.value:
         path, backup = rec["path"], rec["backup"]
@@ -248,13 +249,17 @@ def undo_step(rec: dict[str, Any], say: Say) -> None:
         tool = rec.get("tool")
         if tool == "respawn":
             pid = rec["pid"]
-            if not Path(f"/proc/{pid}").exists():
+            if not restart.alive(pid):
                 found = restart.find_again(rec["argv_sha"])
+                if found is None and kept and "how" in kept:
+                    new_pid = restart.start_kept(kept, Path(rec["log"]))
+                    say(f"started {rec.get('name')} again the way it ran before: pid {new_pid}")
+                    return
                 if found is None:
                     raise StepError(f"{rec.get('name')} (pid {pid}) is no longer running; start it yourself: "
                                     f"{shlex.join(rec['argv'])}")
                 pid = found
-            new_pid, _how = restart.respawn(pid, Path(rec["log"]))
+            new_pid, _how = restart.respawn(pid, Path(rec["log"]), config=rec.get("config"))
             say(f"restarted {rec.get('name')} again: pid {new_pid}")
         elif tool == "nginx":
             os.kill(rec["pid"], signal.SIGHUP)
@@ -282,14 +287,16 @@ def undo_step(rec: dict[str, Any], say: Say) -> None:
         say(f"ran {shlex.join(argv)}")
 
 
-def rollback(records: list[dict[str, Any]], say: Say) -> list[str]:
+def rollback(records: list[dict[str, Any]], say: Say, kept: dict[int, dict[str, Any]] | None = None) -> list[str]:
     """Undo `records` in reverse order, restarts after everything else; return the errors."""
     errors: list[str] = []
-    restarts = [r for r in records if r["action"]["kind"] == ActionKind.RESTART.value]
-    others = [r for r in records if r["action"]["kind"] != ActionKind.RESTART.value]
-    for rec in [*reversed(others), *reversed(restarts)]:
+    order = list(range(len(records)))
+    restarts = [i for i in order if records[i]["action"]["kind"] == ActionKind.RESTART.value]
+    others = [i for i in order if records[i]["action"]["kind"] != ActionKind.RESTART.value]
+    for i in [*reversed(others), *reversed(restarts)]:
+        rec = records[i]
         try:
-            undo_step(rec, say)
+            undo_step(rec, say, (kept or {}).get(i))
         except (PortdoctorError, OSError) as exc:
             errors.append(str(exc))
             say(f"could not undo: {exc}")
@@ -322,39 +329,45 @@ def connect_from(address: str, target: Target, timeout: float) -> str:
     return "error"
 
 
-def verify(plan: Plan, from_addr: str | None, wait: float = PORT_WAIT) -> tuple[bool, str]:
+def verify(plan: Plan, from_addr: str | None, wait: float = PORT_WAIT,
+           died: Callable[[], bool] = lambda: False) -> tuple[bool, str]:
     """Whether the target accepts now: from --from when it is an address of this host, otherwise
-    from here (and, when that still fails for a --from elsewhere, a fresh diagnosis for it)."""
+    from here; for a --from elsewhere, a fresh diagnosis for its clients decides (this host's own
+    connection may take another way through the firewall, over lo)."""
     from portdoctor.hostview import is_local
     from portdoctor.probe import probe
 
     target = plan.verify_target
     snap = plan.diagnosis.snapshot
     local_from = bool(from_addr and snap is not None and is_local(snap, from_addr))
-    deadline = time.monotonic() + wait
+    remote_from = bool(from_addr) and not local_from and plan.upstream is None
+    restarted = any(a.kind in (ActionKind.RESTART, ActionKind.START) for a in plan.all_steps)
+    deadline = time.monotonic() + (wait if restarted or not remote_from else 2.0)
     state = "refused"
     while True:
         if local_from:
             state = connect_from(from_addr or "", target, 2.0)
         else:
             state = probe(target, timeout=2.0).state.value
-        if state == State.OPEN.value or time.monotonic() > deadline:
+        if state == State.OPEN.value or time.monotonic() > deadline or died():
             break
         time.sleep(0.3)
-    where = f"from {from_addr}" if local_from else \
-        ("from here" + (f" ({from_addr} is not an address of this host)" if from_addr else ""))
-    if state == State.OPEN.value:
-        return True, f"{target.input} accepts connections {where}"
-    if from_addr and not local_from and plan.upstream is None:
+    where = f"from {from_addr}" if local_from else "from here"
+    if remote_from:
         from portdoctor.diagnose import diagnose
 
         again = diagnose(plan.diagnosis.target, from_addr=from_addr, timeout=2.0)
         errors = [f for f in again.findings if f.severity.value == "error"]
+        if not errors and again.verdict.cause.value in ("ok", plan.cause.value) and state == State.OPEN.value:
+            return True, (f"{target.input} accepts connections from here, and a fresh diagnosis for clients "
+                          f"from {from_addr} (not an address of this host) finds nothing in their way")
         if not errors:
-            return True, (f"{target.input} still refuses this host's own connection ({state}), but a fresh "
+            return True, (f"{target.input} is {state} from here (this host's own connection), and a fresh "
                           f"diagnosis for clients from {from_addr} finds nothing in their way")
-        return False, (f"{target.input}: {state} {where}; a fresh diagnosis for {from_addr} still finds "
+        return False, (f"{target.input} is {state} from here; a fresh diagnosis for {from_addr} still finds "
                        f"{errors[0].cause.value}: {errors[0].summary}")
+    if state == State.OPEN.value:
+        return True, f"{target.input} accepts connections {where}"
     return False, f"{target.input} is still {state} {where} after {wait:g} s"
 
 
@@ -372,15 +385,34 @@ def apply_plan(plan: Plan, from_addr: str | None, say: Say, wait: float = PORT_W
         say(msg)
 
     failure: str | None = None
-    for i, action in enumerate(steps, 1):
-        log(f"step {i}/{len(steps)}: {action.changes}")
-        try:
-            journal.add(do_step(action, journal, log))
-        except (PortdoctorError, OSError) as exc:
-            failure = f"step {i} failed: {exc}"
-            break
+    kept: dict[int, dict[str, Any]] = {}  # step index -> how a restarted server ran (rollback only)
+    try:
+        for i, action in enumerate(steps, 1):
+            log(f"step {i}/{len(steps)}: {action.changes}")
+            keep = kept.setdefault(len(journal.steps), {})
+            try:
+                journal.add(do_step(action, journal, log, keep))
+            except (PortdoctorError, OSError) as exc:
+                failure = f"step {i} failed: {exc}"
+                if keep.get("how") is not None:  # stopped, not started again: the journal must know
+                    how = keep["how"]
+                    journal.add({"action": action.to_json(), "tool": "respawn", "pid": 0,
+                                 "argv": list(redact_argv(how.argv)), "argv_sha": restart.argv_hash(how.argv),
+                                 "name": how.name, "log": str(journal.folder / f"{action.service or 'server'}.log")})
+                break
+        return _finish(plan, from_addr, wait, journal, result, failure, log, kept)
+    finally:
+        for keep in kept.values():
+            restart.close_kept(keep)
+
+
+def _finish(plan: Plan, from_addr: str | None, wait: float, journal: Journal, result: Result,
+            failure: str | None, log: Say, kept: dict[int, dict[str, Any]]) -> Result:
     if failure is None:
-        ok, how = verify(plan, from_addr, wait)
+        def died() -> bool:  # a server restarted by hand that exited: no use waiting for it
+            return any(r.get("tool") == "respawn" and not restart.alive(r.get("pid") or 0) for r in journal.steps)
+
+        ok, how = verify(plan, from_addr, wait, died)
         result.verified = how
         log(f"check: {how}")
         if not ok:
@@ -390,7 +422,7 @@ def apply_plan(plan: Plan, from_addr: str | None, say: Say, wait: float = PORT_W
         journal.set_status("applied", verified=result.verified)
         return result
     log(f"{failure}; rolling back {len(journal.steps)} step(s)")
-    errors = rollback(journal.steps, log)
+    errors = rollback(journal.steps, log, kept)
     journal.set_status("rolled_back" if not errors else "failed_rollback", reason=failure, errors=errors)
     result.status = "rolled_back" if not errors else "failed_rollback"
     result.reason = failure + (f"; the rollback could not undo: {'; '.join(errors)}" if errors else "")

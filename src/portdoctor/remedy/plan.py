@@ -66,7 +66,7 @@ def build_plan(diag: Diagnosis, depth: int = 0, timeout: float = 3.0) -> Plan:
     """The plan for `diag`; a proxy_upstream verdict is planned at its upstream (diagnosed here)."""
     plan = Plan(diag)
     cause = diag.verdict.cause
-    if cause is Cause.OK or (diag.probe.state is State.OPEN and cause is not Cause.PROXY_UPSTREAM):
+    if cause is Cause.OK:
         plan.note = "the target accepts connections: nothing to fix"
         return plan
     if cause is Cause.PROXY_UPSTREAM:

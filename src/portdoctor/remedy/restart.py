@@ -11,17 +11,19 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from portdoctor.errors import PortdoctorError
 from portdoctor.host import LocalHost
 
 # signals asking each server for a clean, quick shutdown (postgres: SIGINT is "fast shutdown")
-_STOP_SIGNAL = {"postgres": signal.SIGINT, "postmaster": signal.SIGINT}
+_STOP_SIGNAL = {"postgres": signal.SIGINT, "postmaster": signal.SIGINT, "nginx": signal.SIGQUIT}
 _NAMESPACES = ("net", "mnt", "uts", "ipc")
 _CLONE = {"net": 0x40000000, "mnt": 0x00020000, "uts": 0x04000000, "ipc": 0x08000000}
 
@@ -65,7 +67,33 @@ def how_started(pid: int) -> Started:
     gid = int(fields["Gid"].split()[0])
     groups = tuple(int(g) for g in fields.get("Groups", "").split())
     name = fields.get("Name", "").strip()
+    argv = normal_argv(argv)
     return Started(pid, exe.removesuffix(" (deleted)"), argv, cwd, env, uid, gid, groups, name)
+
+
+def normal_argv(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """The command line a process was started with, from /proc/PID/cmdline (nginx's master
+    rewrites it into its title: `nginx: master process nginx -c FILE`)."""
+    if argv and argv[0].startswith("nginx: master process "):
+        return tuple(argv[0].removeprefix("nginx: master process ").split()) + argv[1:]
+    if len(argv) == 1 and " " in argv[0] and argv[0].split()[0].endswith("redis-server"):
+        return tuple(argv[0].split())  # redis's title, one string: `redis-server 127.0.0.1:6379`
+    return argv
+
+
+_REDIS_TITLE = re.compile(r"^\S*:\d+$")
+
+
+def with_config(how: Started, config: str | None) -> Started:
+    """Redis replaces its command line with a title (`redis-server 127.0.0.1:6379`): its real
+    one was `redis-server CONFIG_FILE` when it reads a file (INFO config_file); anything else is
+    lost, and such a server is not started again by hand."""
+    if not how.name.startswith("redis-server") or len(how.argv) != 2 or not _REDIS_TITLE.match(how.argv[1]):
+        return how
+    if not config:
+        raise RestartError("redis-server rewrote its command line and reads no config file: the options it was "
+                           "started with are not known; restart it yourself")
+    return replace(how, argv=(how.argv[0], config))
 
 
 def stop(pid: int, name: str, timeout: float = 30.0) -> None:
@@ -80,6 +108,11 @@ def stop(pid: int, name: str, timeout: float = 30.0) -> None:
             return
         time.sleep(0.05)
     raise RestartError(f"{name} (pid {pid}) did not stop within {timeout:g} s; it is still running")
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    return _alive(pid)
 
 
 def _alive(pid: int) -> bool:
@@ -130,22 +163,50 @@ def namespaces_of(pid: int) -> dict[str, int]:
     return out
 
 
-def respawn(pid: int, log: Path, expect_name: str | None = None) -> tuple[int, Started]:
-    """Stop `pid` and start it again the same way; return (new pid, how it was started)."""
-    how = how_started(pid)
-    if expect_name and expect_name not in (how.name, Path(how.exe).name) and \
-            not any(expect_name in a for a in how.argv[:1]):
-        raise RestartError(f"pid {pid} is now {how.name}, not {expect_name}: it was restarted by someone else")
+def respawn(pid: int, log: Path, keep: dict[str, Any] | None = None,
+            config: str | None = None) -> tuple[int, Started]:
+    """Stop `pid` and start it again the same way; return (new pid, how it was started).
+
+    With `keep` (a dict), how it was started and its namespaces' fds stay there for `start_kept`,
+    so a rollback can start it again even when the new process died; `close_kept` closes them.
+    """
+    how = with_config(how_started(pid), config)
     ok, why = LocalHost().trusted_executable(how.exe)
     if not ok:
         raise RestartError(f"{how.exe} is not started again by portdoctor: {why}")
     ns = namespaces_of(pid)
     try:
         stop(pid, how.name)
-        return start(how, log, ns), how
+        new_pid = start(how, log, ns)
+    except BaseException:
+        if keep is None:
+            _close(ns)
+        raise
     finally:
-        for fd in ns.values():
+        if keep is not None:
+            keep.setdefault("ns", ns)
+            keep.setdefault("how", how)
+    if keep is None:
+        _close(ns)
+    return new_pid, how
+
+
+def start_kept(keep: dict[str, Any], log: Path) -> int:
+    """Start again a server whose start details `respawn` kept."""
+    return start(keep["how"], log, keep["ns"])
+
+
+def close_kept(keep: dict[str, Any]) -> None:
+    """Close the namespace fds `respawn` kept."""
+    _close(keep.get("ns") or {})
+
+
+def _close(ns: dict[str, int]) -> None:
+    for fd in ns.values():
+        try:
             os.close(fd)
+        except OSError:
+            pass
 
 
 def argv_hash(argv: tuple[str, ...] | list[str]) -> str:
@@ -163,7 +224,7 @@ def find_again(sha: str) -> int | None:
                     for a in Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0") if a]
         except OSError:
             continue
-        if argv and argv_hash(argv) == sha:
+        if argv and sha in (argv_hash(normal_argv(tuple(argv))), argv_hash(tuple(argv))):
             return int(entry)
     return None
 

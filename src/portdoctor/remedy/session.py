@@ -28,6 +28,7 @@ class FixReport:
     result: Result | None = None
     as_root: bool = True
     from_addr: str | None = None
+    shown: list[str] | None = None  # the previews as they were before anything was applied
 
     @property
     def ok(self) -> bool:
@@ -35,7 +36,10 @@ class FixReport:
         return self.status in ("fixed", "nothing_to_fix", "undone")
 
     def previews(self) -> list[str]:
-        """The diff or exact command of each step, `sudo` added when not running as root."""
+        """The diff or exact command of each step, `sudo` added when not running as root (as
+        they were before anything was applied, once it has been)."""
+        if self.shown is not None:
+            return self.shown
         out = []
         for a in self.plan.all_steps if self.plan else []:
             text = preview(a)
@@ -77,7 +81,8 @@ def fix_target(target: Target, from_addr: str | None = None, service: str | None
     if not as_root and any(a.needs_root for a in steps):
         report.status = "needs_root"
         return report
-    if not yes and (confirm is None or not confirm(plan, report.previews())):
+    report.shown = report.previews()
+    if not yes and (confirm is None or not confirm(plan, report.shown)):
         report.status = "declined"
         return report
     report.result = apply_plan(plan, from_addr, say)
