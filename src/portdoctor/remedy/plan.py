@@ -9,7 +9,7 @@ fixed at the upstream: the upstream is diagnosed on its own and its plan becomes
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from portdoctor.model import Action, ActionKind, Cause, Diagnosis, Fix, Severity, State, Target
@@ -71,6 +71,30 @@ def build_plan(diag: Diagnosis, depth: int = 0, timeout: float = 3.0) -> Plan:
         return plan
     if cause is Cause.PROXY_UPSTREAM:
         return _proxy_plan(plan, depth, timeout)
+    _collect(plan, cause)
+    if not plan.steps:
+        # the verdict has no automatic fix; another error finding may (a supervisor that says the
+        # program is stopped, beside a listener in some other namespace that won the ranking)
+        for other in dict.fromkeys(f.cause for f in diag.findings if f.severity is Severity.ERROR):
+            if other is cause or other in (Cause.OK, Cause.UNKNOWN):
+                continue
+            trial = Plan(diag)
+            _collect(trial, other)
+            if trial.steps:
+                plan.steps, plan.refused = trial.steps, plan.refused + trial.refused
+                plan.note = (f"the verdict ({cause.value}) has no automatic fix; the {other.value} finding "
+                             f"has one")
+                return plan
+    if not any(f.cause is cause for f in diag.findings):
+        plan.note = f"no finding of cause {cause.value} to act on"
+    elif not plan.steps:
+        plan.note = "nothing here can be changed automatically; the steps below are yours"
+    return plan
+
+
+def _collect(plan: Plan, cause: Cause) -> None:
+    """Put the actions of the findings of `cause` into the plan: steps, or refused."""
+    diag = plan.diagnosis
     mine = [f for f in diag.findings if f.cause is cause and f.severity is Severity.ERROR] or \
         [f for f in diag.findings if f.cause is cause]
     seen: set[tuple] = set()
@@ -82,16 +106,9 @@ def build_plan(diag: Diagnosis, depth: int = 0, timeout: float = 3.0) -> Plan:
                 continue
             seen.add(_key(a))
             if a.kind is ActionKind.EDIT_SETTING and blocked_restart and a.automatic:
-                from dataclasses import replace
-
                 a = replace(a, refused="the restart that applies it cannot be automated (see below)")
             (plan.steps if a.automatic else plan.refused).append(a)
         plan.manual.extend(x for x in f.fix if x.action is None)
-    if not mine:
-        plan.note = f"no finding of cause {cause.value} to act on"
-    elif not plan.steps:
-        plan.note = "nothing here can be changed automatically; the steps below are yours"
-    return plan
 
 
 def _proxy_plan(plan: Plan, depth: int, timeout: float) -> Plan:
