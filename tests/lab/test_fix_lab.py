@@ -209,6 +209,21 @@ def test_redis_bound_to_loopback(cs: tuple[Host, Host], d: Path) -> None:
     assert connects(c, 6379) == 0
 
 
+def test_redis_bound_by_its_command_line_is_changed_at_run_time(cs: tuple[Host, Host], d: Path) -> None:
+    need("redis-server", "redis-cli")
+    c, s = cs
+    s.start(["redis-server", "--bind", "127.0.0.1", "--port", "6379", "--save", "", "--appendonly", "no",
+             "--dir", str(d), "--protected-mode", "no"], ready_port=6379)
+    assert connects(c, 6379) == errno.ECONNREFUSED
+    doc = fixed(s, "10.0.0.2:6379", "--from", "10.0.0.1")
+    step = doc["plan"]["steps"][0]
+    assert step["tool"] == "redis-cli" and step["persist"].startswith("start redis with --bind"), step
+    assert connects(c, 6379) == 0
+    rc, undo = fix(s, "--undo")
+    assert rc == 0 and undo["status"] == "undone", undo
+    assert connects(c, 6379) == errno.ECONNREFUSED
+
+
 def test_postgres_bound_to_loopback(cs: tuple[Host, Host], d: Path) -> None:
     bindirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
     if not bindirs:

@@ -141,6 +141,8 @@ def bind_actions(snap: Snapshot, ctx: Context, family: int) -> list[Action]:
     exposes = (f"port {port}/tcp of {info.name} to every network this host is on "
                f"({', '.join(a.address for a in snap.addresses if not addresses.is_loopback(a.address))}), "
                f"as far as the firewall lets clients in")
+    if c.path == COMMAND_LINE and info.name == "redis":
+        return [redis_config_set(socks, proc, "bind", c.value, new, exposes)]
     if c.path == COMMAND_LINE:
         return [Action(ActionKind.EDIT_SETTING, f"{info.name}'s command line: `{c.text}` -> {c.key} {new}",
                        path=c.path, key=c.key, old=c.value, new=new, service=info.name, exposes=exposes,
@@ -155,6 +157,25 @@ def bind_actions(snap: Snapshot, ctx: Context, family: int) -> list[Action]:
                           "from elsewhere use it: without one, protected mode answers them with an error",
                           needs_root=False, refused="a password is yours to choose"))
     return out
+
+
+def redis_config_set(socks: list, proc: Process, key: str, old: str, new: str, exposes: str) -> Action:
+    """A redis started with the setting on its command line: change it at run time (CONFIG SET),
+    which needs no restart; it lasts until redis restarts, so the command line must change too."""
+    sock = next((x for x in socks if proc.pid in x.pids), socks[0] if socks else None)
+    host = "127.0.0.1"
+    if sock is not None and not addresses.is_wildcard(sock.address) and not addresses.is_loopback(sock.address):
+        host = sock.address
+    elif sock is not None and sock.family == 6 and addresses.is_loopback(sock.address):
+        host = "::1"
+    port = str(sock.port) if sock is not None else "6379"
+    base = ("redis-cli", "-h", host, "-p", port)
+    undo_base = (*base[:4], new) if key == "port" else base  # after CONFIG SET port, redis is on the new one
+    return Action(ActionKind.COMMAND, f"redis (pid {proc.pid}) at run time: CONFIG SET {key} {new} (was {old})",
+                  argv=(*base, "CONFIG", "SET", key, new), undo=shlex.join((*undo_base, "CONFIG", "SET", key, old)),
+                  needs_root=False, key=key, old=old, new=new,
+                  service="redis", tool="redis-cli", exposes=exposes,
+                  persist=f"start redis with --{key} {shlex.quote(new)} instead of --{key} {shlex.quote(old)}")
 
 
 def port_actions(snap: Snapshot, ctx: Context) -> list[Action]:
@@ -183,6 +204,10 @@ def port_actions(snap: Snapshot, ctx: Context) -> list[Action]:
                 new = with_port(info.name, c.value, old_port, port)
             except EditError:
                 continue
+            if c.path == COMMAND_LINE and info.name == "redis":
+                socks = [x for x in snap.listeners if proc.pid in x.pids and x.port == old_port]
+                return [redis_config_set(socks, proc, "port", str(old_port), str(port),
+                                         f"redis on port {port} instead of {old_port}")]
             if c.path == COMMAND_LINE:
                 return [Action(ActionKind.EDIT_SETTING, f"{info.name}'s command line: {c.text}", path=c.path,
                                key=c.key, old=c.value, new=new, service=info.name,
@@ -251,7 +276,7 @@ def resource_actions(snap: Snapshot, ctx: Context, finding: Finding) -> list[Act
     it; an open-files limit raised up to the hard limit; a stopped process resumed."""
     port = ctx.target.port
     out: list[Action] = []
-    text = " ".join((finding.summary, *finding.evidence))
+    text = " ".join((finding.summary, *finding.evidence, *(f"{x.description} {x.command or ''}" for x in finding.fix)))
     for s in listeners_on_port(snap, port):
         procs = owners(snap, s)
         stopped = [p for p in procs if p.state in ("T", "t")]
@@ -423,6 +448,8 @@ def actions_for(snap: Snapshot, ctx: Context, finding: Finding) -> list[Action]:
         return port_actions(snap, ctx)
     if cause is Cause.SERVICE_NOT_RUNNING:
         return start_actions(snap, ctx)
+    if cause is Cause.PORT_MAPPING:
+        return [a for a in start_actions(snap, ctx) if a.tool in ("podman", "docker")]
     if cause is Cause.RESOURCE_EXHAUSTION:
         return resource_actions(snap, ctx, finding)
     return []

@@ -164,7 +164,9 @@ def do_step(action: Action, journal: Journal, say: Say, kept: dict[str, Any] | N
     elif kind is ActionKind.FIREWALL_RULE:
         rec.update(_firewall(action, say))
     elif kind in (ActionKind.START, ActionKind.COMMAND):
-        _run(action.argv, action.changes)
+        out = _run(action.argv, action.changes)
+        if action.tool == "redis-cli" and out.strip() != "OK":  # redis-cli exits 0 on an error reply
+            raise StepError(f"redis answered `{out.strip()[:200]}` to CONFIG SET {action.key}")
         rec["undo_argv"] = shlex.split(action.undo or "")
         say(f"ran {shlex.join(action.argv)}")
     else:
