@@ -105,7 +105,8 @@ def _collect(plan: Plan, cause: Cause) -> None:
             if _key(a) in seen:
                 continue
             seen.add(_key(a))
-            if a.kind is ActionKind.EDIT_SETTING and blocked_restart and a.automatic:
+            if a.kind in (ActionKind.EDIT_SETTING, ActionKind.SYSCTL) and blocked_restart and a.automatic:
+                # the change takes effect only with the restart: alone it would surprise at the next one
                 a = replace(a, refused="the restart that applies it cannot be automated (see below)")
             (plan.steps if a.automatic else plan.refused).append(a)
         plan.manual.extend(x for x in f.fix if x.action is None)
