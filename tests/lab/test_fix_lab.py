@@ -330,6 +330,25 @@ def test_dead_nginx_upstream(cs: tuple[Host, Host], d: Path) -> None:
     assert c.run(["curl", "-s", "-m", "5", "http://10.0.0.2:8080/"]).stdout == "upstream\n"
 
 
+def test_proxy_pointed_at_the_address_its_upstream_listens_on(cs: tuple[Host, Host], d: Path) -> None:
+    """nginx passes to 10.0.0.2:9001, the app listens on 127.0.0.1:9001 only: the proxy's line is
+    the mistake (pointing it at loopback exposes nothing new), so fix edits it and restarts nginx."""
+    need("nginx", "curl")
+    c, s = cs
+    (d / "www").mkdir()
+    (d / "www" / "index.html").write_text("app\n")
+    s.start([sys.executable, "-m", "http.server", "9001", "--bind", "127.0.0.1", "--directory", str(d / "www")],
+            ready_port=9001)
+    conf = d / "nginx.conf"
+    conf.write_text(nginx_conf(d, "    server {\n        listen 8080;\n"
+                                  "        location / { proxy_pass http://10.0.0.2:9001; }\n    }\n"))
+    s.start(["nginx", "-c", str(conf)], ready_port=8080)
+    doc = fixed(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    assert doc["plan"]["steps"][0]["new"] == "127.0.0.1:9001", doc["plan"]
+    assert "proxy_pass http://127.0.0.1:9001;" in conf.read_text()
+    assert c.run(["curl", "-s", "-m", "5", "http://10.0.0.2:8080/"]).stdout == "app\n"
+
+
 # =========================================================================== safety
 
 

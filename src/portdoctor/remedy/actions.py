@@ -422,6 +422,42 @@ def firewall_action(o: Outcome, source: str | None) -> Action:
                   persist=f"{save} (netfilter-persistent save)")
 
 
+def proxy_address_actions(snap: Snapshot, ctx: Context) -> list[Action]:
+    """proxy_upstream where the upstream runs on this host on the same port but another address
+    (loopback only, or `localhost` resolving to the other family): point the proxy's line at the
+    address the upstream listens on (narrower than binding the upstream wider), then restart the
+    proxy. Empty when no upstream is like that."""
+    from portdoctor.checks.proxy import hops
+    from portdoctor.checks import endpoint_key
+
+    out: list[Action] = []
+    for h in hops(snap, ctx.target):
+        if h.unix:
+            continue
+        seen = ctx.followups.get(endpoint_key(h.host, h.port)) if not h.name else None
+        if seen is not None and seen.state.value == "open":
+            continue
+        on_port = [x for x in snap.listeners if x.port == h.port and not addresses.is_wildcard(x.address)]
+        if not on_port or (not h.name and any(addresses.same_address(x.address, h.host) for x in on_port)):
+            continue
+        if h.name and h.host not in ("localhost", "localhost.localdomain"):
+            continue
+        up = h.upstream
+        raw = (up.host or "").strip()
+        old = f"{raw}:{h.port}"
+        if up.line is None or old not in up.text:
+            continue
+        new_addr = on_port[0].address
+        new = f"{addresses.endpoint(new_addr, h.port)}"
+        proc = snap.processes.get(h.proxy.pid)
+        edit = Action(ActionKind.EDIT_SETTING, f"{up.file} line {up.line}: {up.directive} {old} -> {new} "
+                      f"(the upstream listens on {on_port[0].endpoint})", path=up.file, line=up.line,
+                      key=up.directive, old=old, new=new, service=h.proxy.kind, undo=f"restore the backup of {up.file}")
+        out += [edit, restart_action(snap, proc, "so it uses the new upstream address")]
+        break
+    return out
+
+
 def _split(command: str | None) -> list[str]:
     if not command:
         return []

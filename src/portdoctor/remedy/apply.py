@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from portdoctor.errors import PortdoctorError
 from portdoctor.host import LocalHost
-from portdoctor.model import Action, ActionKind, State, Target
+from portdoctor.model import Action, ActionKind, Cause, State, Target
 from portdoctor.redact import argv as redact_argv
 from portdoctor.remedy import restart
 from portdoctor.remedy.configedit import VALIDATORS, EditError, edit_text, unified_diff
@@ -96,6 +96,8 @@ def _validate(action: Action, path: str, new_text: str) -> str | None:
     spec = VALIDATORS.get(action.service or "")
     if spec is None:
         return None
+    if action.service == "nginx" and not re.search(r"^\s*events\s*\{", new_text, re.M):
+        return "not validated: an included file (nginx checks whole configurations only)"
     host = LocalHost()
     exe = host.which(spec[0])
     if exe is None:
@@ -343,6 +345,8 @@ def verify(plan: Plan, from_addr: str | None, wait: float = PORT_WAIT,
     snap = plan.diagnosis.snapshot
     local_from = bool(from_addr and snap is not None and is_local(snap, from_addr))
     remote_from = bool(from_addr) and not local_from and plan.upstream is None
+    if plan.cause is Cause.PROXY_UPSTREAM and plan.upstream is None:
+        return _verify_proxy(plan, from_addr, wait)
     restarted = any(a.kind in (ActionKind.RESTART, ActionKind.START) for a in plan.all_steps)
     deadline = time.monotonic() + (wait if restarted or not remote_from else 2.0)
     state = "refused"
@@ -371,6 +375,21 @@ def verify(plan: Plan, from_addr: str | None, wait: float = PORT_WAIT,
     if state == State.OPEN.value:
         return True, f"{target.input} accepts connections {where}"
     return False, f"{target.input} is still {state} {where} after {wait:g} s"
+
+
+def _verify_proxy(plan: Plan, from_addr: str | None, wait: float) -> tuple[bool, str]:
+    """A proxy accepts TCP either way: a fresh diagnosis says whether its upstream answers now."""
+    from portdoctor.diagnose import diagnose
+
+    deadline = time.monotonic() + wait
+    while True:
+        again = diagnose(plan.diagnosis.target, from_addr=from_addr, timeout=2.0)
+        if again.verdict.cause is not Cause.PROXY_UPSTREAM or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if again.verdict.cause in (Cause.OK,) or not any(f.severity.value == "error" for f in again.findings):
+        return True, f"a fresh diagnosis of {plan.diagnosis.target.input} finds its upstream answering"
+    return False, f"a fresh diagnosis still finds {again.verdict.cause.value}: {again.verdict.summary}"
 
 
 # --------------------------------------------------------------------------- the whole fix

@@ -120,6 +120,17 @@ def _proxy_plan(plan: Plan, depth: int, timeout: float) -> Plan:
 
     diag = plan.diagnosis
     snap = diag.snapshot
+    if snap is not None:
+        from portdoctor.checks import Context
+        from portdoctor.remedy.actions import proxy_address_actions
+
+        ctx = Context(target=diag.target, probe=diag.probe, followups=diag.followups)
+        acts = proxy_address_actions(snap, ctx)
+        if acts and all(a.automatic for a in acts):
+            plan.steps = acts
+            plan.note = "the proxy names an address its upstream does not listen on: pointing it there"
+            return plan
+        plan.refused.extend(a for a in acts if not a.automatic)
     dead = [(k, r) for k, r in diag.followups.items() if r.state is not State.OPEN]
     for _key_, probe in dead:
         host = probe.target.host
