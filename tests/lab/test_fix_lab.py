@@ -27,6 +27,7 @@ import pytest
 
 from clients import hold
 from netlab import LISTENER, Host, Lab, NETNS_ETC
+from faults import mariadb
 from servers import need, nginx_conf, readable_tmpdir, supervisord
 from verdicts import diagnose, verdict
 
@@ -243,6 +244,16 @@ def test_postgres_bound_to_loopback(cs: tuple[Host, Host], d: Path) -> None:
     fixed(s, "10.0.0.2:5432", "--from", "10.0.0.1")
     assert "listen_addresses = '*'\t# only here\n" in conf.read_text()
     assert connects(c, 5432) == 0
+
+
+def test_mariadb_bound_to_loopback(cs: tuple[Host, Host], d: Path) -> None:
+    c, s = cs
+    conf = mariadb(s, d, "[mysqld]\ndatadir = {d}/data\nsocket = {d}/sock\npid-file = {d}/pid\n"
+                         "port = 3306\nbind-address = 127.0.0.1   # local clients only\nskip-grant-tables\n", 3306)
+    assert connects(c, 3306) == errno.ECONNREFUSED
+    fixed(s, "10.0.0.2:3306", "--from", "10.0.0.1")
+    assert "bind-address = 0.0.0.0   # local clients only\n" in conf.read_text()
+    assert connects(c, 3306) == 0
 
 
 NGINX_HELLO = """    server {
