@@ -191,3 +191,12 @@ def test_diagnosis_json_carries_actions() -> None:
     fixes = [x for f in d.to_json()["findings"] for x in f["fix"]]
     assert all("action" in x and "description" in x and "command" in x for x in fixes)
     assert any(x["action"]["kind"] == "firewall_rule" and x["action"]["automatic"] for x in fixes)
+
+
+def test_a_firewall_change_on_the_ssh_sessions_port_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule of the recorded case blocks port 8080; a session on 8080 must not see it changed."""
+    monkeypatch.setenv("SSH_CONNECTION", "10.0.0.1 50000 10.0.0.2 8080")
+    p = plan_of("firewall_lab--test_reject_tcp_reset_on_input.json")
+    assert not p.steps and "SSH connection" in (p.refused[0].refused or "")
+    monkeypatch.setenv("SSH_CONNECTION", "10.0.0.1 50000 10.0.0.2 22")
+    assert plan_of("firewall_lab--test_reject_tcp_reset_on_input.json").steps

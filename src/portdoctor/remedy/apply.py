@@ -72,7 +72,7 @@ def preview(action: Action) -> str:
         except restart.RestartError as exc:
             return f"(cannot read how it was started: {exc})"
     if action.kind is ActionKind.SYSCTL:
-        return f"{shlex.join(action.argv)}\necho '{action.key} = {action.new}' >> {action.path}"
+        return f"{shlex.join(action.argv)}\ntee -a {action.path} <<< '{action.key} = {action.new}'"
     return shlex.join(action.argv) if action.argv else action.changes
 
 
@@ -346,7 +346,7 @@ def verify(plan: Plan, from_addr: str | None, wait: float = PORT_WAIT,
     local_from = bool(from_addr and snap is not None and is_local(snap, from_addr))
     remote_from = bool(from_addr) and not local_from and plan.upstream is None
     if plan.cause is Cause.PROXY_UPSTREAM and plan.upstream is None:
-        return _verify_proxy(plan, from_addr, wait)
+        return _verify_proxy(plan, from_addr, wait, died)
     restarted = any(a.kind in (ActionKind.RESTART, ActionKind.START) for a in plan.all_steps)
     deadline = time.monotonic() + (wait if restarted or not remote_from else 2.0)
     state = "refused"
@@ -377,19 +377,25 @@ def verify(plan: Plan, from_addr: str | None, wait: float = PORT_WAIT,
     return False, f"{target.input} is still {state} {where} after {wait:g} s"
 
 
-def _verify_proxy(plan: Plan, from_addr: str | None, wait: float) -> tuple[bool, str]:
-    """A proxy accepts TCP either way: a fresh diagnosis says whether its upstream answers now."""
+def _verify_proxy(plan: Plan, from_addr: str | None, wait: float,
+                  died: Callable[[], bool]) -> tuple[bool, str]:
+    """A proxy accepts TCP either way: once it listens again, a fresh diagnosis says whether its
+    upstream answers now."""
     from portdoctor.diagnose import diagnose
+    from portdoctor.probe import probe
 
+    target = plan.diagnosis.target
     deadline = time.monotonic() + wait
+    while probe(target, timeout=2.0).state is not State.OPEN and time.monotonic() < deadline and not died():
+        time.sleep(0.3)
     while True:
-        again = diagnose(plan.diagnosis.target, from_addr=from_addr, timeout=2.0)
-        if again.verdict.cause is not Cause.PROXY_UPSTREAM or time.monotonic() > deadline:
-            break
+        again = diagnose(target, from_addr=from_addr, timeout=2.0)
+        errors = [f for f in again.findings if f.severity.value == "error"]
+        if again.verdict.cause is Cause.OK or not errors:
+            return True, f"a fresh diagnosis of {target.input} finds its upstream answering"
+        if time.monotonic() > deadline or died():
+            return False, f"a fresh diagnosis still finds {again.verdict.cause.value}: {again.verdict.summary}"
         time.sleep(0.5)
-    if again.verdict.cause in (Cause.OK,) or not any(f.severity.value == "error" for f in again.findings):
-        return True, f"a fresh diagnosis of {plan.diagnosis.target.input} finds its upstream answering"
-    return False, f"a fresh diagnosis still finds {again.verdict.cause.value}: {again.verdict.summary}"
 
 
 # --------------------------------------------------------------------------- the whole fix
