@@ -25,6 +25,7 @@ from portdoctor.snapshot import Snapshot
 if TYPE_CHECKING:
     from portdoctor.checks import Context
     from portdoctor.firewall.evaluate import Outcome
+    from portdoctor.hostfacts import Supervisord
 
 # systemd-like sysctl drop-in written by `fix` (persisting a kernel setting)
 SYSCTL_FILE = "/etc/sysctl.d/60-portdoctor.conf"
@@ -82,17 +83,28 @@ def _config_file(snap: Snapshot, service: str) -> str | None:
     return paths[0] if paths else None
 
 
+def _holders(snap: Snapshot, proc: Process) -> set[int]:
+    """proc's pid and the pids sharing its listening sockets (nginx's master and workers)."""
+    out = {proc.pid}
+    for s in snap.listeners:
+        if proc.pid in s.pids:
+            out.update(s.pids)
+    return out
+
+
 def supervised_program(snap: Snapshot, proc: Process) -> tuple[tuple[str, ...], str] | None:
-    """(supervisorctl argv, program name) when a supervisord of the snapshot runs `proc`."""
+    """(supervisorctl argv, program name) when a supervisord of the snapshot runs `proc` (or the
+    process that shares its sockets: a worker's master)."""
     sups = snap.supervisors.supervisord if snap.supervisors else ()
+    pids = _holders(snap, proc)
     for sup in sups:
         for p in sup.programs:
-            if p.pid and p.pid == proc.pid:
+            if p.pid and p.pid in pids:
                 return _ctl(sup), p.name
     return None
 
 
-def _ctl(sup) -> tuple[str, ...]:
+def _ctl(sup: Supervisord) -> tuple[str, ...]:
     if sup.socket:
         sock = sup.socket if "://" in sup.socket else f"unix://{sup.socket}"
         return ("supervisorctl", "-s", sock)
@@ -102,9 +114,10 @@ def _ctl(sup) -> tuple[str, ...]:
 
 
 def _nginx_master(snap: Snapshot, proc: Process) -> Process:
-    """The nginx master among the snapshot's nginx processes holding the same sockets."""
-    for p in snap.processes.values():
-        if p.name == "nginx" and "master process" in p.command:
+    """The nginx master among the processes holding the same sockets as `proc`."""
+    for pid in sorted(_holders(snap, proc)):
+        p = snap.processes.get(pid)
+        if p is not None and p.name == "nginx" and "master process" in p.command:
             return p
     return proc
 
