@@ -225,7 +225,10 @@ def test_redis_bound_by_its_command_line_is_changed_at_run_time(cs: tuple[Host, 
     assert connects(c, 6379) == errno.ECONNREFUSED
 
 
-def test_postgres_bound_to_loopback(cs: tuple[Host, Host], d: Path) -> None:
+@pytest.mark.parametrize("setting", ["listen_addresses = 'localhost'\t# only here\n", ""],
+                         ids=["its-line", "the-default"])
+def test_postgres_bound_to_loopback(cs: tuple[Host, Host], d: Path, setting: str) -> None:
+    """By its own line, or by the default (no active listen_addresses line: fix adds one)."""
     bindirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
     if not bindirs:
         need("/usr/lib/postgresql/NN/bin/postgres")
@@ -237,12 +240,16 @@ def test_postgres_bound_to_loopback(cs: tuple[Host, Host], d: Path) -> None:
                     "--no-sync"], check=True, capture_output=True)
     conf = data / "postgresql.conf"
     with conf.open("a") as fh:
-        fh.write("\nlisten_addresses = 'localhost'\t# only here\nport = 5432\n")
+        fh.write(f"\n{setting}port = 5432\n")
+    before = conf.read_text()
     s.start(["runuser", "-u", "postgres", "--", str(bindir / "postgres"), "-D", str(data), "-k", str(d)],
             ready_port=5432, timeout=30)
     assert connects(c, 5432) == errno.ECONNREFUSED
     fixed(s, "10.0.0.2:5432", "--from", "10.0.0.1")
-    assert "listen_addresses = '*'\t# only here\n" in conf.read_text()
+    if setting:
+        assert conf.read_text() == before.replace("= 'localhost'\t# only here", "= '*'\t# only here")
+    else:
+        assert conf.read_text() == before + "listen_addresses = '*'\n"
     assert connects(c, 5432) == 0
 
 

@@ -200,3 +200,10 @@ def test_a_firewall_change_on_the_ssh_sessions_port_is_refused(monkeypatch: pyte
     assert not p.steps and "SSH connection" in (p.refused[0].refused or "")
     monkeypatch.setenv("SSH_CONNECTION", "10.0.0.1 50000 10.0.0.2 22")
     assert plan_of("firewall_lab--test_reject_tcp_reset_on_input.json").steps
+
+
+def test_append_setting() -> None:
+    from portdoctor.remedy.configedit import append_setting
+
+    assert append_setting("port = 5432", "listen_addresses = '*'") == "port = 5432\nlisten_addresses = '*'\n"
+    assert append_setting("a\n", "b") == "a\nb\n"

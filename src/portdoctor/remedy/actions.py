@@ -146,6 +146,17 @@ def bind_actions(snap: Snapshot, ctx: Context, family: int) -> list[Action]:
     proc, info = known[0]
     keys = [k for spec in info.configs for k in spec.bind_keys]
     lines = [c for c in snap.configs if c.service == info.name and c.key in keys and c.key != "protected-mode"]
+    if not lines and info.name == "postgresql" and _pg_config(proc):
+        path = _pg_config(proc) or ""
+        new = "'*'"
+        exposes = (f"port {port}/tcp of postgresql to every network this host is on, as far as the firewall "
+                   f"and pg_hba.conf let clients in")
+        return [Action(ActionKind.EDIT_SETTING, f"{path}: add listen_addresses = {new} (the default, localhost, "
+                       f"applies now)", path=path, key="listen_addresses", new=new, service=info.name,
+                       undo=f"restore the backup of {path}", exposes=exposes),
+                restart_action(snap, proc, f"to listen on {new}", path),
+                Action(ActionKind.MANUAL, "add a pg_hba.conf `host` line for the clients' network, or PostgreSQL "
+                       "rejects them after connecting", refused="who may log in is yours to decide")]
     if not lines:
         return [Action(ActionKind.MANUAL, f"set `{info.bind_key_hint}` in {info.name}'s configuration",
                        service=info.name, refused="no bind setting was found to change (the default applies)")]
@@ -189,6 +200,22 @@ def redis_config_set(socks: list, proc: Process, key: str, old: str, new: str, e
                   needs_root=False, key=key, old=old, new=new,
                   service="redis", tool="redis-cli", exposes=exposes,
                   persist=f"start redis with --{key} {shlex.quote(new)} instead of --{key} {shlex.quote(old)}")
+
+
+def _pg_config(proc: Process) -> str | None:
+    """postgresql.conf of a postmaster: `-c config_file=FILE`, else `-D DIR`/postgresql.conf."""
+    argv = list(proc.cmdline)
+    for i, a in enumerate(argv):
+        if a.startswith("config_file=") and i and argv[i - 1] == "-c":
+            return a.partition("=")[2]
+        if a.startswith("--config-file=") or a.startswith("--config_file="):
+            return a.partition("=")[2]
+    for i, a in enumerate(argv):
+        if a == "-D" and i + 1 < len(argv):
+            return f"{argv[i + 1].rstrip('/')}/postgresql.conf"
+        if a.startswith("-D") and len(a) > 2:
+            return f"{a[2:].rstrip('/')}/postgresql.conf"
+    return None
 
 
 def port_actions(snap: Snapshot, ctx: Context) -> list[Action]:

@@ -25,7 +25,7 @@ from portdoctor.host import LocalHost
 from portdoctor.model import Action, ActionKind, Cause, State, Target
 from portdoctor.redact import argv as redact_argv
 from portdoctor.remedy import restart
-from portdoctor.remedy.configedit import VALIDATORS, EditError, edit_text, unified_diff
+from portdoctor.remedy.configedit import VALIDATORS, EditError, append_setting, edit_text, unified_diff
 from portdoctor.remedy.journal import Journal, last_applied
 from portdoctor.remedy.plan import Plan
 
@@ -61,8 +61,7 @@ def preview(action: Action) -> str:
     if action.kind is ActionKind.EDIT_SETTING and action.path and action.path.startswith("/"):
         try:
             before = Path(action.path).read_text(errors="surrogateescape")
-            after = edit_text(before, action.line or 0, action.key or "", action.old or "", action.new or "")
-            return unified_diff(action.path, before, after)
+            return unified_diff(action.path, before, changed_text(action, before))
         except (OSError, EditError) as exc:
             return f"(cannot show the change: {exc})"
     if action.kind is ActionKind.RESTART and action.tool == "respawn":
@@ -77,6 +76,14 @@ def preview(action: Action) -> str:
 
 
 # --------------------------------------------------------------------------- one step
+
+
+def changed_text(action: Action, before: str) -> str:
+    """The config file's text after the action: one value changed, or (no line: the setting is at
+    its default) one `key = value` line added at the end."""
+    if action.line is None and action.old is None:
+        return append_setting(before, f"{action.key} = {action.new}")
+    return edit_text(before, action.line or 0, action.key or "", action.old or "", action.new or "")
 
 
 def _sha(data: bytes) -> str:
@@ -126,7 +133,7 @@ def do_step(action: Action, journal: Journal, say: Say, kept: dict[str, Any] | N
         data = Path(path).read_bytes()
         before = data.decode(errors="surrogateescape")
         try:
-            after = edit_text(before, action.line or 0, action.key or "", action.old or "", action.new or "")
+            after = changed_text(action, before)
         except EditError as exc:
             raise StepError(str(exc)) from exc
         checked = _validate(action, path, after)

@@ -108,6 +108,13 @@ def edit_text(text: str, number: int, key: str, old: str, new: str, line_text: s
     return "".join(lines)
 
 
+def append_setting(text: str, line: str) -> str:
+    """The file with `line` added at its end (for a setting the file leaves at its default, in a
+    format where the last setting wins)."""
+    sep = "" if not text or text.endswith("\n") else "\n"
+    return f"{text}{sep}{line}\n"
+
+
 def unified_diff(path: str, before: str, after: str) -> str:
     """A unified diff of one file, as `diff -u` prints it."""
     return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
