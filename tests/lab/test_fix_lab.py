@@ -208,6 +208,13 @@ def test_redis_bound_to_loopback(cs: tuple[Host, Host], d: Path) -> None:
     assert "bind * -::*\n" in text and "# bind: which interfaces to listen on" in text, text
     assert text.replace("bind * -::*", "bind 127.0.0.1 -::1") == REDIS_CONF.format(port=6379, d=d)
     assert connects(c, 6379) == 0
+    # restarted with its config file (redis shows only a title in /proc/PID/cmdline): `dir` is from it
+    assert s.run(["redis-cli", "CONFIG", "GET", "dir"]).stdout.split() == ["dir", str(d)]
+    rc, undo = fix(s, "--undo")
+    assert rc == 0 and undo["status"] == "undone", undo
+    assert conf.read_text() == REDIS_CONF.format(port=6379, d=d)
+    s.wait_port(6379, "127.0.0.1")
+    assert connects(c, 6379) == errno.ECONNREFUSED
 
 
 def test_redis_bound_by_its_command_line_is_changed_at_run_time(cs: tuple[Host, Host], d: Path) -> None:

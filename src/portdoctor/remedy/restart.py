@@ -88,7 +88,9 @@ def with_config(how: Started, config: str | None) -> Started:
     """Redis replaces its command line with a title (`redis-server 127.0.0.1:6379`): its real
     one was `redis-server CONFIG_FILE` when it reads a file (INFO config_file); anything else is
     lost, and such a server is not started again by hand."""
-    if not how.name.startswith("redis-server") or len(how.argv) != 2 or not _REDIS_TITLE.match(how.argv[1]):
+    # the program is redis-check-rdb on Debian (redis-server links to it): argv[0] says what it runs as
+    if not Path(how.argv[0] if how.argv else "").name.startswith("redis-server") or len(how.argv) != 2 \
+            or not _REDIS_TITLE.match(how.argv[1]):
         return how
     if not config:
         raise RestartError("redis-server rewrote its command line and reads no config file: the options it was "

@@ -25,13 +25,14 @@ _STATUS = {
 
 
 def _action_lines(a: Action, indent: str) -> list[str]:
+    pad = " " * len(indent)
     out = [f"{indent}{a.changes}"]
     if a.exposes:
-        out.append(f"{indent}  exposes: {a.exposes}")
+        out.append(f"{pad}exposes: {a.exposes}")
     if a.refused:
-        out.append(f"{indent}  not automated: {a.refused}")
+        out.append(f"{pad}not automated: {a.refused}")
     if a.persist:
-        out.append(f"{indent}  to keep it after a reboot: {a.persist}")
+        out.append(f"{pad}to keep it after a reboot: {a.persist}")
     return out
 
 
