@@ -207,3 +207,35 @@ def test_append_setting() -> None:
 
     assert append_setting("port = 5432", "listen_addresses = '*'") == "port = 5432\nlisten_addresses = '*'\n"
     assert append_setting("a\n", "b") == "a\nb\n"
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _cli(*args: str, env: dict[str, str] | None = None):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "portdoctor", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=60)
+
+
+def test_fix_bad_input_is_one_line_and_exit_2() -> None:
+    cp = _cli("fix")
+    assert cp.returncode == 2 and cp.stderr.count("\n") == 1 and "TARGET" in cp.stderr, cp.stderr
+    cp = _cli("fix", "--undo", "127.0.0.1:1")
+    assert cp.returncode == 2 and cp.stderr.count("\n") == 1, cp.stderr
+    cp = _cli("fix", "127.0.0.1:1", "--from", "not-an-address")
+    assert cp.returncode == 2 and cp.stderr.count("\n") == 1, cp.stderr
+
+
+def test_undo_with_nothing_journaled(tmp_path: Path) -> None:
+    import os
+
+    if os.geteuid() != 0:
+        cp = _cli("fix", "--undo", "--json", env={"PORTDOCTOR_STATE_DIR": str(tmp_path)})
+        assert cp.returncode == 3 and "root" in cp.stderr
+        return
+    cp = _cli("fix", "--undo", "--json", env={"PORTDOCTOR_STATE_DIR": str(tmp_path)})
+    assert cp.returncode == 1 and json.loads(cp.stdout)["status"] == "nothing_to_undo", cp.stdout + cp.stderr
