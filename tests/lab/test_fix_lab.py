@@ -27,7 +27,7 @@ import pytest
 
 from clients import hold
 from netlab import LISTENER, Host, Lab, NETNS_ETC
-from faults import mariadb
+from faults import haproxy, mariadb
 from servers import need, nginx_conf, readable_tmpdir, supervisord
 from verdicts import diagnose, verdict
 
@@ -288,6 +288,16 @@ def test_nginx_bound_to_loopback(cs: tuple[Host, Host], d: Path) -> None:
     assert [x["tool"] for x in doc["plan"]["steps"] if x["kind"] == "restart"] == ["respawn"], doc["plan"]
     assert "listen 8080;   # only here, for now" in conf.read_text()
     assert c.run(["curl", "-s", "-m", "5", "http://10.0.0.2:8080/"]).stdout == "hello\n"
+
+
+def test_haproxy_bound_to_loopback(cs: tuple[Host, Host], d: Path) -> None:
+    c, s = cs
+    conf = haproxy(s, d, bind="127.0.0.1:8080", addr="127.0.0.1")
+    assert connects(c, 8080) == errno.ECONNREFUSED
+    doc = fixed(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    assert "validated with haproxy" in "\n".join(doc["result"]["log"]), doc["result"]
+    assert "    bind *:8080\n" in conf.read_text()
+    assert connects(c, 8080) == 0
 
 
 # =========================================================================== port, service, resources

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 SYSCTL_FILE = "/etc/sysctl.d/60-portdoctor.conf"
 # nginx too: a reload cannot trade `listen 127.0.0.1:80` for `listen 80` (the wildcard bind fails
 # while the old socket is open), a stop and start can
-RESPAWNED = ("redis", "postgresql", "mysql", "mongodb", "memcached", "nginx")  # servers `fix` may restart by hand
+RESPAWNED = ("redis", "postgresql", "mysql", "mongodb", "memcached", "nginx", "haproxy")  # servers `fix` may restart by hand
 
 
 def ssh_port(environ: dict[str, str] | None = None) -> int | None:

@@ -31,6 +31,9 @@ from portdoctor.remedy.plan import Plan
 
 Say = Callable[[str], None]
 PORT_WAIT = 20.0  # seconds a restarted service gets to accept again
+# causes that stop the TCP connection itself (a proxy's dead upstream does not)
+_BLOCKING = (Cause.SERVICE_NOT_RUNNING, Cause.WRONG_PORT, Cause.WRONG_INTERFACE, Cause.FIREWALL_REJECT,
+             Cause.FIREWALL_DROP, Cause.RESOURCE_EXHAUSTION, Cause.PORT_MAPPING)
 
 
 class StepError(PortdoctorError):
@@ -370,15 +373,18 @@ def verify(plan: Plan, from_addr: str | None, wait: float = PORT_WAIT,
         from portdoctor.diagnose import diagnose
 
         again = diagnose(plan.diagnosis.target, from_addr=from_addr, timeout=2.0)
-        errors = [f for f in again.findings if f.severity.value == "error"]
-        if not errors and again.verdict.cause.value in ("ok", plan.cause.value) and state == State.OPEN.value:
+        acted = plan.acted or plan.cause
+        same = [f for f in again.findings if f.severity.value == "error" and f.cause is acted]
+        blocking = [f for f in again.findings if f.severity.value == "error" and f.cause in _BLOCKING]
+        if state == State.OPEN.value and not same:
             return True, (f"{target.input} accepts connections from here, and a fresh diagnosis for clients "
-                          f"from {from_addr} (not an address of this host) finds nothing in their way")
-        if not errors:
+                          f"from {from_addr} (not an address of this host) no longer finds {acted.value}")
+        if not blocking:
             return True, (f"{target.input} is {state} from here (this host's own connection), and a fresh "
                           f"diagnosis for clients from {from_addr} finds nothing in their way")
+        bad = (same or blocking)[0]
         return False, (f"{target.input} is {state} from here; a fresh diagnosis for {from_addr} still finds "
-                       f"{errors[0].cause.value}: {errors[0].summary}")
+                       f"{bad.cause.value}: {bad.summary}")
     if state == State.OPEN.value:
         return True, f"{target.input} accepts connections {where}"
     return False, f"{target.input} is still {state} {where} after {wait:g} s"

@@ -27,6 +27,7 @@ class Plan:
     manual: list[Fix] = field(default_factory=list)
     upstream: Plan | None = None  # proxy_upstream: the plan of the upstream that refuses
     note: str = ""
+    acted: Cause | None = None  # the cause the steps fix (the verdict's, or another error finding's)
 
     @property
     def cause(self) -> Cause:
@@ -72,6 +73,7 @@ def build_plan(diag: Diagnosis, depth: int = 0, timeout: float = 3.0) -> Plan:
     if cause is Cause.PROXY_UPSTREAM:
         return _proxy_plan(plan, depth, timeout)
     _collect(plan, cause)
+    plan.acted = cause
     if not plan.steps:
         # the verdict has no automatic fix; another error finding may (a supervisor that says the
         # program is stopped, beside a listener in some other namespace that won the ranking)
@@ -81,7 +83,7 @@ def build_plan(diag: Diagnosis, depth: int = 0, timeout: float = 3.0) -> Plan:
             trial = Plan(diag)
             _collect(trial, other)
             if trial.steps:
-                plan.steps, plan.refused = trial.steps, plan.refused + trial.refused
+                plan.steps, plan.refused, plan.acted = trial.steps, plan.refused + trial.refused, other
                 plan.note = (f"the verdict ({cause.value}) has no automatic fix; the {other.value} finding "
                              f"has one")
                 return plan
