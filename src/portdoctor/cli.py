@@ -477,6 +477,40 @@ def verify(spec: str | None, generate: bool, force: bool, junit: str | None, no_
     raise SystemExit(report.exit_code)
 
 
+@app.command()
+@click.option("--baseline", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Compare with a saved audit (from --save); exit 1 on any difference.")
+@click.option("--save", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
+              help="Save this audit as JSON to FILE: the baseline of a later run.")
+@output_options
+def audit(baseline: str | None, save: str | None, fmt: str, as_json: bool) -> None:
+    """This host's exposure (which ports other hosts reach, bind scope + firewall + NAT) and
+    its difference from a baseline: ports newly exposed, newly blocked, changed owner or bind.
+
+    \b
+    Examples:
+      sudo portdoctor audit --save /var/lib/portdoctor/exposure.json
+      sudo portdoctor audit --baseline /var/lib/portdoctor/exposure.json   # cron / CI: exit 1 on drift
+      sudo portdoctor audit --baseline base.json --format markdown > ticket.md
+    """
+    import json
+
+    from portdoctor.audit import audit as run_audit
+
+    result = run_audit(baseline)
+    if save:
+        with open(save, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(result.to_json(), indent=1) + "\n")
+    fmt = _fmt(fmt, as_json)
+    from portdoctor.render import audit as render_audit
+
+    if fmt == "json":
+        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+    else:
+        sys.stdout.write(render_audit.markdown(result) if fmt == "markdown" else render_audit.text(result))
+    raise SystemExit(result.exit_code)
+
+
 def _read_snapshot(path: str) -> Any:
     """A `portdoctor.snapshot/2` file (or a recording holding one) as a Snapshot; BadInput if it is not."""
     import json

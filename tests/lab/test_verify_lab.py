@@ -1,0 +1,136 @@
+"""`portdoctor verify` on a lab server whose faults are known: a port nobody listens on, a
+loopback-only bind where `all` was expected, a source the firewall rejects, and the dual-stack
+cases (`[::]` with and without IPV6_V6ONLY). Each failure must carry the right cause in the
+text, the JSON and the JUnit file; a spec generated from the host passes on it; a run that
+cannot see socket owners (not root) exits 3 instead of guessing."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from netlab import Host
+
+SPEC = """\
+timeout: 1
+checks:
+  - port: 8080
+    name: shop
+    bind: all
+    families: [4]
+    process: shop-server
+    reachable_from: [10.0.0.1, 127.0.0.1, 10.0.0.2]
+  - port: 6379
+    name: cache
+    bind: all
+    families: [4]
+  - port: 5432
+    name: db
+  - port: 9000
+    name: dual
+    bind: all
+    families: [4, 6]
+    reachable_from: [fd00::1, 10.0.0.1]
+  - port: 9001
+    name: v6only
+    bind: all
+    families: [4, 6]
+  - port: 7000
+    listening: false
+"""
+
+
+def _results(doc: dict) -> dict[tuple[str, str], dict]:
+    return {(c["name"], r["check"]): r for c in doc["checks"] for r in c["results"]}
+
+
+def _cases(path: Path) -> dict[tuple[str, str], ET.Element]:
+    root = ET.parse(path).getroot()
+    assert root.tag == "testsuites"
+    return {(c.get("classname"), c.get("name")): c for c in root.iter("testcase")}
+
+
+def test_verify_names_each_failure_with_its_cause(pair: tuple[Host, Host], tmp_path: Path) -> None:
+    c, s = pair
+    s.listen(8080, "0.0.0.0", argv0="shop-server")
+    s.listen(6379, "127.0.0.1", argv0="cache-server")
+    s.listen(9000, "::", v6only=False, argv0="dual-server")
+    s.listen(9001, "::", v6only=True, argv0="v6-server")
+    s.iptables("-A", "INPUT", "-s", "10.0.0.1", "-p", "tcp", "--dport", "8080", "-j", "REJECT",
+               "--reject-with", "tcp-reset")
+    spec = tmp_path / "host.yaml"
+    spec.write_text(SPEC)
+    junit = tmp_path / "verify.xml"
+
+    code, doc = s.json_of("verify", str(spec), "--junit", str(junit))
+    assert code == 1, doc
+    assert doc["schema"] == "portdoctor.verify/1" and doc["status"] == "fail"
+    res = _results(doc)
+    want = {  # (entry, check) -> (status, cause)
+        ("shop", "listening"): ("pass", None),
+        ("shop", "bind"): ("pass", None),
+        ("shop", "process"): ("pass", None),
+        ("shop", "reachable_from 10.0.0.1"): ("fail", "firewall_reject"),
+        ("shop", "reachable_from 127.0.0.1"): ("pass", None),
+        ("shop", "reachable_from 10.0.0.2"): ("pass", None),
+        ("cache", "listening"): ("pass", None),
+        ("cache", "bind"): ("fail", "wrong_interface"),
+        ("db", "listening"): ("fail", "service_not_running"),
+        ("dual", "listening"): ("pass", None),
+        ("dual", "bind"): ("pass", None),
+        ("dual", "reachable_from fd00::1"): ("pass", None),
+        ("dual", "reachable_from 10.0.0.1"): ("pass", None),
+        ("v6only", "listening"): ("pass", None),
+        ("v6only", "bind"): ("fail", "wrong_interface"),
+        ("port 7000", "listening"): ("pass", None),
+    }
+    assert {k: (r["status"], r["cause"]) for k, r in res.items()} == want, doc
+    blocked = res[("shop", "reachable_from 10.0.0.1")]
+    assert any("REJECT" in e for e in blocked["evidence"]), blocked
+    assert any("10.0.0.1" in (f["command"] or "") and "ACCEPT" in (f["command"] or "") for f in blocked["fix"])
+    assert "loopback" in res[("cache", "bind")]["summary"]
+    assert res[("cache", "bind")]["fix"], res[("cache", "bind")]
+    assert "IPv6 only" in res[("v6only", "bind")]["observed"], res[("v6only", "bind")]
+    assert res[("db", "listening")]["fix"]
+
+    # the JUnit file says the same, with the cause as the failure type
+    cases = _cases(junit)
+    assert len(cases) == len(want)
+    for key, (status, cause) in want.items():
+        case = cases[key]
+        failure = case.find("failure")
+        if status == "fail":
+            assert failure is not None and failure.get("type") == cause, ET.tostring(case)
+            assert cause in failure.get("message", "") and "fix 1:" in (failure.text or "")
+        else:
+            assert failure is None and case.find("error") is None, ET.tostring(case)
+    root = ET.parse(junit).getroot()
+    assert root.get("failures") == "4" and root.get("errors") == "0"
+
+    # the text names the causes too
+    cp = s.portdoctor("verify", str(spec))
+    assert cp.returncode == 1
+    for word in ("firewall_reject", "wrong_interface", "service_not_running", "FAIL  reachable_from 10.0.0.1"):
+        assert word in cp.stdout, cp.stdout
+
+    # what the client really sees agrees with the verdicts
+    assert c.connect_errno("10.0.0.2", 8080) != 0
+    assert c.connect_errno("10.0.0.2", 9000) == 0
+
+    # a spec generated from this host passes on it, unchanged
+    generated = tmp_path / "generated.yaml"
+    cp = s.portdoctor("verify", "--generate", str(generated))
+    assert cp.returncode == 0, cp.stderr
+    text = generated.read_text()
+    assert "process: \"shop-server\"" in text and "bind: \"loopback\"" in text, text
+    code, doc = s.json_of("verify", str(generated))
+    assert code == 0, doc
+    assert doc["counts"]["fail"] == 0 and doc["counts"]["pass"] >= 10
+
+    # not root: owners cannot be seen, so the process check is "could not observe", exit 3
+    spec2 = s.write_etc("owner.yaml", "checks:\n  - port: 9000\n    process: dual-server\n")  # nobody reads it
+    code, doc = s.json_of("verify", str(spec2), user="nobody")
+    assert code == 3, doc
+    assert _results(doc)[("port 9000", "process")]["status"] == "unknown"
+    code, doc = s.json_of("verify", str(spec2))
+    assert code == 0, doc
