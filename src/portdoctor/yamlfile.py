@@ -37,6 +37,9 @@ def compose(text: str, path: str) -> tuple[Any, dict[tuple, int], list[str]]:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else 1
         what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        ctx, ctx_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if ctx and ctx_mark is not None and ctx_mark.line + 1 != line:
+            what += f" ({ctx} on line {ctx_mark.line + 1})"  # where an unclosed bracket or quote began
         raise FileErrors([f"{path}:{line}: not valid YAML: {what}"]) from None
     lines: dict[tuple, int] = {}
     dups: list[str] = []

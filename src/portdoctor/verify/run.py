@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from portdoctor import addresses, hostview
 from portdoctor.errors import ExitCode
-from portdoctor.model import AddressResult, Diagnosis, Fix, Listener, State, Target
+from portdoctor.model import AddressResult, Diagnosis, Fix, InterfaceAddress, Listener, State, Target
 from portdoctor.snapshot import Snapshot
 from portdoctor.verify.spec import Entry, Spec
 
@@ -148,7 +148,7 @@ def covers_all(snap: Snapshot, sock: Listener, fam: int) -> bool:
     return addresses.is_wildcard(sock.address) and takes(snap, sock, SOME_ADDRESS[fam])
 
 
-def external(snap: Snapshot, fam: int) -> list[hostview.InterfaceAddress]:
+def external(snap: Snapshot, fam: int) -> list[InterfaceAddress]:
     """This host's addresses of family `fam` that another host can use."""
     return [a for a in snap.addresses if a.family == fam and not addresses.is_loopback(a.address)
             and not addresses.is_link_local(a.address)]
@@ -159,7 +159,7 @@ def default_families(snap: Snapshot) -> tuple[int, ...]:
     return (4, 6) if any(a.family == 6 for a in snap.addresses) else (4,)
 
 
-def _in_subnet(addr: str, net: hostview.InterfaceAddress) -> bool:
+def _in_subnet(addr: str, net: InterfaceAddress) -> bool:
     try:
         return ipaddress.ip_address(addresses.unmapped(addr)) in ipaddress.ip_network(
             f"{net.address.split('%')[0]}/{net.prefixlen}", strict=False)
@@ -695,19 +695,16 @@ def verify(spec: Spec, snapshot: Snapshot | None = None, diagnose: bool = True) 
     judge = Judge(snapshot, Prober(spec.timeout))
     judged = [(e, judge.judge(e)) for e in spec.entries]
 
-    budget = [MAX_DIAGNOSES]
-
     def run(t: Target, from_addr: str | None, service: str | None) -> Diagnosis:
         from portdoctor.diagnose import diagnose as run_diagnose
 
         return run_diagnose(t, from_addr=from_addr, service=service, timeout=spec.timeout)
 
+    # failures are diagnosed two at a time (each collects its own facts about its port)
     pending = [r for _e, rs in judged for r in rs if isinstance(r, _Pending) and r.target is not None
-               and r.status is Status.FAIL]
-    runner = run if diagnose else None
-    keys = {id(r) for r in pending[:budget[0]]}
+               and r.status is Status.FAIL][:MAX_DIAGNOSES if diagnose else 0]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {id(r): pool.submit(_diagnosed, r, runner) for r in pending if id(r) in keys}
+        futures = {id(r): pool.submit(_diagnosed, r, run) for r in pending}
         entries = tuple((e, tuple(futures[id(r)].result() if id(r) in futures else _diagnosed(r, None) for r in rs))
                         for e, rs in judged)
     return Report(spec.path, snapshot.hostname, entries, tuple(str(x) for x in snapshot.limitations),
