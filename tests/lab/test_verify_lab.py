@@ -7,6 +7,7 @@ cannot see socket owners (not root) exits 3 instead of guessing."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+import sys
 from pathlib import Path
 
 from netlab import Host
@@ -37,6 +38,15 @@ checks:
     families: [4, 6]
   - port: 7000
     listening: false
+  - port: 8088
+    name: web
+    http: {path: /, status: 200}
+    blocked_from: [10.0.0.1]
+  - port: 8088
+    name: web-page
+    http: {path: /missing.html, status: [200, 204]}
+  - target: http://10.0.0.2:8088/
+    http: {status: 200}
 """
 
 
@@ -56,6 +66,8 @@ def test_verify_names_each_failure_with_its_cause(pair: tuple[Host, Host], tmp_p
     s.listen(6379, "127.0.0.1", argv0="cache-server")
     s.listen(9000, "::", v6only=False, argv0="dual-server")
     s.listen(9001, "::", v6only=True, argv0="v6-server")
+    s.start([sys.executable, "-m", "http.server", "8088", "--bind", "0.0.0.0", "--directory", str(tmp_path)],
+            ready_port=8088)
     s.iptables("-A", "INPUT", "-s", "10.0.0.1", "-p", "tcp", "--dport", "8080", "-j", "REJECT",
                "--reject-with", "tcp-reset")
     spec = tmp_path / "host.yaml"
@@ -83,6 +95,13 @@ def test_verify_names_each_failure_with_its_cause(pair: tuple[Host, Host], tmp_p
         ("v6only", "listening"): ("pass", None),
         ("v6only", "bind"): ("fail", "wrong_interface"),
         ("port 7000", "listening"): ("pass", None),
+        ("web", "listening"): ("pass", None),
+        ("web", "http"): ("pass", None),
+        ("web", "blocked_from 10.0.0.1"): ("fail", None),
+        ("web-page", "listening"): ("pass", None),
+        ("web-page", "http"): ("fail", None),
+        ("http://10.0.0.2:8088/", "listening"): ("pass", None),
+        ("http://10.0.0.2:8088/", "http"): ("pass", None),
     }
     assert {k: (r["status"], r["cause"]) for k, r in res.items()} == want, doc
     blocked = res[("shop", "reachable_from 10.0.0.1")]
@@ -92,6 +111,10 @@ def test_verify_names_each_failure_with_its_cause(pair: tuple[Host, Host], tmp_p
     assert res[("cache", "bind")]["fix"], res[("cache", "bind")]
     assert "IPv6 only" in res[("v6only", "bind")]["observed"], res[("v6only", "bind")]
     assert res[("db", "listening")]["fix"]
+    page = res[("web-page", "http")]
+    assert "404" in page["observed"] and "404" in page["summary"], page
+    open_to = res[("web", "blocked_from 10.0.0.1")]
+    assert "iptables -I INPUT -s 10.0.0.1 -p tcp --dport 8088 -j REJECT" in open_to["fix"][0]["command"], open_to
 
     # the JUnit file says the same, with the cause as the failure type
     cases = _cases(junit)
@@ -100,12 +123,12 @@ def test_verify_names_each_failure_with_its_cause(pair: tuple[Host, Host], tmp_p
         case = cases[key]
         failure = case.find("failure")
         if status == "fail":
-            assert failure is not None and failure.get("type") == cause, ET.tostring(case)
-            assert cause in failure.get("message", "") and "fix 1:" in (failure.text or "")
+            assert failure is not None and failure.get("type") == (cause or "mismatch"), ET.tostring(case)
+            assert (cause or "") in failure.get("message", "") and "fix 1:" in (failure.text or "")
         else:
             assert failure is None and case.find("error") is None, ET.tostring(case)
     root = ET.parse(junit).getroot()
-    assert root.get("failures") == "4" and root.get("errors") == "0"
+    assert root.get("failures") == "6" and root.get("errors") == "0"
 
     # the text names the causes too
     cp = s.portdoctor("verify", str(spec))
