@@ -111,6 +111,8 @@ def pydantic_errors(exc: Any, path: str, lines: dict[tuple, int],
             msg = "unknown key"
         elif err["type"] == "missing":
             msg = "this key is required"
+        elif err["type"] in ("model_type", "model_attributes_type", "dict_type"):
+            msg = "must be a mapping (key: value lines)"
         out.append(f"{path}:{line_of(loc, lines)}: {dotted(loc)}: {msg}")
     return out
 

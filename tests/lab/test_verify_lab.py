@@ -47,6 +47,9 @@ checks:
     http: {path: /missing.html, status: [200, 204]}
   - target: http://10.0.0.2:8088/
     http: {status: 200}
+  - port: 9000
+    name: elsewhere
+    bind: [10.0.0.1]
 """
 
 
@@ -102,6 +105,8 @@ def test_verify_names_each_failure_with_its_cause(pair: tuple[Host, Host], tmp_p
         ("web-page", "http"): ("fail", None),
         ("http://10.0.0.2:8088/", "listening"): ("pass", None),
         ("http://10.0.0.2:8088/", "http"): ("pass", None),
+        ("elsewhere", "listening"): ("pass", None),
+        ("elsewhere", "bind"): ("fail", None),
     }
     assert {k: (r["status"], r["cause"]) for k, r in res.items()} == want, doc
     blocked = res[("shop", "reachable_from 10.0.0.1")]
@@ -111,6 +116,9 @@ def test_verify_names_each_failure_with_its_cause(pair: tuple[Host, Host], tmp_p
     assert res[("cache", "bind")]["fix"], res[("cache", "bind")]
     assert "IPv6 only" in res[("v6only", "bind")]["observed"], res[("v6only", "bind")]
     assert res[("db", "listening")]["fix"]
+    elsewhere = res[("elsewhere", "bind")]  # the client's address: named, never connected to
+    assert "not an address of this host" in elsewhere["summary"], elsewhere
+    assert not any("10.0.0.1" in e for e in elsewhere["evidence"]), elsewhere
     page = res[("web-page", "http")]
     assert "404" in page["observed"] and "404" in page["summary"], page
     open_to = res[("web", "blocked_from 10.0.0.1")]
@@ -128,7 +136,7 @@ def test_verify_names_each_failure_with_its_cause(pair: tuple[Host, Host], tmp_p
         else:
             assert failure is None and case.find("error") is None, ET.tostring(case)
     root = ET.parse(junit).getroot()
-    assert root.get("failures") == "6" and root.get("errors") == "0"
+    assert root.get("failures") == "7" and root.get("errors") == "0"
 
     # the text names the causes too
     cp = s.portdoctor("verify", str(spec))

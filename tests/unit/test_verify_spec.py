@@ -29,7 +29,7 @@ def test_unknown_keys_and_wrong_types_are_all_listed_with_their_lines() -> None:
     assert errors_of("bad-keys-types.yaml") == [
         f"{f}:4: checks[0].bind: write all, loopback, or a list of the addresses the port must be bound to",
         f"{f}:5: checks[0].listen: unknown key",
-        f"{f}:6: checks[1].port: Input should be a valid integer, unable to parse string as an integer",
+        f"{f}:6: checks[1].port: Input should be a valid integer",
         f"{f}:8: checks[1].reachable_from: Input should be a valid list",
         f"{f}:10: checks[2].listening: Input should be a valid boolean",
         f"{f}:11: checks[2].process: only for a port on this host (port: N), not for a target",
@@ -62,6 +62,10 @@ def test_yaml_syntax_errors_name_the_line() -> None:
     ("checks:\n  - port: 1\n    port: 2\n", "x.yaml:3: checks[0].port: this key is given twice"),
     ("checks:\n  - target: 'a b:1'\n", "x.yaml:2: checks[0].target: "),
     ("timeout: 0\nchecks:\n  - port: 1\n", "x.yaml:1: timeout: Input should be greater than 0"),
+    ("checks:\n  - port: true\n", "x.yaml:2: checks[0].port: Input should be a valid integer"),
+    ("checks:\n  - port: '80'\n", "x.yaml:2: checks[0].port: Input should be a valid integer"),
+    ("checks:\n  - 8080\n", "x.yaml:2: checks[0]: must be a mapping (key: value lines)"),
+    ("checks:\n  - port: 1\n    bind: [all]\n", "x.yaml:3: checks[0].bind: 'all' is not an IP address"),
 ])
 def test_one_error_each(text: str, error: str) -> None:
     with pytest.raises(SpecError) as info:
@@ -77,6 +81,7 @@ def test_a_good_spec_with_every_key() -> None:
     assert shop.reachable_from == ("10.0.0.7", "::1") and shop.blocked_from == ("192.0.2.10",)
     assert shop.http is not None and shop.http.status == (200, 204) and shop.http.path == "/health"
     assert cache.bind == ("127.0.0.1", "::1") and cache.name == "port 6379"
+    assert parse_spec("checks:\n  - {port: 1, bind: '10.0.0.2'}\n").entries[0].bind == ("10.0.0.2",)
     assert telnet.listening is False and telnet.local
     assert db.target is not None and db.port == 8443 and db.http is not None and db.http.tls
 

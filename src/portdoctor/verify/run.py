@@ -289,7 +289,8 @@ class Judge:
             out.append(entry.address)
         if isinstance(entry.bind, tuple):
             out += [LOOPBACK[addresses.family(a)] if addresses.is_wildcard(a) else a for a in entry.bind]
-        return list(dict.fromkeys(out))
+        # only this host's own addresses: verify never connects anywhere else for a `port:` check
+        return [a for a in dict.fromkeys(out) if hostview.is_local(self.snap, a)]
 
     def firewall(self, source: str, dest: str, ifname: str | None, port: int) -> Evaluation | str:
         """The evaluation of a connection from `source` to dest:port, or why there is none."""
@@ -438,6 +439,10 @@ class Judge:
         if lacking:
             a = lacking[0]
             dest = LOOPBACK[addresses.family(a)] if addresses.is_wildcard(a) else a
+            if not hostview.is_local(snap, dest):
+                return r.failed(expected, f"{observed} ({words})", ev,
+                                summary=f"{dest} is not an address of this host: no socket can be bound to it here",
+                                fix=(Fix(f"add {dest} to an interface of this host, or correct the spec"),))
             return r.failed(expected, f"{observed} ({words})", ev, diagnose=Target(addresses.endpoint(dest, port),
                                                                                   dest, port))
         return r.failed(expected, f"{observed} ({words})", ev,
@@ -506,7 +511,7 @@ class Judge:
                 ev.append(f"firewall, {source} -> {at}: {o.verdict.value} by {where}{rule}{cond}")
             definite_block = any(o.verdict.value in ("drop", "reject") and o.definite for o in fw.outcomes)
         probe = None
-        if hostview.is_local(snap, source):
+        if hostview.is_local(snap, source) and hostview.is_local(snap, dest):
             probe = self.prober.from_source(source, dest, port)
             ev.append(f"connect from {source} to {at}: {probe.state.value}" + (f" ({probe.errno})" if probe.errno
                                                                               else ""))
@@ -533,7 +538,7 @@ class Judge:
         if gets_in == want:
             return r.passed(expected, observed, tuple(ev))
         if want:
-            return r.failed(expected, observed, tuple(ev), diagnose=target,
+            return r.failed(expected, observed, tuple(ev), diagnose=target if hostview.is_local(snap, dest) else None,
                             from_addr=None if addresses.is_loopback(source) else source)
         fam = addresses.family(dest)
         tool = "ip6tables" if fam == 6 else "iptables"
@@ -551,7 +556,8 @@ class Judge:
 
         h = entry.http
         assert h is not None
-        dest = entry.address or next((LOOPBACK[f] for f in fams if any(takes(self.snap, s, LOOPBACK[f])
+        own = entry.address if entry.address and hostview.is_local(self.snap, entry.address) else None
+        dest = own or next((LOOPBACK[f] for f in fams if any(takes(self.snap, s, LOOPBACK[f])
                                                                          for s in socks)), None)
         if dest is None:
             dest = next((s.address for s in socks if not addresses.is_wildcard(s.address)), LOOPBACK[fams[0]])

@@ -104,9 +104,20 @@ def _statuses(v: Any) -> tuple[int, ...]:
     return tuple(items)
 
 
+def addresses_ok(text: str) -> bool:
+    """Whether `text` is one IP address."""
+    try:
+        _address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _bind(v: Any) -> str | tuple[str, ...] | None:
     if v is None or v in SCOPES:
         return v
+    if isinstance(v, str) and addresses_ok(v):
+        return (_address(v),)  # one address, written without brackets
     if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
         return tuple(_address(x) for x in v)
     raise ValueError("write all, loopback, or a list of the addresses the port must be bound to")
@@ -139,7 +150,7 @@ def _schema() -> Any:
 
     class EntrySpec(Base):
         name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-        port: Annotated[int, Field(ge=1, le=65535)] | None = None
+        port: Annotated[int, Field(ge=1, le=65535, strict=True)] | None = None
         target: str | None = None
         listening: StrictBool = True
         bind: Annotated[str | tuple[str, ...] | None, BeforeValidator(_bind)] = None
