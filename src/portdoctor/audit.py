@@ -17,7 +17,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from portdoctor import addresses, hostview
-from portdoctor.errors import BadInput, ExitCode
+from portdoctor.errors import BadInput, ExitCode, Incomplete
+from portdoctor.observed import listeners_blind
 from portdoctor.portmap import PortEntry, build_map
 from portdoctor.snapshot import Snapshot
 
@@ -181,6 +182,9 @@ def take(snap: Snapshot | None = None) -> Audit:
         from portdoctor.collectors import Request, collect
 
         snap = collect(Request(port=0))
+    blind = listeners_blind(snap)
+    if blind:  # an unreadable table is not an empty one: every port would read as closed
+        raise Incomplete(f"the listening sockets could not be read, so there is no exposure to audit: {blind}")
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return Audit(snap.hostname, now, tuple(exposure_of(snap)), tuple(str(x) for x in snap.limitations))
 

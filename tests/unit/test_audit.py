@@ -83,3 +83,13 @@ def test_renderers_and_a_baseline_that_is_not_one(tmp_path: Path) -> None:
         bad.write_text(content)
         with pytest.raises(BadInput):
             read_baseline(str(bad))
+
+
+def test_an_unreadable_listener_table_is_exit_3_not_every_port_closed() -> None:
+    from portdoctor.errors import Incomplete
+    from portdoctor.model import Limitation
+
+    snap = Snapshot(limitations=(Limitation("/proc/net/tcp is not readable: listening sockets are unknown"),))
+    with pytest.raises(Incomplete) as info:
+        take(snap)
+    assert info.value.exit_code == 3 and "could not be read" in str(info.value)

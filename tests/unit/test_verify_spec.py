@@ -121,3 +121,31 @@ def test_cli_bad_spec_exit_2_with_every_error(tmp_path: Path) -> None:
     cp = subprocess.run([sys.executable, "-m", "portdoctor", "verify", str(tmp_path / "missing.yaml")],
                         capture_output=True, text=True, timeout=60)
     assert cp.returncode == 2 and "cannot read the spec" in cp.stderr and len(cp.stderr.splitlines()) == 1
+
+
+def test_text_and_markdown_explain_failures() -> None:
+    from portdoctor.render.verify import markdown, text
+
+    spec = parse_spec("checks:\n  - port: 8080\n    name: shop\n", "s.yaml")
+    bad = Result("shop", 2, "bind", Status.FAIL, "all addresses (IPv4)", "bound to 127.0.0.1:8080",
+                 ("LISTEN 127.0.0.1:8080",), "wrong_interface", "listens on loopback only",
+                 (Fix("listen on 0.0.0.0", "app --host 0.0.0.0"),))
+    ok = Result("shop", 2, "listening", Status.PASS, "listening", "bound to 127.0.0.1:8080", ("LISTEN x",))
+    report = Report("s.yaml", "h", ((spec.entries[0], (ok, bad)),))
+    out = text(report)
+    assert "FAIL  bind: expected all addresses (IPv4); bound to 127.0.0.1:8080" in out
+    assert "cause: wrong_interface: listens on loopback only" in out and "app --host 0.0.0.0" in out
+    assert "LISTEN x" not in out and "LISTEN x" in text(report, verbose=True)
+    md = markdown(report)
+    assert "| shop | bind | fail | all addresses (IPv4) | bound to 127.0.0.1:8080 | wrong_interface |" in md
+    assert "## shop: bind (fail)" in md
+
+
+def test_generate_refuses_to_overwrite(tmp_path: Path) -> None:
+    existing = tmp_path / "host.yaml"
+    existing.write_text("keep me\n")
+    cp = subprocess.run([sys.executable, "-m", "portdoctor", "verify", "--generate", str(existing)],
+                        capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 2 and "--force" in cp.stderr and existing.read_text() == "keep me\n"
+    cp = subprocess.run([sys.executable, "-m", "portdoctor", "verify"], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 2 and "give the SPEC file" in cp.stderr

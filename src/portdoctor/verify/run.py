@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from portdoctor import addresses, hostview
 from portdoctor.errors import ExitCode
+from portdoctor.observed import listeners_blind, owners_blind
 from portdoctor.model import AddressResult, Diagnosis, Fix, InterfaceAddress, Listener, State, Target
 from portdoctor.snapshot import Snapshot
 from portdoctor.verify.spec import Entry, Spec
@@ -107,25 +108,6 @@ class Report:
 
 
 # --------------------------------------------------------------------------- what the facts can see
-
-
-def listeners_blind(snap: Snapshot) -> str | None:
-    """Why the listener table is not known (it could not be read), or None when it was read."""
-    for lim in snap.limitations:
-        text = str(lim)
-        if "listening sockets are unknown" in text or text.startswith(("listeners could not be read",
-                                                                       "collect_listeners")):
-            return text
-    return None
-
-
-def owners_blind(snap: Snapshot) -> str | None:
-    """Why socket owners are not known, or None."""
-    for lim in snap.limitations:
-        text = str(lim)
-        if text.startswith(("owners of", "processes could not be read", "collect_processes")) or "no owner among" in text:
-            return text
-    return None
 
 
 def effective_v6only(snap: Snapshot, sock: Listener) -> bool | None:
@@ -242,8 +224,9 @@ def connect_from(source: str, dest: str, port: int, timeout: float) -> AddressRe
 
 
 def _state_words(r: AddressResult) -> str:
-    extra = f" ({r.errno})" if r.errno else ""
-    return f"{addresses.endpoint(r.address, '')[:-1]} {r.state.value}{extra}"
+    """'[::1] refused (ECONNREFUSED)'."""
+    where = f"[{r.address}]" if ":" in r.address else r.address
+    return f"{where} {r.state.value}" + (f" ({r.errno})" if r.errno else "")
 
 
 # --------------------------------------------------------------------------- the judge
