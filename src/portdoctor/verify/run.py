@@ -658,11 +658,10 @@ def _diagnosed(r: Result, run: Callable[[Target, str | None, str | None], Diagno
                       base.summary, base.fix)
     cause = d.verdict.cause.value
     if cause == "ok":
-        # the port accepts from here (a process or HTTP mismatch): our own words, its findings as evidence
-        extra = tuple(f.summary for f in d.findings if f.cause.value != "ok")[:3]
+        # the port accepts from here (a wrong owner, an HTTP status): nothing for diagnose to name;
+        # the result keeps its own sentence and fix, the diagnosis goes along in the JSON
         return Result(base.entry, base.line, base.check, base.status, base.expected, base.observed,
-                      base.evidence + extra, None, base.summary or d.verdict.summary,
-                      base.fix + tuple(x for f in d.findings if f.cause.value != "ok" for x in f.fix)[:3], d)
+                      base.evidence, None, base.summary or d.verdict.summary, base.fix, d)
     top = next((f for f in d.findings if f.cause is d.verdict.cause), None)
     fixes = top.fix if top is not None else ()
     summary = d.verdict.summary if base.summary is None else f"{base.summary}: {d.verdict.summary}"
