@@ -458,11 +458,10 @@ class Judge:
             return r.unknown(entry.process or "", f"owner not known: {why}", ev)
         holders = sorted({w[0] for _s, w in names if w} | {f"pid {p}" for s in socks for p in s.pids
                                                           if p not in self.snap.processes})
-        t = Target(f":{entry.port}", "localhost", entry.port)
+        # the port accepts, so `diagnose` has nothing to name: the finding is this one
         return r.failed(entry.process or "", "held by " + ", ".join(holders), ev,
                         summary=f"port {entry.port} is held by {', '.join(holders)}, not by {entry.process}",
-                        fix=self.stop_fixes(socks, entry.port, then=entry.process), diagnose=t,
-                        service=entry.process)
+                        fix=self.stop_fixes(socks, entry.port, then=entry.process))
 
     def judge_source(self, entry: Entry, source: str, socks: list[Listener], want: bool) -> Result:
         snap, port = self.snap, entry.port
