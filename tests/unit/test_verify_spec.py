@@ -149,3 +149,9 @@ def test_generate_refuses_to_overwrite(tmp_path: Path) -> None:
     assert cp.returncode == 2 and "--force" in cp.stderr and existing.read_text() == "keep me\n"
     cp = subprocess.run([sys.executable, "-m", "portdoctor", "verify"], capture_output=True, text=True, timeout=60)
     assert cp.returncode == 2 and "give the SPEC file" in cp.stderr
+
+
+def test_the_path_of_a_target_url_is_the_http_path_unless_given() -> None:
+    spec = parse_spec("checks:\n  - target: http://127.0.0.1:8080/health?x=1\n    http: true\n"
+                      "  - target: http://127.0.0.1:8081/a\n    http: {path: /b}\n")
+    assert [e.http.path for e in spec.entries if e.http] == ["/health?x=1", "/b"]

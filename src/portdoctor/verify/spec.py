@@ -258,7 +258,13 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
         names.setdefault(name, line)
         http = None
         if e.http is not None:
-            http = HttpExpect(path=e.http.path, status=e.http.status,
+            path = e.http.path
+            if target is not None and "://" in target.input and "path" not in e.http.model_fields_set:
+                from urllib.parse import urlsplit
+
+                url = urlsplit(target.input)  # http://host:8080/health checks /health
+                path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+            http = HttpExpect(path=path, status=e.http.status,
                               tls=e.http.tls or (target is not None and target.scheme == "https"),
                               verify=e.http.verify, host=e.http.host)
         entries.append(Entry(
