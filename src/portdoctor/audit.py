@@ -12,7 +12,7 @@ ports newly exposed, newly blocked, with a changed owner or a changed bind scope
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 

@@ -315,9 +315,10 @@ class Judge:
         ev = tuple(f"{entry.target.input}: {_state_words(a)}" for a in probe.addresses)
         out: list[Result] = []
         r = _Result(entry, "listening")
-        if probe.state is State.DNS_ERROR:
-            out.append(r.unknown("accepts" if entry.listening else "refuses", f"does not resolve: {probe.dns_error}",
-                                 ev, diagnose=entry.target if entry.listening else None))
+        if probe.state is State.DNS_ERROR:  # a client fails the same way: a failure, with cause dns
+            observed = f"{entry.target.host} does not resolve: {probe.dns_error}"
+            out.append(r.failed("accepts", observed, ev, diagnose=entry.target) if entry.listening
+                       else r.unknown("nothing accepts", observed + ": nothing was probed", ev))
         elif entry.listening:
             out.append(r.passed("accepts", states, ev) if probe.state is State.OPEN
                        else r.failed("accepts", states, ev, diagnose=entry.target))
@@ -621,10 +622,8 @@ class _Result:
     def passed(self, expected: str, observed: str, ev: tuple[str, ...] | list[str]) -> Result:
         return Result(self.entry.name, self.entry.line, self.check, Status.PASS, expected, observed, tuple(ev))
 
-    def unknown(self, expected: str, observed: str, ev: tuple[str, ...] | list[str],
-                diagnose: Target | None = None) -> Result:
-        return _Pending(self.entry.name, self.entry.line, self.check, Status.UNKNOWN, expected, observed,
-                        tuple(ev), target=diagnose)
+    def unknown(self, expected: str, observed: str, ev: tuple[str, ...] | list[str]) -> Result:
+        return Result(self.entry.name, self.entry.line, self.check, Status.UNKNOWN, expected, observed, tuple(ev))
 
     def failed(self, expected: str, observed: str, ev: tuple[str, ...] | list[str], *,
                diagnose: Target | None = None, from_addr: str | None = None, service: str | None = None,
