@@ -173,6 +173,34 @@ def exposure_of(snap: Snapshot) -> list[PortExposure]:
         bound = sorted({e.address for e in entries})
         out.append(PortExposure(port, fam, tuple(bound), _scope(bound), tuple(owners), exposed, tuple(reach),
                                 tuple(via)))
+    out += _published_without_holder(snap, exposure, pmap.listeners, set(groups))
+    return sorted(out, key=lambda p: (p.port, p.family))
+
+
+def _published_without_holder(snap: Snapshot, exposure: hostview.Exposure, entries: tuple[PortEntry, ...],
+                              seen: set[tuple[int, int]]) -> list[PortExposure]:
+    """Published container ports that no host socket holds (Docker without its userland proxy:
+    the engine's DNAT alone leads to the container), keyed by the host port."""
+    out: list[PortExposure] = []
+    for e in entries:
+        if e.container is None:
+            continue
+        for v in e.via:
+            if v.kind != "publish":
+                continue
+            host_ip, _, host_port = v.source.rpartition(":")
+            host_ip = host_ip.strip("[]") or "0.0.0.0"
+            if not host_port.isdigit():
+                continue
+            fam = addresses.family(host_ip)
+            if (int(host_port), fam) in seen:
+                continue
+            seen.add((int(host_port), fam))
+            reach = [reach_of(snap, exposure, a.address, a.ifname, int(host_port))
+                     for a in exposure.external[:MAX_ADDRESSES]
+                     if addresses.accepts(host_ip, fam, None, a.address)]
+            out.append(PortExposure(int(host_port), fam, (host_ip,), addresses.scope(host_ip), (e.container,),
+                                    e.exposed, tuple(reach), (f"publish {v.source}",)))
     return out
 
 

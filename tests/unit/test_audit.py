@@ -93,3 +93,17 @@ def test_an_unreadable_listener_table_is_exit_3_not_every_port_closed() -> None:
     with pytest.raises(Incomplete) as info:
         take(snap)
     assert info.value.exit_code == 3 and "could not be read" in str(info.value)
+
+
+def test_a_published_port_without_a_host_socket_is_audited_by_its_host_port() -> None:
+    from portdoctor.hostfacts import Container, ContainerFacts, FirewallFacts, NetnsListener, PortPublish
+    from portdoctor.model import InterfaceAddress
+
+    web = Container("abc123", "web", state="running", pid=4242, cmd=("/bin/httpd",), here=True,
+                    ports=(PortPublish("0.0.0.0", 18080, 8080),), addresses=("10.88.0.5",),
+                    listeners=(NetnsListener("0.0.0.0", 8080),))
+    snap = Snapshot(addresses=(InterfaceAddress("127.0.0.1", 8, 4, "lo"), InterfaceAddress("10.0.0.2", 24, 4, "eth0")),
+                    firewall=FirewallFacts(), containers=ContainerFacts(engine="docker", containers=(web,)))
+    ports = take(snap).ports
+    assert [(p.key, p.bound, p.owners, p.via, [(r.address, r.state) for r in p.reach]) for p in ports] == [
+        ("18080/IPv4", ("0.0.0.0",), ("web",), ("publish 0.0.0.0:18080",), [("10.0.0.2", "open")])]
