@@ -1,5 +1,6 @@
 """`portdoctor verify` on a lab server whose faults are known: a port nobody listens on, a
-loopback-only bind where `all` was expected, a source the firewall rejects, and the dual-stack
+loopback-only bind where `all` was expected, a source the firewall rejects (and an IPv6 source
+it drops), a wrong HTTP status, and the dual-stack
 cases (`[::]` with and without IPV6_V6ONLY). Each failure must carry the right cause in the
 text, the JSON and the JUnit file; a spec generated from the host passes on it; a run that
 cannot see socket owners (not root) exits 3 instead of guessing."""
@@ -36,6 +37,7 @@ checks:
     name: v6only
     bind: all
     families: [4, 6]
+    reachable_from: ["fd00::1"]
   - port: 7000
     listening: false
   - port: 8088
@@ -73,6 +75,7 @@ def test_verify_names_each_failure_with_its_cause(pair: tuple[Host, Host], tmp_p
             ready_port=8088)
     s.iptables("-A", "INPUT", "-s", "10.0.0.1", "-p", "tcp", "--dport", "8080", "-j", "REJECT",
                "--reject-with", "tcp-reset")
+    s.ip6tables("-A", "INPUT", "-s", "fd00::1", "-p", "tcp", "--dport", "9001", "-j", "DROP")
     spec = tmp_path / "host.yaml"
     spec.write_text(SPEC)
     junit = tmp_path / "verify.xml"
@@ -97,6 +100,7 @@ def test_verify_names_each_failure_with_its_cause(pair: tuple[Host, Host], tmp_p
         ("dual", "reachable_from 10.0.0.1"): ("pass", None),
         ("v6only", "listening"): ("pass", None),
         ("v6only", "bind"): ("fail", "wrong_interface"),
+        ("v6only", "reachable_from fd00::1"): ("fail", "firewall_drop"),
         ("port 7000", "listening"): ("pass", None),
         ("web", "listening"): ("pass", None),
         ("web", "http"): ("pass", None),
@@ -136,12 +140,13 @@ def test_verify_names_each_failure_with_its_cause(pair: tuple[Host, Host], tmp_p
         else:
             assert failure is None and case.find("error") is None, ET.tostring(case)
     root = ET.parse(junit).getroot()
-    assert root.get("failures") == "7" and root.get("errors") == "0"
+    assert root.get("failures") == "8" and root.get("errors") == "0"
 
     # the text names the causes too
     cp = s.portdoctor("verify", str(spec))
     assert cp.returncode == 1
-    for word in ("firewall_reject", "wrong_interface", "service_not_running", "FAIL  reachable_from 10.0.0.1"):
+    for word in ("firewall_reject", "firewall_drop", "wrong_interface", "service_not_running",
+                 "FAIL  reachable_from 10.0.0.1"):
         assert word in cp.stdout, cp.stdout
 
     # what the client really sees agrees with the verdicts
