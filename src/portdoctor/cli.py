@@ -477,6 +477,126 @@ def snapshot(target: str | None, port: int | None, from_addr: str | None, servic
     raise SystemExit(ExitCode.OK)
 
 
+# --------------------------------------------------------------------------- wait, guard
+
+
+class _SplitAtDoubleDash(click.Command):
+    """Keeps what follows the first `--` as the command to run (click would drop the `--` and
+    mix the command's words with the targets): `wait db:5432 -t 5 -- app --flag`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            at = args.index("--")
+            ctx.meta["portdoctor.command"] = tuple(args[at + 1:])
+            args = args[:at]
+        return super().parse_args(ctx, args)
+
+
+def _http_check(path: str | None, statuses: str | None, targets: Any) -> Any:
+    """The HTTP check of --http PATH [--status CODES], or None."""
+    if path is None:
+        if statuses:
+            raise click.BadParameter("--status needs --http PATH", param_hint="--status")
+        return None
+    from portdoctor.errors import BadInput
+    from portdoctor.monitor.config import HttpCheck
+
+    if not path.startswith("/"):
+        raise BadInput(f"--http {path!r}: give a path starting with /")
+    codes: tuple[int, ...] = ()
+    if statuses:
+        try:
+            codes = tuple(int(x) for x in statuses.replace(",", " ").split())
+        except ValueError:
+            raise BadInput(f"--status {statuses!r}: give HTTP status codes, e.g. 200,204") from None
+        if not codes or any(not 100 <= c <= 599 for c in codes):
+            raise BadInput(f"--status {statuses!r}: status codes are 100 to 599")
+    tls = any(t.scheme in ("https", "wss") for t in targets)
+    return HttpCheck(path=path, expect=codes, tls=tls)
+
+
+@app.command(cls=_SplitAtDoubleDash, context_settings={"help_option_names": ["--help"]})
+@click.argument("targets", nargs=-1, metavar="TARGET... [-- CMD [ARGS]...]")
+@click.option("-t", "--timeout", type=click.FloatRange(0, 86400), default=15.0, show_default=True,
+              help="Give up after this many seconds (0: wait for ever).")
+@click.option("-s", "--strict", is_flag=True, help="Run CMD only if every target became ready.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines (the diagnosis of a timeout is still printed).")
+@click.option("-h", "--host", "wf_host", metavar="HOST", help="wait-for-it's form: the host (with --port).")
+@click.option("-p", "--port", "wf_port", type=click.IntRange(1, 65535), help="wait-for-it's form: the port.")
+@click.option("--http", "http_path", metavar="PATH", help="Ready only when GET PATH answers 200-399 (or --status).")
+@click.option("--status", "statuses", metavar="CODES", help="HTTP statuses that count as ready, e.g. 200,204.")
+@click.option("--connect-timeout", type=click.FloatRange(0.05, 60), default=2.0, show_default=True,
+              help="Seconds one connection attempt may wait for an answer.")
+@click.option("--no-diagnose", is_flag=True, help="On timeout, say what was seen but do not diagnose.")
+@output_options
+@click.pass_context
+def wait(ctx: click.Context, targets: tuple[str, ...], timeout: float, strict: bool, quiet: bool,
+         wf_host: str | None, wf_port: int | None, http_path: str | None, statuses: str | None,
+         connect_timeout: float, no_diagnose: bool, fmt: str, as_json: bool) -> None:
+    """Block until every TARGET accepts, then run CMD (exec: same arguments and environment).
+
+    \b
+    Retries with exponential backoff and jitter. A port that accepts and at once closes or
+    resets the connection is not ready. On timeout it says what it saw the whole time
+    (refused: nothing listening; no answer; unreachable; DNS) and prints the diagnosis of
+    the last failure; exit 1. Drop-in for wait-for-it: host:port, -t, -s, -q, -h/-p, and
+    like wait-for-it CMD still runs after a timeout unless -s is given.
+
+    \b
+    Examples:
+      portdoctor wait db:5432 -- python manage.py migrate
+      portdoctor wait db:5432 redis:6379 -t 60 -s -- ./start.sh
+      portdoctor wait http://api:8080 --http /healthz -q -- npm start
+      portdoctor wait -h db -p 5432 -t 0            # wait-for-it.sh -h db -p 5432 -t 0
+    """
+    import contextlib
+
+    from portdoctor.ops.wait import WaitRequest, command_path, diagnose_failures, exec_command, timeout_line
+    from portdoctor.ops.wait import wait_for
+    from portdoctor.target import parse_target
+
+    fmt = _fmt(fmt, as_json)
+    command: tuple[str, ...] = ctx.meta.get("portdoctor.command", ())
+    words = list(targets)
+    if wf_host or wf_port:
+        if not (wf_host and wf_port):
+            raise click.BadParameter("give both --host and --port", param_hint="-h/-p")
+        words.append(f"[{wf_host}]:{wf_port}" if ":" in wf_host else f"{wf_host}:{wf_port}")
+    if not words:
+        raise click.UsageError("give at least one TARGET (host:port)")
+    parsed = tuple(parse_target(w) for w in words)
+    http = _http_check(http_path, statuses, parsed)
+    path = command_path(command) if command else None  # refuse an untrusted program before waiting
+
+    def say(line: str) -> None:
+        sys.stderr.write(f"portdoctor wait: {line}\n")
+        sys.stderr.flush()
+
+    req = WaitRequest(parsed, timeout=timeout, attempt_timeout=connect_timeout, http=http)
+    report = wait_for(req, on_progress=None if quiet else say)
+    if not report.ready:
+        for tw in report.targets:
+            if not tw.ready:
+                say(timeout_line(tw, timeout))
+        if not no_diagnose:
+            diagnose_failures(report, timeout=min(3.0, max(0.5, connect_timeout)))
+    runs = bool(command) and (report.ready or not strict)
+    if fmt == "json":
+        import json
+
+        sys.stdout.write(json.dumps(report.to_json(command, runs), indent=2) + "\n")
+    else:
+        for tw in report.targets:
+            if tw.diagnosis is not None:
+                with contextlib.redirect_stdout(sys.stderr):
+                    _emit("diagnosis", tw.diagnosis, fmt)
+    if command and not runs:
+        say(f"strict mode: not running {command[0]}")
+    if runs and path is not None:
+        exec_command(path, command)
+    raise SystemExit(ExitCode.OK if report.ready else ExitCode.PROBLEM)
+
+
 # --------------------------------------------------------------------------- output
 
 
