@@ -1,0 +1,107 @@
+"""`portdoctor wait` on real namespaces: it returns as soon as a listener started later accepts and
+runs the command (exec, same arguments and environment); it times out with what it saw the whole
+time and the diagnosis; wait-for-it's flags work; a port that accepts and at once closes is not
+ready."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from netlab import Host, Lab, python_for
+from servers import need
+
+
+@pytest.fixture
+def s(lab: Lab) -> Host:
+    need("ip")
+    return lab.host("s")
+
+
+def _wait_proc(h: Host, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    exe, py_env = python_for(None)
+    return h.popen([exe, "-m", "portdoctor", "wait", *args], env={**py_env, **(env or {})},
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_returns_once_a_later_listener_accepts_and_execs_the_command(s: Host, tmp_path: Path) -> None:
+    out = tmp_path / "ran"
+    proc = _wait_proc(s, "127.0.0.1:8080", "-t", "30", "--",
+                      "sh", "-c", 'echo "$0 $1 $PD_WAIT_VAR" > "$2"', "argzero", "--flag", str(out),
+                      env={"PD_WAIT_VAR": "from-env"})
+    time.sleep(1.5)
+    assert proc.poll() is None, proc.communicate()
+    s.listen(8080)
+    started = time.monotonic()
+    _stdout, err = proc.communicate(timeout=20)
+    took = time.monotonic() - started
+    assert proc.returncode == 0, err
+    # the backoff tops out at 1 s (+25 % jitter): it notices the listener within that
+    assert took < 2.5, (took, err)
+    assert out.read_text().strip() == "argzero --flag from-env"  # same arguments, same environment
+    assert "refused: nothing listening" in err  # progress before the listener came up
+    assert "127.0.0.1:8080 accepts" in err and "ready after" in err
+
+
+def test_timeout_says_what_it_saw_and_diagnoses(s: Host) -> None:
+    t0 = time.monotonic()
+    cp = s.portdoctor("wait", "127.0.0.1:8080", "-t", "2")
+    assert cp.returncode == 1
+    assert time.monotonic() - t0 < 15
+    err = cp.stderr
+    assert "was not ready within 2 s" in err
+    assert "seen the whole time: refused: nothing listening" in err
+    assert "service_not_running" in err  # the diagnosis of the last failure
+    assert "Traceback" not in err
+    code, doc = s.json_of("wait", "127.0.0.1:8080", "-t", "1", "-q")
+    assert code == 1 and doc["schema"] == "portdoctor.wait/1" and doc["ready"] is False
+    t = doc["targets"][0]
+    assert t["seen"]["refused"] == t["attempts"] >= 2
+    assert t["diagnosis"]["verdict"]["cause"] == "service_not_running"
+
+
+def test_timeout_of_a_silent_drop_says_no_answer(lab: Lab) -> None:
+    need("ip", "iptables")
+    c, s = lab.pair()
+    s.listen(8080)
+    s.iptables("-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "DROP")
+    code, doc = c.json_of("wait", "10.0.0.2:8080", "-t", "2", "--connect-timeout", "0.5", "-q", "--no-diagnose")
+    assert code == 1
+    t = doc["targets"][0]
+    assert set(t["seen"]) == {"timeout"}, t
+    assert "no answer" in t["last_failure"]
+
+
+def test_wait_for_it_flags(s: Host, tmp_path: Path) -> None:
+    strict = tmp_path / "strict"
+    cp = s.portdoctor("wait", "-h", "127.0.0.1", "-p", "8080", "-t", "1", "-s", "-q", "--no-diagnose",
+                      "--", "touch", str(strict))
+    assert cp.returncode == 1 and not strict.exists()
+    assert "strict mode: not running touch" in cp.stderr
+    assert "next try in" not in cp.stderr and "attempt 1," not in cp.stderr  # -q: no progress lines
+    # without -s, like wait-for-it, the command runs after the timeout; its status is the exit status
+    loose = tmp_path / "loose"
+    cp = s.portdoctor("wait", "127.0.0.1:8080", "--timeout=1", "--quiet", "--no-diagnose", "--",
+                      "sh", "-c", f"touch {loose}; exit 7")
+    assert cp.returncode == 7 and loose.exists()
+    assert "was not ready within 1 s" in cp.stderr
+    s.listen(8080)
+    s.listen(8081)
+    cp = s.portdoctor("wait", "127.0.0.1:8080", "127.0.0.1:8081", "-t", "5", "--strict", "--", "true")
+    assert cp.returncode == 0, cp.stderr
+    cp = s.portdoctor("wait", "127.0.0.1:8080", "-t", "5", "--json")
+    doc = json.loads(cp.stdout)
+    assert cp.returncode == 0 and doc["ready"] and doc["targets"][0]["attempts"] == 1
+
+
+def test_accept_then_close_is_not_ready(s: Host) -> None:
+    s.listen(8080, close=True)  # accepts every connection and closes it at once
+    assert s.connect_errno("127.0.0.1", 8080) == 0  # a bare connect succeeds
+    code, doc = s.json_of("wait", "127.0.0.1:8080", "-t", "1.5", "-q", "--no-diagnose")
+    assert code == 1 and doc["ready"] is False
+    t = doc["targets"][0]
+    assert set(t["seen"]) == {"closed"}, t
+    assert "closes the connection at once" in t["last_failure"]
