@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -130,7 +130,9 @@ def guard(req: GuardRequest, log: Log, stop: threading.Event | None = None,
     def diagnose_default(target: Target, obs: Observation) -> Diagnosis:
         from portdoctor.diagnose import diagnose
 
-        return diagnose(target, service=req.service, timeout=p.timeout, probe=obs.probe)
+        # a fresh probe, taken together with the host's facts: a stale probe judged against
+        # facts read a second later (a rule removed meanwhile) would name a wrong cause
+        return diagnose(target, service=req.service, timeout=p.timeout)
 
     judge = diagnose_fn or diagnose_default
     state = GuardState()
@@ -148,6 +150,11 @@ def guard(req: GuardRequest, log: Log, stop: threading.Event | None = None,
             diagnosis = judge(req.target, obs)
             d = on_diagnosis(state, p, clock(), diagnosis.verdict.cause, http_only=obs.outcome == "http")
             state = d.state
+            if d.event is Event.RESTART and check(req.target, p.timeout, req.http).ready:
+                # confirm before restarting: the target may have come back while it was diagnosed
+                d = Decision(Event.TRANSIENT, "the target accepts again (checked once more before restarting): "
+                                              "no restart", replace(state, failures=0), d.cause)
+                state = d.state
         if d.event is not Event.HEALTHY or last_event is not Event.HEALTHY:
             log(record(req, d, clock(), wall(), obs, diagnosis))
         last_event = d.event
