@@ -46,8 +46,10 @@ class Restarter:
         what = {"command": "command", "shell": "shell command", "systemd": "systemd unit",
                 "supervisord": "supervisord program", "podman": "podman container",
                 "docker": "docker container"}[self.kind]
+        from portdoctor import redact
+
         name = f" {self.name}" if self.name else ""
-        return f"{what}{name}: {shlex.join(self.argv)}"
+        return f"{what}{name}: {shlex.join(redact.argv(self.argv))}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +183,6 @@ def detect(snap: Snapshot, target: Target, host: Host | None = None) -> Restarte
 
 def run_restart(r: Restarter, timeout: float, host: Host | None = None) -> RestartResult:
     """Run the restart command within `timeout` seconds; stop its whole session when it hangs."""
-    from portdoctor import redact
-
     host = host or LocalHost()
     env = {**os.environ}
     if host.is_root:
@@ -205,7 +205,17 @@ def run_restart(r: Restarter, timeout: float, host: Host | None = None) -> Resta
         out.seek(0)
         tail = out.read()[-4000:].decode("utf-8", "replace")
     lines = [ln for ln in tail.splitlines() if ln.strip()][-5:]
-    return RestartResult(rc, seconds, timed_out, redact.text("\n".join(lines)))
+    return RestartResult(rc, seconds, timed_out, "\n".join(_clean(ln) for ln in lines))
+
+
+def _clean(text: str) -> str:
+    """A line of the restart command's output with secrets redacted as in a command line
+    (every word is an argument: none is taken for the program)."""
+    from portdoctor import redact
+
+    words = text.split()
+    clean = list(redact.argv(["-", *words])[1:])
+    return text if clean == words else " ".join(clean)
 
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
