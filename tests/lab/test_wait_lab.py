@@ -105,3 +105,17 @@ def test_accept_then_close_is_not_ready(s: Host) -> None:
     t = doc["targets"][0]
     assert set(t["seen"]) == {"closed"}, t
     assert "closes the connection at once" in t["last_failure"]
+
+
+def test_http_status_check(s: Host, tmp_path: Path) -> None:
+    (tmp_path / "health").write_text("ok\n")
+    exe, _env = python_for(None)
+    s.start([exe, "-m", "http.server", "8080", "--bind", "127.0.0.1", "--directory", str(tmp_path)],
+            ready_port=8080, ready_address="127.0.0.1")
+    code, doc = s.json_of("wait", "127.0.0.1:8080", "--http", "/missing", "-t", "1", "-q", "--no-diagnose")
+    assert code == 1 and set(doc["targets"][0]["seen"]) == {"http"}
+    assert "HTTP status 404" in doc["targets"][0]["last_failure"]
+    code, doc = s.json_of("wait", "http://127.0.0.1:8080", "--http", "/missing", "--status", "404", "-t", "3")
+    assert code == 0 and doc["ready"]
+    code, doc = s.json_of("wait", "127.0.0.1:8080", "--http", "/health", "-t", "3")
+    assert code == 0 and doc["targets"][0]["last"]["http"]["status"] == 200
