@@ -150,8 +150,9 @@ def on_diagnosis(state: GuardState, policy: Policy, now: float, cause: Cause, ht
     c = cause.value
     if not http_only:
         if cause is Cause.OK:
+            # the failure count stays: the next good check is logged as `recovered`
             return Decision(Event.TRANSIENT, "the target accepted again while it was diagnosed: a transient "
-                                             "failure, no restart", replace(state, failures=0), c)
+                                             "failure, no restart", state, c)
         if cause in NO_RESTART:
             return Decision(Event.SKIP, "not restarting: " + NO_RESTART[cause], state, c)
     resumed = False

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -153,7 +153,7 @@ def guard(req: GuardRequest, log: Log, stop: threading.Event | None = None,
             if d.event is Event.RESTART and check(req.target, p.timeout, req.http).ready:
                 # confirm before restarting: the target may have come back while it was diagnosed
                 d = Decision(Event.TRANSIENT, "the target accepts again (checked once more before restarting): "
-                                              "no restart", replace(state, failures=0), d.cause)
+                                              "no restart", state, d.cause)
                 state = d.state
         if d.event is not Event.HEALTHY or last_event is not Event.HEALTHY:
             log(record(req, d, clock(), wall(), obs, diagnosis))

@@ -163,7 +163,7 @@ def detect(snap: Snapshot, target: Target, host: Host | None = None) -> Restarte
     sup = snap.supervisors
     for sd in (sup.supervisord if sup is not None else ()):
         for p in sd.programs:
-            if p.pid in pids or (p.command and mentions_port(shlex.split(p.command), target.port)):
+            if p.pid in pids or (p.command and mentions_port(_words(p.command), target.port)):
                 r = for_program(p.name if not p.group or p.group == p.name else f"{p.group}:{p.name}", snap, host)
                 return Restarter(r.kind, r.argv, r.name, f"supervisord pid {sd.pid} runs program {r.name}")
     for p in owners:
@@ -179,6 +179,13 @@ def detect(snap: Snapshot, target: Target, host: Host | None = None) -> Restarte
             r = for_unit(p.unit, host)
             return Restarter(r.kind, r.argv, r.name, f"the socket's owner {p.name} (pid {p.pid}) is unit {p.unit}")
     return None
+
+
+def _words(command: str) -> list[str]:
+    try:
+        return shlex.split(command)
+    except ValueError:  # an unbalanced quote (or a redacted word): plain words still name the port
+        return command.split()
 
 
 def run_restart(r: Restarter, timeout: float, host: Host | None = None) -> RestartResult:

@@ -177,11 +177,16 @@ def wait_for(req: WaitRequest, on_progress: Callable[[str], None] | None = None,
             stop.wait(delay)
         return tw
 
-    if len(req.targets) == 1:
-        results = [one(req.targets[0])]
-    else:
-        with ThreadPoolExecutor(max_workers=len(req.targets), thread_name_prefix="portdoctor-wait") as pool:
-            results = list(pool.map(one, req.targets))
+    pool = ThreadPoolExecutor(max_workers=len(req.targets), thread_name_prefix="portdoctor-wait") \
+        if len(req.targets) > 1 else None
+    try:
+        results = list(pool.map(one, req.targets)) if pool is not None else [one(req.targets[0])]
+    except BaseException:  # Ctrl-C in the main thread: the other targets' loops end too
+        stop.set()
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
     return WaitReport(results, clock() - start, req.timeout, interrupted=stop.is_set())
 
 
