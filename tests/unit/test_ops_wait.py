@@ -187,3 +187,45 @@ def test_untrusted_check_names_the_reason() -> None:
           "/": FileStat(0, 0, 0o755, "dir")}
     ok, why = check_trusted("/x/prog", lambda p: st[p], lambda p: p)
     assert not ok and "uid 1000" in why
+
+
+class _FakeTools(LocalHost):
+    """Every program is /bin/sh and trusted: detection is judged, nothing is run."""
+
+    def which(self, name: str) -> str | None:
+        return "/bin/sh" if name in ("supervisorctl", "podman", "systemctl") else None
+
+    def trusted_executable(self, path: str) -> tuple[bool, str]:
+        return True, ""
+
+
+def test_detect_the_supervisor_from_a_snapshot() -> None:
+    from portdoctor.hostfacts import (
+        Container, ContainerFacts, PortPublish, SupervisedProgram, SupervisorFacts, Supervisord,
+    )
+    from portdoctor.model import Listener, Process
+    from portdoctor.snapshot import Snapshot
+
+    t = Target(":8080", "127.0.0.1", 8080)
+    host = _FakeTools(is_root=True)
+    sup = SupervisorFacts(supervisord=(Supervisord(10, config="/etc/supervisor/supervisord.conf",
+                                                   socket="/run/supervisor.sock", programs=(
+        SupervisedProgram("worker", command="python worker.py --port 9000", state="RUNNING", pid=11),
+        SupervisedProgram("web", command="python app.py --port 8080", state="EXITED"),
+    )),))
+    r = restarts.detect(Snapshot(supervisors=sup), t, host)  # down: the program whose command names the port
+    assert r is not None and r.kind == "supervisord" and r.name == "web"
+    assert r.argv == ("/bin/sh", "-c", "/etc/supervisor/supervisord.conf", "-s", "unix:///run/supervisor.sock",
+                      "restart", "web")
+    assert "supervisord pid 10" in r.how_found
+    # up: the program whose process owns the socket
+    snap = Snapshot(listeners=(Listener("0.0.0.0", 8080, 4, pids=(11,)),),
+                    processes={11: Process(11, "python")}, supervisors=sup)
+    assert restarts.detect(snap, t, host).name == "worker"
+    # a container that publishes the port
+    cont = ContainerFacts(engine="podman", containers=(
+        Container("abc", "shop", ports=(PortPublish("0.0.0.0", 8080, 80),), here=True, state="exited"),))
+    r = restarts.detect(Snapshot(containers=cont), t, host)
+    assert r is not None and r.kind == "podman" and r.argv[-3:] == ("restart", "--", "shop")
+    assert restarts.detect(Snapshot(), t, host) is None
+    assert restarts.for_program("web", Snapshot(supervisors=sup), host).argv[-2:] == ("restart", "web")
