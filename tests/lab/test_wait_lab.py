@@ -119,3 +119,24 @@ def test_http_status_check(s: Host, tmp_path: Path) -> None:
     assert code == 0 and doc["ready"]
     code, doc = s.json_of("wait", "127.0.0.1:8080", "--http", "/health", "-t", "3")
     assert code == 0 and doc["targets"][0]["last"]["http"]["status"] == 200
+
+
+# accepts, waits 80 ms (longer than the probe's own watch on loopback), then resets (SO_LINGER 0)
+SLOW_RESET = """
+import socket, struct, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 8080)); s.listen(64); print("ready", flush=True)
+while True:
+    c, _ = s.accept(); time.sleep(0.08)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)); c.close()
+"""
+
+
+def test_accept_then_reset_after_a_moment_is_not_ready(s: Host) -> None:
+    exe, _env = python_for(None)
+    s.start([exe, "-c", SLOW_RESET], ready_port=8080, ready_address="127.0.0.1")
+    code, doc = s.json_of("wait", "127.0.0.1:8080", "-t", "1.5", "-q", "--no-diagnose")
+    assert code == 1 and doc["ready"] is False
+    t = doc["targets"][0]
+    assert set(t["seen"]) == {"reset"}, t
+    assert "resets the connection at once" in t["last_failure"]

@@ -49,6 +49,9 @@ def test_accept_then_close_or_reset_is_not_ready() -> None:
     mixed = judge(_probe(AddressResult("::1", 6, State.OPEN, None, 0.001, detail=CLOSED_AT_ONCE),
                          AddressResult("127.0.0.1", 4, State.OPEN, None, 0.001)))
     assert mixed.ready
+    # the second connection (`hold`) was reset after a while: not ready either
+    late = judge(_probe(AddressResult("10.0.0.2", 4, State.OPEN, None, 0.001)), dropped="reset")
+    assert not late.ready and late.outcome == "reset" and "resets the connection" in late.words
 
 
 def test_http_outcome() -> None:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from portdoctor.monitor.aprobe import HttpOutcome
     from portdoctor.monitor.config import HttpCheck
 
+HOLD_WINDOW = 0.25  # seconds a second connection must stay open (see `hold`)
+
 # outcome key -> what it means, in the words a log line uses
 OUTCOME_WORDS: dict[str, str] = {
     "ready": "accepts",
@@ -57,8 +59,9 @@ class Observation:
         return out
 
 
-def judge(probe: ProbeResult, http: HttpOutcome | None = None) -> Observation:
+def judge(probe: ProbeResult, http: HttpOutcome | None = None, dropped: str | None = None) -> Observation:
     """Judge a probe (and the HTTP outcome on its open connection, if any): ready or not, and why.
+    `dropped` is what `hold` saw on a second connection ("closed" or "reset"), if anything.
 
     Pure: the same probe gives the same observation.
     """
@@ -68,6 +71,9 @@ def judge(probe: ProbeResult, http: HttpOutcome | None = None) -> Observation:
     if probe.state is State.DNS_ERROR:
         return Observation(probe, False, "dns", f"{where}: DNS: {probe.dns_error or 'the name does not resolve'}")
     held = [a for a in probe.addresses if a.state is State.OPEN and a.detail != CLOSED_AT_ONCE]
+    if held and dropped in ("closed", "reset"):
+        return Observation(probe, False, dropped, f"{where} ({held[0].address}) {OUTCOME_WORDS[dropped]} "
+                                                  f"(within {HOLD_WINDOW:g} s)")
     if held:
         if http is None:
             return Observation(probe, True, "ready", f"{where} accepts ({held[0].address})")
@@ -91,12 +97,55 @@ def judge(probe: ProbeResult, http: HttpOutcome | None = None) -> Observation:
     return Observation(probe, False, key, f"{where}{detail} {OUTCOME_WORDS[key]}")
 
 
+def hold(address: str, port: int, window: float = 0.0) -> str | None:
+    """Connect once more to an address that accepted and watch the connection for `window`
+    seconds (HOLD_WINDOW by default): "closed" or "reset" when the server ends it at once, None
+    when it stays open or the server sends data (a banner). The probe's own watch lasts about two
+    round trips, which a slow server that accepts and then resets outlives."""
+    import select
+    import socket
+
+    window = window or HOLD_WINDOW
+    try:
+        family, _t, _p, _c, sockaddr = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0]
+        sk = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:
+        return None
+    try:
+        sk.settimeout(window)
+        try:
+            sk.connect(sockaddr)
+        except OSError:
+            return None  # not accepted this time: the next check will see it
+        readable, _w, _x = select.select([sk], [], [], window)
+        if not readable:
+            return None
+        try:
+            data = sk.recv(1, socket.MSG_PEEK)
+        except ConnectionResetError:
+            return "reset"
+        except OSError:
+            return None
+        return None if data else "closed"
+    finally:
+        sk.close()
+
+
 def observe(target: Target, timeout: float, http: HttpCheck | None = None) -> Observation:
-    """Check `target` once: connect within `timeout` seconds, then the HTTP check if asked."""
+    """Check `target` once: connect within `timeout` seconds, then the HTTP check if asked (or,
+    without one, `hold` a second connection to the address that accepted)."""
     if http is None:
         from portdoctor.probe import probe
 
-        return judge(probe(target, timeout=timeout))
+        first = judge(probe(target, timeout=timeout))
+        if not first.ready:
+            return first
+        from portdoctor.probe import CLOSED_AT_ONCE
+
+        address = next(a.address for a in first.probe.addresses
+                       if a.state is State.OPEN and a.detail != CLOSED_AT_ONCE)
+        # the full window even near a deadline: a short look would call a resetting port ready
+        return judge(first.probe, dropped=hold(address, target.port))
     import asyncio
 
     from portdoctor.monitor.aprobe import aprobe
