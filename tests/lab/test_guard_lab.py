@@ -249,3 +249,20 @@ startsecs=0
     assert "RUNNING" in status
     assert int(s.run([*ctl, "pid", "web"]).stdout.strip()) != pid
     assert g.stop() == 0
+
+
+def test_http_check_failing_on_an_open_port_restarts(s: Host, tmp_path: Path) -> None:
+    exe, _env = python_for(None)
+    site = tmp_path / "site"
+    site.mkdir()
+    s.start([exe, "-m", "http.server", "8080", "--bind", "127.0.0.1", "--directory", str(site)],
+            ready_port=8080, ready_address="127.0.0.1")
+    marker = tmp_path / "restarted"
+    # the "restart" makes the health page appear: the next check passes
+    g = Guard(s, "127.0.0.1:8080", "--http", "/health", "--restart", f"touch {site / 'health'} {marker}", *FAST)
+    rec = g.event("restart")
+    assert rec["outcome"] == "http" and "HTTP status 404" in rec["seen"]
+    assert rec["reason"] == "the port accepts but the HTTP check fails" and rec["cause"] == "ok"
+    assert g.event("restarted")["rc"] == 0 and marker.exists()
+    g.event("recovered")
+    assert g.stop() == 0

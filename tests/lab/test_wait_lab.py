@@ -63,7 +63,7 @@ def test_timeout_says_what_it_saw_and_diagnoses(s: Host) -> None:
     assert t["diagnosis"]["verdict"]["cause"] == "service_not_running"
 
 
-def test_timeout_of_a_silent_drop_says_no_answer(lab: Lab) -> None:
+def test_timeout_of_a_silent_drop_or_unreachable_says_which(lab: Lab) -> None:
     need("ip", "iptables")
     c, s = lab.pair()
     s.listen(8080)
@@ -73,6 +73,13 @@ def test_timeout_of_a_silent_drop_says_no_answer(lab: Lab) -> None:
     t = doc["targets"][0]
     assert set(t["seen"]) == {"timeout"}, t
     assert "no answer" in t["last_failure"]
+    s.sysctl("net.ipv4.icmp_ratelimit", 0)  # else the kernel sends one ICMP error per second, the rest time out
+    s.iptables("-R", "INPUT", "1", "-p", "tcp", "--dport", "8080", "-j", "REJECT",
+               "--reject-with", "icmp-host-prohibited")
+    code, doc = c.json_of("wait", "10.0.0.2:8080", "-t", "1", "-q", "--no-diagnose")
+    t = doc["targets"][0]
+    assert code == 1 and set(t["seen"]) == {"unreachable"}, t
+    assert "EHOSTUNREACH" in t["last_failure"]
 
 
 def test_wait_for_it_flags(s: Host, tmp_path: Path) -> None:
