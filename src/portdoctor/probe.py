@@ -43,6 +43,11 @@ ERRNO_DETAIL: dict[int, str] = {
     errno_mod.EAFNOSUPPORT: "this host has no support for the address family",
 }
 
+# The detail of an address that accepted and then closed the connection within the settle
+# window: open to the kernel, but nothing serves there yet (a proxy or published port whose
+# backend is not up). `wait` and `guard` do not count it as ready.
+CLOSED_AT_ONCE = "accepted, then closed by the server at once"
+
 
 @dataclass
 class Attempt:
@@ -167,8 +172,7 @@ def _settle(opened: dict[int, tuple[socket.socket, float]], results: dict[int, A
                 continue
             if not data:
                 r = results[i]
-                results[i] = Attempt(r.address, r.family, State.OPEN, None, r.seconds,
-                                      "accepted, then closed by the server at once")
+                results[i] = Attempt(r.address, r.family, State.OPEN, None, r.seconds, CLOSED_AT_ONCE)
     for s, _t in opened.values():
         s.close()
 
