@@ -519,7 +519,9 @@ def _http_check(path: str | None, statuses: str | None, targets: Any) -> Any:
 @click.argument("targets", nargs=-1, metavar="TARGET... [-- CMD [ARGS]...]")
 @click.option("-t", "--timeout", type=click.FloatRange(0, 86400), default=15.0, show_default=True,
               help="Give up after this many seconds (0: wait for ever).")
-@click.option("-s", "--strict", is_flag=True, help="Run CMD only if every target became ready.")
+@click.option("-s", "--strict", is_flag=True,
+              help="Run CMD only if every target became ready (always so; accepted for wait-for-it).")
+@click.option("--lax", is_flag=True, help="wait-for-it's default: run CMD even after a timeout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines (the diagnosis of a timeout is still printed).")
 @click.option("-h", "--host", "wf_host", metavar="HOST", help="wait-for-it's form: the host (with --port).")
 @click.option("-p", "--port", "wf_port", type=click.IntRange(1, 65535), help="wait-for-it's form: the port.")
@@ -530,7 +532,7 @@ def _http_check(path: str | None, statuses: str | None, targets: Any) -> Any:
 @click.option("--no-diagnose", is_flag=True, help="On timeout, say what was seen but do not diagnose.")
 @output_options
 @click.pass_context
-def wait(ctx: click.Context, targets: tuple[str, ...], timeout: float, strict: bool, quiet: bool,
+def wait(ctx: click.Context, targets: tuple[str, ...], timeout: float, strict: bool, lax: bool, quiet: bool,
          wf_host: str | None, wf_port: int | None, http_path: str | None, statuses: str | None,
          connect_timeout: float, no_diagnose: bool, fmt: str, as_json: bool) -> None:
     """Block until every TARGET accepts, then run CMD (exec: same arguments and environment).
@@ -539,8 +541,8 @@ def wait(ctx: click.Context, targets: tuple[str, ...], timeout: float, strict: b
     Retries with exponential backoff and jitter. A port that accepts and at once closes or
     resets the connection is not ready. On timeout it says what it saw the whole time
     (refused: nothing listening; no answer; unreachable; DNS) and prints the diagnosis of
-    the last failure; exit 1. Drop-in for wait-for-it: host:port, -t, -s, -q, -h/-p, and
-    like wait-for-it CMD still runs after a timeout unless -s is given.
+    the last failure; exit 1, and CMD does not run (wait-for-it runs it anyway unless -s:
+    --lax does that). Drop-in for wait-for-it: host:port, -t, -s, -q, -h/-p.
 
     \b
     Examples:
@@ -580,7 +582,9 @@ def wait(ctx: click.Context, targets: tuple[str, ...], timeout: float, strict: b
                 say(timeout_line(tw, timeout))
         if not no_diagnose:
             diagnose_failures(report, timeout=min(3.0, max(0.5, connect_timeout)))
-    runs = bool(command) and (report.ready or not strict)
+    if strict and lax:
+        raise BadInput("-s/--strict and --lax contradict each other: give one")
+    runs = bool(command) and (report.ready or lax)
     if fmt == "json":
         import json
 
@@ -591,7 +595,7 @@ def wait(ctx: click.Context, targets: tuple[str, ...], timeout: float, strict: b
                 with contextlib.redirect_stdout(sys.stderr):
                     _emit("diagnosis", tw.diagnosis, fmt)
     if command and not runs:
-        say(f"strict mode: not running {command[0]}")
+        say(f"not running {command[0]}: not every target became ready (--lax runs it anyway)")
     if runs and path is not None:
         exec_command(path, command)
     raise SystemExit(ExitCode.OK if report.ready else ExitCode.PROBLEM)
