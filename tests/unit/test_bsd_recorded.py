@@ -13,6 +13,7 @@ import pytest
 from portdoctor.diagnose import diagnose
 from portdoctor.host import RecordedHost
 from portdoctor.model import AddressResult, ProbeResult, State
+from portdoctor.probe import errno_number
 from portdoctor.target import parse_target
 
 from test_host_recorded import machine_out_of_reach  # type: ignore[import-not-found]
@@ -21,9 +22,10 @@ HOSTS = Path(__file__).resolve().parents[1] / "data" / "hosts"
 CASES = sorted(p.name for p in HOSTS.iterdir() if (p / "case.json").exists())
 
 
-def _probe(target, case: dict) -> ProbeResult:
-    addrs = tuple(AddressResult(a["address"], a["family"], State(a["state"]), a["errno"], a["seconds"])
-                  for a in case["probe"])
+def _probe(target, case: dict, platform: str) -> ProbeResult:
+    """The client's view recorded on that machine: errno numbers are that platform's."""
+    addrs = tuple(AddressResult(a["address"], a["family"], State(a["state"]), a["errno"], a["seconds"],
+                                errno_number=errno_number(a["errno"], platform)) for a in case["probe"])
     top = State.OPEN if any(a.state is State.OPEN for a in addrs) else addrs[0].state
     return ProbeResult(target, top, addrs, 3.0)
 
@@ -33,7 +35,7 @@ def _diagnose(name: str, monkeypatch: pytest.MonkeyPatch):
     host = RecordedHost(HOSTS / name)
     target = parse_target(case["target"])
     with machine_out_of_reach(monkeypatch) as seen:
-        result = diagnose(target, from_addr=case.get("from"), probe=_probe(target, case), followups={}, system=host)
+        result = diagnose(target, from_addr=case.get("from"), probe=_probe(target, case, host.platform), followups={}, system=host)
     assert seen == []
     return case, result
 
@@ -92,3 +94,14 @@ def test_pf_tables_are_read_and_the_probe_from_lo0_passes(monkeypatch: pytest.Mo
     assert [r.number for r in pf.rules if r.action == "block"] == [2]
     # this host's own probe (lo0) passes: only the --from client is refused
     assert [f.cause.value for f in result.findings if f.check == "bsd"] == ["firewall_reject"]
+
+
+def test_errno_numbers_are_the_platforms_in_json() -> None:
+    case, result = None, None
+    for name, want in (("mac-launchd-stopped", 61), ("fbsd-rcd-stopped", 61), ("mac-accept-queue", 60)):
+        case = json.loads((HOSTS / name / "case.json").read_text())
+        host = RecordedHost(HOSTS / name)
+        probe = _probe(parse_target(case["target"]), case, host.platform).to_json()
+        assert {a["errno_number"] for a in probe["addresses"]} == {want}
+    assert errno_number("EHOSTUNREACH", "darwin") == 65 and errno_number("ENETUNREACH", "freebsd14") == 51
+    assert errno_number("ECONNREFUSED", "linux") == 111
