@@ -105,3 +105,26 @@ def test_errno_numbers_are_the_platforms_in_json() -> None:
         assert {a["errno_number"] for a in probe["addresses"]} == {want}
     assert errno_number("EHOSTUNREACH", "darwin") == 65 and errno_number("ENETUNREACH", "freebsd14") == 51
     assert errno_number("ECONNREFUSED", "linux") == 111
+
+
+@pytest.mark.parametrize("name", ["mac-launchd-stopped", "mac-docker-loopback", "fbsd-ipfw-reset"])
+def test_cli_replays_a_recorded_bsd_diagnosis(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The snapshot of a macOS / FreeBSD host round-trips through a recording (`diagnose
+    --record`) and `portdoctor diagnose --replay` says the same in text and JSON."""
+    import subprocess
+    import sys
+
+    from portdoctor.diagnose import recording
+
+    case, result = _diagnose(name, monkeypatch)
+    doc = recording(result, from_addr=case.get("from"))
+    path = tmp_path / "rec.json"
+    path.write_text(json.dumps(doc))
+    run = [sys.executable, "-m", "portdoctor", "diagnose", case["target"], "--replay", str(path)]
+    out = subprocess.run(run + ["--json"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1, out.stderr
+    js = json.loads(out.stdout)
+    assert js["verdict"]["cause"] == case["expected"]
+    assert js["probe"]["addresses"][0].get("errno_number") == result.probe.addresses[0].errno_number
+    txt = subprocess.run(run, capture_output=True, text=True, timeout=60).stdout
+    assert case["fix"] in txt and result.verdict.summary[:40] in txt

@@ -102,6 +102,9 @@ def start_fixes(snap: Snapshot, name: str | None, port: int) -> list[Fix]:
             Fix(f"See why {name} is not running", f"systemctl status {name}; journalctl -u {name} -n 50"),
             Fix(f"Start {name} (and enable it at boot)", f"systemctl enable --now {name}"),
         ]
+    if name and snap.platform == "darwin":  # no `service` on macOS; Homebrew wraps launchd
+        return [Fix(f"Start {name} (installed with Homebrew: `brew services list` shows it), then check its log "
+                    f"for why it stopped or failed to bind port {port}", f"brew services start {name}")]
     if name:
         return [Fix(f"Start {name}, then check its log for why it stopped or failed to bind port {port}",
                     f"service {name} start")]
