@@ -165,3 +165,30 @@ def test_ipfw_first_match() -> None:
     out = evaluate(order, FilterFlow("10.20.0.5", 8080, src="10.20.0.9"), local=me)
     assert (out.verdict, out.rule.number) == ("drop", 65535)
     assert ipfw.default_verdict(rules) == "drop" and rules[0].packets == 4210
+
+
+def test_parsers_keep_what_they_can_read() -> None:
+    """Cut or garbled outputs: every parser returns the rows it could read, never raises."""
+    import random
+
+    lsof = "p4411\ncnode\nu501\nLdev\nf21\ntIPv4\nPTCP\nn127.0.0.1:3000\nf22\ntIPv6\nPTCP\nn[::1]:3000\n"
+    samples = [MOJAVE, SONOMA, SEQUOIA, PF_RULES, IPFW, lsof]
+    rng = random.Random(15)
+    for text in samples:
+        for _ in range(200):
+            cut = text[: rng.randrange(len(text))]
+            chars = list(cut)
+            for _ in range(3):
+                if chars:
+                    chars[rng.randrange(len(chars))] = rng.choice(" :.*/\n@[]{}!<>0123456789x")
+            mutated = "".join(chars)
+            parse_netstat_anv(mutated)
+            parse_listen_queues(mutated)
+            parse_lsof(mutated)
+            parse_sockstat(mutated)
+            pf.parse_rules(mutated)
+            ipfw.parse_rules(mutated)
+            parse_launchctl_print(mutated)
+    assert parse_brew_services('[{"name": "redis", "status": "sta') == []
+    assert parse_sockstat_json('{"sockstat": [1, 2]}') == [] and parse_sockstat_json("[]") == []
+    assert parse_docker_ps('{"ID": "a", "Ports": "0.0.0.0:1->2/tcp"}\n{"ID": "b", "Po') != []

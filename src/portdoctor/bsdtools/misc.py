@@ -118,7 +118,12 @@ def parse_docker_ps(text: str) -> list[DockerRow]:
     for line in text.splitlines():
         if not line.strip().startswith("{"):
             continue
-        it = json.loads(line)
+        try:
+            it = json.loads(line)
+        except ValueError:
+            continue  # a line docker cut short: keep the others
+        if not isinstance(it, dict):
+            continue
         ports = []
         for part in str(it.get("Ports") or "").split(","):
             m = _PORT.match(part.strip())

@@ -70,7 +70,13 @@ def parse_brew_services(text: str) -> list[BrewRow]:
     s = text.strip()
     if s.startswith("["):
         out = []
-        for it in json.loads(s):
+        try:
+            items = json.loads(s)
+        except ValueError:
+            return []  # a truncated answer: no services rather than a failed collector
+        for it in items if isinstance(items, list) else []:
+            if not isinstance(it, dict):
+                continue
             code = it.get("exit_code")
             out.append(BrewRow(str(it.get("name")), str(it.get("status") or "unknown"), it.get("user"),
                                it.get("file"), int(code) if isinstance(code, int) else None,

@@ -103,7 +103,8 @@ def parse_lsof(text: str) -> list[SocketRow]:
             continue
         tag, value = line[0], line[1:]
         if tag == "p":
-            pid, command, user, uid, fd, ftype, proto = int(value), None, None, None, None, None, None
+            pid = int(value) if value.isdigit() else None
+            command, user, uid, fd, ftype, proto = None, None, None, None, None, None
         elif tag == "c":
             command = value
         elif tag == "L":
@@ -227,9 +228,12 @@ def parse_sockstat(text: str) -> list[SocketRow]:
 def parse_sockstat_json(text: str) -> list[SocketRow]:
     """The same from `sockstat --libxo json -46l` ({"sockstat": {"socket": [...]}}, FreeBSD 15)."""
     doc = json.loads(text)
-    items = (doc.get("sockstat") or {}).get("socket") or []
+    top = doc.get("sockstat") if isinstance(doc, dict) else None
+    items = top.get("socket") if isinstance(top, dict) else None
     rows: list[SocketRow] = []
-    for it in items:
+    for it in items if isinstance(items, list) else []:
+        if not isinstance(it, dict):
+            continue
         proto = str(it.get("proto", ""))
         if not proto.startswith("tcp"):
             continue

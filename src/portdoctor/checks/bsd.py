@@ -105,12 +105,34 @@ def _effect(rule: FilterRule) -> str:
     return "drops the SYN without an answer, so the client waits until it times out"
 
 
+def _table_entry(fw: PacketFilter, rule: FilterRule, src: str | None) -> tuple[str, str] | None:
+    """(table, entry) of the pf table in the rule's source that holds the client, if any."""
+    import ipaddress
+
+    if not src:
+        return None
+    for spec in rule.src:
+        if spec.startswith("<") and spec.endswith(">"):
+            for entry in fw.tables.get(spec[1:-1], ()):
+                try:
+                    if ipaddress.ip_address(src) in ipaddress.ip_network(entry.lstrip("!"), strict=False):
+                        return spec[1:-1], entry
+                except ValueError:
+                    continue
+    return None
+
+
 def _filter_fixes(snap: Snapshot, fw: PacketFilter, rule: FilterRule | None, port: int, src: str | None) -> list[Fix]:
     who = f"from {src} " if src else ""
     if fw.tool == "pf":
         pass_rule = f"pass in quick proto tcp {'from ' + src + ' ' if src else ''}to any port {port}"
         conf = "/etc/pf.conf"
         fixes = []
+        hit = _table_entry(fw, rule, src) if rule is not None else None
+        if hit:
+            fixes.append(Fix(f"Take {hit[1]} out of pf table <{hit[0]}> (at once; also remove it from the file or "
+                             f"pf.conf line that fills the table, or it comes back at the next reload)",
+                             f"sudo pfctl -t {hit[0]} -T delete {hit[1]}"))
         if rule is not None:
             fixes.append(Fix(f"Delete or narrow the rule `{rule.text}` in {conf} (or the anchor file that loads it), "
                              f"or let port {port} {who}through before it with `{pass_rule}`, then reload pf",

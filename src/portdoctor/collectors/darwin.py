@@ -97,7 +97,11 @@ def _launchd(req: Request) -> tuple[list[LaunchdJob], list[Limitation]]:
         jobs.append(LaunchdJob(r.label, r.pid, int(code) if code.lstrip("-").isdigit() else r.status,
                                info.get("state"), info.get("program"), info.get("path"),
                                info.get("stdout path"), info.get("stderr path"), domain))
-    return jobs, []
+    lims = []
+    if host.is_root:
+        lims.append(Limitation("as root, launchctl lists the system domain only: the logged-in user's agents "
+                               "(Homebrew services) are not seen", "run portdoctor without sudo to see them"))
+    return jobs, lims
 
 
 def _brew(req: Request) -> list[BrewService]:

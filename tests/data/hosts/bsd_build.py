@@ -135,18 +135,15 @@ def mac_host(*, root: bool, netstat_out: str, lsof_out: str, lan: str, ps: str, 
         cmd(["/usr/sbin/netstat", "-Lan"], "Current listen queue sizes (qlen/incqlen/maxqlen)\n"
             "Listen         Local Address         \n" + lan),
         cmd(["/sbin/ifconfig", "-a"], IFCONFIG_MAC),
-        cmd(["/usr/sbin/sysctl", "kern.ipc.somaxconn", "kern.ipc.soacceptqueue", "net.inet.tcp.blackhole",
-             "net.inet.udp.blackhole", "net.inet6.ip6.v6only", "net.inet.ip.forwarding", "net.inet.ip.fw.enable"][:2]
-            + ["kern.ipc.soacceptqueue"][:0] + [], ""),
         cmd(["/bin/launchctl", "list"], launchctl),
         cmd(["/usr/bin/id", "-u"], "0\n" if root else "501\n"),
         cmd(["/opt/homebrew/bin/brew", "services", "list", "--json"], brew),
+        # macOS has no kern.ipc.soacceptqueue or ipfw: sysctl names them and exits 1
+        cmd(["/usr/sbin/sysctl", "kern.ipc.somaxconn", "kern.ipc.soacceptqueue", "net.inet.tcp.blackhole",
+             "net.inet.udp.blackhole", "net.inet6.ip6.v6only", "net.inet.ip.fw.enable", "net.inet.ip.forwarding"],
+            sysctl, rc=1,
+            stderr="sysctl: unknown oid 'kern.ipc.soacceptqueue'\nsysctl: unknown oid 'net.inet.ip.fw.enable'\n"),
     ]
-    cmds = [c for c in cmds if c["argv"][0] != "/usr/sbin/sysctl"]
-    cmds.append(cmd(["/usr/sbin/sysctl", "kern.ipc.somaxconn", "kern.ipc.soacceptqueue", "net.inet.tcp.blackhole",
-                     "net.inet.udp.blackhole", "net.inet6.ip6.v6only", "net.inet.ip.fw.enable",
-                     "net.inet.ip.forwarding"], sysctl, rc=1,
-                    stderr="sysctl: unknown oid 'kern.ipc.soacceptqueue'\nsysctl: unknown oid 'net.inet.ip.fw.enable'\n"))
     if pids:
         cmds.append(cmd(["/bin/ps", "-ww", "-o", "pid=,user=,command=", "-p", pids], ps))
     fw = "/usr/libexec/ApplicationFirewall/socketfilterfw"
@@ -346,7 +343,7 @@ CASES["mac-pf-return"] = {
 """, "tables": "lab_blocked\n", "entries": {"lab_blocked": "   192.0.2.0/24\n   198.51.100.7\n"}}),
     "case": {"target": "192.168.1.20:8080", "from": "192.0.2.7", "release": "macOS 10.14 Mojave",
              "probe": [addr("192.168.1.20", "open", None)],
-             "expected": "firewall_reject", "fix": "pfctl -f /etc/pf.conf", "evidence": "@2"},
+             "expected": "firewall_reject", "fix": "pfctl -t lab_blocked -T delete 192.0.2.0/24", "evidence": "@2"},
 }
 
 # --- macOS 14, no root: a server that stopped calling accept(): 128/12/128 on *.8080, clients time out
