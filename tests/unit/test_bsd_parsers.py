@@ -7,7 +7,8 @@ import json
 
 from portdoctor.bsdtools.misc import parse_alf, parse_docker_ps, parse_ifconfig
 from portdoctor.bsdtools.services import (
-    parse_brew_services, parse_launchctl_list, parse_launchctl_print, parse_service_status,
+    exit_code, needs_onestatus, parse_brew_services, parse_launchctl_list, parse_launchctl_print,
+    parse_service_listing, parse_service_status,
 )
 from portdoctor.bsdtools.sockets import (
     parse_listen_queues, parse_lsof, parse_netstat_anv, parse_sockstat, parse_sockstat_json,
@@ -73,7 +74,7 @@ def test_sockstat_text_and_libxo() -> None:
             "?        ?          ?     ?   tcp4   127.0.0.1:9100        *:*\n")
     assert [(r.address, r.port, r.family, r.v6only, r.pid, r.user) for r in parse_sockstat(text)] == [
         ("0.0.0.0", 80, 4, None, 1201, "www"), ("::", 22, 6, False, 812, "root"),
-        ("127.0.0.1", 9100, 4, None, None, "?")]
+        ("127.0.0.1", 9100, 4, None, None, None)]
     doc = {"__version": "1", "sockstat": {"socket": [
         {"user": "api", "command": "apiserver", "pid": "2210", "fd": "3", "proto": "tcp6",
          "local": {"address": "::1", "port": "9000"}, "foreign": {"address": "::", "port": "*"}}]}}
@@ -95,6 +96,14 @@ def test_launchd_brew_rcd() -> None:
                                                                ("redis", "started", None), ("nginx", "none", None)]
     assert parse_service_status("nginx is not running.\n") == (False, None)
     assert parse_service_status("sshd is running as pid 812.\n") == (True, 812)
+    assert needs_onestatus("Cannot 'status' redis. Set redis_enable to YES in /etc/rc.conf or use 'onestatus' "
+                           "instead of 'status'.\n")
+    assert parse_service_listing("DAEMON\nLOGIN\nnginx\nredis\n") == ["DAEMON", "LOGIN", "nginx", "redis"]
+    full = parse_launchctl_print("system/org.example.api = {\n\tstate = spawn scheduled\n\tlast exit code = 78: "
+                                 "EX_CONFIG\n\targuments = {\n\t\t/usr/local/bin/api\n\t\t--port\n\t\t3000\n\t}\n"
+                                 "\tenvironment = {\n\t\tPORT => 3000\n\t}\n}\n")
+    assert (full["arguments"], full["environment"]) == ("/usr/local/bin/api --port 3000", "PORT=3000")
+    assert exit_code(full["last exit code"]) == 78 and exit_code("(never exited)") is None
 
 
 def test_alf_docker_ifconfig() -> None:

@@ -32,24 +32,41 @@ def parse_launchctl_list(text: str) -> list[LaunchctlRow]:
 
 def parse_launchctl_print(text: str) -> dict[str, str]:
     """The top-level `key = value` lines of `launchctl print DOMAIN/LABEL` (state, program, pid,
-    last exit code, stdout path, stderr path, path, runs, ...); nested blocks are skipped."""
+    last exit code, stdout path, stderr path, path, runs, ...); the `arguments` and
+    `environment` blocks are joined into one line each ("-D /var/db", "PORT=3000 HOME=/x"), other
+    nested blocks are skipped."""
     out: dict[str, str] = {}
     depth = 0
+    block: str | None = None
+    items: list[str] = []
     for line in text.splitlines():
         s = line.strip()
         if s.endswith("{"):
             depth += 1
-            if depth > 1:
-                continue
+            if depth == 2:
+                block = s[:-1].strip().rstrip("=").strip()
+                items = []
             continue
         if s == "}":
+            if depth == 2 and block in ("arguments", "environment"):
+                out.setdefault(block, " ".join(items))
             depth -= 1
+            block = None if depth < 2 else block
+            continue
+        if depth == 2 and block in ("arguments", "environment"):
+            items.append(s.replace(" => ", "="))
             continue
         if depth != 1 or " = " not in s:
             continue
         key, _, value = s.partition(" = ")
         out.setdefault(key.strip(), value.strip())
     return out
+
+
+def exit_code(text: str | None) -> int | None:
+    """The number of a launchd "last exit code" ("1", "78: EX_CONFIG", "(never exited)" -> None)."""
+    m = re.match(r"\s*(-?\d+)", text or "")
+    return int(m.group(1)) if m else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +116,17 @@ def parse_brew_services(text: str) -> list[BrewRow]:
 def parse_service_enabled(text: str) -> list[str]:
     """rc.d script names from FreeBSD `service -e` ("/usr/local/etc/rc.d/nginx" -> "nginx")."""
     return [line.strip().rsplit("/", 1)[-1] for line in text.splitlines() if line.strip().startswith("/")]
+
+
+def parse_service_listing(text: str) -> list[str]:
+    """Script names from FreeBSD `service -l` (one name a line)."""
+    return [w for w in (line.strip() for line in text.splitlines()) if w and "/" not in w and " " not in w]
+
+
+def needs_onestatus(text: str) -> bool:
+    """`service NAME status` refused because NAME_enable is not set ("Cannot 'status' nginx. Set
+    nginx_enable to YES in /etc/rc.conf or use 'onestatus' instead of 'status'.")."""
+    return "onestatus" in text
 
 
 def parse_service_status(text: str) -> tuple[bool | None, int | None]:

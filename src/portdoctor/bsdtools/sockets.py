@@ -220,7 +220,7 @@ def parse_sockstat(text: str) -> list[SocketRow]:
             continue
         v6only = None if fam == 4 else proto == "tcp6"
         rows.append(SocketRow(ep[0], ep[1], fam, v6only, int(pid) if pid.isdigit() else None,
-                              None if command == "??" else command, None if user == "??" else user,
+                              None if command in ("?", "??") else command, None if user in ("?", "??") else user,
                               int(fd) if fd.isdigit() else None))
     return rows
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from portdoctor import services as service_table
 from portdoctor.bsdtools.misc import parse_alf, parse_docker_ps
-from portdoctor.bsdtools.services import parse_brew_services, parse_launchctl_list, parse_launchctl_print
+from portdoctor.bsdtools.services import exit_code, parse_brew_services, parse_launchctl_list, parse_launchctl_print
 from portdoctor.bsdtools.sockets import LSOF_ARGV, SocketRow, parse_lsof, parse_netstat_anv
 from portdoctor.collectors import Facts, Request
 from portdoctor.collectors.bsd import HOW_ROOT, collect_pf, listen_queues, merge_listeners, processes
@@ -75,6 +75,15 @@ def _related_labels(req: Request, labels: list[str]) -> list[str]:
     return out
 
 
+MAX_CRASHED = 10  # crashed launchd jobs looked at for the port in their arguments
+
+
+def _names_port(info: dict[str, str], port: int) -> bool:
+    """Whether a job's arguments or environment name the port ("--port 3000", "PORT=3000", ":3000")."""
+    words = (info.get("arguments", "") + " " + info.get("environment", "")).replace("=", " ").replace(":", " ").split()
+    return str(port) in words
+
+
 def _launchd(req: Request) -> tuple[list[LaunchdJob], list[Limitation]]:
     host = req.system
     res = host.run(["launchctl", "list"])
@@ -86,17 +95,22 @@ def _launchd(req: Request) -> tuple[list[LaunchdJob], list[Limitation]]:
     domain = "system" if host.is_root else f"gui/{uid}" if uid else None
     jobs = []
     related = set(_related_labels(req, [r.label for r in rows]))
+    # jobs that exited with an error: kept when their arguments or environment name the port
+    crashed = [r.label for r in rows if r.pid is None and r.status not in (None, 0) and r.label not in related
+               and not r.label.startswith("com.apple.")][:MAX_CRASHED]
     for r in rows:
-        if r.label not in related:
+        if r.label not in related and r.label not in crashed:
             continue
         info: dict[str, str] = {}
         if domain:
             pr = host.run(["launchctl", "print", f"{domain}/{r.label}"])
             info = parse_launchctl_print(pr.stdout) if pr.ok else {}
-        code = info.get("last exit code", "")
-        jobs.append(LaunchdJob(r.label, r.pid, int(code) if code.lstrip("-").isdigit() else r.status,
-                               info.get("state"), info.get("program"), info.get("path"),
-                               info.get("stdout path"), info.get("stderr path"), domain))
+        if r.label not in related and not _names_port(info, req.port):
+            continue
+        code = exit_code(info.get("last exit code"))
+        jobs.append(LaunchdJob(r.label, r.pid, code if code is not None else r.status,
+                               info.get("state"), info.get("program") or info.get("arguments", "").split(" ")[0] or None,
+                               info.get("path"), info.get("stdout path"), info.get("stderr path"), domain))
     lims = []
     if host.is_root:
         lims.append(Limitation("as root, launchctl lists the system domain only: the logged-in user's agents "

@@ -6,7 +6,9 @@ Everything runs through the Host, so a recorded FreeBSD host replays it anywhere
 from __future__ import annotations
 
 from portdoctor import services as service_table
-from portdoctor.bsdtools.services import parse_service_enabled, parse_service_status
+from portdoctor.bsdtools.services import (
+    needs_onestatus, parse_service_enabled, parse_service_listing, parse_service_status,
+)
 from portdoctor.bsdtools.sockets import SocketRow, parse_sockstat, parse_sockstat_json
 from portdoctor.collectors import Facts, Request
 from portdoctor.collectors.bsd import HOW_ROOT, collect_pf, listen_queues, merge_listeners, processes
@@ -46,22 +48,29 @@ def collect_listeners(req: Request) -> Facts:
 
 
 def _rcd(req: Request) -> list[RcService]:
+    """rc.d scripts named like the port's usual servers (or --service): enabled or not, running or not."""
     host = req.system
     res = host.run(["service", "-e"])
     enabled = parse_service_enabled(res.stdout) if res.ok else []
+    listed = host.run(["service", "-l"])
+    available = parse_service_listing(listed.stdout) if listed.ok else []
     words = {req.service.lower()} if req.service else set()
     for info in service_table.by_port(req.port):
         words.add(info.name.lower())
         words.update(n.lower() for n in info.process_names)
-    names = sorted({n for n in enabled if n.lower() in words} | ({req.service} if req.service else set()))
+    names = sorted({n for n in set(enabled) | set(available) if n.lower() in words}
+                   | ({req.service} if req.service else set()))
     out = []
     for name in names:
         st = host.run(["service", name, "status"])
-        if st.missing or (not st.stdout and not st.stderr):
+        text = st.stdout + st.stderr
+        if needs_onestatus(text):
+            st = host.run(["service", name, "onestatus"])
+            text = st.stdout + st.stderr
+        if st.missing or not text.strip():
             continue
-        running, pid = parse_service_status(st.stdout + st.stderr)
-        line = (st.stdout or st.stderr).strip().splitlines()[0] if (st.stdout or st.stderr).strip() else ""
-        out.append(RcService(name, name in enabled, running, pid, line))
+        running, pid = parse_service_status(text)
+        out.append(RcService(name, name in enabled, running, pid, text.strip().splitlines()[0]))
     return out
 
 

@@ -174,7 +174,7 @@ State Table                          Total             Rate
 
 
 def fbsd_host(*, root: bool, sockstat: str | None = None, sockstat_json: str | None = None, lan: str, ps: str,
-              pids: str, service_e: str = "", statuses: dict[str, tuple[str, int]] | None = None,
+              pids: str, service_e: str = "", service_l: str = "", statuses: dict[str, tuple[str, int]] | None = None,
               pf: dict | None = None, ipfw: str | None = None) -> dict:
     which = {"sockstat": "/usr/bin/sockstat", "netstat": "/usr/bin/netstat", "ifconfig": "/sbin/ifconfig",
              "sysctl": "/sbin/sysctl", "ps": "/bin/ps", "service": "/usr/sbin/service", "pfctl": "/sbin/pfctl",
@@ -196,9 +196,14 @@ def fbsd_host(*, root: bool, sockstat: str | None = None, sockstat_json: str | N
             "" if ipfw else "sysctl: unknown oid 'net.inet.ip.fw.enable'\n"),
         cmd(["/bin/ps", "-ww", "-o", "pid=,user=,command=", "-p", pids], ps),
         cmd(["/usr/sbin/service", "-e"], service_e),
+        cmd(["/usr/sbin/service", "-l"], service_l or "".join(
+            line.rsplit("/", 1)[-1] + "\n" for line in service_e.splitlines())),
     ]
     for name, (text, rc) in (statuses or {}).items():
-        cmds.append(cmd(["/usr/sbin/service", name, "status"], text, rc))
+        verb = "status"
+        if " " in name:
+            name, verb = name.split(" ", 1)
+        cmds.append(cmd(["/usr/sbin/service", name, verb], text, rc))
     if pf is None:
         cmds.append(cmd(["/sbin/pfctl", "-s", "info"], "", 1, "pfctl: /dev/pf: No such file or directory\n"))
     else:
@@ -468,6 +473,77 @@ CASES["fbsd-loopback-only"] = {
     "case": {"target": "10.20.0.5:9000", "release": "FreeBSD 14.1",
              "probe": [addr("10.20.0.5", "refused", "ECONNREFUSED")],
              "expected": "wrong_interface", "fix": "0.0.0.0"},
+}
+
+
+# --- FreeBSD 14, root: redis installed but not enabled in rc.conf (status needs onestatus)
+CASES["fbsd-rcd-disabled"] = {
+    "host": fbsd_host(
+        root=True,
+        sockstat="USER     COMMAND    PID   FD  PROTO  LOCAL ADDRESS         FOREIGN ADDRESS      \n"
+                 "root     sshd        812   4  tcp4   *:22                  *:*\n",
+        lan="tcp4  0/0/128                          *.22\n",
+        ps="  812 root     /usr/sbin/sshd\n", pids="812",
+        service_e="/etc/rc.d/hostid\n/etc/rc.d/sshd\n",
+        service_l="DAEMON\nLOGIN\nNETWORKING\nhostid\nsshd\nsyslogd\nredis\nsentinel\n",
+        statuses={"redis": ("", 1), "redis onestatus": ("redis is not running.\n", 1)}),
+    "case": {"target": ":6379", "release": "FreeBSD 14.1",
+             "probe": [addr("127.0.0.1", "refused", "ECONNREFUSED")],
+             "expected": "service_not_running", "fix": "sysrc redis_enable=YES", "evidence": "redis is not running"},
+}
+CASES["fbsd-rcd-disabled"]["host"]["commands"] = [
+    c if c["argv"] != ["/usr/sbin/service", "redis", "status"] else cmd(
+        c["argv"], "", 1, "Cannot 'status' redis. Set redis_enable to YES in /etc/rc.conf or use 'onestatus' "
+                          "instead of 'status'.\n")
+    for c in CASES["fbsd-rcd-disabled"]["host"]["commands"]]
+
+# --- macOS 14, no root: a developer's own LaunchAgent (PORT=3000 in its environment) exits 78 at start
+CASES["mac-launchd-agent-crashed"] = {
+    "host": mac_host(
+        root=False,
+        netstat_out=netstat(H_14, [row_14("tcp4", "127.0.0.1.5432", 812)]),
+        lsof_out=lsof_rec(812, "postgres", "dev", 501, [(8, "IPv4", "127.0.0.1:5432")]),
+        lan="0/0/128        127.0.0.1.5432         \n",
+        ps="812 dev      /opt/homebrew/opt/postgresql@16/bin/postgres -D /opt/homebrew/var/postgresql@16\n",
+        pids="812",
+        launchctl=LAUNCHCTL_LIST + "-\t78\tcom.example.orders-api\n-\t1\tcom.example.backup\n",
+        prints={"com.example.orders-api": """gui/501/com.example.orders-api = {
+	active count = 0
+	path = /Users/dev/Library/LaunchAgents/com.example.orders-api.plist
+	type = LaunchAgent
+	state = spawn scheduled
+
+	program = /Users/dev/orders/bin/orders-api
+	arguments = {
+		/Users/dev/orders/bin/orders-api
+		--config
+		/Users/dev/orders/config.toml
+	}
+
+	stdout path = /Users/dev/Library/Logs/orders-api.log
+	stderr path = /Users/dev/Library/Logs/orders-api.err
+	environment = {
+		PORT => 3000
+		RUST_LOG => info
+	}
+
+	domain = gui/501 [100005]
+	runs = 14
+	last exit code = 78: EX_CONFIG
+}
+""", "com.example.backup": """gui/501/com.example.backup = {
+	state = not running
+	program = /Users/dev/bin/backup.sh
+	arguments = {
+		/Users/dev/bin/backup.sh
+	}
+	last exit code = 1
+}
+"""}),
+    "case": {"target": ":3000", "release": "macOS 14 Sonoma",
+             "probe": [addr("::1", "refused", "ECONNREFUSED"), addr("127.0.0.1", "refused", "ECONNREFUSED")],
+             "expected": "service_not_running", "fix": "launchctl kickstart -k gui/501/com.example.orders-api",
+             "evidence": "last exit code = 78"},
 }
 
 
