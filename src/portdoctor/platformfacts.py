@@ -23,6 +23,7 @@ class PacketFilter:
     default: str = "pass"  # the verdict when no rule matches (pf: pass; ipfw: rule 65535)
     block_policy: str = "drop"  # pf's `set block-policy`: what a plain `block` does
     source: str = ""  # the command that printed the rules
+    skip: tuple[str, ...] = ()  # pf's `set skip on IFACE`: interfaces it does not filter
 
 
 @dataclass(frozen=True, slots=True)

@@ -149,6 +149,7 @@ def test_pf_last_match_wins_unless_quick() -> None:
     out = evaluate(order, FilterFlow("10.0.0.2", 22, src=None), tables)
     assert out.verdict == "drop" and [r.number for r in out.some_clients] == [4, 5]
     assert pf.parse_rules("@0 block in all\n", pf.block_policy("set block-policy return\n"))[0].verdict == "reject"
+    assert pf.skip_interfaces("set skip on lo0\nset skip on { bridge0, lo1 } # vms\n") == ("lo0", "bridge0", "lo1")
 
 
 IPFW = """00100     4210      311022 allow ip from any to any via lo0

@@ -165,8 +165,15 @@ def _filter(snap: Snapshot, ctx: Context, fw: PacketFilter) -> list[Finding]:
     seen: set[int] = set()
     maybe_seen: set[int] = set()
     default = fw.default
+    opened = {a.address for a in ctx.probe.addresses if a.state is State.OPEN}
     for flow, who in reversed(_flows(snap, ctx)):  # the --from clients first: their verdict is definite
+        if flow.iface is not None and flow.iface in fw.skip:
+            continue  # `set skip on IFACE`: pf does not look at this interface
         res = evaluate(ordered, flow, fw.tables, local, default)
+        if who == "this host's own probe" and flow.dst in opened and res.verdict != "pass":
+            # the kernel let this very connection through: something the rules do not show
+            # (an anchor, `set skip`) passes it; do not contradict what was seen
+            continue
         order_note = ("pf: the last matching rule decides unless one is `quick`" if fw.tool == "pf"
                       else "ipfw: the first matching rule decides")
         if res.verdict != "pass" and res.rule is not None and res.rule.number not in seen:

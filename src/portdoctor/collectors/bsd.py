@@ -140,4 +140,4 @@ def collect_pf(host: Host) -> tuple[PacketFilter | None, list[Limitation]]:
     if any(r.text.startswith("anchor") for r in rules):
         lims.append(Limitation("rules inside pf anchors were not read (pfctl -a NAME -sr)",
                                "run `sudo pfctl -a '*' -vvsr` to see them"))
-    return PacketFilter("pf", enabled, rules, tables, "pass", policy, "pfctl -vvsr"), lims
+    return PacketFilter("pf", enabled, rules, tables, "pass", policy, "pfctl -vvsr", pfparse.skip_interfaces(conf)), lims

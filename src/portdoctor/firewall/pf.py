@@ -37,6 +37,16 @@ def block_policy(pf_conf: str | None) -> str:
     return "drop"
 
 
+def skip_interfaces(pf_conf: str | None) -> tuple[str, ...]:
+    """Interfaces pf does not filter at all: `set skip on lo0` / `set skip on { lo0 bridge0 }`."""
+    out: list[str] = []
+    for line in (pf_conf or "").splitlines():
+        words = line.split("#")[0].replace("{", " ").replace("}", " ").replace(",", " ").split()
+        if len(words) >= 4 and words[:3] == ["set", "skip", "on"]:
+            out += words[3:]
+    return tuple(out)
+
+
 def parse_tables(names_text: str) -> list[str]:
     """Table names from `pfctl -s Tables` (one per line, `-v` flags in front are skipped)."""
     out = []

@@ -547,11 +547,43 @@ CASES["mac-launchd-agent-crashed"] = {
 }
 
 
+# --- FreeBSD 14, root: pf with a default `block in all` (block-policy drop), ssh passed, lo0 skipped;
+# the web port was never passed: clients from the LAN time out, this host's own probe (lo0) connects
+CASES["fbsd-pf-default-block"] = {
+    "host": fbsd_host(
+        root=True,
+        sockstat="USER     COMMAND    PID   FD  PROTO  LOCAL ADDRESS         FOREIGN ADDRESS      \n"
+                 "www      httpd      1510   4  tcp46  *:8000                *:*\n"
+                 "root     sshd        812   4  tcp4   *:22                  *:*\n",
+        lan="tcp46 0/0/511                          *.8000\ntcp4  0/0/128                          *.22\n",
+        ps="  812 root     /usr/sbin/sshd\n 1510 www      /usr/local/sbin/httpd -DNOHTTPACCEPT\n", pids="812,1510",
+        pf={"info": PF_INFO, "rules": """@0 block drop in all
+  [ Evaluations: 2214      Packets: 31        Bytes: 1860        States: 0     ]
+  [ Inserted: uid 0 pid 402 State Creations: 0     ]
+@1 pass out all flags S/SA keep state
+  [ Evaluations: 2214      Packets: 8110      Bytes: 2291043     States: 3     ]
+  [ Inserted: uid 0 pid 402 State Creations: 70    ]
+@2 pass in on vtnet0 inet proto tcp from any to any port = 22 flags S/SA keep state
+  [ Evaluations: 1104      Packets: 902       Bytes: 70331       States: 1     ]
+  [ Inserted: uid 0 pid 402 State Creations: 4     ]
+"""}),
+    "files": {"etc/pf.conf": "ext_if = \"vtnet0\"\nset skip on lo0\nblock in all\npass out all keep state\n"
+                             "pass in on $ext_if inet proto tcp to port 22\n"},
+    "case": {"target": "10.20.0.5:8000", "from": "10.20.0.77", "release": "FreeBSD 14.1",
+             "probe": [addr("10.20.0.5", "open", None)],
+             "expected": "firewall_drop", "fix": "pass in quick proto tcp from 10.20.0.77 to any port 8000",
+             "evidence": "@0"},
+}
+
+
 def main() -> None:
     for name, spec in CASES.items():
         folder = HERE / name
         (folder / "files").mkdir(parents=True, exist_ok=True)
         (folder / "files" / ".keep").write_text("")
+        for rel, text in spec.get("files", {}).items():
+            (folder / "files" / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / "files" / rel).write_text(text)
         (folder / "host.json").write_text(json.dumps(spec["host"], indent=1, sort_keys=True) + "\n")
         (folder / "case.json").write_text(json.dumps(spec["case"], indent=1, sort_keys=True) + "\n")
 
