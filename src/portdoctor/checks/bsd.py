@@ -133,13 +133,16 @@ def _filter_fixes(snap: Snapshot, fw: PacketFilter, rule: FilterRule | None, por
             fixes.append(Fix(f"Take {hit[1]} out of pf table <{hit[0]}> (at once; also remove it from the file or "
                              f"pf.conf line that fills the table, or it comes back at the next reload)",
                              f"sudo pfctl -t {hit[0]} -T delete {hit[1]}"))
-        if rule is not None:
-            fixes.append(Fix(f"Delete or narrow the rule `{rule.text}` in {conf} (or the anchor file that loads it), "
-                             f"or let port {port} {who}through before it with `{pass_rule}`, then reload pf",
-                             f"sudo pfctl -nf {conf} && sudo pfctl -f {conf}"))
-        else:
-            fixes.append(Fix(f"Let port {port} {who}through: add `{pass_rule}` to {conf}, then reload pf",
-                             f"sudo pfctl -nf {conf} && sudo pfctl -f {conf}"))
+        reload = f"sudo pfctl -nf {conf} && sudo pfctl -f {conf}"
+        let_through = Fix(f"Let port {port} {who}through: add `{pass_rule}` to {conf}"
+                          + (f" above `{rule.text}`" if rule is not None else "")
+                          + " (`quick` makes it decide at once; a rule without quick would have to come after "
+                            "every block rule, since pf's last match wins), then reload pf", reload)
+        specific = rule is not None and bool(rule.dport or rule.src)
+        if specific:
+            fixes.append(Fix(f"Delete or narrow the rule `{rule.text}` in {conf} (or the anchor file that loads "
+                             f"it), then reload pf", reload))
+        fixes.append(let_through)
         fixes.append(Fix("Check the loaded rules and their counters afterwards",
                          f"sudo pfctl -vvsr | grep -A2 'port = {port}'"))
         return fixes
