@@ -223,9 +223,10 @@ def _app_firewall(snap: Snapshot, ctx: Context, bsd: BsdFacts, local: bool) -> l
     if alf is None or not alf.enabled:
         return []
     timed_out = any(a.state is State.TIMEOUT for a in ctx.probe.addresses)
-    remote_clients = bool(ctx.from_addr) or not all(is_loopback(a.address) for a in ctx.probe.addresses)
-    if not (timed_out and remote_clients):
-        return []
+    remote_probe = not all(is_loopback(a.address) for a in ctx.probe.addresses) and not local
+    from_elsewhere = bool(ctx.from_addr) and not facts.is_local(snap, ctx.from_addr)
+    # it filters what comes from other machines only: this host's own connections (lo0) pass
+    clients_hang = (timed_out and remote_probe) or from_elsewhere
     socks = facts.listeners_on_port(snap, ctx.target.port)
     procs = [p for s in socks for p in facts.owners(snap, s)]
     names = {p.name for p in procs} | {p.cmdline[0].rsplit("/", 1)[-1] for p in procs if p.cmdline}
@@ -243,14 +244,18 @@ def _app_firewall(snap: Snapshot, ctx: Context, bsd: BsdFacts, local: bool) -> l
         fixes.append(Fix("Allow the server's program in the Application Firewall (System Settings > Network > "
                          "Firewall > Options), or from a shell", f"sudo {ALF} --add PROGRAM && sudo {ALF} "
                                                                  f"--unblockapp PROGRAM"))
-    weight = 0.85 if (blocked or alf.block_all) else 0.45
+    blocking = bool(blocked or alf.block_all)
+    if not (clients_hang or blocking):
+        return []
+    weight = (0.85 if blocking else 0.45) if clients_hang else 0.3
     return [Finding(
         Cause.FIREWALL_DROP, CHECK, Severity.ERROR if weight > 0.5 else Severity.WARNING,
         "The macOS Application Firewall is on"
         + (f" and blocks {', '.join(blocked)}" if blocked else " and blocks all incoming connections"
            if alf.block_all else "")
-        + ": it does not refuse a blocked connection, it leaves it unanswered, so the client hangs until it "
-          "times out (connections over loopback are not filtered).",
+        + ": it does not refuse a blocked connection, it leaves it unanswered, so "
+        + ("the client hangs until it times out" if clients_hang else "clients from other machines will hang until "
+           "they time out") + " (connections from this Mac itself are not filtered).",
         tuple(evidence), tuple(fixes), weight)]
 
 

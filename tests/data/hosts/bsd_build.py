@@ -395,7 +395,7 @@ CASES["mac-alf-timeout"] = {
              "2 :  /Applications/Docker.app \n \t ( Allow incoming connections ) \n"],
         pf={"info": PF_INFO.replace("Enabled", "Disabled"), "rules": ""}),
     "case": {"target": "192.168.1.20:3000", "from": "192.168.1.50", "release": "macOS 14 Sonoma",
-             "probe": [addr("192.168.1.20", "timeout", "ETIMEDOUT", 3.0)],
+             "probe": [addr("192.168.1.20", "open", None)],
              "expected": "firewall_drop", "fix": "--unblockapp /opt/homebrew/bin/node", "evidence": "stealth"},
 }
 
