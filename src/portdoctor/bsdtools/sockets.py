@@ -45,24 +45,29 @@ def _wild(family: int) -> str:
 
 
 def split_endpoint(text: str, family: int | None = None) -> tuple[str, int, int] | None:
-    """(address, port, family) of "127.0.0.1.8080", "*.8080", "::1.8080", "[::1]:8080", "*:8080".
+    """(address, port, family) of an endpoint as netstat ("127.0.0.1.8080", "*.8080", "::1.8080"),
+    lsof ("[::1]:8080", "*:8080") or sockstat ("::1:8080", "*:22") print it: the port follows
+    whichever of ':' and '.' comes last.
 
     >>> split_endpoint("*.8080", 4), split_endpoint("[::1]:3000"), split_endpoint("fe80::1%lo0.631")
     (('0.0.0.0', 8080, 4), ('::1', 3000, 6), ('fe80::1', 631, 6))
+    >>> split_endpoint("::1:6379"), split_endpoint("::ffff:127.0.0.1.80")
+    (('::1', 6379, 6), ('::ffff:127.0.0.1', 80, 6))
     """
     t = text.strip()
     if t.startswith("["):
         host, _, port = t[1:].partition("]:")
-    elif t.count(":") == 1 and "." not in t.rpartition(":")[2]:
-        host, _, port = t.rpartition(":")
     else:
-        host, _, port = t.rpartition(".")
+        cut = max(t.rfind(":"), t.rfind("."))
+        host, port = (t[:cut], t[cut + 1:]) if cut > 0 else ("", "")
     if not port.isdigit():
         return None
     host = host.split("%")[0]
     if host == "*":
         fam = family or 4
         return _wild(fam), int(port), fam
+    if not host:
+        return None
     fam = 6 if ":" in host else 4
     return host, int(port), fam
 

@@ -71,7 +71,9 @@ def processes(host: Host, rows: list[SocketRow]) -> dict[int, Process]:
             continue
         argv = tuple(parts[2].split()) if len(parts) > 2 else ()
         p = by_pid[pid]
-        name = p.name if p.name != "?" else (argv[0].rsplit("/", 1)[-1] if argv else "?")
+        base = argv[0].rsplit("/", 1)[-1] if argv else ""
+        # sockstat cuts names to 10 characters ("redis-serv"): the program's own name is better
+        name = base if base and (p.name == "?" or (base.startswith(p.name) and len(base) > len(p.name))) else p.name
         by_pid[pid] = replace(p, name=name, user=p.user or parts[1], cmdline=redact.argv(argv))
     return by_pid
 

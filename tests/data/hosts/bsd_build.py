@@ -575,6 +575,82 @@ CASES["fbsd-pf-default-block"] = {
              "evidence": "@0"},
 }
 
+SOCKSTAT_HEAD = "USER     COMMAND    PID   FD  PROTO  LOCAL ADDRESS         FOREIGN ADDRESS      \n"
+
+# --- FreeBSD 14, root: redis started on 6380 (a copied config), clients use 6379
+CASES["fbsd-wrong-port"] = {
+    "host": fbsd_host(
+        root=True,
+        sockstat=SOCKSTAT_HEAD + "redis    redis-serv 1733   6  tcp4   127.0.0.1:6380        *:*\n"
+                                 "redis    redis-serv 1733   7  tcp6   ::1:6380              *:*\n",
+        lan="tcp4  0/0/511                          127.0.0.1.6380\ntcp6  0/0/511                          ::1.6380\n",
+        ps=" 1733 redis    /usr/local/bin/redis-server 127.0.0.1:6380\n", pids="1733",
+        service_e="/etc/rc.d/sshd\n/usr/local/etc/rc.d/redis\n", statuses={"redis": ("redis is running as pid 1733.\n", 0)}),
+    "case": {"target": ":6379", "release": "FreeBSD 14.1",
+             "probe": [addr("127.0.0.1", "refused", "ECONNREFUSED")],
+             "expected": "wrong_port", "fix": "6380", "evidence": "redis-server (pid 1733)"},
+}
+
+# --- FreeBSD 14 (net.inet6.ip6.v6only=1, the default): a server bound to :: takes IPv6 only
+CASES["fbsd-ipv6-only"] = {
+    "host": fbsd_host(
+        root=True,
+        sockstat=SOCKSTAT_HEAD + "www      node       1402  21  tcp6   *:8080                *:*\n",
+        lan="tcp6  0/0/511                          *.8080\n",
+        ps=" 1402 www      node /usr/local/www/app/server.js\n", pids="1402"),
+    "case": {"target": "10.20.0.5:8080", "release": "FreeBSD 14.1",
+             "probe": [addr("10.20.0.5", "refused", "ECONNREFUSED")],
+             "expected": "wrong_interface", "fix": "0.0.0.0", "evidence": "net.inet6.ip6.v6only=1"},
+}
+
+# --- FreeBSD 14, root: the accept queue of a stuck server is full: 128/0/128, clients time out
+CASES["fbsd-accept-queue"] = {
+    "host": fbsd_host(
+        root=True,
+        sockstat=SOCKSTAT_HEAD + "www      uwsgi      2291   5  tcp4   *:8000                *:*\n",
+        lan="tcp4  128/0/128                        *.8000\n",
+        ps=" 2291 www      /usr/local/bin/uwsgi --http-socket :8000 --module app\n", pids="2291"),
+    "case": {"target": "127.0.0.1:8000", "release": "FreeBSD 14.1",
+             "probe": [addr("127.0.0.1", "timeout", "ETIMEDOUT", 3.0)],
+             "expected": "resource_exhaustion", "fix": "kern.ipc.somaxconn", "evidence": "128"},
+}
+
+# --- FreeBSD 14, root: pf `block return` (quick) for one network in front of PostgreSQL
+CASES["fbsd-pf-return"] = {
+    "host": fbsd_host(
+        root=True,
+        sockstat=SOCKSTAT_HEAD + "postgres postgres   988   6  tcp4   *:5432                *:*\n",
+        lan="tcp4  0/0/200                          *.5432\n",
+        ps="  988 postgres /usr/local/bin/postgres -D /var/db/postgres/data16\n", pids="988",
+        pf={"info": PF_INFO, "rules": """@0 pass in all flags S/SA keep state
+  [ Evaluations: 1520      Packets: 9011      Bytes: 1033442     States: 4     ]
+@1 block return in quick on vtnet0 inet proto tcp from 198.51.100.0/24 to any port = 5432
+  [ Evaluations: 310       Packets: 9         Bytes: 540         States: 0     ]
+@2 pass out all flags S/SA keep state
+"""}),
+    "case": {"target": "10.20.0.5:5432", "from": "198.51.100.23", "release": "FreeBSD 14.1",
+             "probe": [addr("10.20.0.5", "open", None)],
+             "expected": "firewall_reject", "fix": "pfctl -f /etc/pf.conf", "evidence": "@1"},
+}
+
+# --- macOS 14, root: pf `block drop` (quick) on en0 for the dev server's port; LAN clients time out
+CASES["mac-pf-drop"] = {
+    "host": mac_host(
+        root=True,
+        netstat_out=netstat(H_14, [row_14("tcp46", "*.3000", 6001)]),
+        lsof_out=lsof_rec(6001, "node", "dev", 501, [(20, "IPv6", "*:3000")]),
+        lan="0/0/511        *.3000                 \n",
+        ps="6001 dev      /opt/homebrew/bin/node server.js\n", pids="6001",
+        pf={"info": PF_INFO, "rules": """@0 scrub-anchor "com.apple/*" all fragment reassemble
+@0 anchor "com.apple/*" all
+@1 block drop in quick on en0 proto tcp from any to any port = 3000
+  [ Evaluations: 640       Packets: 14        Bytes: 840         States: 0     ]
+"""}),
+    "case": {"target": "192.168.1.20:3000", "from": "192.168.1.50", "release": "macOS 14 Sonoma",
+             "probe": [addr("192.168.1.20", "open", None)],
+             "expected": "firewall_drop", "fix": "pfctl -f /etc/pf.conf", "evidence": "@1"},
+}
+
 
 def main() -> None:
     for name, spec in CASES.items():
