@@ -78,6 +78,9 @@ def test_mac_without_root_names_the_developers_server_and_what_it_missed(monkeyp
     assert "lsof without root shows only your own processes" in lims
     assert "pf rules were not read (pfctl needs root)" in lims
     assert "5433" in result.verdict.summary
+    # Homebrew runs it: the restart goes through brew, not systemctl or `service`
+    fixes = [x.command for x in result.findings[0].fix]
+    assert "brew services restart postgresql@15" in fixes, fixes
 
 
 def test_queues_and_somaxconn_come_from_netstat_and_sysctl(monkeypatch: pytest.MonkeyPatch) -> None:

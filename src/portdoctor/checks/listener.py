@@ -92,7 +92,16 @@ def restart_fix(snap: Snapshot, proc: Process | None, name: str) -> Fix:
                    f"docker restart {proc.container[:12]}")
     if snap.init == "systemd":
         return Fix(f"Restart {name}", f"systemctl restart {name}")
+    brewed = [b.name for b in (snap.bsd.brew if snap.bsd else ()) if b.name.split("@")[0] in (name, _brew_base(name))]
+    if brewed:  # macOS: Homebrew runs it under launchd
+        return Fix(f"Restart {brewed[0]} (a Homebrew service)", f"brew services restart {brewed[0]}")
     return Fix(f"Restart {name} (no systemd here: restart it the way it was started)", None)
+
+
+def _brew_base(name: str) -> str:
+    """The Homebrew formula a server process belongs to (postgres -> postgresql, redis-server -> redis)."""
+    return {"postgres": "postgresql", "redis-server": "redis", "mysqld": "mysql", "mongod": "mongodb-community"
+            }.get(name, name)
 
 
 def start_fixes(snap: Snapshot, name: str | None, port: int) -> list[Fix]:

@@ -14,16 +14,17 @@ from portdoctor.bsdtools.sockets import LSOF_ARGV, SocketRow, parse_lsof, parse_
 from portdoctor.collectors import Facts, Request
 from portdoctor.collectors.bsd import HOW_ROOT, collect_pf, listen_queues, merge_listeners, processes
 from portdoctor.hostfacts import PortPublish
-from portdoctor.host import Host
+from portdoctor.host import CommandResult, Host
 from portdoctor.model import Limitation
 from portdoctor.platformfacts import AppFirewall, BrewService, BsdFacts, DesktopContainer, LaunchdJob
 
 SOCKETFILTERFW = "/usr/libexec/ApplicationFirewall/socketfilterfw"
 
 
-def lsof_sockets(host: Host) -> tuple[list[SocketRow], list[Limitation]]:
-    """Listening TCP sockets and their owners from `lsof -F` (runs on Linux's lsof too)."""
-    res = host.run(list(LSOF_ARGV))
+def lsof_sockets(host: Host, res: CommandResult | None = None) -> tuple[list[SocketRow], list[Limitation]]:
+    """Listening TCP sockets and their owners from `lsof -F` (runs on Linux's lsof too); `res`:
+    its output when the caller already ran it."""
+    res = res if res is not None else host.run(list(LSOF_ARGV))
     if res.missing:
         return [], [Limitation("lsof is not installed: listener owners come from netstat alone", "install lsof")]
     # lsof exits 1 when it found nothing (and when some processes could not be read)
@@ -39,11 +40,11 @@ def collect_listeners(req: Request) -> Facts:
     """Every TCP listener (netstat -anv), owners (lsof), queues (netstat -Lan), owner processes."""
     host = req.system
     lims: list[Limitation] = []
-    ns = host.run(["netstat", "-anv", "-p", "tcp"])
+    ns, lsof_res = host.run_all([["netstat", "-anv", "-p", "tcp"], list(LSOF_ARGV)])  # at once: lsof is slow
     rows: list[SocketRow] = parse_netstat_anv(ns.stdout) if ns.ok else []
     if not ns.ok:
         lims.append(Limitation("netstat -anv -p tcp failed: only lsof's listeners are known", "run netstat -anv -p tcp"))
-    lrows, llims = lsof_sockets(host)
+    lrows, llims = lsof_sockets(host, lsof_res)
     lims += llims
     queues, qlims = listen_queues(host)
     lims += qlims
@@ -142,7 +143,8 @@ def _alf(host: Host) -> AppFirewall | None:
 def _docker(host: Host) -> tuple[DesktopContainer, ...] | None:
     if host.which("docker") is None:
         return None
-    res = host.run(["docker", "ps", "-a", "--no-trunc", "--format", "{{json .}}"])
+    # Docker Desktop that is starting or stopped makes the CLI wait: a short timeout
+    res = host.run(["docker", "ps", "-a", "--no-trunc", "--format", "{{json .}}"], timeout=5.0)
     if not res.ok:
         return None
     return tuple(DesktopContainer(c.id, c.name, c.image, c.state,

@@ -287,7 +287,12 @@ CASES["mac-wrong-port"] = {
         lan="0/0/128        127.0.0.1.5433         \n0/0/128        ::1.5433               \n0/0/128        *.7000                 \n",
         ps="  498 dev      /System/Library/CoreServices/ControlCenter.app/Contents/MacOS/ControlCenter\n"
            "  812 dev      /opt/homebrew/opt/postgresql@15/bin/postgres -D /opt/homebrew/var/postgresql@15 -p 5433\n",
-        pids="498,812"),
+        pids="498,812",
+        brew=json.dumps([{"name": "postgresql@15", "service_name": "homebrew.mxcl.postgresql@15", "running": True,
+                          "loaded": True, "schedulable": False, "pid": 812, "exit_code": 0, "user": "dev",
+                          "status": "started",
+                          "file": "/Users/dev/Library/LaunchAgents/homebrew.mxcl.postgresql@15.plist",
+                          "registered": True}], indent=2) + "\n"),
     "case": {"target": ":5432", "release": "macOS 13 Ventura",
              "probe": [addr("::1", "refused", "ECONNREFUSED"), addr("127.0.0.1", "refused", "ECONNREFUSED")],
              "expected": "wrong_port", "fix": "5433", "limitation": "pf rules were not read"},
