@@ -23,8 +23,11 @@ rtnetlink) go through `connect` and `netlink`, which a recorded host refuses (`N
 collectors fall back or record a limitation. Three probes stay outside the seam, all only
 when `host.live`: the Docker SDK talks to the engine's socket itself (collectors/containers.py),
 dnspython asks the resolvers of /etc/resolv.conf (collectors/system.py) and urllib asks Caddy's
-admin API on 127.0.0.1:2019 (collectors/proxies.py); psutil (the generic collectors for other
-platforms, and a fallback for addresses) reads this machine.
+admin API on 127.0.0.1:2019 (collectors/proxies.py); psutil (the generic collectors for platforms
+other than Linux, macOS and FreeBSD, and a fallback for addresses) reads this machine.
+
+`platform` says which machine a Host describes (`sys.platform` for LocalHost, `"platform"` in a
+recording's host.json, "linux" when absent); `collectors.collect()` picks its collectors by it.
 """
 
 from __future__ import annotations
