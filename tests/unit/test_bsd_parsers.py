@@ -149,6 +149,14 @@ def test_pf_last_match_wins_unless_quick() -> None:
     out = evaluate(order, FilterFlow("10.0.0.2", 22, src=None), tables)
     assert out.verdict == "drop" and [r.number for r in out.some_clients] == [4, 5]
     assert pf.parse_rules("@0 block in all\n", pf.block_policy("set block-policy return\n"))[0].verdict == "reject"
+    glued = pf.parse_rules("@0 block return-rst(ttl 100) in quick proto tcp from any to (en0) port = 443\n"
+                           "@1 block return-icmp(port-unr) in quick proto tcp from any to (en0:network) port = 80\n")
+    assert [(r.block, r.quick, r.dst) for r in glued] == [("return-rst", True, ("(en0)",)),
+                                                          ("return-icmp", True, ("(en0:network)",))]
+    ifs = {"en0": ("192.168.1.20/24",)}
+    assert evaluate(glued, FilterFlow("192.168.1.20", 443, src="10.1.1.1"), ifaddrs=ifs).verdict == "reject"
+    assert evaluate(glued, FilterFlow("192.168.1.77", 80, src="10.1.1.1"), ifaddrs=ifs).rule.number == 1
+    assert evaluate(glued, FilterFlow("10.9.9.9", 443, src="10.1.1.1"), ifaddrs=ifs).verdict == "pass"
     assert pf.skip_interfaces("set skip on lo0\nset skip on { bridge0, lo1 } # vms\n") == ("lo0", "bridge0", "lo1")
 
 

@@ -163,6 +163,9 @@ def _filter(snap: Snapshot, ctx: Context, fw: PacketFilter) -> list[Finding]:
     port = ctx.target.port
     ordered = first_match_order(fw.rules) if fw.tool == "pf" else [r for r in fw.rules if r.action != "none"]
     local = tuple(x.address for x in snap.addresses)
+    ifaddrs: dict[str, tuple[str, ...]] = {}
+    for x in snap.addresses:
+        ifaddrs[x.ifname] = ifaddrs.get(x.ifname, ()) + (f"{x.address}/{x.prefixlen}",)
     failing = ctx.probe.state is not State.OPEN
     out: list[Finding] = []
     seen: set[int] = set()
@@ -172,7 +175,7 @@ def _filter(snap: Snapshot, ctx: Context, fw: PacketFilter) -> list[Finding]:
     for flow, who in reversed(_flows(snap, ctx)):  # the --from clients first: their verdict is definite
         if flow.iface is not None and flow.iface in fw.skip:
             continue  # `set skip on IFACE`: pf does not look at this interface
-        res = evaluate(ordered, flow, fw.tables, local, default)
+        res = evaluate(ordered, flow, fw.tables, local, default, ifaddrs)
         if who == "this host's own probe" and flow.dst in opened and res.verdict != "pass":
             # the kernel let this very connection through: something the rules do not show
             # (an anchor, `set skip`) passes it; do not contradict what was seen

@@ -120,7 +120,7 @@ def _in_net(address: str, spec: str) -> bool | None:
 
 
 def _addr_match(address: str | None, specs: tuple[str, ...], neg: bool, tables: dict[str, tuple[str, ...]],
-                local: tuple[str, ...]) -> bool | None:
+                local: tuple[str, ...], ifaddrs: dict[str, tuple[str, ...]] | None = None) -> bool | None:
     """True/False, or None when it depends on which client (address None) or is not modelled."""
     if not specs:
         return True
@@ -141,7 +141,15 @@ def _addr_match(address: str | None, specs: tuple[str, ...], neg: bool, tables: 
                 negs = [e[1:].strip() for e in entries if e.startswith("!")]
                 r = any(_in_net(address, e) for e in pos) and not any(_in_net(address, e) for e in negs)
         elif spec.startswith("("):
-            r = None  # an interface's addresses: not recorded
+            # (en0), (en0:0), (en0:network): the interface's addresses (its networks for :network)
+            name, _, mod = spec.strip("()").partition(":")
+            addrs = (ifaddrs or {}).get(name)
+            if addrs is None or mod == "broadcast" or mod == "peer":
+                r = None
+            elif mod == "network":
+                r = any(_in_net(address, a) for a in addrs)
+            else:
+                r = any(_in_net(address, a.split("/")[0]) for a in addrs)
         else:
             r = _in_net(address, spec)
         if r is True:
@@ -183,7 +191,7 @@ def port_matches(port: int, spec: str) -> bool | None:
 
 
 def _matches(rule: FilterRule, flow: FilterFlow, tables: dict[str, tuple[str, ...]],
-             local: tuple[str, ...]) -> bool | None:
+             local: tuple[str, ...], ifaddrs: dict[str, tuple[str, ...]] | None = None) -> bool | None:
     if rule.direction == "out":
         return False
     if rule.family and rule.family != flow.family:
@@ -197,8 +205,8 @@ def _matches(rule: FilterRule, flow: FilterFlow, tables: dict[str, tuple[str, ..
         else:
             results.append((flow.iface == rule.iface) != rule.iface_neg)
     results.append(port_matches(flow.dport, rule.dport) if rule.dport else True)
-    results.append(_addr_match(flow.dst, rule.dst, rule.dst_neg, tables, local))
-    results.append(_addr_match(flow.src, rule.src, rule.src_neg, tables, local))
+    results.append(_addr_match(flow.dst, rule.dst, rule.dst_neg, tables, local, ifaddrs))
+    results.append(_addr_match(flow.src, rule.src, rule.src_neg, tables, local, ifaddrs))
     if rule.unsupported:
         results.append(None)
     if any(r is False for r in results):
@@ -209,14 +217,16 @@ def _matches(rule: FilterRule, flow: FilterFlow, tables: dict[str, tuple[str, ..
 
 
 def evaluate(ordered: list[FilterRule], flow: FilterFlow, tables: dict[str, tuple[str, ...]] | None = None,
-             local: tuple[str, ...] = (), default: str = "pass") -> FilterOutcome:
-    """Walk first-match-ordered rules (`first_match_order` for pf) for one flow."""
+             local: tuple[str, ...] = (), default: str = "pass",
+             ifaddrs: dict[str, tuple[str, ...]] | None = None) -> FilterOutcome:
+    """Walk first-match-ordered rules (`first_match_order` for pf) for one flow. `local`: this
+    host's addresses (pf `self`, ipfw `me`); `ifaddrs`: interface -> "address/prefixlen" (pf `(en0)`)."""
     tables = tables or {}
     maybe: list[FilterRule] = []
     for rule in ordered:
         if rule.action not in ("pass", "block"):
             continue
-        m = _matches(rule, flow, tables, local)
+        m = _matches(rule, flow, tables, local, ifaddrs)
         if m is True:
             return FilterOutcome(rule.verdict, rule, tuple(maybe))
         if m is None:

@@ -112,8 +112,13 @@ def parse_rule(line: str, number: int, default_block: str = "drop") -> FilterRul
     block = ""
     if action == "block":
         block = default_block
-        if i < len(words) and words[i] in ("drop", "return", "return-rst", "return-icmp", "return-icmp6"):
-            block = "return-icmp" if words[i] == "return-icmp6" else words[i]
+        word = words[i].split("(")[0] if i < len(words) else ""
+        if word in ("drop", "return", "return-rst", "return-icmp", "return-icmp6"):
+            block = "return-icmp" if word == "return-icmp6" else word
+            # pfctl prints options glued on: return-rst(ttl 100), return-icmp(port-unr)
+            if "(" in words[i] and not words[i].endswith(")"):
+                while i < len(words) and not words[i].endswith(")"):
+                    i += 1
             i += 1
             if i < len(words) and words[i].startswith("("):  # return-rst (ttl 10), return-icmp (code)
                 while i < len(words) and not words[i].endswith(")"):
