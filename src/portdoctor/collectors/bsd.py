@@ -71,9 +71,11 @@ def processes(host: Host, rows: list[SocketRow]) -> dict[int, Process]:
             continue
         argv = tuple(parts[2].split()) if len(parts) > 2 else ()
         p = by_pid[pid]
-        base = argv[0].rsplit("/", 1)[-1] if argv else ""
-        # sockstat cuts names to 10 characters ("redis-serv"): the program's own name is better
-        name = base if base and (p.name == "?" or (base.startswith(p.name) and len(base) > len(p.name))) else p.name
+        base = argv[0].rsplit("/", 1)[-1].rstrip(":") if argv else ""
+        # the socket tools cut names (lsof at 9 characters, sockstat at 10: "redis-serv", netstat's
+        # process:pid at 16): the program's own name is better then
+        cut = len(p.name) >= 9 and base.startswith(p.name) and len(base) > len(p.name)
+        name = base if base and (p.name == "?" or cut) else p.name
         by_pid[pid] = replace(p, name=name, user=p.user or parts[1], cmdline=redact.argv(argv))
     return by_pid
 
