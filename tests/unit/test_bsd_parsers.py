@@ -28,7 +28,8 @@ Proto Recv-Q Send-Q  Local Address          Foreign Address        (state)      
 tcp6       0      0  ::1.5432               *.*                    LISTEN                 0            0  131072  131072    812      0 00100 00000006 000000000000a1c3 00000000 00000900      1      0 000001
 tcp4       0      0  127.0.0.1.5432         *.*                    LISTEN                 0            0  131072  131072    812      0 00100 00000006 000000000000a1c2 00000000 00000900      1      0 000001
 """
-# macOS 15 / 26: one process:pid column, names with spaces
+# macOS 15 / 26: one process:pid column, names with spaces (rows as public test suites quote real
+# output, e.g. github.com/blackhorseya/port-doctor internal/inspect; addresses from RFC 5737)
 SEQUOIA = """Active Internet connections (including servers)
 Proto Recv-Q Send-Q  Local Address          Foreign Address        (state)          rxbytes      txbytes  rhiwat  shiwat          process:pid    state  options           gencnt    flags   flags1 usecnt rtncnt fltrs
 tcp4       0      0  127.0.0.1.16494        *.*                    LISTEN                 0            0  131072  131072 Adobe Desktop Se:5822   00000 0000020f 0000000000005c85 00000000 00000800      1      0 000000
@@ -183,6 +184,8 @@ def test_ipfw_first_match() -> None:
     out = evaluate(order, FilterFlow("10.20.0.5", 8080, src="10.20.0.9"), local=me)
     assert (out.verdict, out.rule.number) == ("drop", 65535)
     assert ipfw.default_verdict(rules) == "drop" and rules[0].packets == 4210
+    steer = ipfw.parse_rules("00050 skipto 1000 tcp from any to me 80\n00060 count ip from any to any\n")
+    assert [(r.action, r.unsupported) for r in steer] == [("none", "skipto"), ("none", "")]
 
 
 def test_parsers_keep_what_they_can_read() -> None:

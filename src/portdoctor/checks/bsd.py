@@ -188,6 +188,13 @@ def _filter(snap: Snapshot, ctx: Context, fw: PacketFilter) -> list[Finding]:
             cause = Cause.FIREWALL_REJECT if rule.verdict in ("reject", "unreachable") else Cause.FIREWALL_DROP
             is_probe = who == "this host's own probe"
             weight = 0.93 if (not is_probe or failing) else 0.5
+            # ipfw rules before it that may send the packet elsewhere (skipto, nat, divert, ...)
+            steer = [r for r in fw.rules if fw.tool == "ipfw" and r.action == "none" and r.unsupported
+                     and r.number < rule.number]
+            if steer:
+                weight = min(weight, 0.75)
+                order_note += "; not modelled, and may take the packet elsewhere first: " + ", ".join(
+                    f"rule {r.number} ({r.unsupported})" for r in steer[:3])
             out.append(Finding(
                 cause, CHECK, Severity.ERROR if (failing or not is_probe) else Severity.WARNING,
                 f"{fw.tool} blocks {endpoint(flow.dst, port)} for {who}: {_rule_words(fw, rule)} {_effect(rule)}.",

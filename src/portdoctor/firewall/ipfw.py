@@ -78,8 +78,11 @@ def parse_rule(line: str) -> FilterRule | None:
         action = "block"
         block = {"port": "unreach-port", "host": "unreach-host", "net": "unreach-net",
                  "filter-prohib": "unreach-filter", "admin": "unreach-filter"}.get(code, "unreach-host")
-    elif act in _STEER or act == "check-state":
-        return FilterRule(number, f"ipfw add {number} {shown}", "none", packets=packets)
+    elif act in ("count", "check-state", "setfib", "tag", "untag", "setdscp"):
+        return FilterRule(number, f"ipfw add {number} {shown}", "none", packets=packets)  # the walk goes on
+    elif act in _STEER:
+        # skipto, call, nat, divert, pipe, fwd...: the packet may leave this path here; not modelled
+        return FilterRule(number, f"ipfw add {number} {shown}", "none", unsupported=act, packets=packets)
     else:
         return FilterRule(number, f"ipfw add {number} {shown}", "none", unsupported=act, packets=packets)
     if i < len(words) and words[i] == "log":
