@@ -6,12 +6,17 @@ from __future__ import annotations
 from portdoctor.snapshot import Snapshot
 
 
+# How the collectors (Linux, macOS, FreeBSD, psutil) say that listeners were not, or not all, seen
+_LISTENERS_UNSEEN = ("listening sockets are unknown", "listeners are not known",
+                     "listening sockets of other users' processes are not seen", "only lsof's listeners are known")
+
+
 def listeners_blind(snap: Snapshot) -> str | None:
-    """Why the listener table is not known (it could not be read), or None when it was read."""
+    """Why the listener table is not known, or not wholly (it could not be read), or None when it was."""
     for lim in snap.limitations:
         text = str(lim)
-        if "listening sockets are unknown" in text or text.startswith(("listeners could not be read",
-                                                                       "collect_listeners")):
+        if any(x in text for x in _LISTENERS_UNSEEN) or text.startswith(("listeners could not be read",
+                                                                         "collect_listeners")):
             return text
     return None
 

@@ -73,3 +73,16 @@ def test_a_port_that_accepts_is_listening_even_when_the_table_is_unreadable(open
     spec = parse_spec(f"checks:\n  - port: {open_port}\n    listening: false\n")
     report = verify(spec, Snapshot(addresses=LO, limitations=BLIND), diagnose=False)
     assert [r.status for r in report.results] == [Status.FAIL]
+
+
+@pytest.mark.parametrize("text", [
+    "/proc/net/tcp6 is missing: listening sockets are unknown",
+    "sockstat failed: listeners are not known",
+    "listening sockets of other users' processes are not seen",
+    "listeners could not be read (OSError: boom)",
+])
+def test_every_platform_s_words_for_unseen_listeners(text: str) -> None:
+    from portdoctor.observed import listeners_blind
+
+    assert listeners_blind(Snapshot(limitations=(Limitation(text, "how"),))) == f"{text} (how)"
+    assert listeners_blind(Snapshot(limitations=(Limitation("owners of 2 listening sockets are unknown"),))) is None
