@@ -18,7 +18,7 @@ from typing import Any
 
 from portdoctor import addresses, hostview
 from portdoctor.errors import BadInput, ExitCode, Incomplete
-from portdoctor.observed import listeners_blind
+from portdoctor.observed import firewall_blind, listeners_blind
 from portdoctor.portmap import PortEntry, build_map
 from portdoctor.snapshot import Snapshot
 
@@ -129,8 +129,11 @@ def reach_of(snap: Snapshot, exposure: hostview.Exposure, address: str, ifname: 
 
     if exposure.unreadable:
         return Reach(address, ifname, "unknown", ("the firewall rules could not be compiled",))
+    blind = firewall_blind(snap)
+    if blind:  # an unread ruleset is not an empty one
+        return Reach(address, ifname, "unknown", (blind,))
     if exposure.evaluator is None:
-        return Reach(address, ifname, "open" if snap.firewall is not None else "unknown")
+        return Reach(address, ifname, "open")
     outcomes = exposure.evaluator.evaluate(Flow(dst=address, dport=port, src=None, iif=ifname,
                                                 not_lo=True)).outcomes
     verdicts = {o.verdict for o in outcomes}
@@ -169,6 +172,8 @@ def exposure_of(snap: Snapshot) -> list[PortExposure]:
         owners = sorted({(p.container or p.name or f"pid {p.pid}") for e in entries for p in e.processes})
         exposed_values = [e.exposed for e in entries]
         exposed = True if True in exposed_values else None if None in exposed_values else False
+        if reach and all(r.state == "unknown" for r in reach):
+            exposed = None  # the port map counts unread rules as none; the audit does not guess
         via = sorted({f"{v.kind} {v.source}" for e in entries for v in e.via})
         bound = sorted({e.address for e in entries})
         out.append(PortExposure(port, fam, tuple(bound), _scope(bound), tuple(owners), exposed, tuple(reach),

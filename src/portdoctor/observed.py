@@ -31,3 +31,17 @@ def owners_blind(snap: Snapshot) -> str | None:
                 or "no owner among" in text:
             return text
     return None
+
+
+def firewall_blind(snap: Snapshot) -> str | None:
+    """Why the firewall's verdict cannot be known (no facts, or a ruleset dump that failed, e.g.
+    without root), or None when every ruleset tool answered. An unread ruleset is not an empty one."""
+    fw = snap.firewall
+    if fw is None:
+        return next((str(x) for x in snap.limitations if "rules not read" in str(x) or "firewall" in str(x)),
+                    "the firewall rules were not collected")
+    failed = [t.tool for t in fw.tools if not t.ok]
+    if not failed:
+        return None
+    said = [str(x) for x in snap.limitations if "rules not read" in str(x) or " not read: " in str(x)]
+    return "; ".join(said) if said else f"{', '.join(failed)} failed: the firewall rules are not known"

@@ -72,6 +72,14 @@ def test_audit_reports_the_drift_from_its_baseline(pair: tuple[Host, Host], tmp_
                   "**changed bind scope**: 7000/IPv4"):
         assert words in cp.stdout, cp.stdout
 
+    # without root the owners and the firewall are not seen: said, never read as a closed port
+    code, doc = s.json_of("audit", user="nobody")
+    assert code == 0, doc
+    assert {p["port"] for p in doc["ports"]} >= {8080, 9090, 7000, 6000}
+    assert all(r["state"] == "unknown" for p in doc["ports"] for r in p["reach"]), doc
+    assert all(p["exposed"] is (None if p["reach"] else False) for p in doc["ports"]), doc
+    assert any("needs root" in x for x in doc["limitations"])
+
     # a baseline that is not one: one line, exit 2
     bad = tmp_path / "bad.json"
     bad.write_text("{\"schema\": \"portdoctor.ports/1\"}")

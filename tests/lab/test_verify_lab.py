@@ -164,9 +164,18 @@ def test_verify_names_each_failure_with_its_cause(pair: tuple[Host, Host], tmp_p
     assert doc["counts"]["fail"] == 0 and doc["counts"]["pass"] >= 10
 
     # not root: owners cannot be seen, so the process check is "could not observe", exit 3
-    spec2 = s.write_etc("owner.yaml", "checks:\n  - port: 9000\n    process: dual-server\n")  # nobody reads it
+    spec2 = s.write_etc("owner.yaml", "checks:\n  - port: 9000\n    process: dual-server\n"
+                                      "  - port: 7000\n    listening: false\n"
+                                      "  - port: 8080\n    reachable_from: [10.0.0.1]\n")  # nobody can read it there
     code, doc = s.json_of("verify", str(spec2), user="nobody")
     assert code == 3, doc
     assert _results(doc)[("port 9000", "process")]["status"] == "unknown"
-    code, doc = s.json_of("verify", str(spec2))
-    assert code == 0, doc
+    assert _results(doc)[("port 7000", "listening")]["status"] == "pass"  # sockets are seen without root
+    unread = _results(doc)[("port 8080", "reachable_from 10.0.0.1")]  # the REJECT rule cannot be read
+    assert unread["status"] == "unknown" and "needs root" in unread["observed"], unread
+    code, doc = s.json_of("verify", str(spec2))  # as root: the owner is seen, and the rule
+    assert code == 1, doc
+    assert {k: (r["status"], r["cause"]) for k, r in _results(doc).items()} == {
+        ("port 9000", "listening"): ("pass", None), ("port 9000", "process"): ("pass", None),
+        ("port 7000", "listening"): ("pass", None), ("port 8080", "listening"): ("pass", None),
+        ("port 8080", "reachable_from 10.0.0.1"): ("fail", "firewall_reject")}

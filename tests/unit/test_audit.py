@@ -107,3 +107,16 @@ def test_a_published_port_without_a_host_socket_is_audited_by_its_host_port() ->
     ports = take(snap).ports
     assert [(p.key, p.bound, p.owners, p.via, [(r.address, r.state) for r in p.reach]) for p in ports] == [
         ("18080/IPv4", ("0.0.0.0",), ("web",), ("publish 0.0.0.0:18080",), [("10.0.0.2", "open")])]
+
+
+def test_unread_rules_make_reach_unknown_not_open() -> None:
+    from portdoctor.hostfacts import FirewallFacts, FirewallTool
+    from portdoctor.model import InterfaceAddress, Limitation, Listener
+
+    snap = Snapshot(listeners=(Listener("0.0.0.0", 8080, 4),),
+                    addresses=(InterfaceAddress("10.0.0.2", 24, 4, "eth0"),),
+                    firewall=FirewallFacts(tools=(FirewallTool("iptables-nft-save -c", False),)),
+                    limitations=(Limitation("iptables rules not read: iptables-nft-save needs root"),))
+    (p,) = take(snap).ports
+    assert (p.exposed, [(r.state, r.rules) for r in p.reach]) == (
+        None, [("unknown", ("iptables rules not read: iptables-nft-save needs root",))])

@@ -86,3 +86,14 @@ def test_every_platform_s_words_for_unseen_listeners(text: str) -> None:
 
     assert listeners_blind(Snapshot(limitations=(Limitation(text, "how"),))) == f"{text} (how)"
     assert listeners_blind(Snapshot(limitations=(Limitation("owners of 2 listening sockets are unknown"),))) is None
+
+
+def test_an_unread_ruleset_is_not_an_empty_one() -> None:
+    from portdoctor.hostfacts import FirewallFacts, FirewallTool
+    from portdoctor.observed import firewall_blind
+
+    unread = Snapshot(firewall=FirewallFacts(tools=(FirewallTool("iptables-nft-save -c", False),)),
+                      limitations=(Limitation("iptables rules not read: iptables-nft-save needs root", "run with sudo"),))
+    assert firewall_blind(unread) == "iptables rules not read: iptables-nft-save needs root (run with sudo)"
+    assert firewall_blind(Snapshot(firewall=FirewallFacts(tools=(FirewallTool("nft -j list ruleset", True),)))) is None
+    assert firewall_blind(Snapshot()) == "the firewall rules were not collected"

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from portdoctor import addresses, hostview
 from portdoctor.errors import ExitCode
-from portdoctor.observed import listeners_blind, owners_blind
+from portdoctor.observed import firewall_blind, listeners_blind, owners_blind
 from portdoctor.model import AddressResult, Diagnosis, Fix, InterfaceAddress, Listener, State, Target
 from portdoctor.snapshot import Snapshot
 from portdoctor.verify.spec import Entry, Spec
@@ -281,10 +281,11 @@ class Judge:
 
         if self.exposure.unreadable:
             return "the firewall rules could not be compiled"
+        blind = firewall_blind(self.snap)
+        if blind:
+            return f"the firewall rules could not be read: {blind}"
         ev = self.exposure.evaluator
         if ev is None:
-            if self.snap.firewall is None:
-                return "the firewall rules could not be read (run as root to read them)"
             return "no rules"
         local = hostview.is_local(self.snap, source)
         flow = Flow(dst=dest, dport=port, src=addresses.unmapped(source), local_src=local,
