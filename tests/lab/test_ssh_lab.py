@@ -1,0 +1,184 @@
+"""`diagnose TARGET --ssh [USER@]HOST` against Debian's real OpenSSH server in a server namespace.
+
+Each test runs its own `sshd -D` (own config, host key and authorized key in a temporary folder;
+the machine's /etc/ssh and ~/.ssh are never read or touched: the client gets --ssh-key,
+--known-hosts and an empty --ssh-config, and no agent). The server side is portdoctor's own
+package, sent over the channel to the server's python3; port 2222 of the same sshd forces a PATH
+without python3, port 2223 one with an installed portdoctor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from netlab import Host, Lab
+from servers import need, readable_tmpdir
+
+SSHD = "/usr/sbin/sshd"
+PRIVSEP = Path("/run/sshd")  # sshd refuses to start without its privilege separation folder
+
+
+@dataclass
+class SshLab:
+    """Client c (10.0.0.1), server s (10.0.0.2) with sshd, and the client's SSH files."""
+
+    c: Host
+    s: Host
+    d: Path
+
+    @property
+    def key(self) -> Path:
+        return self.d / "client_key"
+
+    def args(self, *hosts: str, key: Path | None = None, known: Path | None = None) -> list[str]:
+        out = []
+        for h in hosts:
+            out += ["--ssh", h]
+        return out + ["--ssh-key", str(key or self.key), "--known-hosts", str(known or self.d / "known_hosts"),
+                      "--ssh-config", str(self.d / "ssh_config")]
+
+    def diagnose(self, target: str, *args: str, fmt: str = "--json") -> subprocess.CompletedProcess[str]:
+        return self.c.portdoctor("diagnose", target, *args, fmt, env={"SSH_AUTH_SOCK": ""}, timeout=120)
+
+
+def _keygen(path: Path) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "portdoctor-test", "-f", str(path)],
+                   check=True, capture_output=True)
+    return path.with_suffix(".pub").read_text().strip()
+
+
+def start_sshd(h: Host, d: Path, name: str) -> None:
+    """Debian's sshd in `h`, on ports 22, 2222 (no python3 on PATH) and 2223 (an installed portdoctor)."""
+    bindir = Path(sys.executable).parent
+    assert (bindir / "portdoctor").exists(), "the test run's portdoctor script is needed for port 2223"
+    conf = d / f"sshd_{name}.conf"
+    conf.write_text(
+        "Port 22\nPort 2222\nPort 2223\n"
+        f"HostKey {d}/host_key\nPidFile none\nAuthorizedKeysFile {d}/authorized_keys\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "UsePAM no\nStrictModes no\nPrintMotd no\nLogLevel VERBOSE\n"
+        "Match LocalPort 2222\n"
+        "  ForceCommand PATH=/var/empty; export PATH; eval \"$SSH_ORIGINAL_COMMAND\"\n"
+        "Match LocalPort 2223\n"
+        f"  ForceCommand PATH={bindir}:/usr/bin:/bin; export PATH; eval \"$SSH_ORIGINAL_COMMAND\"\n")
+    h.start([SSHD, "-D", "-e", "-f", str(conf)], ready_port=22)
+
+
+@pytest.fixture
+def ssh(lab: Lab) -> Iterator[SshLab]:
+    need(SSHD, "ssh-keygen", "iptables")
+    made = not PRIVSEP.exists()
+    if made:
+        PRIVSEP.mkdir(mode=0o755)
+    gen = readable_tmpdir("pdlab-ssh-")
+    d = next(gen)
+    try:
+        host_pub = _keygen(d / "host_key").split()
+        (d / "authorized_keys").write_text(_keygen(d / "client_key") + "\n")
+        _keygen(d / "stranger_key")
+        kt, kb = host_pub[0], host_pub[1]
+        (d / "known_hosts").write_text("".join(f"{h} {kt} {kb}\n" for h in
+                                               ("10.0.0.2", "[10.0.0.2]:2222", "[10.0.0.2]:2223", "10.0.1.2")))
+        (d / "ssh_config").write_text("")
+        c, s = lab.pair()
+        start_sshd(s, d, "s")
+        yield SshLab(c, s, d)
+    finally:
+        lab.teardown()
+        next(gen, None)
+        if made:
+            try:
+                PRIVSEP.rmdir()
+            except OSError:
+                pass
+
+
+def _one_line(cp: subprocess.CompletedProcess[str], *words: str) -> str:
+    assert cp.returncode == 3, (cp.returncode, cp.stdout, cp.stderr)
+    lines = cp.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in cp.stderr, cp.stderr
+    assert all(w in lines[0] for w in words), lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("fault,cause", [
+    ("not running", "service_not_running"),
+    ("loopback bind", "wrong_interface"),
+    ("firewall reject for the client", "firewall_reject"),
+])
+def test_the_server_side_cause_comes_over_ssh(ssh: SshLab, fault: str, cause: str) -> None:
+    if fault == "loopback bind":
+        ssh.s.listen(8080, "127.0.0.1", argv0="billing-api")
+    elif fault.startswith("firewall"):
+        ssh.s.listen(8080, "0.0.0.0", argv0="billing-api")
+        ssh.s.iptables("-A", "INPUT", "-s", "10.0.0.1", "-p", "tcp", "--dport", "8080", "-j", "REJECT",
+                       "--reject-with", "tcp-reset")
+        assert ssh.s.connect_errno("10.0.0.2", 8080) == 0  # others are let in: only this client is refused
+    cp = ssh.diagnose("10.0.0.2:8080", *ssh.args("root@10.0.0.2"))
+    assert cp.returncode == 1, (cp.stdout, cp.stderr)
+    doc = json.loads(cp.stdout)
+    assert doc["schema"] == "portdoctor.diagnosis/1" and doc["probe"]["state"] == "refused"
+    assert doc["verdict"]["cause"] == cause, doc["verdict"]
+    assert doc["ssh"]["from"] == "10.0.0.1" and doc["ssh"]["via"].startswith("sent to ")
+    if cause == "wrong_interface":
+        assert "127.0.0.1" in json.dumps(doc["findings"])
+
+
+def test_an_installed_portdoctor_on_the_server_is_used(ssh: SshLab) -> None:
+    ssh.s.listen(8080, "127.0.0.1", argv0="billing-api")
+    cp = ssh.diagnose("10.0.0.2:8080", *ssh.args("root@10.0.0.2:2223"))
+    doc = json.loads(cp.stdout)
+    assert cp.returncode == 1 and doc["verdict"]["cause"] == "wrong_interface", (doc["verdict"], cp.stderr)
+    assert doc["ssh"]["via"].startswith("installed ") and doc["ssh"]["via"].endswith("/portdoctor")
+
+
+def test_an_unknown_host_key_is_one_line(ssh: SshLab) -> None:
+    empty = ssh.d / "known_hosts_empty"
+    empty.write_text("")
+    _one_line(ssh.diagnose("10.0.0.2:8080", *ssh.args("root@10.0.0.2", known=empty), fmt="--format=text"),
+              "root@10.0.0.2", "host key is not trusted", str(empty))
+
+
+def test_a_key_the_server_does_not_accept_is_one_line(ssh: SshLab) -> None:
+    _one_line(ssh.diagnose("10.0.0.2:8080", *ssh.args("root@10.0.0.2", key=ssh.d / "stranger_key"),
+                           fmt="--format=text"),
+              "root@10.0.0.2", "authentication failed")
+
+
+def test_a_server_without_python_is_one_line(ssh: SshLab) -> None:
+    _one_line(ssh.diagnose("10.0.0.2:8080", *ssh.args("root@10.0.0.2:2222"), fmt="--format=text"),
+              "root@10.0.0.2:2222", "no python3 on the remote PATH (/var/empty)")
+
+
+def test_several_hosts_at_once_give_the_table(ssh: SshLab, lab: Lab) -> None:
+    t = lab.host("t")
+    lab.link(ssh.c, t, "10.0.1.1/24", "10.0.1.2/24")
+    start_sshd(t, ssh.d, "t")
+    ssh.s.listen(5432, "0.0.0.0", argv0="postgres")
+    t.listen(5432, "127.0.0.1", argv0="postgres")
+    inventory = ssh.d / "hosts.txt"
+    inventory.write_text("# the database hosts\n[db]\nroot@10.0.0.2\nroot@10.0.1.2\nroot@10.0.0.2:2222\n")
+    args = [*ssh.args(), "--inventory", str(inventory), "--jobs", "2"]
+    cp = ssh.diagnose(":5432", *args)
+    assert cp.returncode == 1, (cp.stdout, cp.stderr)
+    docs = json.loads(cp.stdout)
+    got = [(d["ssh"]["host"], d["target"]["host"], d.get("verdict", {}).get("cause"), d["ssh"]["from"]) for d in docs]
+    assert got == [("root@10.0.0.2", "10.0.0.2", "ok", "10.0.0.1"),
+                   ("root@10.0.1.2", "10.0.1.2", "wrong_interface", "10.0.1.1"),
+                   ("root@10.0.0.2:2222", "10.0.0.2", None, None)], got
+    assert "no python3" in docs[2]["error"]
+    text = ssh.diagnose(":5432", *args, fmt="--format=text")
+    rows = text.stdout.splitlines()
+    assert rows[0].split() == ["ssh", "host", "target", "client", "sees", "cause", "why"], text.stdout
+    assert rows[1].split()[:4] == ["root@10.0.0.2", "10.0.0.2:5432", "open", "ok"]
+    assert rows[2].split()[:4] == ["root@10.0.1.2", "10.0.1.2:5432", "refused", "wrong_interface"]
+    assert rows[3].split()[:4] == ["root@10.0.0.2:2222", "10.0.0.2:5432", "-", "not"]
+    assert "3 hosts: 1 ok, 1 with a problem, 1 not inspected" in text.stdout
