@@ -31,7 +31,7 @@ from portdoctor.model import Target
 if TYPE_CHECKING:
     import asyncssh
 
-    from portdoctor.model import Diagnosis
+    from portdoctor.model import Diagnosis, ProbeResult
     from portdoctor.snapshot import Snapshot
 
 DEFAULT_JOBS = 8
@@ -231,10 +231,10 @@ async def _diagnose_host(target: Target, host: SshHost, options: SshOptions, arc
             shown = _target_for(target, peer)
             facts = await _discover(conn)
             client = from_addr or _client_address(facts.get("conn", ""), conn)
-            snap, via = await _take_snapshot(conn, host, facts, options.code, archive, shown, client, service,
-                                             timeout)
+            snap, via, probe = await _take_snapshot(conn, host, facts, options.code, archive, shown, client,
+                                                    service, timeout)
         result = await asyncio.to_thread(diagnose, shown, from_addr=client, service=service, timeout=timeout,
-                                         snapshot=snap)
+                                         snapshot=snap, probe=probe)
         return RemoteResult(host, shown, result, None, client, via, time.monotonic() - started)
     except RemoteError as exc:
         return RemoteResult(host, shown, error=str(exc), seconds=time.monotonic() - started)
@@ -308,14 +308,30 @@ async def _discover(conn: asyncssh.SSHClientConnection) -> dict[str, str]:
         key, eq, value = line.partition("=")
         if eq and key in ("conn", "portdoctor", "python3", "version", "path"):
             facts.setdefault(key, value.strip())
+    if "path" not in facts:  # the script never ran: keep what the account said instead
+        said = _last_line(out) or _last_line(done.stderr)
+        if said:
+            facts["said"] = said
+        if done.exit_status not in (None, 0):
+            facts["said"] = f"exit {done.exit_status}" + (f": {said}" if said else "")
     return facts
 
 
 async def _take_snapshot(conn: asyncssh.SSHClientConnection, host: SshHost, facts: dict[str, str], code: str,
                          archive: bytes, target: Target, client: str | None, service: str | None,
-                         timeout: float) -> tuple[Snapshot, str]:
-    """The server's snapshot and how it was taken; RemoteError with one line when it cannot be."""
+                         timeout: float) -> tuple[Snapshot, str, ProbeResult | None]:
+    """The server's snapshot, how it was taken, and the client's probe when it ran between the
+    server's counter samples; RemoteError with one line when the snapshot cannot be taken."""
+    import asyncio
+
+    from portdoctor.probe import probe as run_probe
+    from portdoctor.sshboot import READY
+
     installed, python = facts.get("portdoctor"), facts.get("python3")
+    if "path" not in facts:
+        raise RemoteError(f"{host}: logged in, but the account did not run commands with /bin/sh"
+                          + (f" ({facts['said']})" if facts.get("said") else "")
+                          + ": a restricted shell or a ForceCommand stands in the way")
     failed = ""
     if installed and code in ("auto", "installed"):
         argv = [installed, "snapshot", endpoint(target.host, target.port), "--json"]
@@ -325,7 +341,7 @@ async def _take_snapshot(conn: asyncssh.SSHClientConnection, host: SshHost, fact
             argv += ["--service", service]
         done = await conn.run(" ".join(shlex.quote(a) for a in argv), check=False, timeout=120)
         try:
-            return _snapshot_of(done.stdout), f"installed {installed}"
+            return _snapshot_of(done.stdout), f"installed {installed}", None
         except RemoteError as exc:
             failed = f"{installed} snapshot failed ({_last_line(done.stderr) or exc})"
             if code == "installed" or not python:
@@ -347,15 +363,26 @@ async def _take_snapshot(conn: asyncssh.SSHClientConnection, host: SshHost, fact
                "timeout": timeout}
     arg = base64.b64encode(json.dumps(request).encode()).decode()
     payload = b"%d\n" % len(boot) + boot + b"%d\n" % len(archive) + archive
-    done = await conn.run(f"{shlex.quote(python)} -c {shlex.quote(BOOT)} {arg}", input=payload, encoding=None,
-                          check=False, timeout=120)
-    stdout = done.stdout.decode("utf-8", "replace") if isinstance(done.stdout, bytes) else ""
-    stderr = done.stderr.decode("utf-8", "replace") if isinstance(done.stderr, bytes) else ""
+    proc = await conn.create_process(f"{shlex.quote(python)} -c {shlex.quote(BOOT)} {arg}", encoding=None)
+    probe = None
     try:
-        snap = _snapshot_of(stdout)
+        proc.stdin.write(payload)
+        ready = await asyncio.wait_for(proc.stdout.readline(), 120)
+        if ready.decode("utf-8", "replace").strip() == READY:
+            probe = await asyncio.to_thread(run_probe, target, timeout=timeout)  # counters on both sides of it
+        proc.stdin.write(b"probed\n")
+        proc.stdin.write_eof()
+        stdout, stderr = await asyncio.wait_for(
+            asyncio.gather(proc.stdout.read(), proc.stderr.read()), 120 + timeout)
+        await asyncio.wait_for(proc.wait(), 10)
+    finally:
+        proc.close()
+    try:
+        snap = _snapshot_of(stdout.decode("utf-8", "replace"))
     except RemoteError as exc:
-        raise RemoteError(f"{host}: the snapshot sent to {python} failed: {_last_line(stderr) or exc}") from None
-    return snap, f"sent to {python} (Python {version})" + (f"; {failed}" if failed else "")
+        why = _last_line(stderr.decode("utf-8", "replace")) or _last_line(ready.decode("utf-8", "replace")) or exc
+        raise RemoteError(f"{host}: the snapshot sent to {python} failed: {why}") from None
+    return snap, f"sent to {python} (Python {version})" + (f"; {failed}" if failed else ""), probe
 
 
 def _snapshot_of(stdout: Any) -> Snapshot:
@@ -452,5 +479,8 @@ def ssh_error_line(host: SshHost, options: SshOptions, exc: BaseException) -> st
     if isinstance(exc, ConnectionRefusedError):
         return f"{host}: the SSH port {host.port or 22} refused the connection: no sshd listens there"
     if isinstance(exc, OSError):
-        return f"{host}: cannot reach the SSH port {host.port or 22}: {exc.strerror or exc}"
+        import os
+
+        why = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+        return f"{host}: cannot reach the SSH port {host.port or 22}: {why}"
     return f"{host}: {type(exc).__name__}: {exc}"

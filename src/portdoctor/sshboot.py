@@ -7,7 +7,9 @@ the snapshot of the target (`diagnose.take_snapshot`, as `portdoctor snapshot` d
 it as one JSON document (`portdoctor.snapshot/2`).
 
 Standard input: a line with the zip's length in bytes, then the zip. The one argument is the
-request, base64 of a JSON object: `target`, `from_addr`, `service`, `timeout`.
+request, base64 of a JSON object: `target`, `from_addr`, `service`, `timeout`. Once the kernel
+and firewall counters are sampled it prints READY and waits for one line on standard input: the
+client probes in between, so the counters around the probe count the client's own packets.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import types
 import zipfile
 
 ORIGIN = "<portdoctor-ssh>"
+READY = "portdoctor-ssh: counters sampled, probe now"
 
 
 class ZipPackageFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -72,6 +75,13 @@ def read_archive(stream: io.BufferedReader) -> zipfile.ZipFile:
     return zipfile.ZipFile(io.BytesIO(data))
 
 
+def handshake() -> None:
+    """Say the counters are sampled, then wait until the client has probed (a line on stdin)."""
+    sys.stdout.write(READY + "\n")
+    sys.stdout.flush()
+    sys.stdin.buffer.readline()
+
+
 def main(argv: list[str]) -> int:
     """Import the sent package, take the snapshot asked for in argv[0], print it as JSON."""
     request = json.loads(base64.b64decode(argv[0]).decode("utf-8"))
@@ -80,7 +90,8 @@ def main(argv: list[str]) -> int:
     from portdoctor.target import parse_target
 
     snap = take_snapshot(parse_target(request["target"]), from_addr=request.get("from_addr"),
-                         service=request.get("service"), timeout=float(request.get("timeout") or 3.0))
+                         service=request.get("service"), timeout=float(request.get("timeout") or 3.0),
+                         between=handshake)
     sys.stdout.write(json.dumps(snap.to_json()) + "\n")
     sys.stdout.flush()
     return 0

@@ -130,6 +130,8 @@ def test_the_server_side_cause_comes_over_ssh(ssh: SshLab, fault: str, cause: st
     assert doc["ssh"]["from"] == "10.0.0.1" and doc["ssh"]["via"].startswith("sent to ")
     if cause == "wrong_interface":
         assert "127.0.0.1" in json.dumps(doc["findings"])
+    if cause == "firewall_reject":  # the server sampled its rule counters around this client's own probe
+        assert "0 before the probe, 1 after" in json.dumps(doc["findings"][0]["evidence"]), doc["findings"][0]
 
 
 def test_an_installed_portdoctor_on_the_server_is_used(ssh: SshLab) -> None:
