@@ -114,8 +114,10 @@ def _diagnose_ssh(target: str, port: int | None, from_addr: str | None, service:
     results = remote.diagnose_over_ssh(t, hosts, options, from_addr=_parse_from(from_addr), service=service,
                                        timeout=timeout)
     several = len(ssh_hosts) > 1 or bool(inventory)
-    if not several and results[0].error is not None and fmt != "json":
-        raise remote.RemoteError(results[0].error)
+    if not several and results[0].error is not None:
+        if fmt != "json":
+            raise remote.RemoteError(results[0].error)
+        sys.stderr.write(f"portdoctor: error: {results[0].error}\n")
     if fmt == "json":
         sys.stdout.write(render_ssh.json_text(results, as_list=several))
     elif fmt == "markdown":

@@ -67,31 +67,36 @@ def test_the_archive_holds_the_package_sources_only() -> None:
     assert all(n.endswith(".py") and "__pycache__" not in n for n in names)
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_boot_code_takes_a_snapshot_from_the_sent_package_alone() -> None:
     """What the server's python3 runs, run here with -S (no site-packages: no portdoctor, psutil,
     dnspython installed), fed the same stdin protocol the SSH channel carries."""
-    port = _closed_port()
+    import os
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    port = server.getsockname()[1]
     request = {"target": f"127.0.0.1:{port}", "from_addr": "127.0.0.1", "service": None, "timeout": 1.0}
     arg = base64.b64encode(json.dumps(request).encode()).decode()
     boot = Path(remote.__file__).with_name("sshboot.py").read_bytes()
     archive = remote.package_archive()
-    proc = subprocess.Popen([sys.executable, "-S", "-c", remote.BOOT, arg], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(b"%d\n" % len(boot) + boot + b"%d\n" % len(archive) + archive)
-    proc.stdin.flush()
-    assert proc.stdout.readline().decode().strip() == READY
-    out, err = proc.communicate(b"probed\n", timeout=60)
+    try:
+        proc = subprocess.Popen([sys.executable, "-S", "-c", remote.BOOT, arg], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(b"%d\n" % len(boot) + boot + b"%d\n" % len(archive) + archive)
+        proc.stdin.flush()
+        assert proc.stdout.readline().decode().strip() == READY
+        out, err = proc.communicate(b"probed\n", timeout=60)
+    finally:
+        server.close()
     assert proc.returncode == 0, err.decode()
     snap = Snapshot.from_json(json.loads(out))
     assert snap.observer_pid == proc.pid
-    assert not any(x.port == port for x in snap.listeners)
+    mine = [x for x in snap.listeners if x.port == port]
+    assert [(x.address, x.family) for x in mine] == [("127.0.0.1", 4)], snap.listeners
+    if sys.platform.startswith("linux"):
+        assert os.getpid() in mine[0].pids
 
 
 def _result(cause: str | None) -> RemoteResult:

@@ -34,7 +34,7 @@ def origin_line(result: RemoteResult) -> str:
 def _row(r: RemoteResult) -> list[str]:
     where = endpoint(r.target.host, r.target.port)
     if r.diagnosis is None:
-        return [str(r.ssh), where, "-", "not inspected", r.error or ""]
+        return [str(r.ssh), where, "-", "not inspected", (r.error or "").removeprefix(f"{r.ssh}: ")]
     d = r.diagnosis
     return [str(r.ssh), where, d.probe.state.value, d.verdict.cause.value, d.verdict.summary]
 
