@@ -74,7 +74,7 @@ def start_sshd(h: Host, d: Path, name: str) -> None:
 
 @pytest.fixture
 def ssh(lab: Lab) -> Iterator[SshLab]:
-    need(SSHD, "ssh-keygen", "iptables")
+    need(SSHD, "ssh-keygen", "ssh-agent", "ssh-add", "iptables")
     made = not PRIVSEP.exists()
     if made:
         PRIVSEP.mkdir(mode=0o755)
@@ -109,6 +109,8 @@ def _one_line(cp: subprocess.CompletedProcess[str], *words: str) -> str:
     return lines[0]
 
 
+# Port 8093, not 8080: the server's snapshot also reads the machine's other namespaces, and a
+# loopback-only 8080 of some other lab running at the same time would read as port_mapping.
 @pytest.mark.parametrize("fault,cause", [
     ("not running", "service_not_running"),
     ("loopback bind", "wrong_interface"),
@@ -116,13 +118,13 @@ def _one_line(cp: subprocess.CompletedProcess[str], *words: str) -> str:
 ])
 def test_the_server_side_cause_comes_over_ssh(ssh: SshLab, fault: str, cause: str) -> None:
     if fault == "loopback bind":
-        ssh.s.listen(8080, "127.0.0.1", argv0="billing-api")
+        ssh.s.listen(8093, "127.0.0.1", argv0="billing-api")
     elif fault.startswith("firewall"):
-        ssh.s.listen(8080, "0.0.0.0", argv0="billing-api")
-        ssh.s.iptables("-A", "INPUT", "-s", "10.0.0.1", "-p", "tcp", "--dport", "8080", "-j", "REJECT",
+        ssh.s.listen(8093, "0.0.0.0", argv0="billing-api")
+        ssh.s.iptables("-A", "INPUT", "-s", "10.0.0.1", "-p", "tcp", "--dport", "8093", "-j", "REJECT",
                        "--reject-with", "tcp-reset")
-        assert ssh.s.connect_errno("10.0.0.2", 8080) == 0  # others are let in: only this client is refused
-    cp = ssh.diagnose("10.0.0.2:8080", *ssh.args("root@10.0.0.2"))
+        assert ssh.s.connect_errno("10.0.0.2", 8093) == 0  # others are let in: only this client is refused
+    cp = ssh.diagnose("10.0.0.2:8093", *ssh.args("root@10.0.0.2"))
     assert cp.returncode == 1, (cp.stdout, cp.stderr)
     doc = json.loads(cp.stdout)
     assert doc["schema"] == "portdoctor.diagnosis/1" and doc["probe"]["state"] == "refused"
@@ -135,28 +137,48 @@ def test_the_server_side_cause_comes_over_ssh(ssh: SshLab, fault: str, cause: st
 
 
 def test_an_installed_portdoctor_on_the_server_is_used(ssh: SshLab) -> None:
-    ssh.s.listen(8080, "127.0.0.1", argv0="billing-api")
-    cp = ssh.diagnose("10.0.0.2:8080", *ssh.args("root@10.0.0.2:2223"))
+    ssh.s.listen(8093, "127.0.0.1", argv0="billing-api")
+    cp = ssh.diagnose("10.0.0.2:8093", *ssh.args("root@10.0.0.2:2223"))
     doc = json.loads(cp.stdout)
     assert cp.returncode == 1 and doc["verdict"]["cause"] == "wrong_interface", (doc["verdict"], cp.stderr)
     assert doc["ssh"]["via"].startswith("installed ") and doc["ssh"]["via"].endswith("/portdoctor")
 
 
+def test_the_users_ssh_setup_config_alias_and_agent(ssh: SshLab) -> None:
+    """No --ssh-key: `db` is an alias of the SSH config (HostName, User, UserKnownHostsFile) and the
+    key comes from a real ssh-agent; HOME is a folder of the test, so no ~/.ssh of this machine is read."""
+    home = ssh.d / "home"
+    home.mkdir()
+    config = ssh.d / "alias_config"
+    config.write_text(f"Host db\n  HostName 10.0.0.2\n  User root\n  UserKnownHostsFile {ssh.d}/known_hosts\n")
+    sock = ssh.d / "agent.sock"
+    agent = ssh.c.start(["ssh-agent", "-D", "-a", str(sock)], ready_file=sock)
+    assert agent.poll() is None
+    env = {"SSH_AUTH_SOCK": str(sock), "HOME": str(home)}
+    subprocess.run(["ssh-add", "-q", str(ssh.key)], env={**os.environ, **env}, check=True, capture_output=True)
+    ssh.s.listen(8093, "127.0.0.1", argv0="billing-api")
+    cp = ssh.c.portdoctor("diagnose", "10.0.0.2:8093", "--ssh", "db", "--ssh-config", str(config), "--json",
+                          env=env, timeout=120)
+    doc = json.loads(cp.stdout)
+    assert cp.returncode == 1 and doc["verdict"]["cause"] == "wrong_interface", (doc.get("verdict"), cp.stderr)
+    assert doc["ssh"]["host"] == "db" and doc["ssh"]["from"] == "10.0.0.1"
+
+
 def test_an_unknown_host_key_is_one_line(ssh: SshLab) -> None:
     empty = ssh.d / "known_hosts_empty"
     empty.write_text("")
-    _one_line(ssh.diagnose("10.0.0.2:8080", *ssh.args("root@10.0.0.2", known=empty), fmt="--format=text"),
+    _one_line(ssh.diagnose("10.0.0.2:8093", *ssh.args("root@10.0.0.2", known=empty), fmt="--format=text"),
               "root@10.0.0.2", "host key is not trusted", str(empty))
 
 
 def test_a_key_the_server_does_not_accept_is_one_line(ssh: SshLab) -> None:
-    _one_line(ssh.diagnose("10.0.0.2:8080", *ssh.args("root@10.0.0.2", key=ssh.d / "stranger_key"),
+    _one_line(ssh.diagnose("10.0.0.2:8093", *ssh.args("root@10.0.0.2", key=ssh.d / "stranger_key"),
                            fmt="--format=text"),
               "root@10.0.0.2", "authentication failed")
 
 
 def test_a_server_without_python_is_one_line(ssh: SshLab) -> None:
-    _one_line(ssh.diagnose("10.0.0.2:8080", *ssh.args("root@10.0.0.2:2222"), fmt="--format=text"),
+    _one_line(ssh.diagnose("10.0.0.2:8093", *ssh.args("root@10.0.0.2:2222"), fmt="--format=text"),
               "root@10.0.0.2:2222", "no python3 on the remote PATH (/var/empty)")
 
 
