@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import logging
 import shlex
 import time
 from dataclasses import dataclass, replace
@@ -40,15 +41,18 @@ CODE_MODES = ("auto", "send", "installed")
 MIN_PYTHON = (3, 11)  # what the package sent to the server needs (pyproject's requires-python)
 
 # Run by /bin/sh on the server (whatever the login shell is): what is there, one `key=value` a line.
+# python3 is not started here (a pyenv shim alone takes 0.4 s): BOOT checks its own version.
 DISCOVER = r"""printf 'conn=%s\n' "${SSH_CONNECTION:-}"
 p=$(command -v portdoctor 2>/dev/null) && printf 'portdoctor=%s\n' "$p"
-y=$(command -v python3 2>/dev/null) && printf 'python3=%s\n' "$y" && \
-  "$y" -c 'import sys; print("version=%d.%d" % sys.version_info[:2])' 2>/dev/null
+y=$(command -v python3 2>/dev/null) && printf 'python3=%s\n' "$y"
 printf 'path=%s\n' "${PATH:-}"
 exit 0"""
 
-# Reads the boot code (sshboot.py) from stdin, then runs it; the package zip follows on stdin.
-BOOT = 'import sys;exec(compile(sys.stdin.buffer.read(int(sys.stdin.buffer.readline())),"portdoctor-ssh","exec"))'
+# Checks the Python version, reads the boot code (sshboot.py) from stdin and runs it; the package
+# zip follows on stdin. One line in plain quotes: whatever the login shell, it arrives intact.
+TOO_OLD = "portdoctor-ssh: too old: Python "
+BOOT = (f'import sys;sys.version_info<{MIN_PYTHON!r} and sys.exit("{TOO_OLD}%d.%d"%sys.version_info[:2]);'
+        'exec(compile(sys.stdin.buffer.read(int(sys.stdin.buffer.readline())),"portdoctor-ssh","exec"))')
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +242,8 @@ async def _diagnose_host(target: Target, host: SshHost, options: SshOptions, arc
         return RemoteResult(host, shown, result, None, client, via, time.monotonic() - started)
     except RemoteError as exc:
         return RemoteResult(host, shown, error=str(exc), seconds=time.monotonic() - started)
-    except Exception as exc:  # asyncssh, OSError, timeouts: one line each
+    except Exception as exc:  # asyncssh, OSError, timeouts: one line each (--debug: the traceback)
+        logging.getLogger(__name__).debug("diagnose over SSH on %s failed", host, exc_info=True)
         return RemoteResult(host, shown, error=ssh_error_line(host, options, exc), seconds=time.monotonic() - started)
 
 
@@ -300,13 +305,13 @@ def _client_address(ssh_connection: str, conn: asyncssh.SSHClientConnection) -> 
 
 
 async def _discover(conn: asyncssh.SSHClientConnection) -> dict[str, str]:
-    """What the server offers: SSH_CONNECTION, an installed portdoctor, python3 and its version."""
+    """What the server offers: SSH_CONNECTION, an installed portdoctor, python3, PATH."""
     done = await conn.run("/bin/sh -c " + shlex.quote(DISCOVER), check=False, timeout=30)
     out = done.stdout if isinstance(done.stdout, str) else ""
     facts: dict[str, str] = {}
     for line in out.splitlines():
         key, eq, value = line.partition("=")
-        if eq and key in ("conn", "portdoctor", "python3", "version", "path"):
+        if eq and key in ("conn", "portdoctor", "python3", "path"):
             facts.setdefault(key, value.strip())
     if "path" not in facts:  # the script never ran: keep what the account said instead
         said = _last_line(out) or _last_line(done.stderr)
@@ -323,6 +328,8 @@ async def _take_snapshot(conn: asyncssh.SSHClientConnection, host: SshHost, fact
     """The server's snapshot, how it was taken, and the client's probe when it ran between the
     server's counter samples; RemoteError with one line when the snapshot cannot be taken."""
     import asyncio
+
+    import asyncssh
 
     from portdoctor.probe import probe as run_probe
     from portdoctor.sshboot import READY
@@ -353,11 +360,6 @@ async def _take_snapshot(conn: asyncssh.SSHClientConnection, host: SshHost, fact
         raise RemoteError(f"{host}: no python3 on the remote PATH ({facts.get('path') or 'empty'}): the server "
                           "side needs Python 3; install it there, or run `portdoctor snapshot` on the server "
                           "and use --snapshot FILE")
-    version = facts.get("version", "")
-    if not _new_enough(version):
-        raise RemoteError(f"{host}: {python} is Python {version or 'of an unknown version'}; the code portdoctor "
-                          f"sends needs {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or later: install portdoctor there, or "
-                          "run `portdoctor snapshot` on the server and use --snapshot FILE")
     boot = _boot_source()
     request = {"target": endpoint(target.host, target.port), "from_addr": client, "service": service,
                "timeout": timeout}
@@ -366,23 +368,34 @@ async def _take_snapshot(conn: asyncssh.SSHClientConnection, host: SshHost, fact
     proc = await conn.create_process(f"{shlex.quote(python)} -c {shlex.quote(BOOT)} {arg}", encoding=None)
     probe = None
     try:
-        proc.stdin.write(payload)
+        try:
+            proc.stdin.write(payload)
+        except (OSError, asyncssh.Error):
+            pass  # it ended before reading (a Python too old): its stderr says why
         ready = await asyncio.wait_for(proc.stdout.readline(), 120)
         if ready.decode("utf-8", "replace").strip() == READY:
             probe = await asyncio.to_thread(run_probe, target, timeout=timeout)  # counters on both sides of it
-        proc.stdin.write(b"probed\n")
-        proc.stdin.write_eof()
+        try:
+            proc.stdin.write(b"probed\n")
+            proc.stdin.write_eof()
+        except (OSError, asyncssh.Error):
+            pass
         stdout, stderr = await asyncio.wait_for(
             asyncio.gather(proc.stdout.read(), proc.stderr.read()), 120 + timeout)
         await asyncio.wait_for(proc.wait(), 10)
     finally:
         proc.close()
+    said = _last_line(stderr.decode("utf-8", "replace"))
+    if said.startswith(TOO_OLD):
+        raise RemoteError(f"{host}: {python} is Python {said.removeprefix(TOO_OLD)}; the code portdoctor sends "
+                          f"needs {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or later: install portdoctor there, or run "
+                          "`portdoctor snapshot` on the server and use --snapshot FILE")
     try:
         snap = _snapshot_of(stdout.decode("utf-8", "replace"))
     except RemoteError as exc:
-        why = _last_line(stderr.decode("utf-8", "replace")) or _last_line(ready.decode("utf-8", "replace")) or exc
+        why = said or _last_line(ready.decode("utf-8", "replace")) or exc
         raise RemoteError(f"{host}: the snapshot sent to {python} failed: {why}") from None
-    return snap, f"sent to {python} (Python {version})" + (f"; {failed}" if failed else ""), probe
+    return snap, f"sent to {python}" + (f"; {failed}" if failed else ""), probe
 
 
 def _snapshot_of(stdout: Any) -> Snapshot:
@@ -403,14 +416,6 @@ def _snapshot_of(stdout: Any) -> Snapshot:
 def _last_line(text: Any) -> str:
     lines = [x.strip() for x in (text if isinstance(text, str) else "").splitlines() if x.strip()]
     return lines[-1][:300] if lines else ""
-
-
-def _new_enough(version: str) -> bool:
-    try:
-        major, minor = (int(x) for x in version.split(".")[:2])
-    except ValueError:
-        return False
-    return (major, minor) >= MIN_PYTHON
 
 
 def _boot_source() -> bytes:

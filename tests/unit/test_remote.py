@@ -99,6 +99,14 @@ def test_the_boot_code_takes_a_snapshot_from_the_sent_package_alone() -> None:
         assert os.getpid() in mine[0].pids
 
 
+def test_the_boot_line_refuses_a_python_too_old_in_one_line() -> None:
+    """BOOT run by an interpreter that says it is 3.9: it stops before reading stdin, and the
+    stderr line is the one remote.py turns into its message."""
+    cp = subprocess.run([sys.executable, "-c", "import sys;sys.version_info=(3,9,2,'final',0)\n" + remote.BOOT],
+                        input=b"", capture_output=True, timeout=30)
+    assert cp.returncode == 1 and cp.stderr.decode().strip() == remote.TOO_OLD + "3.9"
+
+
 def _result(cause: str | None) -> RemoteResult:
     from portdoctor.model import Cause, Diagnosis, ProbeResult, State, Verdict
 
