@@ -43,7 +43,8 @@ class ZipPackageFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             return f"{base}.py", False
         return None
 
-    def find_spec(self, fullname: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(self, fullname: str, path: object = None,
+                  target: object = None) -> importlib.machinery.ModuleSpec | None:
         """A spec for `fullname` when the zip holds it, else None (the normal importers go on)."""
         found = self._path(fullname)
         if found is None:

@@ -33,6 +33,7 @@ class SshLab:
     c: Host
     s: Host
     d: Path
+    sshds: list[subprocess.Popen]
 
     @property
     def key(self) -> Path:
@@ -48,6 +49,11 @@ class SshLab:
     def diagnose(self, target: str, *args: str, fmt: str = "--json") -> subprocess.CompletedProcess[str]:
         return self.c.portdoctor("diagnose", target, *args, fmt, env={"SSH_AUTH_SOCK": ""}, timeout=120)
 
+    def sshd_log(self) -> str:
+        """The tail of every sshd's log (stderr, -e), for assertion messages."""
+        logs = [getattr(p, "log", None) for p in self.sshds]
+        return "\n".join(Path(x).read_text(errors="replace")[-2000:] for x in logs if x and Path(x).exists())
+
 
 def _keygen(path: Path) -> str:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "portdoctor-test", "-f", str(path)],
@@ -55,21 +61,24 @@ def _keygen(path: Path) -> str:
     return path.with_suffix(".pub").read_text().strip()
 
 
-def start_sshd(h: Host, d: Path, name: str) -> None:
-    """Debian's sshd in `h`, on ports 22, 2222 (no python3 on PATH) and 2223 (an installed portdoctor)."""
+def start_sshd(h: Host, d: Path, name: str) -> subprocess.Popen:
+    """Debian's sshd in `h`, on ports 22, 2222 (no python3 on PATH), 2223 (an installed portdoctor)
+    and 2224 (only /usr/bin:/bin: Debian's python3, no third-party packages)."""
     bindir = Path(sys.executable).parent
     assert (bindir / "portdoctor").exists(), "the test run's portdoctor script is needed for port 2223"
     conf = d / f"sshd_{name}.conf"
     conf.write_text(
-        "Port 22\nPort 2222\nPort 2223\n"
+        "Port 22\nPort 2222\nPort 2223\nPort 2224\n"
         f"HostKey {d}/host_key\nPidFile none\nAuthorizedKeysFile {d}/authorized_keys\n"
         "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         "UsePAM no\nStrictModes no\nPrintMotd no\nLogLevel VERBOSE\n"
         "Match LocalPort 2222\n"
         "  ForceCommand PATH=/var/empty; export PATH; eval \"$SSH_ORIGINAL_COMMAND\"\n"
         "Match LocalPort 2223\n"
-        f"  ForceCommand PATH={bindir}:/usr/bin:/bin; export PATH; eval \"$SSH_ORIGINAL_COMMAND\"\n")
-    h.start([SSHD, "-D", "-e", "-f", str(conf)], ready_port=22)
+        f"  ForceCommand PATH={bindir}:/usr/bin:/bin; export PATH; eval \"$SSH_ORIGINAL_COMMAND\"\n"
+        "Match LocalPort 2224\n"
+        "  ForceCommand PATH=/usr/bin:/bin; export PATH; eval \"$SSH_ORIGINAL_COMMAND\"\n")
+    return h.start([SSHD, "-D", "-e", "-f", str(conf)], ready_port=22)
 
 
 @pytest.fixture
@@ -86,11 +95,11 @@ def ssh(lab: Lab) -> Iterator[SshLab]:
         _keygen(d / "stranger_key")
         kt, kb = host_pub[0], host_pub[1]
         (d / "known_hosts").write_text("".join(f"{h} {kt} {kb}\n" for h in
-                                               ("10.0.0.2", "[10.0.0.2]:2222", "[10.0.0.2]:2223", "10.0.1.2")))
+                                               ("10.0.0.2", "[10.0.0.2]:2222", "[10.0.0.2]:2223", "[10.0.0.2]:2224",
+                                                "10.0.1.2")))
         (d / "ssh_config").write_text("")
         c, s = lab.pair()
-        start_sshd(s, d, "s")
-        yield SshLab(c, s, d)
+        yield SshLab(c, s, d, [start_sshd(s, d, "s")])
     finally:
         lab.teardown()
         next(gen, None)
@@ -125,7 +134,7 @@ def test_the_server_side_cause_comes_over_ssh(ssh: SshLab, fault: str, cause: st
                        "--reject-with", "tcp-reset")
         assert ssh.s.connect_errno("10.0.0.2", 8093) == 0  # others are let in: only this client is refused
     cp = ssh.diagnose("10.0.0.2:8093", *ssh.args("root@10.0.0.2"))
-    assert cp.returncode == 1, (cp.stdout, cp.stderr)
+    assert cp.returncode == 1, (cp.stdout, cp.stderr, ssh.sshd_log())
     doc = json.loads(cp.stdout)
     assert doc["schema"] == "portdoctor.diagnosis/1" and doc["probe"]["state"] == "refused"
     assert doc["verdict"]["cause"] == cause, doc["verdict"]
@@ -140,8 +149,24 @@ def test_an_installed_portdoctor_on_the_server_is_used(ssh: SshLab) -> None:
     ssh.s.listen(8093, "127.0.0.1", argv0="billing-api")
     cp = ssh.diagnose("10.0.0.2:8093", *ssh.args("root@10.0.0.2:2223"))
     doc = json.loads(cp.stdout)
-    assert cp.returncode == 1 and doc["verdict"]["cause"] == "wrong_interface", (doc["verdict"], cp.stderr)
+    assert cp.returncode == 1 and doc["verdict"]["cause"] == "wrong_interface", \
+        (doc.get("verdict"), cp.stderr, ssh.sshd_log())
     assert doc["ssh"]["via"].startswith("installed ") and doc["ssh"]["via"].endswith("/portdoctor")
+
+
+def test_debians_own_python3_is_enough(ssh: SshLab) -> None:
+    """The package sent to /usr/bin/python3 (no psutil, dnspython, docker there) still finds the
+    listener, its owner and the firewall rule for this client."""
+    if not Path("/usr/bin/python3").exists():
+        pytest.fail("Debian's python3 is needed (scripts/test.sh installs it)")
+    ssh.s.listen(8093, "0.0.0.0", argv0="billing-api")
+    ssh.s.iptables("-A", "INPUT", "-s", "10.0.0.1", "-p", "tcp", "--dport", "8093", "-j", "REJECT")
+    cp = ssh.diagnose("10.0.0.2:8093", *ssh.args("root@10.0.0.2:2224"))
+    doc = json.loads(cp.stdout)
+    assert cp.returncode == 1 and doc["verdict"]["cause"] == "firewall_reject", \
+        (doc.get("verdict"), cp.stderr, ssh.sshd_log())
+    assert doc["ssh"]["via"] == "sent to /usr/bin/python3"
+    assert "billing-api" in json.dumps(doc["findings"]) or "python" in json.dumps(doc["findings"])
 
 
 def test_the_users_ssh_setup_config_alias_and_agent(ssh: SshLab) -> None:
@@ -160,7 +185,8 @@ def test_the_users_ssh_setup_config_alias_and_agent(ssh: SshLab) -> None:
     cp = ssh.c.portdoctor("diagnose", "10.0.0.2:8093", "--ssh", "db", "--ssh-config", str(config), "--json",
                           env=env, timeout=120)
     doc = json.loads(cp.stdout)
-    assert cp.returncode == 1 and doc["verdict"]["cause"] == "wrong_interface", (doc.get("verdict"), cp.stderr)
+    assert cp.returncode == 1 and doc["verdict"]["cause"] == "wrong_interface", \
+        (doc.get("verdict"), cp.stderr, ssh.sshd_log())
     assert doc["ssh"]["host"] == "db" and doc["ssh"]["from"] == "10.0.0.1"
 
 
@@ -185,14 +211,14 @@ def test_a_server_without_python_is_one_line(ssh: SshLab) -> None:
 def test_several_hosts_at_once_give_the_table(ssh: SshLab, lab: Lab) -> None:
     t = lab.host("t")
     lab.link(ssh.c, t, "10.0.1.1/24", "10.0.1.2/24")
-    start_sshd(t, ssh.d, "t")
+    ssh.sshds.append(start_sshd(t, ssh.d, "t"))
     ssh.s.listen(5432, "0.0.0.0", argv0="postgres")
     t.listen(5432, "127.0.0.1", argv0="postgres")
     inventory = ssh.d / "hosts.txt"
     inventory.write_text("# the database hosts\n[db]\nroot@10.0.0.2\nroot@10.0.1.2\nroot@10.0.0.2:2222\n")
     args = [*ssh.args(), "--inventory", str(inventory), "--jobs", "2"]
     cp = ssh.diagnose(":5432", *args)
-    assert cp.returncode == 1, (cp.stdout, cp.stderr)
+    assert cp.returncode == 1, (cp.stdout, cp.stderr, ssh.sshd_log())
     docs = json.loads(cp.stdout)
     got = [(d["ssh"]["host"], d["target"]["host"], d.get("verdict", {}).get("cause"), d["ssh"]["from"]) for d in docs]
     assert got == [("root@10.0.0.2", "10.0.0.2", "ok", "10.0.0.1"),
