@@ -372,7 +372,11 @@ async def _take_snapshot(conn: asyncssh.SSHClientConnection, host: SshHost, fact
             proc.stdin.write(payload)
         except (OSError, asyncssh.Error):
             pass  # it ended before reading (a Python too old): its stderr says why
-        ready = await asyncio.wait_for(proc.stdout.readline(), 120)
+        ready = b""
+        for _ in range(200):  # a login script may print lines of its own first
+            ready = await asyncio.wait_for(proc.stdout.readline(), 120)
+            if not ready or ready.decode("utf-8", "replace").strip() == READY:
+                break
         if ready.decode("utf-8", "replace").strip() == READY:
             probe = await asyncio.to_thread(run_probe, target, timeout=timeout)  # counters on both sides of it
         try:
@@ -403,8 +407,10 @@ def _snapshot_of(stdout: Any) -> Snapshot:
     from portdoctor.snapshot import Snapshot
 
     text = stdout if isinstance(stdout, str) else ""
-    try:
-        doc = json.loads(text)
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("{")]
+    try:  # the document, after whatever a login script printed before it
+        doc = json.loads("\n".join(lines[starts[0]:])) if starts else json.loads(text)
     except json.JSONDecodeError:
         raise RemoteError("it printed no JSON") from None
     try:

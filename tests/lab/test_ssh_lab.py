@@ -63,7 +63,7 @@ def _keygen(path: Path) -> str:
 
 def start_sshd(h: Host, d: Path, name: str) -> subprocess.Popen:
     """Debian's sshd in `h`, on ports 22, 2222 (no python3 on PATH), 2223 (an installed portdoctor)
-    and 2224 (only /usr/bin:/bin: Debian's python3, no third-party packages)."""
+    and 2224 (only /usr/bin:/bin: Debian's python3, no third-party packages; a greeting printed first)."""
     bindir = Path(sys.executable).parent
     assert (bindir / "portdoctor").exists(), "the test run's portdoctor script is needed for port 2223"
     conf = d / f"sshd_{name}.conf"
@@ -77,7 +77,7 @@ def start_sshd(h: Host, d: Path, name: str) -> subprocess.Popen:
         "Match LocalPort 2223\n"
         f"  ForceCommand PATH={bindir}:/usr/bin:/bin; export PATH; eval \"$SSH_ORIGINAL_COMMAND\"\n"
         "Match LocalPort 2224\n"
-        "  ForceCommand PATH=/usr/bin:/bin; export PATH; eval \"$SSH_ORIGINAL_COMMAND\"\n")
+        "  ForceCommand echo 'Welcome to db1 {managed}'; PATH=/usr/bin:/bin; export PATH; eval \"$SSH_ORIGINAL_COMMAND\"\n")
     return h.start([SSHD, "-D", "-e", "-f", str(conf)], ready_port=22)
 
 
@@ -156,7 +156,8 @@ def test_an_installed_portdoctor_on_the_server_is_used(ssh: SshLab) -> None:
 
 def test_debians_own_python3_is_enough(ssh: SshLab) -> None:
     """The package sent to /usr/bin/python3 (no psutil, dnspython, docker there) still finds the
-    listener, its owner and the firewall rule for this client."""
+    listener, its owner and the firewall rule for this client; the greeting the account prints
+    before every command is skipped."""
     if not Path("/usr/bin/python3").exists():
         pytest.fail("Debian's python3 is needed (scripts/test.sh installs it)")
     ssh.s.listen(8093, "0.0.0.0", argv0="billing-api")
