@@ -228,7 +228,7 @@ async def _diagnose_host(target: Target, host: SshHost, options: SshOptions, arc
     from portdoctor.diagnose import diagnose
 
     started = time.monotonic()
-    shown = target
+    shown = _target_for(target, host.host)  # until SSH says which address it reached
     try:
         async with await _connect(host, options) as conn:
             peer = _peer_address(conn)

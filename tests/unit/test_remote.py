@@ -154,3 +154,19 @@ def test_bad_ssh_usage_is_one_line_exit_2(args: list[str], words: str, capsys: p
         main(["diagnose", "127.0.0.1:9", *args])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_table_keeps_the_hosts_order_and_says_why_a_host_was_not_inspected() -> None:
+    from portdoctor.render import ssh as render_ssh
+
+    ok, gone = _result("ok"), _result(None)
+    text = render_ssh.text([ok, gone], as_table=True)
+    rows = text.splitlines()
+    assert rows[0].split() == ["ssh", "host", "target", "client", "sees", "cause", "why"]
+    assert rows[1].split()[:4] == ["h", "127.0.0.1:9", "open", "ok"]
+    assert rows[2].split() == ["h", "127.0.0.1:9", "-", "not", "inspected", "no", "answer"]
+    assert rows[-1] == "2 hosts: 1 ok, 0 with a problem, 1 not inspected"
+    md = render_ssh.markdown([ok, gone], as_table=True).splitlines()
+    assert md[2] == "| h | 127.0.0.1:9 | open | ok | said |" and md[3].endswith("| not inspected | no answer |")
+    docs = json.loads(render_ssh.json_text([ok, gone], as_list=True))
+    assert [d["ssh"]["error"] for d in docs] == [None, "h: no answer"]
