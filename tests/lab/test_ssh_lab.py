@@ -84,9 +84,9 @@ def start_sshd(h: Host, d: Path, name: str) -> subprocess.Popen:
 @pytest.fixture
 def ssh(lab: Lab) -> Iterator[SshLab]:
     need(SSHD, "ssh-keygen", "ssh-agent", "ssh-add", "iptables")
-    made = not PRIVSEP.exists()
-    if made:
-        PRIVSEP.mkdir(mode=0o755)
+    # /run/sshd is left in place afterwards: any sshd on this machine (another lab's, running at the
+    # same time) needs it for every connection, and removing it under them resets their logins.
+    PRIVSEP.mkdir(mode=0o755, exist_ok=True)
     gen = readable_tmpdir("pdlab-ssh-")
     d = next(gen)
     try:
@@ -103,11 +103,6 @@ def ssh(lab: Lab) -> Iterator[SshLab]:
     finally:
         lab.teardown()
         next(gen, None)
-        if made:
-            try:
-                PRIVSEP.rmdir()
-            except OSError:
-                pass
 
 
 def _one_line(cp: subprocess.CompletedProcess[str], *words: str) -> str:
