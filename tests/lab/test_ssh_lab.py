@@ -96,7 +96,7 @@ def ssh(lab: Lab) -> Iterator[SshLab]:
         kt, kb = host_pub[0], host_pub[1]
         (d / "known_hosts").write_text("".join(f"{h} {kt} {kb}\n" for h in
                                                ("10.0.0.2", "[10.0.0.2]:2222", "[10.0.0.2]:2223", "[10.0.0.2]:2224",
-                                                "10.0.1.2")))
+                                                "10.0.1.2", "fd00::2")))
         (d / "ssh_config").write_text("")
         c, s = lab.pair()
         yield SshLab(c, s, d, [start_sshd(s, d, "s")])
@@ -138,6 +138,16 @@ def test_the_server_side_cause_comes_over_ssh(ssh: SshLab, fault: str, cause: st
         assert "127.0.0.1" in json.dumps(doc["findings"])
     if cause == "firewall_reject":  # the server sampled its rule counters around this client's own probe
         assert "0 before the probe, 1 after" in json.dumps(doc["findings"][0]["evidence"]), doc["findings"][0]
+
+
+def test_over_ipv6_the_target_is_the_address_ssh_reached(ssh: SshLab) -> None:
+    ssh.s.listen(8093, "::1", argv0="billing-api")
+    cp = ssh.diagnose(":8093", *ssh.args("root@[fd00::2]"))
+    doc = json.loads(cp.stdout)
+    assert cp.returncode == 1 and doc["verdict"]["cause"] == "wrong_interface", \
+        (doc.get("verdict"), cp.stderr, ssh.sshd_log())
+    assert doc["target"]["host"] == "fd00::2" and doc["probe"]["addresses"][0]["address"] == "fd00::2"
+    assert doc["ssh"]["host"] == "root@[fd00::2]" and doc["ssh"]["from"] == "fd00::1"
 
 
 def test_an_installed_portdoctor_on_the_server_is_used(ssh: SshLab) -> None:
