@@ -71,6 +71,62 @@ def app(ctx: click.Context, debug: bool) -> None:
         logger.addHandler(logging.StreamHandler(sys.stderr))
 
 
+# --------------------------------------------------------------------------- diagnose --ssh
+
+
+def ssh_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of `diagnose --ssh` (docs/ssh.md)."""
+    opts = [
+        click.option("--ssh", "ssh_hosts", multiple=True, metavar="[USER@]HOST[:PORT]",
+                     help="Take the server's facts on HOST over SSH (keys and agent only, known_hosts checked); "
+                          "repeat for several hosts."),
+        click.option("--inventory", type=click.Path(dir_okay=False), metavar="FILE",
+                     help="Hosts for --ssh, one [USER@]HOST[:PORT] a line (# comments)."),
+        click.option("--ssh-key", "ssh_keys", multiple=True, type=click.Path(dir_okay=False, exists=True),
+                     metavar="FILE", help="Private key to log in with (repeatable); default: agent and ~/.ssh."),
+        click.option("--known-hosts", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
+                     help="known_hosts file to check host keys against (default: ~/.ssh/known_hosts)."),
+        click.option("--ssh-config", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
+                     help="OpenSSH client config to read instead of ~/.ssh/config."),
+        click.option("--jobs", type=click.IntRange(1, 256), default=8, show_default=True,
+                     help="Hosts inspected at the same time."),
+        click.option("--ssh-code", type=click.Choice(["auto", "send", "installed"]), default="auto",
+                     show_default=True,
+                     help="On the server: an installed portdoctor when found (auto), or always send this one."),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def _diagnose_ssh(target: str, port: int | None, from_addr: str | None, service: str | None, timeout: float,
+                  fmt: str, ssh_hosts: tuple[str, ...], inventory: str | None, ssh_keys: tuple[str, ...],
+                  known_hosts: str | None, ssh_config: str | None, jobs: int, ssh_code: str) -> None:
+    from portdoctor import remote
+    from portdoctor.render import ssh as render_ssh
+    from portdoctor.target import parse_target
+
+    t = parse_target(target, port)
+    hosts = [remote.parse_ssh_host(h) for h in ssh_hosts]
+    if inventory:
+        hosts += remote.read_inventory(inventory)
+    options = remote.SshOptions(keys=ssh_keys, known_hosts=known_hosts, config=ssh_config, jobs=jobs, code=ssh_code)
+    results = remote.diagnose_over_ssh(t, hosts, options, from_addr=_parse_from(from_addr), service=service,
+                                       timeout=timeout)
+    several = len(ssh_hosts) > 1 or bool(inventory)
+    if not several and results[0].error is not None:
+        if fmt != "json":
+            raise remote.RemoteError(results[0].error)
+        sys.stderr.write(f"portdoctor: error: {results[0].error}\n")
+    if fmt == "json":
+        sys.stdout.write(render_ssh.json_text(results, as_list=several))
+    elif fmt == "markdown":
+        sys.stdout.write(render_ssh.markdown(results, as_table=several))
+    else:
+        sys.stdout.write(render_ssh.text(results, as_table=several))
+    raise SystemExit(remote.exit_code(results))
+
+
 # --------------------------------------------------------------------------- diagnose
 
 
@@ -91,9 +147,11 @@ def app(ctx: click.Context, debug: bool) -> None:
 @click.option("--snapshot", "snapshot_file", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
               help="Judge the host facts of FILE (written by `portdoctor snapshot` on the server) instead of "
                    "this host's; the probe still runs from here.")
+@ssh_options
 @output_options
 def diagnose(target: str, port: int | None, from_addr: str | None, service: str | None, timeout: float,
-             record: str | None, replay: str | None, snapshot_file: str | None, fmt: str, as_json: bool) -> None:
+             record: str | None, replay: str | None, snapshot_file: str | None, fmt: str, as_json: bool,
+             **ssh: Any) -> None:
     """Probe TARGET, inspect this host, name the cause and the fix.
 
     \b
@@ -107,8 +165,17 @@ def diagnose(target: str, port: int | None, from_addr: str | None, service: str 
       portdoctor diagnose 10.0.0.2:8080 --from 10.0.0.1
       sudo portdoctor diagnose redis://localhost --service redis-server
       portdoctor diagnose 10.0.0.2:8080 --snapshot server.json   # facts taken on the server
+      portdoctor diagnose 10.0.0.2:8080 --ssh root@10.0.0.2       # ... over SSH (docs/ssh.md)
+      portdoctor diagnose :5432 --inventory dbhosts.txt          # a table, one row per host
     """
     import json
+
+    if ssh["ssh_hosts"] or ssh["inventory"]:
+        if record or replay or snapshot_file:
+            from portdoctor.errors import BadInput
+
+            raise BadInput("--ssh/--inventory take the server's facts over SSH: not with --snapshot, --record or --replay")
+        _diagnose_ssh(target, port, from_addr, service, timeout, _fmt(fmt, as_json), **ssh)
 
     from portdoctor.diagnose import diagnose as run_diagnose
     from portdoctor.diagnose import recording, replay_recording
