@@ -169,7 +169,9 @@ def probe(target: str, port: int | None, attempts: int, timeout: float, fmt: str
     from portdoctor.probe import probe as run_probe
     from portdoctor.target import parse_target
 
-    result = run_probe(parse_target(target, port), timeout=timeout, attempts=attempts)
+    from portdoctor.clientview import widen
+
+    result = widen(run_probe(parse_target(target, port), timeout=timeout, attempts=attempts))
     _emit("probe", result, _fmt(fmt, as_json))
     raise SystemExit(ExitCode.OK if result.state.value == "open" else ExitCode.PROBLEM)
 
