@@ -361,15 +361,7 @@ def scan(host: str, ports: Iterable[int], *, timing: Timing | None = None, windo
     """
     import asyncio
 
-    from portdoctor.probe import resolve_within
-
-    try:
-        addrs = resolve_within(host.strip("[]"), 0, 5.0)
-    except (OSError, UnicodeError, Exception) as exc:  # gaierror, ResolverTimeout
-        raise BadInput(f"{host!r} does not resolve: {exc}") from None
-    if not addrs:
-        raise BadInput(f"{host!r} has no IPv4 or IPv6 address")
-    family, sockaddr = addrs[0]
+    family, sockaddr = _address_of(host)
     # a loop of our own rather than asyncio.run: run() swaps the SIGINT handler and, restoring it,
     # formats the finished task (and a 65,535-port result) into an exception message it drops
     loop = asyncio.new_event_loop()
@@ -379,6 +371,28 @@ def scan(host: str, ports: Iterable[int], *, timing: Timing | None = None, windo
                                              progress=progress))
     finally:
         loop.close()
+
+
+def _address_of(host: str) -> tuple[int, tuple]:
+    """(family, sockaddr) of an address literal, else of the first address the name resolves to."""
+    literal = host.strip("[]")
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(fam, literal.split("%")[0])
+        except OSError:
+            continue
+        if fam == socket.AF_INET:
+            return fam, (literal, 0)
+        return fam, socket.getaddrinfo(literal, 0, fam, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)[0][4]
+    from portdoctor.probe import resolve_within
+
+    try:
+        addrs = resolve_within(literal, 0, 5.0)
+    except Exception as exc:  # gaierror, ResolverTimeout, UnicodeError: the name is the problem
+        raise BadInput(f"{host!r} does not resolve: {exc}") from None
+    if not addrs:
+        raise BadInput(f"{host!r} has no IPv4 or IPv6 address")
+    return addrs[0]
 
 
 async def sweep(host: str, family: int, sockaddr: tuple, ports: tuple[int, ...], *,
@@ -394,7 +408,8 @@ async def sweep(host: str, family: int, sockaddr: tuple, ports: tuple[int, ...],
     started = time.perf_counter()
     stop_at = started + deadline if deadline else None
     address = sockaddr[0]
-    results: dict[int, PortResult] = {}
+    # port -> (state, reason, rtt, tries); PortResults are made once, at the end
+    results: dict[int, tuple[str, str, float | None, int]] = {}
     todo: deque[tuple[int, int]] = deque((p, 1) for p in ports)  # (port, try number)
     inflight: dict[int, tuple[socket.socket, int, int, float]] = {}  # fd -> (sock, port, try, t0)
     launched: deque[tuple[float, int, int]] = deque()  # (t0, fd, port) in launch order
@@ -402,15 +417,10 @@ async def sweep(host: str, family: int, sockaddr: tuple, ports: tuple[int, ...],
     stats = {"retries": 0}
     total = len(ports)
     kind = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
-    linger = _LINGER_RESET
+    nonblock_flag = bool(kind & getattr(socket, "SOCK_NONBLOCK", 0))
+    six = family == socket.AF_INET6
 
-    def finish(port: int, state: str, reason: str, rtt: float | None, attempt: int) -> None:
-        results[port] = PortResult(port, state, reason, rtt, attempt)
-        if progress is not None:
-            progress(len(results), total)
-
-    def answered(port: int, attempt: int, code: int, t0: float) -> None:
-        rtt = time.perf_counter() - t0
+    def answered(port: int, attempt: int, code: int, rtt: float) -> None:
         if code == 0:
             state, reason = "open", "syn-ack"
         else:
@@ -418,7 +428,7 @@ async def sweep(host: str, family: int, sockaddr: tuple, ports: tuple[int, ...],
         if reason != "no-response":
             timing.observe(rtt)
             win.answered(attempt > 1)
-        finish(port, state, reason, rtt, attempt)
+        results[port] = (state, reason, rtt, attempt)
 
     def on_writable(fd: int) -> None:
         entry = inflight.pop(fd, None)
@@ -426,43 +436,65 @@ async def sweep(host: str, family: int, sockaddr: tuple, ports: tuple[int, ...],
         if entry is None:
             return
         s, port, attempt, t0 = entry
-        code = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        rtt = time.perf_counter() - t0
+        code = s.getsockopt(SOL_SOCKET, SO_ERROR)
         if code == 0:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            s.setsockopt(SOL_SOCKET, SO_LINGER, _LINGER_RESET)
         s.close()
-        answered(port, attempt, code, t0)
+        answered(port, attempt, code, rtt)
         woke.set()
 
-    def launch(port: int, attempt: int) -> None:
-        try:
-            s = socket.socket(family, kind)
-        except OSError as exc:  # out of descriptors after all: try again later
-            if exc.errno in (errno_mod.EMFILE, errno_mod.ENFILE, errno_mod.ENOBUFS):
-                todo.appendleft((port, attempt))
-                win.size = max(1.0, len(inflight) - 1.0)
-                return
-            raise
-        if not kind & getattr(socket, "SOCK_NONBLOCK", 0):
-            s.setblocking(False)
-        target = (address, port) if family == socket.AF_INET else (address, port, sockaddr[2], sockaddr[3])
-        t0 = time.perf_counter()
-        code = s.connect_ex(target)
-        if code in (errno_mod.EINPROGRESS, errno_mod.EAGAIN):
-            # an answer from a host next to us is often in before connect() returned
-            code = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    def launch_burst() -> None:
+        """Start up to BURST connects. The answer of a host next to us is often in before
+        connect() returns: read it at once (SO_ERROR), with the bookkeeping kept to a minimum,
+        since a full sweep does this 65,535 times."""
+        new_socket, clock, refused = socket.socket, time.perf_counter, errno_mod.ECONNREFUSED
+        in_progress = (errno_mod.EINPROGRESS, errno_mod.EAGAIN)
+        allowed = win.allowed
+        first_rtt: float | None = None
+        n_refused = 0
+        for _ in range(BURST):
+            if not todo or len(inflight) >= allowed:
+                break
+            port, attempt = todo.popleft()
+            try:
+                s = new_socket(family, kind)
+            except OSError as exc:  # out of descriptors after all: try again later
+                if exc.errno in (errno_mod.EMFILE, errno_mod.ENFILE, errno_mod.ENOBUFS):
+                    todo.appendleft((port, attempt))
+                    win.size = max(1.0, len(inflight) - 1.0)
+                    break
+                raise
+            if not nonblock_flag:
+                s.setblocking(False)
+            t0 = clock()
+            code = s.connect_ex((address, port, sockaddr[2], sockaddr[3]) if six else (address, port))
+            if code in in_progress:
+                code = s.getsockopt(SOL_SOCKET, SO_ERROR)
+                if code == 0:
+                    fd = s.fileno()
+                    inflight[fd] = (s, port, attempt, t0)
+                    launched.append((t0, fd, port))
+                    loop.add_writer(fd, on_writable, fd)
+                    continue
+            rtt = clock() - t0
+            if code == refused:  # the common case of a sweep: closed
+                s.close()
+                results[port] = ("closed", "conn-refused", rtt, attempt)
+                n_refused += 1
+                if first_rtt is None:
+                    first_rtt = rtt
+                continue
             if code == 0:
-                fd = s.fileno()
-                inflight[fd] = (s, port, attempt, t0)
-                launched.append((t0, fd, port))
-                loop.add_writer(fd, on_writable, fd)
-                return
-        if code == 0:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-        s.close()
-        if code == errno_mod.EADDRNOTAVAIL:  # out of local ports: wait for some to free up
-            todo.append((port, attempt))
-            return
-        answered(port, attempt, code, t0)
+                s.setsockopt(SOL_SOCKET, SO_LINGER, _LINGER_RESET)
+            s.close()
+            if code == errno_mod.EADDRNOTAVAIL:  # out of local ports: wait for some to free up
+                todo.append((port, attempt))
+                break
+            answered(port, attempt, code, rtt)
+        if first_rtt is not None:  # immediate answers teach the timing engine once per burst
+            timing.observe(first_rtt)
+            win.size = min(float(win.cap), win.size + n_refused)
 
     def expire(now: float) -> None:
         limit = timing.timeout
@@ -482,16 +514,14 @@ async def sweep(host: str, family: int, sockaddr: tuple, ports: tuple[int, ...],
                 stats["retries"] += 1
                 todo.append((port, attempt + 1))
             else:
-                finish(port, "filtered", "no-response", None, attempt)
+                results[port] = ("filtered", "no-response", None, attempt)
 
     cut = False
     while todo or inflight:
-        burst = 0
-        while todo and len(inflight) < win.allowed and burst < BURST:
-            port, attempt = todo.popleft()
-            launch(port, attempt)
-            burst += 1
+        launch_burst()
         await asyncio.sleep(0)  # the writers of answers already in run now, before any expiry
+        if progress is not None:
+            progress(len(results), total)
         now = time.perf_counter()
         if stop_at is not None and now >= stop_at:
             cut = True
@@ -513,20 +543,22 @@ async def sweep(host: str, family: int, sockaddr: tuple, ports: tuple[int, ...],
         for fd, (s, port, attempt, _t0) in list(inflight.items()):
             loop.remove_writer(fd)
             s.close()
-            finish(port, "filtered", "no-response", None, attempt)
+            results[port] = ("filtered", "no-response", None, attempt)
         inflight.clear()
         while todo:
             port, attempt = todo.popleft()
-            finish(port, "filtered", "no-response", None, max(1, attempt - 1))
+            results[port] = ("filtered", "no-response", None, max(1, attempt - 1))
+    if progress is not None:
+        progress(len(results), total)
     ordered = []
     for p in sorted(results):
-        r = results[p]
-        if names and r.state == "open":
-            r = r._replace(service=service_name(p))
-        ordered.append(r)
+        state, reason, rtt, tries = results[p]
+        ordered.append(PortResult(p, state, reason, rtt, tries,
+                                  service_name(p) if names and state == "open" else None))
     return ScanResult(host=host, address=address, family=4 if family == socket.AF_INET else 6,
                       ports=tuple(ordered), seconds=time.perf_counter() - started, srtt=timing.srtt,
                       timeout=timing.timeout, window=win.cap, retries=stats["retries"], cut_short=cut)
 
 
+SOL_SOCKET, SO_ERROR, SO_LINGER = socket.SOL_SOCKET, socket.SO_ERROR, socket.SO_LINGER
 _LINGER_RESET = struct.pack("ii", 1, 0)  # struct linger {l_onoff=1, l_linger=0}: close with a reset
