@@ -372,10 +372,13 @@ def who_refused(address: str, port: int, timeout: float, references: tuple[tuple
     first; the first whose answer is the target's own (a SYN-ACK, or a reset echoing the mark)
     gives the TTL to compare with."""
     raw_ok = raw_capture_allowed()
+    started = time.monotonic()
     answer = syn_answer(address, port, timeout, capture=raw_ok)
     ref: tuple[int, Answer] | None = None
     if answer.kind == "tcp-reset" and answer.captured:
         for rport, _state in references[:4]:
+            if time.monotonic() - started > 2 * timeout:  # keep the whole look bounded
+                break
             got = syn_answer(address, rport, timeout)
             own = got.kind == "syn-ack" or (got.kind == "tcp-reset" and got.tos is not None
                                             and (got.tos & 0xFC) == (TOS_MARK & 0xFC))
