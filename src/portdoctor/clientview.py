@@ -68,16 +68,20 @@ def nearby_ports(port: int, service: str | None = None) -> tuple[int, ...]:
 def identify(address: str, port: int, timeout: float) -> str | None:
     """What a port speaks, from its first bytes: a banner it sends unasked (SSH, SMTP, FTP,
     MySQL), else its answer to an HTTP HEAD request (HTTP, or Redis' error for an unknown command)."""
+    deadline = time.monotonic() + timeout
     try:
         with socket.create_connection((address, port), timeout=timeout) as s:
-            s.settimeout(min(0.15, timeout))
+            s.settimeout(max(0.01, min(0.15, (deadline - time.monotonic()) / 2)))
             try:
                 first = s.recv(128)
             except (socket.timeout, OSError):
                 first = b""
             if first:
                 return _banner(first)
-            s.settimeout(timeout)
+            left = deadline - time.monotonic()
+            if left <= 0.01:
+                return None
+            s.settimeout(left)
             s.sendall(b"HEAD / HTTP/1.0\r\nHost: " + address.encode() + b"\r\n\r\n")
             try:
                 reply = s.recv(128)

@@ -117,7 +117,8 @@ class RefusalOrigin:
 
     where: "target" (the target's own TCP stack: nothing listens there), "target_firewall" (a
     firewall rule on the target host), "path" (a device between this host and the target),
-    "unknown" (not enough was seen; `limitation` says what it would need).
+    "this_host" (a rule in this host's own OUTPUT chain answered), "unknown" (not enough was
+    seen; `limitation` says what it would need).
     """
 
     address: str  # the target address that was probed

@@ -30,6 +30,7 @@ import struct
 import time
 from dataclasses import dataclass
 
+from portdoctor.addresses import endpoint
 from portdoctor.model import RefusalOrigin
 
 TOS_MARK = 0x28  # DSCP AF11: a mark a Linux TCP stack echoes in its reset and a REJECT rule does not
@@ -45,6 +46,7 @@ IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
 IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
 IPV6_TCLASS = getattr(socket, "IPV6_TCLASS", 67)
 IPV6_RECVTCLASS = getattr(socket, "IPV6_RECVTCLASS", 66)
+ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
 SO_EE_ORIGIN_ICMP = 2
 SO_EE_ORIGIN_ICMP6 = 3
@@ -78,6 +80,7 @@ class Answer:
     icmp_type: int | None = None
     captured: bool = False  # the IP header was read (raw socket)
     seconds: float = 0.0
+    looped: bool = False  # the answer came in on a loopback interface: made on this host
 
 
 # --------------------------------------------------------------------------- reading one answer
@@ -107,6 +110,36 @@ def _bpf_v6(sport: int, dport: int) -> bytes:
         (0x28, 0, 0, 0),          # ldh [0]               TCP source port
         (0x15, 0, 3, sport),
         (0x28, 0, 0, 2),          # ldh [2]               TCP destination port
+        (0x15, 0, 1, dport),
+        (0x06, 0, 0, 0xFFFF),
+        (0x06, 0, 0, 0),
+    ]
+    return b"".join(struct.pack("HBBI", *i) for i in ins)
+
+
+def _bpf_out_v4(dst: str, sport: int, dport: int) -> bytes:
+    """BPF for a packet socket (SOCK_DGRAM: data starts at the IP header): our SYN to dst:dport."""
+    daddr = struct.unpack("!I", socket.inet_aton(dst))[0]
+    ins = [
+        (0x20, 0, 0, 16),         # ld  [16]              destination address
+        (0x15, 0, 6, daddr),
+        (0xB1, 0, 0, 0),          # ldx 4*([0]&0xf)
+        (0x48, 0, 0, 0),          # ldh [x+0]             TCP source port
+        (0x15, 0, 3, sport),
+        (0x48, 0, 0, 2),          # ldh [x+2]             TCP destination port
+        (0x15, 0, 1, dport),
+        (0x06, 0, 0, 0xFFFF),
+        (0x06, 0, 0, 0),
+    ]
+    return b"".join(struct.pack("HBBI", *i) for i in ins)
+
+
+def _bpf_out_v6(sport: int, dport: int) -> bytes:
+    """The same over IPv6 (ports right after the 40-byte header; the address is checked on receipt)."""
+    ins = [
+        (0x28, 0, 0, 40),
+        (0x15, 0, 3, sport),
+        (0x28, 0, 0, 42),
         (0x15, 0, 1, dport),
         (0x06, 0, 0, 0xFFFF),
         (0x06, 0, 0, 0),
@@ -146,6 +179,7 @@ def syn_answer(address: str, port: int, timeout: float, *, ttl: int | None = Non
     fam = socket.AF_INET6 if v6 else socket.AF_INET
     s = socket.socket(fam, socket.SOCK_STREAM)
     raw: socket.socket | None = None
+    tap: socket.socket | None = None  # sees our own SYN leave (or not) on any interface
     try:
         if v6:
             s.setsockopt(SOL_IPV6, IPV6_TCLASS, tos)
@@ -169,10 +203,14 @@ def syn_answer(address: str, port: int, timeout: float, *, ttl: int | None = Non
                     raw.setsockopt(SOL_IPV6, IPV6_RECVHOPLIMIT, 1)
                     raw.setsockopt(SOL_IPV6, IPV6_RECVTCLASS, 1)
                 _attach(raw, _bpf_v6(port, lport) if v6 else _bpf_v4(address, port, lport))
-            except OSError:
-                if raw is not None:
-                    raw.close()
-                raw = None
+                # only ETH_P_ALL taps see outgoing packets (dev_queue_xmit_nit)
+                tap = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+                _attach(tap, _bpf_out_v6(lport, port) if v6 else _bpf_out_v4(address, lport, port))
+            except (OSError, AttributeError):
+                for x in (raw, tap):
+                    if x is not None:
+                        x.close()
+                raw = tap = None
         s.setblocking(False)
         t0 = time.perf_counter()
         code = s.connect_ex((address, port, 0, 0) if v6 else (address, port))
@@ -184,13 +222,16 @@ def syn_answer(address: str, port: int, timeout: float, *, ttl: int | None = Non
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         err = _error_queue(s, v6)
         packet = _read_raw(raw, address, v6) if raw is not None and code is not None else None
+        stayed = tap is not None and code is not None and not _syn_left(tap, address, v6)
     finally:
         s.close()
-        if raw is not None:
-            raw.close()
+        for x in (raw, tap):
+            if x is not None:
+                x.close()
     name = errno_mod.errorcode.get(code, str(code)) if code else None
     if err is not None:
-        return Answer("icmp", name, err["src"], err["ttl"], None, None, err["name"], err["type"], False, seconds)
+        return Answer("icmp", name, err["src"], err["ttl"], None, None, err["name"], err["type"], False, seconds,
+                      looped=_is_mine(err["src"]))
     if code is None:
         return Answer("none", None, seconds=seconds)
     kind = "syn-ack" if code == 0 else "tcp-reset" if code == errno_mod.ECONNREFUSED else "error"
@@ -198,7 +239,7 @@ def syn_answer(address: str, port: int, timeout: float, *, ttl: int | None = Non
         flags = packet["flags"]
         kind = "syn-ack" if flags & 0x12 == 0x12 else "tcp-reset" if flags & 0x04 else kind
         return Answer(kind, name, address, packet["ttl"], packet["id"], packet["tos"], captured=True,
-                      seconds=seconds)
+                      seconds=seconds, looped=stayed)
     return Answer(kind, name, address, seconds=seconds)
 
 
@@ -252,6 +293,33 @@ def _read_raw(raw: socket.socket, address: str, v6: bool, wait: float = 0.05) ->
             return None
 
 
+def _syn_left(tap: socket.socket, address: str, v6: bool) -> bool:
+    """Whether the packet tap saw our SYN go out on some interface (a REJECT in this host's
+    OUTPUT chain answers before it does)."""
+    while True:
+        try:
+            data, addr = tap.recvfrom(128)
+        except OSError:
+            return False
+        if addr[2] != socket.PACKET_OUTGOING or not data or data[0] >> 4 != (6 if v6 else 4):
+            continue
+        if not v6 or socket.inet_ntop(socket.AF_INET6, data[24:40]) == address:
+            return True
+
+
+def _is_mine(address: str | None) -> bool:
+    """Whether `address` is one of this host's own (the kernel lets us bind to it)."""
+    if not address:
+        return False
+    fam = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            s.bind((address, 0))
+        return True
+    except OSError:
+        return False
+
+
 def hop_addresses(address: str, port: int, hops: int, timeout: float) -> dict[int, str]:
     """Routers on the way to `address`: hop number -> the address that answered a SYN sent with
     that TTL by ICMP time-exceeded (read from the error queue; no privilege needed)."""
@@ -287,7 +355,18 @@ def judge(address: str, port: int, answer: Answer, reference: tuple[int, Answer]
     target's own packet (a SYN-ACK, or a reset that echoed the TOS mark); `hops` maps hop numbers
     to router addresses (hop_addresses). Pure: every fact comes in as an argument."""
     hops = hops or {}
-    where_ep = f"{address}:{port}" if ":" not in address else f"[{address}]:{port}"
+    where_ep = endpoint(address, port)
+    if answer.looped and answer.kind in ("icmp", "tcp-reset"):
+        what = f"ICMP {answer.icmp}" if answer.kind == "icmp" else "a TCP reset"
+        ev = (f"the SYN to {where_ep} was answered by {what} that was made on this host"
+              + (f" (sent from {answer.src}, an address of this host)" if answer.kind == "icmp"
+                 else " (it came in on the loopback interface, though it names " + address + " as its sender)"),
+              "a REJECT rule in this host's own OUTPUT chain (or nft output hook) answers for the target: "
+              "the SYN never left")
+        return RefusalOrigin(address, port, answer.kind, "this_host", answer.src if answer.kind == "icmp" else None,
+                             answer.icmp, answer.ttl, answer.ip_id, answer.tos, 0, None,
+                             f"refused by a firewall rule on this host (its OUTPUT chain) before the SYN left, "
+                             f"not by {address}", ev)
     if answer.kind == "icmp":
         name = answer.icmp or "an ICMP error"
         ev = [f"the SYN to {where_ep} was answered by ICMP {name} from {answer.src}"
@@ -321,7 +400,7 @@ def judge(address: str, port: int, answer: Answer, reference: tuple[int, Answer]
         rport, ref = reference
         ref_ttl = ref.ttl
         what = "SYN-ACK" if ref.kind == "syn-ack" else "reset (TOS echoed: its TCP stack)"
-        ref_text = f"{what} of {address}:{rport}: TTL {ref.ttl}" + (f", IP ID {ref.ip_id}" if ref.ip_id is not None else "")
+        ref_text = f"{what} of {endpoint(address, rport)}: TTL {ref.ttl}" + (f", IP ID {ref.ip_id}" if ref.ip_id is not None else "")
         ev.append(f"the target's own packet for comparison: {ref_text}")
     if echoed:
         ev.append("the reset echoes the SYN's TOS mark, as Linux's TCP stack does (a REJECT rule writes TOS 0)")

@@ -128,3 +128,30 @@ def test_scan_reports_icmp_unreachable(pair: tuple[Host, Host]) -> None:
     s.iptables("-A", "INPUT", "-p", "tcp", "--dport", "9000", "-j", "REJECT", "--reject-with", "icmp-host-prohibited")
     rc, doc = c.json_of("scan", "10.0.0.2", "-p", "9000")
     assert [(p["port"], p["state"], p["reason"]) for p in doc["ports"]] == [(9000, "unreachable", "host-unreach")], doc
+
+
+def test_ipv6_reset_rule_and_closed_port_are_told_apart(pair: tuple[Host, Host], lab: Lab) -> None:
+    c, s = pair
+    lab.wait_ipv6(c, s)
+    s.listen(8081, "::")
+    s.ip6tables("-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "REJECT", "--reject-with", "tcp-reset")
+    rc, doc = c.json_of("probe", "[fd00::2]:8080")
+    assert (doc["refusal"]["where"], doc["refusal"]["tos"]) == ("target_firewall", 0), doc["refusal"]
+    s.ip6tables("-F", "INPUT")
+    rc, doc = c.json_of("probe", "[fd00::2]:8080")
+    assert (doc["refusal"]["where"], doc["refusal"]["tos"]) == ("target", 0x28), doc["refusal"]
+    assert "[fd00::2]:8081" in doc["refusal"]["reference"]
+    assert [p["port"] for p in doc["nearby"]["open"]] == [8081]
+
+
+@pytest.mark.parametrize("how", [("--reject-with", "tcp-reset"), ()])
+def test_a_reject_in_the_clients_own_output_chain_is_not_blamed_on_the_server(pair: tuple[Host, Host],
+                                                                              how: tuple[str, ...]) -> None:
+    c, s = pair
+    s.listen(8081)
+    c.iptables("-A", "OUTPUT", "-p", "tcp", "--dport", "8080", "-j", "REJECT", *how)
+    rc, doc = c.json_of("diagnose", "10.0.0.2:8080")
+    r = doc["probe"]["refusal"]
+    assert r["where"] == "this_host" and "OUTPUT" in r["summary"], r
+    assert doc["verdict"]["cause"] == "firewall_reject", doc["verdict"]
+    assert not any("10.0.0.2 itself" in f["summary"] for f in doc["findings"]), doc["findings"]

@@ -62,6 +62,12 @@ def check_client_view(snap: Snapshot, ctx: Context) -> list[Finding]:
         listed = ", ".join(f"{p.port} ({_label(p)})" for p in near.open)
         near_ev.append(f"short scan of {len(near.scanned)} ports around {t.port} on {near.address} in "
                        f"{near.seconds * 1000:.0f} ms: " + (f"open: {listed}" if listed else "none open"))
+    if r is not None and r.where == "this_host":
+        out.append(Finding(Cause.FIREWALL_REJECT, CHECK, Severity.ERROR, r.summary[:1].upper() + r.summary[1:] + ".",
+                           tuple(r.evidence), (Fix("List this host's OUTPUT rules for the port",
+                                                   f"iptables -S OUTPUT; nft list ruleset | grep -n 'dport {t.port}'"),),
+                           0.8))
+        return out
     if r is not None and r.where in ("path", "target_firewall"):
         sender = r.sender or r.address
         if r.where == "path":
