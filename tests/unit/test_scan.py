@@ -237,3 +237,10 @@ def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...]) -> None:
     cp = _run(*args)
     assert cp.returncode == 2, cp
     assert "Traceback" not in cp.stderr and len(cp.stderr.strip().splitlines()) >= 1 and cp.stdout == ""
+
+
+def test_an_answer_made_on_this_host_is_its_own_output_chain() -> None:
+    icmp = judge(T, 8080, Answer("icmp", "ECONNREFUSED", "10.1.0.5", 64, icmp="port-unreachable", looped=True))
+    reset = judge(T, 8080, Answer("tcp-reset", "ECONNREFUSED", T, 64, 0, 0, captured=True, looped=True))
+    assert icmp.where == reset.where == "this_host"
+    assert "OUTPUT" in reset.summary and reset.sender is None
