@@ -244,3 +244,16 @@ def test_an_answer_made_on_this_host_is_its_own_output_chain() -> None:
     reset = judge(T, 8080, Answer("tcp-reset", "ECONNREFUSED", T, 64, 0, 0, captured=True, looped=True))
     assert icmp.where == reset.where == "this_host"
     assert "OUTPUT" in reset.summary and reset.sender is None
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.text(alphabet="0123456789-, abc", max_size=20))
+def test_parse_ports_either_parses_or_says_bad_input(text: str) -> None:
+    try:
+        ports = parse_ports(text)
+    except BadInput:
+        return
+    assert ports and all(1 <= p <= 65535 for p in ports) and len(ports) == len(set(ports))
