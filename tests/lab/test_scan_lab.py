@@ -104,9 +104,11 @@ def test_scan_finds_five_open_ports_like_nmap(pair: tuple[Host, Host]) -> None:
     assert ours == list(FIVE), doc["ports"]
     assert doc["counts"] == {"open": 5, "closed": 65530, "filtered": 0, "unreachable": 0}
     xml = c.run(["nmap", "-sT", "-p-", "-n", "-Pn", "-oX", "-", "10.0.0.2"], timeout=120).stdout
-    theirs = sorted(int(p.get("portid")) for p in ET.fromstring(xml).iter("port")
-                    if p.find("state").get("state") == "open")
+    root = ET.fromstring(xml)
+    theirs = sorted(int(p.get("portid")) for p in root.iter("port") if p.find("state").get("state") == "open")
     assert theirs == ours
+    hidden = {(e.get("state"), int(e.get("count"))) for e in root.iter("extraports")}
+    assert hidden == {("closed", 65530)}, hidden  # and every other port is closed for both
     rc, doc = c.json_of("scan", "10.0.0.2", "-p", "79-81")
     assert [(p["port"], p["state"], p["reason"]) for p in doc["ports"]] == [
         (79, "closed", "conn-refused"), (80, "open", "syn-ack"), (81, "closed", "conn-refused")] or \
