@@ -13,6 +13,8 @@ from portdoctor.checks import Context, endpoint_key, followup_targets, run_check
 from portdoctor.collectors import Request, collect, collect_before
 from typing import Any
 
+from portdoctor.host import Host
+
 from portdoctor.model import Diagnosis, ProbeResult, State, Target
 from portdoctor.plain import from_plain, to_plain
 from portdoctor.snapshot import Snapshot
@@ -24,10 +26,11 @@ from portdoctor.verdict import decide, rank
 def diagnose(target: Target, from_addr: str | None = None, service: str | None = None,
              timeout: float = DEFAULT_TIMEOUT, snapshot: Snapshot | None = None,
              probe: ProbeResult | None = None,
-             followups: dict[str, ProbeResult] | None = None) -> Diagnosis:
+             followups: dict[str, ProbeResult] | None = None, system: Host | None = None) -> Diagnosis:
     """Diagnose `target` from this host. Pass `snapshot` and `probe` to judge recorded facts
-    (nothing is read from the system then, except follow-up probes when no probe was given)."""
-    req = Request(port=target.port, host=target.host, service=service, from_addr=from_addr)
+    (nothing is read from the system then, except follow-up probes when no probe was given);
+    pass `system` (a RecordedHost) to run the collectors on a recorded machine."""
+    req = Request(port=target.port, host=target.host, service=service, from_addr=from_addr, system=system)
     if snapshot is None:
         req = replace(req, before=collect_before(req))
     if probe is None:

@@ -93,9 +93,11 @@ class AddressResult:
     # state -> count over all attempts, when more than one attempt was made
     attempts: dict[str, int] = field(default_factory=dict)
     detail: str | None = None
+    # the errno's number on the platform the probe ran on (111 on Linux, 61 on macOS / BSD)
+    errno_number: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """One entry of the `addresses` list of the JSON contract."""
+        """One entry of the `addresses` list of the JSON contract (`errno_number` is an addition)."""
         out: dict[str, Any] = {
             "address": self.address,
             "family": self.family,
@@ -103,6 +105,8 @@ class AddressResult:
             "errno": self.errno,
             "seconds": round(self.seconds, 4),
         }
+        if self.errno_number is not None:
+            out["errno_number"] = self.errno_number
         if self.attempts:
             out["attempts"] = dict(self.attempts)
         if self.detail:

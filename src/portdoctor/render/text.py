@@ -54,7 +54,8 @@ def probe_lines(result: ProbeResult, on: bool) -> list[str]:
     for a in result.addresses:
         attempts = " ".join(f"{k}×{v}" for k, v in sorted(a.attempts.items())) if a.attempts else ""
         note = "; ".join(x for x in (attempts, a.detail or "") if x)
-        cells = [a.address, f"IPv{a.family}", a.state.value, a.errno or "", _ms(a.seconds), note]
+        num = f" ({a.errno_number})" if a.errno and a.errno_number is not None else ""
+        cells = [a.address, f"IPv{a.family}", a.state.value, (a.errno or "") + num, _ms(a.seconds), note]
         raw.append(cells)
         rows.append([*cells[:2], paint(a.state.value, _STATE_COLOUR.get(a.state, "red"), on=on), *cells[3:]])
     lines = columns(("address", "family", "state", "errno", "time", ""), rows, widths_of=raw) if rows else []
