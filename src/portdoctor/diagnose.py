@@ -34,7 +34,9 @@ def diagnose(target: Target, from_addr: str | None = None, service: str | None =
     if snapshot is None:
         req = replace(req, before=collect_before(req))
     if probe is None:
-        probe = run_probe(target, timeout=timeout)
+        from portdoctor.clientview import widen
+
+        probe = widen(run_probe(target, timeout=timeout), service)  # a refused remote target: nearby ports, sender
     if snapshot is None:
         req = replace(req, addresses=tuple(a.address for a in probe.addresses),
                       dns_failed=probe.state is State.DNS_ERROR)
@@ -49,6 +51,8 @@ def diagnose(target: Target, from_addr: str | None = None, service: str | None =
     from portdoctor.checks.reachability import server_side_limitations
 
     limitations = [str(x) for x in snapshot.limitations] + server_side_limitations(snapshot, ctx) + ran.limitations
+    if probe.refusal is not None and probe.refusal.limitation:
+        limitations.append(f"who sent the refusal: {probe.refusal.limitation}")
     return Diagnosis(target, probe, verdict, tuple(findings), tuple(limitations), snapshot, ctx.followups)
 
 
