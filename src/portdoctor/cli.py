@@ -71,6 +71,62 @@ def app(ctx: click.Context, debug: bool) -> None:
         logger.addHandler(logging.StreamHandler(sys.stderr))
 
 
+# --------------------------------------------------------------------------- diagnose --ssh
+
+
+def ssh_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of `diagnose --ssh` (docs/ssh.md)."""
+    opts = [
+        click.option("--ssh", "ssh_hosts", multiple=True, metavar="[USER@]HOST[:PORT]",
+                     help="Take the server's facts on HOST over SSH (keys and agent only, known_hosts checked); "
+                          "repeat for several hosts."),
+        click.option("--inventory", type=click.Path(dir_okay=False), metavar="FILE",
+                     help="Hosts for --ssh, one [USER@]HOST[:PORT] a line (# comments)."),
+        click.option("--ssh-key", "ssh_keys", multiple=True, type=click.Path(dir_okay=False, exists=True),
+                     metavar="FILE", help="Private key to log in with (repeatable); default: agent and ~/.ssh."),
+        click.option("--known-hosts", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
+                     help="known_hosts file to check host keys against (default: ~/.ssh/known_hosts)."),
+        click.option("--ssh-config", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
+                     help="OpenSSH client config to read instead of ~/.ssh/config."),
+        click.option("--jobs", type=click.IntRange(1, 256), default=8, show_default=True,
+                     help="Hosts inspected at the same time."),
+        click.option("--ssh-code", type=click.Choice(["auto", "send", "installed"]), default="auto",
+                     show_default=True,
+                     help="On the server: an installed portdoctor when found (auto), or always send this one."),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def _diagnose_ssh(target: str, port: int | None, from_addr: str | None, service: str | None, timeout: float,
+                  fmt: str, ssh_hosts: tuple[str, ...], inventory: str | None, ssh_keys: tuple[str, ...],
+                  known_hosts: str | None, ssh_config: str | None, jobs: int, ssh_code: str) -> None:
+    from portdoctor import remote
+    from portdoctor.render import ssh as render_ssh
+    from portdoctor.target import parse_target
+
+    t = parse_target(target, port)
+    hosts = [remote.parse_ssh_host(h) for h in ssh_hosts]
+    if inventory:
+        hosts += remote.read_inventory(inventory)
+    options = remote.SshOptions(keys=ssh_keys, known_hosts=known_hosts, config=ssh_config, jobs=jobs, code=ssh_code)
+    results = remote.diagnose_over_ssh(t, hosts, options, from_addr=_parse_from(from_addr), service=service,
+                                       timeout=timeout)
+    several = len(ssh_hosts) > 1 or bool(inventory)
+    if not several and results[0].error is not None:
+        if fmt != "json":
+            raise remote.RemoteError(results[0].error)
+        sys.stderr.write(f"portdoctor: error: {results[0].error}\n")
+    if fmt == "json":
+        sys.stdout.write(render_ssh.json_text(results, as_list=several))
+    elif fmt == "markdown":
+        sys.stdout.write(render_ssh.markdown(results, as_table=several))
+    else:
+        sys.stdout.write(render_ssh.text(results, as_table=several))
+    raise SystemExit(remote.exit_code(results))
+
+
 # --------------------------------------------------------------------------- diagnose
 
 
@@ -91,9 +147,11 @@ def app(ctx: click.Context, debug: bool) -> None:
 @click.option("--snapshot", "snapshot_file", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
               help="Judge the host facts of FILE (written by `portdoctor snapshot` on the server) instead of "
                    "this host's; the probe still runs from here.")
+@ssh_options
 @output_options
 def diagnose(target: str, port: int | None, from_addr: str | None, service: str | None, timeout: float,
-             record: str | None, replay: str | None, snapshot_file: str | None, fmt: str, as_json: bool) -> None:
+             record: str | None, replay: str | None, snapshot_file: str | None, fmt: str, as_json: bool,
+             **ssh: Any) -> None:
     """Probe TARGET, inspect this host, name the cause and the fix.
 
     \b
@@ -107,8 +165,17 @@ def diagnose(target: str, port: int | None, from_addr: str | None, service: str 
       portdoctor diagnose 10.0.0.2:8080 --from 10.0.0.1
       sudo portdoctor diagnose redis://localhost --service redis-server
       portdoctor diagnose 10.0.0.2:8080 --snapshot server.json   # facts taken on the server
+      portdoctor diagnose 10.0.0.2:8080 --ssh root@10.0.0.2       # ... over SSH (docs/ssh.md)
+      portdoctor diagnose :5432 --inventory dbhosts.txt          # a table, one row per host
     """
     import json
+
+    if ssh["ssh_hosts"] or ssh["inventory"]:
+        if record or replay or snapshot_file:
+            from portdoctor.errors import BadInput
+
+            raise BadInput("--ssh/--inventory take the server's facts over SSH: not with --snapshot, --record or --replay")
+        _diagnose_ssh(target, port, from_addr, service, timeout, _fmt(fmt, as_json), **ssh)
 
     from portdoctor.diagnose import diagnose as run_diagnose
     from portdoctor.diagnose import recording, replay_recording
@@ -169,7 +236,9 @@ def probe(target: str, port: int | None, attempts: int, timeout: float, fmt: str
     from portdoctor.probe import probe as run_probe
     from portdoctor.target import parse_target
 
-    result = run_probe(parse_target(target, port), timeout=timeout, attempts=attempts)
+    from portdoctor.clientview import widen
+
+    result = widen(run_probe(parse_target(target, port), timeout=timeout, attempts=attempts))
     _emit("probe", result, _fmt(fmt, as_json))
     raise SystemExit(ExitCode.OK if result.state.value == "open" else ExitCode.PROBLEM)
 
@@ -263,6 +332,76 @@ def ports(fmt: str, as_json: bool) -> None:
         if isinstance(out, str):
             sys.stdout.write(out if out.endswith("\n") else out + "\n")
     raise SystemExit(ExitCode.OK)
+
+
+# --------------------------------------------------------------------------- scan
+
+
+@app.command()
+@click.argument("host")
+@click.option("-p", "--ports", "port_spec", metavar="RANGE|LIST",
+              help="Ports: 22, 80,443, 8000-8100, - (all 65,535), http,ssh. Default: --top 1000.")
+@click.option("--top", type=int, default=None, metavar="N", help="The N ports most often open.")
+@click.option("--max-seconds", type=float, default=None, metavar="S",
+              help="Stop after S seconds; ports without an answer by then are filtered.")
+@output_options
+def scan(host: str, port_spec: str | None, top: int | None, max_seconds: float | None, fmt: str,
+         as_json: bool) -> None:
+    """Sweep the TCP ports of HOST with connect(): where does a service really listen?
+
+    \b
+    States and reasons as nmap names them: open (syn-ack), closed (conn-refused),
+    filtered (no-response after one retry), unreachable (host-unreach, net-unreach,
+    admin-prohibited). Exit 0 when a port is open, 1 when none is.
+
+    \b
+    Examples:
+      portdoctor scan 10.0.0.2 -p 8000-8100
+      portdoctor scan db.internal -p- --json
+      portdoctor scan 10.0.0.2 --top 100
+    """
+    from portdoctor.errors import BadInput
+    from portdoctor.scan import DEFAULT_TOP, parse_ports, top_ports
+    from portdoctor.scan import scan as run_scan
+
+    if port_spec is not None and top is not None:
+        raise BadInput("give -p or --top, not both")
+    if max_seconds is not None:
+        _timeout(max_seconds)
+    ports = parse_ports(port_spec) if port_spec is not None else top_ports(top if top is not None else DEFAULT_TOP)
+    fmt = _fmt(fmt, as_json)
+    progress, done = _scan_progress(len(ports)) if fmt == "text" and sys.stderr.isatty() else (None, None)
+    try:
+        result = run_scan(host, ports, deadline=max_seconds, progress=progress)
+    finally:
+        if done is not None:
+            done()
+    if fmt == "json":
+        import json
+
+        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+    else:
+        from portdoctor.render import scan as render_scan
+
+        sys.stdout.write(render_scan.markdown(result) if fmt == "markdown" else render_scan.text(result))
+    raise SystemExit(ExitCode.OK if result.by_state("open") else ExitCode.PROBLEM)
+
+
+def _scan_progress(total: int) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A rich progress bar on stderr (only called on a terminal): update and close functions."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    bar = Progress(console=Console(stderr=True), transient=True)
+    task = bar.add_task("scanning", total=total)
+    bar.start()
+    step = max(1, total // 200)
+
+    def update(done: int, _total: int) -> None:
+        if done % step == 0 or done == _total:
+            bar.update(task, completed=done)
+
+    return update, bar.stop
 
 
 # --------------------------------------------------------------------------- run

@@ -71,6 +71,11 @@ def probe_lines(result: ProbeResult, on: bool) -> list[str]:
             meaning += f"; only {result.timeout:g} s were waited, so this alone does not prove a DROP"
         lines.append(f"  {meaning}")
     lines += [f"{paint('note:', 'yellow', on=on)} {note}" for note in probe_notes(result)]
+    if result.refusal is not None:  # a refused remote target (clientview.py)
+        lines.append(f"  who refused: {result.refusal.summary}")
+    if result.nearby is not None:
+        found = ", ".join(f"{p.port} ({p.speaks or p.service or 'open'})" for p in result.nearby.open)
+        lines.append(f"  ports nearby ({len(result.nearby.scanned)} tried): " + (f"{found} answer" if found else "none open"))
     return lines
 
 
