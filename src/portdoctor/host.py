@@ -169,6 +169,11 @@ class Host(Protocol):
         """A netlink socket into this host's kernel; raises OSError (NotLive when recorded)."""
         ...
 
+    def connect_from(self, pid: int, family: int, address: object, timeout: float) -> socket.socket:
+        """`connect`, made from the network namespace of process `pid` (a forwarder's backend, seen
+        from the side that connects to it); raises OSError (NotLive when recorded)."""
+        ...
+
 
 # --------------------------------------------------------------------------- shared policy
 
@@ -428,6 +433,42 @@ class LocalHost:
             raise NotLive("netlink")
         return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
 
+    def connect_from(self, pid: int, family: int, address: object, timeout: float) -> socket.socket:
+        if not self.live:
+            raise NotLive("a connection")
+        path = f"{self.proc_root}/{pid}/ns/net"
+        if os.stat(path).st_ino == os.stat(f"{self.proc_root}/self/ns/net").st_ino:
+            return self.connect(family, address, timeout)
+        # a socket belongs to the namespace of the thread that creates it: a short-lived thread
+        # joins the other namespace (setns, root only), opens and connects the socket there
+        import ctypes
+        import threading
+
+        box: dict[str, object] = {}
+
+        def work() -> None:
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+                        err = ctypes.get_errno()
+                        raise OSError(err, os.strerror(err), path)
+                finally:
+                    os.close(fd)
+                box["sock"] = self.connect(family, address, timeout)
+            except BaseException as exc:  # handed to the caller below
+                box["error"] = exc
+
+        t = threading.Thread(target=work, name="portdoctor-netns-connect", daemon=True)
+        t.start()
+        t.join(timeout + 2)
+        if "error" in box:
+            raise box["error"]  # type: ignore[misc]
+        if "sock" not in box:
+            raise TimeoutError(f"no answer within {timeout:g} s")
+        return box["sock"]  # type: ignore[return-value]
+
 
 # --------------------------------------------------------------------------- a recording
 
@@ -565,4 +606,7 @@ class RecordedHost:
 
     def netlink(self, protocol: int) -> socket.socket:
         raise NotLive("netlink")
+
+    def connect_from(self, pid: int, family: int, address: object, timeout: float) -> socket.socket:
+        raise NotLive("a connection")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from portdoctor.errors import BadInput
 from portdoctor.hostfacts import (
-    ContainerFacts, FirewallFacts, NameFacts, NamespaceFacts, ProxyFacts, SupervisorFacts,
+    ContainerFacts, FirewallFacts, ForwarderFacts, NameFacts, NamespaceFacts, ProxyFacts, SupervisorFacts,
 )
 from portdoctor.model import InterfaceAddress, Limitation, Listener, Process, RouteLookup, ServiceConfig
 from portdoctor.plain import from_plain, to_plain
@@ -49,6 +49,7 @@ class Snapshot:
     supervisors: SupervisorFacts | None = None
     names: NameFacts | None = None
     namespaces: NamespaceFacts | None = None  # listeners on the port in other network namespaces
+    forwarders: ForwarderFacts | None = None  # TCP forwarders (socat, ssh -L, rinetd, ...) and their backends
     limitations: tuple[Limitation, ...] = ()
 
     def to_json(self) -> dict[str, Any]:

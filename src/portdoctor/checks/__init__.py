@@ -37,6 +37,7 @@ CHECKS: list[str] = [
     "portdoctor.checks.proxy:check_proxy",
     "portdoctor.checks.supervisor:check_supervisor",
     "portdoctor.checks.elsewhere:check_other_namespaces",
+    "portdoctor.checks.forwarder:check_forwarder",
 ]
 
 FOLLOWUPS: list[str] = [

@@ -88,6 +88,7 @@ COLLECTORS: dict[str, list[str]] = {
         "portdoctor.collectors.proxies:collect_proxies",
         "portdoctor.collectors.supervisors:collect_supervisors",
         "portdoctor.collectors.netns:collect_namespaces",
+        "portdoctor.collectors.forwarders:collect_forwarders",
     ],
     "other": [
         "portdoctor.collectors.system:collect_system",
