@@ -174,6 +174,11 @@ class Host(Protocol):
         from the side that connects to it); raises OSError (NotLive when recorded)."""
         ...
 
+    def read_netns_file(self, netns: str, name: str) -> bytes:
+        """/proc/net/`name` (tcp, tcp6, fib_trie, if_inet6) of the network namespace bound at path
+        `netns` (/run/netns/NAME), which may hold no process; raises OSError (NotLive when recorded)."""
+        ...
+
 
 # --------------------------------------------------------------------------- shared policy
 
@@ -469,6 +474,37 @@ class LocalHost:
             raise TimeoutError(f"no answer within {timeout:g} s")
         return box["sock"]  # type: ignore[return-value]
 
+    def read_netns_file(self, netns: str, name: str) -> bytes:
+        if not self.live:
+            raise NotLive("another network namespace")
+        import ctypes
+        import threading
+
+        box: dict[str, object] = {}
+
+        def work() -> None:
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                fd = os.open(netns, os.O_RDONLY)
+                try:
+                    if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET, for this thread only
+                        err = ctypes.get_errno()
+                        raise OSError(err, os.strerror(err), netns)
+                finally:
+                    os.close(fd)
+                box["data"] = self.read_bytes(f"{self.proc_root}/thread-self/net/{os.path.basename(name)}", 1 << 26)
+            except BaseException as exc:  # handed to the caller below
+                box["error"] = exc
+
+        t = threading.Thread(target=work, name="portdoctor-netns-read", daemon=True)
+        t.start()
+        t.join(10)
+        if "error" in box:
+            raise box["error"]  # type: ignore[misc]
+        if "data" not in box:
+            raise TimeoutError(f"{netns}: no answer")
+        return box["data"]  # type: ignore[return-value]
+
 
 # --------------------------------------------------------------------------- a recording
 
@@ -609,4 +645,7 @@ class RecordedHost:
 
     def connect_from(self, pid: int, family: int, address: object, timeout: float) -> socket.socket:
         raise NotLive("a connection")
+
+    def read_netns_file(self, netns: str, name: str) -> bytes:
+        raise NotLive("another network namespace")
 

@@ -118,6 +118,45 @@ def test_ssh_tunnel_whose_far_end_refuses(sshd_in_b: tuple[Host, Host, Host, Pat
     verdict(doc, "ok")
 
 
+def test_ssh_reverse_tunnel_whose_client_side_refuses(sshd_in_b: tuple[Host, Host, Host, Path]) -> None:
+    """`ssh -R` from s: b's sshd listens, s (the client's namespace) connects to the backend."""
+    _c, s, b, d = sshd_in_b
+    s.listen(9001, "10.0.1.1", argv0="billing-api")  # on s's link address only, not its loopback
+    s.start(["ssh", "-F", "/dev/null", "-i", str(d / "client_key"), "-o", "IdentitiesOnly=yes",
+             "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={d}/known_hosts",
+             "-o", "ExitOnForwardFailure=yes", "-N", "-R", "8080:127.0.0.1:9001", "root@10.0.1.2"],
+            env={"SSH_AUTH_SOCK": ""})
+    b.wait_port(8080, "127.0.0.1")
+    dropped(b, "127.0.0.1")
+    doc = diagnose(b, "127.0.0.1:8080")
+    verdict(doc, "wrong_interface")
+    t = text_of(finding(doc, "wrong_interface"))
+    assert "ssh" in t and "-R 8080:127.0.0.1:9001" in t and "10.0.1.1:9001" in t and s.ns in t, t
+
+
+def test_socat_to_a_backend_namespace(lab: Lab) -> None:
+    """socat in s forwards to b (10.0.1.2:9001): nothing there, then loopback only, then a firewall."""
+    need("socat", "iptables")
+    c, s = lab.pair()
+    b = backend(lab, s)
+    s.start(["socat", "TCP-LISTEN:8080,fork,reuseaddr", "TCP:10.0.1.2:9001"], ready_port=8080)
+    dropped(c)
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "service_not_running")
+    assert "nothing listens on port 9001" in doc["verdict"]["summary"] and b.ns in doc["verdict"]["summary"], brief(doc)
+    app = b.listen(9001, "127.0.0.1", argv0="billing-api")
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "wrong_interface")
+    assert "127.0.0.1:9001" in doc["verdict"]["summary"], brief(doc)
+    app.kill()
+    app.wait()
+    b.listen(9001, "0.0.0.0", argv0="billing-api")
+    b.iptables("-A", "INPUT", "-p", "tcp", "--dport", "9001", "-j", "REJECT", "--reject-with", "tcp-reset")
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "firewall_reject")
+    assert "firewall" in doc["verdict"]["summary"] and "socat" in doc["verdict"]["summary"], brief(doc)
+
+
 def test_rinetd_to_a_neighbouring_port(pair: tuple[Host, Host], tmpdir: Path) -> None:
     need("rinetd")
     c, s = pair

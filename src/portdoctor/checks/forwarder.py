@@ -101,7 +101,7 @@ def _netns_cause(t: ForwardTarget, address: str, who: str) -> tuple[str, list[st
     if lns is None:
         return (f"its listeners there could not be read", [], [], {"kind": "unknown"})
     if not lns:
-        return (f"nothing listens on port {port} there ({where})",
+        return (f"nothing listens on port {port} in {where}",
                 [f"no socket listens on port {port} in {where}"],
                 [Fix(f"start the backend service so that it listens on {endpoint(address, port)} in {where}")],
                 {"kind": "nothing_listens"})
@@ -166,7 +166,8 @@ def _finding(snap: Snapshot, ctx: Context, f: Forwarder, t: ForwardTarget, sever
                  for p in probes]
     first = probes[0]
     state = first.state
-    if t.side == "netns":
+    in_container = any(first.address in (c.addresses or ()) for c in all_containers(snap))
+    if t.side == "netns" or (t.listeners is not None and not in_container):
         why, ev, more_fix, kind_facts = _netns_cause(t, first.address, who)
     else:
         why, ev, more_fix, kind_facts = upstream_cause(snap, first.address, t.port or 0, {f.pid}, {f.port}, who=who)
@@ -191,6 +192,8 @@ def _finding(snap: Snapshot, ctx: Context, f: Forwarder, t: ForwardTarget, sever
     fixes = list(more_fix)
     listener = kind_facts.get("listener")
     if kind in ("loopback_only", "other_address", "other_port") and listener and not kind_facts.get("container"):
+        # the forwarder's own words replace the generic "point it at ..." lines
+        fixes = [x for x in fixes if f"point {who} at" not in x.description and "point the tunnel at" not in x.description]
         fixes.append(_retarget_fix(f, t, listener))
     elif kind == "nothing_listens" and not kind_facts.get("container"):
         fixes.append(Fix(f"or, if the backend runs elsewhere, point {who} there ({_where_written(f, t)})"))

@@ -102,26 +102,73 @@ def _own_addresses(host: Host) -> set[str]:
     return set(ns_addresses(host, "self"))
 
 
+def _namespace_label(host: Host, net: int) -> str:
+    from portdoctor.collectors.netns import namespace_names
+
+    names = namespace_names(host)
+    return f"network namespace {names[net]}" if net in names else f"network namespace net:[{net}]"
+
+
 def _far_sshd(host: Host, dest: str, ssh_port: int, own_net: int | None) -> tuple[int, str] | None:
     """An sshd of this machine, in another network namespace that has address `dest` and listens
     on `ssh_port`: (pid, description)."""
-    from portdoctor.collectors.netns import namespace_names
-
-    names = None
     for pid in procfs.pids(host):
         if procfs.read_comm(host, pid) != "sshd":
             continue
         net = procfs.netns_inode(host, pid)
-        if net is None or net == own_net:
+        if net is None or net == own_net or dest not in ns_addresses(host, pid):
             continue
-        if dest not in ns_addresses(host, pid):
+        if not _ns_listeners(host, pid, ssh_port):
             continue
-        lns = _ns_listeners(host, pid, ssh_port) or ()
-        if not lns:
+        return pid, f"{_namespace_label(host, net)} of the ssh server {dest}:{ssh_port} (sshd, pid {pid})"
+    return None
+
+
+def _owner_namespace(host: Host, address: str, port: int,
+                     own_net: int | None) -> tuple[str, tuple[NetnsListener, ...] | None] | None:
+    """Another network namespace of this machine that has `address` (one a process runs in, or one
+    `ip netns` names, which may hold none): (its label, its listeners on `port`). A backend at such
+    an address lives on this machine, so what listens there can be read."""
+    from portdoctor.collectors.containers import parse_fib_trie_local, parse_if_inet6
+    from portdoctor.collectors.netns import NETNS_DIRS
+
+    seen: set[int] = set()
+    for pid in procfs.pids(host):
+        net = procfs.netns_inode(host, pid)
+        if net is None or net == own_net or net in seen:
             continue
-        names = namespace_names(host) if names is None else names
-        where = f"network namespace {names[net]}" if net in names else f"network namespace net:[{net}]"
-        return pid, f"{where} (sshd, pid {pid})"
+        seen.add(net)
+        if address in ns_addresses(host, pid):
+            return _namespace_label(host, net), _ns_listeners(host, pid, port)
+    for d in NETNS_DIRS:  # namespaces without a process in them
+        try:
+            names = sorted(host.listdir(d))
+        except OSError:
+            continue
+        for n in names:
+            path = os.path.join(d, n)
+            try:
+                ino = host.stat(path).ino
+                if ino in seen or ino == own_net:
+                    continue
+                seen.add(ino)
+                text = host.read_netns_file(path, "fib_trie").decode("ascii", "replace")
+                addrs = parse_fib_trie_local(text)
+                if ":" in address:
+                    addrs += parse_if_inet6(host.read_netns_file(path, "if_inet6").decode("ascii", "replace"))
+            except (OSError, NotLive):
+                continue
+            if address not in addrs:
+                continue
+            socks: list[NetnsListener] = []
+            for table in ("tcp", "tcp6"):
+                try:
+                    raw = host.read_netns_file(path, table).decode("ascii", "replace")
+                except OSError:
+                    continue
+                socks += [NetnsListener(x.address, x.port, x.family) for x in procfs.parse_proc_net_tcp(raw)
+                          if x.port == port]
+            return f"network namespace {n}", tuple(socks)
     return None
 
 
@@ -138,18 +185,33 @@ def _target(host: Host, fw_pid: int, fwd: Forward, probe: bool, own: set[str], o
         server = f"ssh server {fwd.via_host}:{fwd.via_port}"
         literal = dest if _is_literal(dest) else None
         if literal and (literal in own or is_loopback(literal)):
-            side, detail = "here", f"{server}, on this host"
+            side, detail = "here", f"the {server}, on this host"
         else:
             found = _far_sshd(host, literal, fwd.via_port or 22, own_net) if literal else None
             if found is None:
-                return replace(base, side="remote", side_detail=server)
-            connect_pid, where = found
-            side, detail = "netns", f"{server}: {where}"
-            if t.port:
-                listeners = _ns_listeners(host, connect_pid, t.port)
+                return replace(base, side="remote", side_detail=f"the {server}")
+            connect_pid, detail = found
+            side = "netns"
+    else:
+        net = procfs.netns_inode(host, connect_pid)
+        if net is not None and own_net is not None and net != own_net:  # ssh -R's client elsewhere
+            side = "netns"
+            detail = f"{_namespace_label(host, net)} of {fwd.kind} (pid {connect_pid})"
+    if side == "netns" and t.port:
+        listeners = _ns_listeners(host, connect_pid, t.port)
     if t.unix or not t.port or not probe:
         return replace(base, side=side, side_detail=detail, listeners=listeners)
     probes, err = probe_backend(host, connect_pid, t.host, t.port)
+    if side == "here" and probes and all(p.state != "open" for p in probes):
+        # the backend's address belongs to another network namespace of this machine: its
+        # listeners there tell why it refuses
+        first = probes[0].address
+        if first not in own and not is_loopback(first):
+            found = _owner_namespace(host, first, t.port, own_net)
+            if found is not None:
+                label, lns = found
+                return replace(base, side="here", side_detail=f"{label}, which has {first}", probes=probes,
+                               resolve_error=err, listeners=lns)
     return replace(base, side=side, side_detail=detail, probes=probes, resolve_error=err, listeners=listeners)
 
 
