@@ -109,15 +109,19 @@ def _netns_cause(t: ForwardTarget, address: str, who: str) -> tuple[str, list[st
     ok = [x for x in lns if x.address in ("0.0.0.0", "::") or x.address == address]
     if ok:
         return (f"{endpoint(ok[0].address, port)} listens there and would accept, yet the connection was refused: "
-                f"look for a firewall rule in {where}", [f"listening in {where}: {shown}"], [],
+                f"look for a firewall rule in {where}", [f"listening in {where}: {shown}"],
+                [Fix(f"find the rule that rejects port {port} in {where} and let {who}'s connections through",
+                     "iptables -S INPUT; nft list ruleset  # run there")],
                 {"kind": "listening"})
     ln = lns[0]
+    # a loopback listener there is reachable only from inside that namespace: retargeting helps
+    # when the connection starts there (an ssh tunnel's far end), not from the forwarder's side
+    reachable = t.side == "netns" or not is_loopback(ln.address)
     return (f"the backend listens on {endpoint(ln.address, port)} only, while {who} connects to "
             f"{endpoint(address, port)}", [f"listening in {where}: {shown}"],
-            [Fix(f"make the backend listen on {endpoint(address, port)} (or on every address)"),
-             Fix(f"or point the tunnel at {endpoint(ln.address, port)}")],
+            [Fix(f"make the backend listen on {endpoint(address, port)} (or on every address)")],
             {"kind": "loopback_only" if is_loopback(ln.address) else "other_address",
-             "listener": endpoint(ln.address, port)})
+             "listener": endpoint(ln.address, port) if reachable else None})
 
 
 def _other_container(snap: Snapshot, address: str, port: int) -> str | None:
