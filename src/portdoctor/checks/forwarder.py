@@ -16,12 +16,13 @@ still never `ok`: the finding names the process holding the port and what to loo
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from portdoctor.addresses import endpoint, is_loopback
 from portdoctor.checks import Context, facts
 from portdoctor.checks.proxy import upstream_cause
-from portdoctor.hostfacts import Forwarder, ForwardTarget
+from portdoctor.hostfacts import BackendProbe, Forwarder, ForwardTarget
 from portdoctor.hostview import all_containers, describe, process_name, takes
 from portdoctor.model import Cause, Finding, Fix, Severity, State
 from portdoctor.probe import accepted_then_closed
@@ -39,8 +40,13 @@ _KIND_CAUSE = {
     "listening": Cause.FIREWALL_REJECT,
     "other_container": Cause.PORT_MAPPING,
 }
-_LABEL = {"ssh": "ssh", "docker-proxy": "docker-proxy", "kubectl": "kubectl port-forward",
+_LABEL = {"nginx": "nginx (stream)", "haproxy": "HAProxy (mode tcp)", "ssh": "ssh", "docker-proxy": "docker-proxy", "kubectl": "kubectl port-forward",
           "systemd-socket-proxyd": "systemd-socket-proxyd", "rinetd": "rinetd", "socat": "socat"}
+
+
+def _who(f: Forwarder) -> str:
+    """The forwarder's short name for sentences ("socat", "HAProxy")."""
+    return {"haproxy": "HAProxy", "kubectl": "kubectl port-forward"}.get(f.kind, f.kind)
 
 
 def _name(f: Forwarder) -> str:
@@ -73,6 +79,29 @@ def serving(snap: Snapshot, ctx: Context) -> list[Forwarder]:
         if ctx.target.is_this_host or sock is None or any(takes(sock, a) for a in addrs):
             out.append(f)
     return out
+
+
+def tcp_routes(snap: Snapshot, ctx: Context) -> list[Forwarder]:
+    """nginx `stream` and HAProxy `mode tcp` routes on the target port, as forwarders: their
+    upstreams with what the follow-up probes from this namespace (the proxy's) saw there."""
+    from portdoctor.checks.proxy import hops
+
+    groups: dict[tuple[int, str], Forwarder] = {}
+    for h in hops(snap, ctx.target):
+        if h.route.mode != "tcp" or h.unix or h.name:
+            continue
+        res = ctx.followups.get(h.key)
+        up = h.upstream
+        probes = None if res is None else tuple(
+            BackendProbe(a.address, a.state.value, a.errno, a.seconds) for a in res.addresses)
+        t = ForwardTarget(h.host, h.port, text=up.text, file=up.file, line=up.line, probes=probes or None)
+        key = (h.proxy.pid, h.route.name)
+        if key not in groups:
+            bind = next(b for b in h.route.binds if b.port == ctx.target.port)
+            groups[key] = Forwarder(h.proxy.kind, h.proxy.pid, h.proxy.kind, bind.address, bind.port, bind.family,
+                                    (), f"{h.route.name} ({h.route.file}:{h.route.line})")
+        groups[key] = replace(groups[key], targets=groups[key].targets + (t,))
+    return list(groups.values())
 
 
 def _failed(t: ForwardTarget) -> bool | None:
@@ -137,20 +166,24 @@ def _other_container(snap: Snapshot, address: str, port: int) -> str | None:
 def _retarget_fix(f: Forwarder, t: ForwardTarget, new: str) -> Fix:
     """Point the forwarder at `new` (host:port), in the words of its kind."""
     old = _target_text(t)
-    if t.file:
+    if t.file and f.kind == "rinetd":
         line = t.text.replace(f"{t.host} {t.port}", " ".join(new.rsplit(":", 1)).strip("[]"))
         return Fix(f"or point rinetd at {new}: edit {t.file} line {t.line}, then restart rinetd",
+                   f"# {t.file}, line {t.line}\n{line}")
+    if t.file:  # an nginx stream upstream, an HAProxy mode tcp server
+        line = t.text.replace(f"{t.host}:{t.port}", new) if f"{t.host}:{t.port}" in t.text else t.text
+        return Fix(f"or point {_who(f)} at {new}: edit {t.file} line {t.line}, then reload {_who(f)}",
                    f"# {t.file}, line {t.line}\n{line}")
     if f.kind == "docker-proxy":
         return Fix(f"or publish the container port the app uses (recreate the container with the right -p)")
     if f.kind == "kubectl":
         return Fix(f"or forward to the port the app uses: kubectl port-forward {f.via or ''} {f.port}:{new.rsplit(':', 1)[-1]}")
     text = f.text.replace(t.text, t.text.replace(old if old in t.text else f"{t.host}:{t.port}", new))
-    return Fix(f"or point {_LABEL.get(f.kind, f.kind)} at {new}: restart it with `{text}`")
+    return Fix(f"or point {_who(f)} at {new}: restart it with `{text}`")
 
 
 def _finding(snap: Snapshot, ctx: Context, f: Forwarder, t: ForwardTarget, severity: Severity) -> Finding | None:
-    who = _LABEL.get(f.kind, f.kind)
+    who = _who(f)
     listen = endpoint(f.address, f.port)
     front = f"{_name(f)} accepts on {listen} and forwards each connection to {_target_text(t)}"
     if f.kind == "ssh" and f.via:
@@ -209,7 +242,7 @@ def _finding(snap: Snapshot, ctx: Context, f: Forwarder, t: ForwardTarget, sever
 
 def _unjudged(snap: Snapshot, ctx: Context, f: Forwarder, t: ForwardTarget, severity: Severity) -> Finding:
     """The backend could not be probed (kubectl's pod, a remote ssh server): say what to check."""
-    who = _LABEL.get(f.kind, f.kind)
+    who = _who(f)
     listen = endpoint(f.address, f.port)
     evidence = [f"forwarder: {_name(f)} listening on {listen}: {_where_written(f, t)}", *_client_saw(ctx)]
     if t.side == "cluster":
@@ -242,7 +275,7 @@ def check_forwarder(snap: Snapshot, ctx: Context) -> list[Finding]:
     dropped = bool(accepted_then_closed(ctx.probe))
     findings: list[Finding] = []
     judged = False
-    for f in serving(snap, ctx):
+    for f in serving(snap, ctx) + tcp_routes(snap, ctx):
         status = [(t, _failed(t)) for t in f.targets]
         known = [s for _t, s in status if s is not None]
         if known and not all(known):
