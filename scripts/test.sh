@@ -12,7 +12,7 @@ SYSTEM_PACKAGES=(
   podman runc netavark busybox-static caddy curl mmdebstrap gcc libc6-dev
   strace nodejs redis-tools postgresql-client
   prometheus chromium chromium-driver
-  socat rinetd openssh-server openssh-client systemd
+  socat rinetd openssh-server openssh-client systemd docker.io
 )
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -197,8 +197,10 @@ def test_systemd_socket_proxyd_to_a_dead_port(pair: tuple[Host, Host]) -> None:
     assert "systemd-socket-proxyd" in t and "127.0.0.1:9001" in t, t
 
 
-def test_socat_in_front_of_a_container_app_on_its_loopback(tmpdir: Path) -> None:
-    need("socat")
+def test_forwarders_in_front_of_a_container_app_on_its_loopback(tmpdir: Path) -> None:
+    """socat and Docker's userland proxy (docker-proxy, run as dockerd runs it) in front of a Podman
+    container whose app listens on the container's 127.0.0.1."""
+    need("socat", "/usr/sbin/docker-proxy")
     from test_container_lab import IMAGE, podman_lab
 
     with podman_lab("pdf", "pdfwd", subnet_offset=11) as (p, c, h, _tmp):
@@ -206,10 +208,14 @@ def test_socat_in_front_of_a_container_app_on_its_loopback(tmpdir: Path) -> None
         p.wait_listening(name, 8080)
         ip = p.inspect(name)["NetworkSettings"]["Networks"][p.network]["IPAddress"]
         h.start(["socat", "TCP-LISTEN:18080,fork,reuseaddr", f"TCP:{ip}:8080"], ready_port=18080)
-        dropped(c, port=18080)
-        _rc, doc = p.portdoctor(h, "diagnose", "10.0.0.2:18080", "--from", "10.0.0.1")
-        verdict(doc, "wrong_interface")
-        f = finding(doc, "wrong_interface")
-        t = text_of(f)
-        assert f["check"] == "forwarder" and "socat" in t and f"{ip}:8080" in t and name in t, t
-        assert "127.0.0.1:8080" in t and "0.0.0.0:8080" in t, t  # the fix is the app's bind, in the container
+        # dockerd hands docker-proxy a pipe on fd 3 to say it is ready; /dev/null stands in for it
+        h.start(["sh", "-c", f"exec /usr/sbin/docker-proxy -proto tcp -host-ip 0.0.0.0 -host-port 18081 "
+                             f"-container-ip {ip} -container-port 8080 3>/dev/null"], ready_port=18081)
+        for port, who in ((18080, "socat"), (18081, "docker-proxy")):
+            dropped(c, port=port)
+            _rc, doc = p.portdoctor(h, "diagnose", f"10.0.0.2:{port}", "--from", "10.0.0.1")
+            verdict(doc, "wrong_interface")
+            f = finding(doc, "wrong_interface")
+            t = text_of(f)
+            assert f["check"] == "forwarder" and who in f["summary"] and f"{ip}:8080" in t and name in t, t
+            assert "127.0.0.1:8080" in t and "0.0.0.0:8080" in t, t  # the fix: the app's bind, in the container
