@@ -147,3 +147,16 @@ def test_port_map_via_and_snapshot_round_trip() -> None:
     assert app["via"] == [{"kind": "proxy", "from": "0.0.0.0:8080",
                            "detail": "socat (pid 5) forwards to 127.0.0.1:9001: TCP:127.0.0.1:9001"}]
     assert Snapshot.from_json(snap.to_json()) == snap
+
+
+def test_the_backend_namespace_is_the_neighbour_among_namespaces_with_the_same_address() -> None:
+    from portdoctor.collectors.forwarders import _pick, parse_arp_macs
+
+    arp = ("IP address       HW type     Flags       HW address            Mask     Device\n"
+           "10.0.1.1         0x1         0x2         aa:bb:cc:00:00:01     *        veth1\n"
+           "10.0.1.9         0x1         0x0         00:00:00:00:00:00     *        veth1\n")
+    assert parse_arp_macs(arp) == {"aa:bb:cc:00:00:01"}
+    ours = {"aa:bb:cc:00:00:01"}
+    assert _pick([("1", set(), "lone")], ours) == "lone"
+    assert _pick([("1", set(), "decoy"), ("2", parse_arp_macs(arp), "b")], ours) == "b"
+    assert _pick([("1", set(), "x"), ("2", set(), "y")], ours) is None  # cannot tell: claim none

@@ -109,19 +109,61 @@ def _namespace_label(host: Host, net: int) -> str:
     return f"network namespace {names[net]}" if net in names else f"network namespace net:[{net}]"
 
 
+def parse_arp_macs(text: str) -> set[str]:
+    """Hardware addresses of the complete entries of a /proc/net/arp table."""
+    out: set[str] = set()
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 4 and parts[2] != "0x0" and parts[3] != "00:00:00:00:00:00":
+            out.add(parts[3].lower())
+    return out
+
+
+def own_macs(host: Host) -> set[str]:
+    """Hardware addresses of this namespace's interfaces (/sys/class/net, as mounted here)."""
+    out: set[str] = set()
+    try:
+        names = host.listdir("/sys/class/net")
+    except OSError:
+        return out
+    for n in names:
+        try:
+            mac = host.read_text(f"/sys/class/net/{n}/address", 64).strip().lower()
+        except OSError:
+            continue
+        if mac and mac != "00:00:00:00:00:00":
+            out.add(mac)
+    return out
+
+
+def _pick(cands: list[tuple[str, set[str], object]], mine: set[str]) -> object | None:
+    """The one candidate namespace that is really ours to reach: the only one, or the only one
+    whose ARP table holds a hardware address of this namespace (a neighbour of ours: other
+    namespaces of the machine may carry the same address on networks of their own)."""
+    if len(cands) == 1:
+        return cands[0][2]
+    near = [c for c in cands if c[1] & mine]
+    return near[0][2] if len(near) == 1 else None
+
+
 def _far_sshd(host: Host, dest: str, ssh_port: int, own_net: int | None) -> tuple[int, str] | None:
     """An sshd of this machine, in another network namespace that has address `dest` and listens
     on `ssh_port`: (pid, description)."""
+    cands: list[tuple[str, set[str], object]] = []
+    nets: set[int] = set()
     for pid in procfs.pids(host):
         if procfs.read_comm(host, pid) != "sshd":
             continue
         net = procfs.netns_inode(host, pid)
-        if net is None or net == own_net or dest not in ns_addresses(host, pid):
+        if net is None or net == own_net or net in nets or dest not in ns_addresses(host, pid):
             continue
         if not _ns_listeners(host, pid, ssh_port):
             continue
-        return pid, f"{_namespace_label(host, net)} of the ssh server {dest}:{ssh_port} (sshd, pid {pid})"
-    return None
+        nets.add(net)
+        arp = parse_arp_macs((procfs.read_file(host, f"{host.proc_root}/{pid}/net/arp") or b"").decode("ascii", "replace"))
+        cands.append((str(net), arp, (pid, f"{_namespace_label(host, net)} of the ssh server {dest}:{ssh_port} "
+                                           f"(sshd, pid {pid})")))
+    return _pick(cands, own_macs(host) if len(cands) > 1 else set())  # type: ignore[return-value]
 
 
 def _owner_namespace(host: Host, address: str, port: int,
@@ -132,6 +174,7 @@ def _owner_namespace(host: Host, address: str, port: int,
     from portdoctor.collectors.containers import parse_fib_trie_local, parse_if_inet6
     from portdoctor.collectors.netns import NETNS_DIRS
 
+    cands: list[tuple[str, set[str], object]] = []
     seen: set[int] = set()
     for pid in procfs.pids(host):
         net = procfs.netns_inode(host, pid)
@@ -139,7 +182,8 @@ def _owner_namespace(host: Host, address: str, port: int,
             continue
         seen.add(net)
         if address in ns_addresses(host, pid):
-            return _namespace_label(host, net), _ns_listeners(host, pid, port)
+            arp = parse_arp_macs((procfs.read_file(host, f"{host.proc_root}/{pid}/net/arp") or b"").decode("ascii", "replace"))
+            cands.append((str(net), arp, (_namespace_label(host, net), _ns_listeners(host, pid, port))))
     for d in NETNS_DIRS:  # namespaces without a process in them
         try:
             names = sorted(host.listdir(d))
@@ -156,9 +200,10 @@ def _owner_namespace(host: Host, address: str, port: int,
                 addrs = parse_fib_trie_local(text)
                 if ":" in address:
                     addrs += parse_if_inet6(host.read_netns_file(path, "if_inet6").decode("ascii", "replace"))
+                if address not in addrs:
+                    continue
+                arp = parse_arp_macs(host.read_netns_file(path, "arp").decode("ascii", "replace"))
             except (OSError, NotLive):
-                continue
-            if address not in addrs:
                 continue
             socks: list[NetnsListener] = []
             for table in ("tcp", "tcp6"):
@@ -168,8 +213,8 @@ def _owner_namespace(host: Host, address: str, port: int,
                     continue
                 socks += [NetnsListener(x.address, x.port, x.family) for x in procfs.parse_proc_net_tcp(raw)
                           if x.port == port]
-            return f"network namespace {n}", tuple(socks)
-    return None
+            cands.append((str(ino), arp, (f"network namespace {n}", tuple(socks))))
+    return _pick(cands, own_macs(host) if len(cands) > 1 else set())  # type: ignore[return-value]
 
 
 def _target(host: Host, fw_pid: int, fwd: Forward, probe: bool, own: set[str], own_net: int | None) -> ForwardTarget:
