@@ -52,6 +52,18 @@ def test_socat_to_a_dead_port_then_working(pair: tuple[Host, Host], tmpdir: Path
     verdict(doc, "ok")
 
 
+def test_socat_to_a_name_that_does_not_resolve(pair: tuple[Host, Host]) -> None:
+    need("socat", "dnsmasq")
+    c, s = pair
+    s.dns({"db.lab.test": "127.0.0.1"})  # any other name: NXDOMAIN, from s's own resolver
+    s.start(["socat", "TCP-LISTEN:8080,fork,reuseaddr", "TCP:dbb.lab.test:5432"], ready_port=8080)
+    dropped(c)
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "dns")
+    t = text_of(finding(doc, "dns"))
+    assert "socat" in t and "dbb.lab.test" in t and "does not resolve" in t, t
+
+
 def test_socat_to_the_address_while_the_app_is_on_loopback(pair: tuple[Host, Host]) -> None:
     need("socat")
     c, s = pair

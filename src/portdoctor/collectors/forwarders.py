@@ -31,6 +31,7 @@ from portdoctor.hostfacts import BackendProbe, Forwarder, ForwarderFacts, Forwar
 from portdoctor.model import Limitation, Listener
 
 PROBE_TIMEOUT = 1.5
+RESOLVE_TIMEOUT = 2.0
 MAX_FORWARDERS = 64
 _STATE = {errno_mod.ECONNREFUSED: "refused", errno_mod.ETIMEDOUT: "timeout", errno_mod.EHOSTUNREACH: "unreachable",
           errno_mod.ENETUNREACH: "unreachable", errno_mod.EACCES: "unreachable", errno_mod.EPERM: "error"}
@@ -47,19 +48,19 @@ def _binds_take(bind: str | None, sock: Listener) -> bool:
 
 
 def _resolve(host: str, port: int) -> tuple[list[tuple[int, tuple]], str | None]:
-    """(family, sockaddr) of host, literals directly; names through this host's resolver."""
+    """(family, sockaddr) of host, literals directly; names through this host's resolver, as the
+    forwarder resolves them (given up after RESOLVE_TIMEOUT)."""
+    from portdoctor.probe import ResolverTimeout, gai_text, resolve_within
+
     name = "127.0.0.1" if host in ("", "localhost") else host
     try:
-        infos = socket.getaddrinfo(name, port, socket.AF_UNSPEC, socket.SOCK_STREAM)
+        return resolve_within(name, port, RESOLVE_TIMEOUT), None
+    except ResolverTimeout as exc:
+        return [], str(exc)
     except socket.gaierror as exc:
-        return [], str(exc.args[-1] if exc.args else exc)
+        return [], gai_text(exc)
     except UnicodeError:
         return [], "the name is not valid"
-    out: list[tuple[int, tuple]] = []
-    for fam, _t, _p, _c, sa in infos:
-        if fam in (socket.AF_INET, socket.AF_INET6) and (fam, sa) not in out:
-            out.append((fam, sa))
-    return out, None
 
 
 def probe_backend(host: Host, pid: int, target_host: str, port: int) -> tuple[tuple[BackendProbe, ...], str | None]:
@@ -229,6 +230,9 @@ def _target(host: Host, fw_pid: int, fwd: Forward, probe: bool, own: set[str], o
         dest = fwd.via_host or ""
         server = f"ssh server {fwd.via_host}:{fwd.via_port}"
         literal = dest if _is_literal(dest) else None
+        if literal is None and dest:  # a name: where this host's resolver (and so ssh) sends it
+            found_addrs, _err = _resolve(dest, fwd.via_port or 22)
+            literal = found_addrs[0][1][0] if found_addrs else None
         if literal and (literal in own or is_loopback(literal)):
             side, detail = "here", f"the {server}, on this host"
         else:
