@@ -22,8 +22,7 @@ DEFAULT_TIMEOUT = 3.0  # an absent on-link host needs ~3 s of ARP before EHOSTUN
 # Accepted connections are watched this long at least for a close or reset by the server (a
 # forwarder whose backend refused): a fork, a tunnel's round trip, a userland proxy's connect.
 SETTLE_MIN = 0.05
-CLOSED_AT_ONCE = "accepted, then closed by the server at once"
-RESET_AT_ONCE = "the connection was accepted and then reset at once"
+RESET_AT_ONCE = "the connection was accepted and then reset at once"  # ERRNO_DETAIL[ECONNRESET]
 
 # errno -> state, for a connect that failed with that errno
 _ERRNO_STATE: dict[int, State] = {
@@ -44,9 +43,14 @@ ERRNO_DETAIL: dict[int, str] = {
     errno_mod.EACCES: "an ICMPv6 'administratively prohibited' answer: a firewall rejects the connection "
                       "(on the server, on the way, or on this host)",
     errno_mod.EADDRNOTAVAIL: "no local address can reach this destination",
-    errno_mod.ECONNRESET: RESET_AT_ONCE,
+    errno_mod.ECONNRESET: "the connection was accepted and then reset at once",
     errno_mod.EAFNOSUPPORT: "this host has no support for the address family",
 }
+
+# The detail of an address that accepted and then closed the connection within the settle
+# window: open to the kernel, but nothing serves there yet (a proxy or published port whose
+# backend is not up). `wait` and `guard` do not count it as ready.
+CLOSED_AT_ONCE = "accepted, then closed by the server at once"
 
 
 @dataclass
