@@ -14,14 +14,14 @@ import socket
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from portdoctor.model import AddressResult, ProbeResult, State, Target
 
 DEFAULT_TIMEOUT = 3.0  # an absent on-link host needs ~3 s of ARP before EHOSTUNREACH
 # Accepted connections are watched this long at least for a close or reset by the server (a
 # forwarder whose backend refused): a fork, a tunnel's round trip, a userland proxy's connect.
-SETTLE_MIN = 0.05
+SETTLE_MIN = 0.1
 RESET_AT_ONCE = "the connection was accepted and then reset at once"  # ERRNO_DETAIL[ECONNRESET]
 
 # errno -> state, for a connect that failed with that errno
@@ -240,7 +240,8 @@ def probe(target: Target, timeout: float = DEFAULT_TIMEOUT, attempts: int = 1,
             time.sleep(interval)
         rounds.append(connect_all(addrs, timeout, settle))
 
-    merged = tuple(merge_attempts([r[i] for r in rounds]) for i in range(len(addrs)))
+    merged = tuple(count_drops(merge_attempts([r[i] for r in rounds]), [r[i] for r in rounds])
+                   for i in range(len(addrs)))
     if any(a.state is State.OPEN for a in merged):
         top = State.OPEN
     else:
@@ -258,12 +259,6 @@ def merge_attempts(tries: list[Attempt]) -> AddressResult:
     else:
         pick = tries[-1]
     seconds = sorted(t.seconds for t in tries)[len(tries) // 2]
-    detail = pick.detail
-    if len(tries) > 1:
-        dropped = sum(1 for t in tries if t.detail in (CLOSED_AT_ONCE, RESET_AT_ONCE))
-        if dropped:  # whether the server drops every connection it accepts, or some
-            which = next(t.detail for t in tries if t.detail in (CLOSED_AT_ONCE, RESET_AT_ONCE))
-            detail = f"{which} ({dropped} of {len(tries)} attempts)"
     return AddressResult(
         address=pick.address,
         family=pick.family,
@@ -271,8 +266,17 @@ def merge_attempts(tries: list[Attempt]) -> AddressResult:
         errno=pick.errno,
         seconds=seconds,
         attempts=dict(counts) if len(tries) > 1 else {},
-        detail=detail,
+        detail=pick.detail,
     )
+
+
+def count_drops(merged: AddressResult, tries: list[Attempt]) -> AddressResult:
+    """`merged` with its detail saying in how many of several attempts the server accepted and
+    then closed or reset the connection at once (every time, or some)."""
+    drops = [t.detail for t in tries if t.detail in (CLOSED_AT_ONCE, RESET_AT_ONCE)]
+    if len(tries) < 2 or not drops:
+        return merged
+    return replace(merged, detail=f"{drops[0]} ({len(drops)} of {len(tries)} attempts)")
 
 
 def dropped_at_once(a: AddressResult) -> bool:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from portdoctor.errors import BadInput
+from portdoctor.hostfacts import ForwarderFacts
 from portdoctor.hostfacts import (
-    ContainerFacts, FirewallFacts, ForwarderFacts, NameFacts, NamespaceFacts, ProxyFacts, SupervisorFacts,
+    ContainerFacts, FirewallFacts, NameFacts, NamespaceFacts, ProxyFacts, SupervisorFacts,
 )
 from portdoctor.model import InterfaceAddress, Limitation, Listener, Process, RouteLookup, ServiceConfig
 from portdoctor.plain import from_plain, to_plain
@@ -47,9 +48,9 @@ class Snapshot:
     containers: ContainerFacts | None = None
     proxies: ProxyFacts | None = None
     supervisors: SupervisorFacts | None = None
+    forwarders: ForwarderFacts | None = None  # TCP forwarders (socat, ssh -L, rinetd, ...) and their backends
     names: NameFacts | None = None
     namespaces: NamespaceFacts | None = None  # listeners on the port in other network namespaces
-    forwarders: ForwarderFacts | None = None  # TCP forwarders (socat, ssh -L, rinetd, ...) and their backends
     limitations: tuple[Limitation, ...] = ()
 
     def to_json(self) -> dict[str, Any]:

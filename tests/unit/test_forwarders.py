@@ -16,7 +16,7 @@ from portdoctor.hostfacts import (
 )
 from portdoctor.model import AddressResult, Cause, InterfaceAddress, Listener, ProbeResult, Process, State, Target
 from portdoctor.portmap import build
-from portdoctor.probe import CLOSED_AT_ONCE, accepted_then_closed, merge_attempts, Attempt
+from portdoctor.probe import CLOSED_AT_ONCE, Attempt, accepted_then_closed, count_drops, merge_attempts
 from portdoctor.snapshot import Snapshot
 
 
@@ -130,7 +130,7 @@ def test_working_forwarder_and_an_unknown_one() -> None:
 def test_probe_attempts_count_the_drops() -> None:
     tries = [Attempt("10.0.0.2", 4, State.OPEN, None, 0.001, CLOSED_AT_ONCE) for _ in range(2)]
     tries.append(Attempt("10.0.0.2", 4, State.OPEN, None, 0.001))
-    a = merge_attempts(tries)
+    a = count_drops(merge_attempts(tries), tries)
     assert a.detail == f"{CLOSED_AT_ONCE} (2 of 3 attempts)"
     r = ProbeResult(Target(":1", "10.0.0.2", 1), State.OPEN, (a,), 1.0)
     assert accepted_then_closed(r) == [a]

@@ -34,10 +34,10 @@ CHECKS: list[str] = [
     "portdoctor.checks.resources:check_resources",
     "portdoctor.checks.firewall:check_firewall",
     "portdoctor.checks.mapping:check_mapping",
+    "portdoctor.checks.forwarder:check_forwarder",
     "portdoctor.checks.proxy:check_proxy",
     "portdoctor.checks.supervisor:check_supervisor",
     "portdoctor.checks.elsewhere:check_other_namespaces",
-    "portdoctor.checks.forwarder:check_forwarder",
 ]
 
 FOLLOWUPS: list[str] = [
