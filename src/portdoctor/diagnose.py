@@ -20,10 +20,6 @@ from portdoctor.probe import DEFAULT_TIMEOUT
 from portdoctor.probe import probe as run_probe
 from portdoctor.verdict import decide, rank
 
-# how long diagnose's probe watches an accepted connection for a close by the server (a forwarder
-# whose backend refused closes it after its own connect: a fork, a tunnel's round trip)
-SETTLE = 0.2
-
 
 def diagnose(target: Target, from_addr: str | None = None, service: str | None = None,
              timeout: float = DEFAULT_TIMEOUT, snapshot: Snapshot | None = None,
@@ -35,7 +31,7 @@ def diagnose(target: Target, from_addr: str | None = None, service: str | None =
     if snapshot is None:
         req = replace(req, before=collect_before(req))
     if probe is None:
-        probe = run_probe(target, timeout=timeout, settle=SETTLE)
+        probe = run_probe(target, timeout=timeout)
     if snapshot is None:
         req = replace(req, addresses=tuple(a.address for a in probe.addresses),
                       dns_failed=probe.state is State.DNS_ERROR)
