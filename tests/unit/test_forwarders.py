@@ -160,3 +160,39 @@ def test_the_backend_namespace_is_the_neighbour_among_namespaces_with_the_same_a
     assert _pick([("1", set(), "lone")], ours) == "lone"
     assert _pick([("1", set(), "decoy"), ("2", parse_arp_macs(arp), "b")], ours) == "b"
     assert _pick([("1", set(), "x"), ("2", set(), "y")], ours) is None  # cannot tell: claim none
+
+
+def test_rootlessport_in_front_of_an_app_on_the_container_loopback() -> None:
+    from portdoctor.hostfacts import PortPublish
+
+    web = (Container("abc123", "web", state="running", addresses=("10.0.2.100",), here=True,
+                     ports=(PortPublish("0.0.0.0", 8080, 80),), listeners=(NetnsListener("127.0.0.1", 80),)),)
+    snap = Snapshot(listeners=(Listener("0.0.0.0", 8080, 4, pids=(31,)),),
+                    processes={31: Process(31, "rootlessport", ("rootlessport",))},
+                    addresses=(InterfaceAddress("10.0.0.2", 24, 4, "eth0"),),
+                    containers=ContainerFacts(engine="podman", containers=web))
+    (f,) = check_forwarder(snap, Context(Target("10.0.0.2:8080", "10.0.0.2", 8080), _probe(8080)))
+    assert f.cause is Cause.WRONG_INTERFACE and "rootlessport (pid 31)" in f.summary and "web" in f.summary
+
+
+def test_haproxy_tcp_and_nginx_stream_routes_are_forwarders() -> None:
+    from portdoctor.hostfacts import ProxyFacts, ProxyInstance
+    from portdoctor.proxyconf import haproxy, nginx
+
+    cfg = haproxy.parse_many([("/etc/haproxy/haproxy.cfg", "defaults\n    mode tcp\n\nlisten pg\n    bind *:5432\n"
+                                                           "    server db1 127.0.0.1:6432\n")])
+    dump = ("# configuration file /etc/nginx/nginx.conf:\nevents {}\nstream {\n    server {\n        listen 6379;\n"
+            "        proxy_pass 127.0.0.1:6380;\n    }\n}\n")
+    ncfg = nginx.parse_dump(dump)
+    for kind, conf, port, up in (("haproxy", cfg, 5432, 6432), ("nginx", ncfg, 6379, 6380)):
+        snap = Snapshot(listeners=(Listener("0.0.0.0", port, 4, pids=(7,)), Listener("127.0.0.1", up + 1, 4, pids=(8,))),
+                        processes={7: Process(7, kind, (kind,)), 8: Process(8, "app", ("app",))},
+                        addresses=(InterfaceAddress("10.0.0.2", 24, 4, "eth0"),),
+                        proxies=ProxyFacts((ProxyInstance(kind, 7, "files", conf),)))
+        refused = ProbeResult(Target(f"127.0.0.1:{up}", "127.0.0.1", up), State.REFUSED,
+                              (AddressResult("127.0.0.1", 4, State.REFUSED, "ECONNREFUSED", 0.0001),), 3.0)
+        ctx = Context(Target(f"10.0.0.2:{port}", "10.0.0.2", port), _probe(port),
+                      followups={f"127.0.0.1:{up}": refused})
+        (f,) = check_forwarder(snap, ctx)
+        assert f.cause is Cause.WRONG_PORT and f"127.0.0.1:{up}" in f.summary, f.summary
+        assert any(f"127.0.0.1:{up + 1}" in (x.command or "") for x in f.fix), f.fix  # the config line rewritten

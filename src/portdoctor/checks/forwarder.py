@@ -23,7 +23,9 @@ from portdoctor.addresses import endpoint, is_loopback
 from portdoctor.checks import Context, facts
 from portdoctor.checks.proxy import upstream_cause
 from portdoctor.hostfacts import BackendProbe, Forwarder, ForwardTarget
-from portdoctor.hostview import all_containers, describe, process_name, takes
+from portdoctor.hostview import (
+    all_containers, describe, held_by_engine, holder_container, process_name, publisher, takes,
+)
 from portdoctor.model import Cause, Finding, Fix, Severity, State
 from portdoctor.probe import accepted_then_closed
 from portdoctor.snapshot import Snapshot
@@ -301,7 +303,29 @@ def check_forwarder(snap: Snapshot, ctx: Context) -> list[Finding]:
             judged = True
     if findings or judged or not dropped:
         return findings
-    return [_dropped(snap, ctx)]
+    return _engine_held(snap, ctx) or [_dropped(snap, ctx)]
+
+
+def _engine_held(snap: Snapshot, ctx: Context) -> list[Finding]:
+    """A container engine's userland proxy (rootlessport, a docker-proxy whose flags were not read)
+    holds the port and drops what it accepts: the container behind the published port says why."""
+    port = ctx.target.port
+    for sock in (s for s in snap.listeners if s.port == port and held_by_engine(snap, s)):
+        c = holder_container(snap, sock) or publisher(snap, port)
+        mp = next((p for p in (c.ports if c else ()) if p.host_port == port), None)
+        if c is None or mp is None or not c.addresses:
+            continue
+        holder = ", ".join(f"{process_name(snap, p)} (pid {p})" for p in sock.pids if p in snap.processes)
+        why, ev, fixes, kind_facts = upstream_cause(snap, c.addresses[0], mp.container_port, who=holder)
+        cause = _KIND_CAUSE.get(kind_facts.get("kind") or "", Cause.PROXY_UPSTREAM)
+        mapping = f"{endpoint(mp.host_ip or '0.0.0.0', port)}->{mp.container_port}/tcp"
+        summary = (f"{holder} holds port {port} for container {c.label} ({mapping}) and closes every connection "
+                   f"it accepts: {why}.")
+        evidence = [f"{describe(snap, sock)}: the container engine's proxy for {c.label}",
+                    f"published: {mapping} (container {c.label})", *_client_saw(ctx), *ev]
+        return [Finding(cause, CHECK, Severity.ERROR, summary, tuple(evidence), tuple(fixes),
+                        0.9 if cause is not Cause.PROXY_UPSTREAM else 0.7)]
+    return []
 
 
 def _dropped(snap: Snapshot, ctx: Context) -> Finding:
