@@ -308,20 +308,28 @@ def forwarders_of(host: Host, listeners: list[Listener], port: int, probe: bool)
     own = _own_addresses(host) if probe else set()
     own_net = procfs.netns_inode(host, "self")
     done: set[tuple[int, str, int]] = set()
+    known: dict[int, tuple[tuple[str, ...], str | None, str | None]] = {}  # pid -> argv, comm, kind
+    rinetd: dict[int, list[Forward]] = {}
     for sock in listeners:
         if port > 0 and sock.port != port:
             continue
         for pid in sock.pids:
             if len(out) >= MAX_FORWARDERS or (pid, sock.address, sock.port) in done:
                 continue
-            argv = procfs.read_cmdline(host, pid)
-            comm = procfs.read_comm(host, pid)
-            kind = forwardspec.program_kind(argv, comm)
+            if pid not in known:  # one read per process (the port map asks about every socket)
+                comm0 = procfs.read_comm(host, pid)
+                argv0 = procfs.read_cmdline(host, pid)
+                known[pid] = (argv0, comm0, forwardspec.program_kind(argv0, comm0))
+            argv, comm, kind = known[pid]
+            if kind is None and comm != "sshd":
+                continue
             shown = redact.argv(argv)
             holder = pid
             if kind == "rinetd":
-                fwds, more = _rinetd(host, pid, argv)
-                lims += more
+                if pid not in rinetd:
+                    rinetd[pid], more = _rinetd(host, pid, argv)
+                    lims += more
+                fwds = rinetd[pid]
             elif kind is not None:
                 fwds = forwardspec.parse_command(kind, argv)
             elif comm == "sshd":  # ssh -R: the server listens, the client connects
