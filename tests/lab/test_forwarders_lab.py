@@ -130,6 +130,25 @@ def test_ssh_tunnel_whose_far_end_refuses(sshd_in_b: tuple[Host, Host, Host, Pat
     verdict(doc, "ok")
 
 
+def test_ssh_tunnel_that_the_server_does_not_allow(sshd_in_b: tuple[Host, Host, Host, Path]) -> None:
+    """The app at the far end is fine, but the ssh server only permits another forwarding."""
+    c, s, b, d = sshd_in_b
+    b.listen(9001, "127.0.0.1", argv0="billing-api")
+    s.start(["ssh", "-F", "/dev/null", "-i", str(d / "client_key"), "-o", "IdentitiesOnly=yes",
+             "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={d}/known_hosts",
+             "-N", "-L", "0.0.0.0:8080:127.0.0.1:9001", "root@10.0.1.2"], ready_port=8080, env={"SSH_AUTH_SOCK": ""})
+    (d / "authorized_keys").write_text('permitopen="127.0.0.1:9999" ' + (d / "client_key.pub").read_text())
+    s.start(["ssh", "-F", "/dev/null", "-i", str(d / "client_key"), "-o", "IdentitiesOnly=yes",
+             "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={d}/known_hosts",
+             "-N", "-L", "0.0.0.0:8081:127.0.0.1:9001", "root@10.0.1.2"], ready_port=8081, env={"SSH_AUTH_SOCK": ""})
+    dropped(c, port=8081)
+    doc = diagnose(s, "10.0.0.2:8081", "--from", "10.0.0.1")
+    verdict(doc, "proxy_upstream")
+    t = text_of(finding(doc, "proxy_upstream"))
+    assert "ssh" in t and "PermitOpen" in t and "127.0.0.1:9001" in t, t
+    verdict(diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1"), "ok")  # the first key's tunnel works
+
+
 def test_ssh_reverse_tunnel_whose_client_side_refuses(sshd_in_b: tuple[Host, Host, Host, Path]) -> None:
     """`ssh -R` from s: b's sshd listens, s (the client's namespace) connects to the backend."""
     _c, s, b, d = sshd_in_b
@@ -174,6 +193,10 @@ def test_socat_to_a_backend_namespace(lab: Lab) -> None:
     doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
     verdict(doc, "firewall_reject")
     assert "firewall" in doc["verdict"]["summary"] and "socat" in doc["verdict"]["summary"], brief(doc)
+    b.iptables("-R", "INPUT", "1", "-p", "tcp", "--dport", "9001", "-j", "DROP")
+    doc = diagnose(s, "10.0.0.2:8080", "--from", "10.0.0.1")
+    verdict(doc, "firewall_drop")
+    assert "does not answer" in doc["verdict"]["summary"] and b.ns in doc["verdict"]["summary"], brief(doc)
 
 
 def test_rinetd_to_a_neighbouring_port(pair: tuple[Host, Host], tmpdir: Path) -> None:

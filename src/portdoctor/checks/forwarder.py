@@ -124,7 +124,8 @@ def _client_saw(ctx: Context) -> list[str]:
             + (f" ({a.errno})" if a.errno else "") for a in refused[:2]]
 
 
-def _netns_cause(t: ForwardTarget, address: str, who: str) -> tuple[str, list[str], list[Fix], dict[str, Any]]:
+def _netns_cause(t: ForwardTarget, address: str, who: str,
+                 state: str = "refused") -> tuple[str, list[str], list[Fix], dict[str, Any]]:
     """Why the backend refuses in the far end's namespace, from its listeners there."""
     port = t.port or 0
     where = t.side_detail or "the far end's network namespace"
@@ -139,9 +140,11 @@ def _netns_cause(t: ForwardTarget, address: str, who: str) -> tuple[str, list[st
     shown = ", ".join(endpoint(x.address, x.port) for x in lns)
     ok = [x for x in lns if x.address in ("0.0.0.0", "::") or x.address == address]
     if ok:
-        return (f"{endpoint(ok[0].address, port)} listens there and would accept, yet the connection was refused: "
+        what = "got no answer" if state == "timeout" else "was refused"
+        verb = "drops" if state == "timeout" else "rejects"
+        return (f"{endpoint(ok[0].address, port)} listens there and would accept, yet the connection {what}: "
                 f"look for a firewall rule in {where}", [f"listening in {where}: {shown}"],
-                [Fix(f"find the rule that rejects port {port} in {where} and let {who}'s connections through",
+                [Fix(f"find the rule that {verb} port {port} in {where} and let {who}'s connections through",
                      "iptables -S INPUT; nft list ruleset  # run there")],
                 {"kind": "listening"})
     ln = lns[0]
@@ -207,7 +210,7 @@ def _finding(snap: Snapshot, ctx: Context, f: Forwarder, t: ForwardTarget, sever
     state = first.state
     in_container = any(first.address in (c.addresses or ()) for c in all_containers(snap))
     if t.side == "netns" or (t.listeners is not None and not in_container):
-        why, ev, more_fix, kind_facts = _netns_cause(t, first.address, who)
+        why, ev, more_fix, kind_facts = _netns_cause(t, first.address, who, first.state)
     else:
         why, ev, more_fix, kind_facts = upstream_cause(snap, first.address, t.port or 0, {f.pid}, {f.port}, who=who)
     kind = kind_facts.get("kind")
@@ -219,7 +222,10 @@ def _finding(snap: Snapshot, ctx: Context, f: Forwarder, t: ForwardTarget, sever
             more_fix = [Fix(f"point {who} at the container that serves port {t.port}: {other}")] + more_fix
     cause = _KIND_CAUSE.get(kind or "", Cause.PROXY_UPSTREAM)
     if state == "timeout":
-        cause = Cause.FIREWALL_DROP if kind in ("listening", None, "unknown") and t.side == "here" else cause
+        # no answer from a backend of this machine (its listeners were read) is a firewall's drop:
+        # a port where nothing listens answers with a reset
+        on_machine = t.side == "netns" or t.listeners is not None or kind not in ("remote", "unknown", None)
+        cause = Cause.FIREWALL_DROP if on_machine and kind != "container_stopped" else Cause.PROXY_UPSTREAM
         verb = "does not answer"
     elif state == "unreachable":
         verb, cause = "is unreachable", Cause.HOST_UNREACHABLE if kind == "remote" else cause
@@ -282,6 +288,8 @@ def check_forwarder(snap: Snapshot, ctx: Context) -> list[Finding]:
         known = [s for _t, s in status if s is not None]
         if known and not all(known):
             judged = True
+            if dropped:  # the backend takes the forwarder's connections, yet clients are dropped
+                findings.append(_works_yet_drops(ctx, f, next(t for t, x in status if x is False)))
             continue  # some backend accepts: the forwarder works
         for t, failed in status:
             if failed is True:
@@ -304,6 +312,29 @@ def check_forwarder(snap: Snapshot, ctx: Context) -> list[Finding]:
     if findings or judged or not dropped:
         return findings
     return _engine_held(snap, ctx) or [_dropped(snap, ctx)]
+
+
+def _works_yet_drops(ctx: Context, f: Forwarder, t: ForwardTarget) -> Finding:
+    """The backend accepts a connection made from the forwarder's side, yet the forwarder closes the
+    clients' connections: the forwarder refuses to forward (an ssh server's AllowTcpForwarding or
+    PermitOpen), or the backend itself closes them at once."""
+    listen = endpoint(f.address, f.port)
+    evidence = [f"forwarder: {_name(f)} listening on {listen}: {_where_written(f, t)}", *_client_saw(ctx)]
+    evidence += [f"from {_who(f)}'s side, {endpoint(p.address, t.port or 0)} is {p.state}" for p in t.probes or ()]
+    summary = (f"{_name(f)} accepts on {listen} and its backend {_target_text(t)} accepts connections from its side, "
+               f"yet the clients' connections are closed at once: ")
+    if f.kind == "ssh":
+        summary += ("the ssh server refuses to open the forwarding (AllowTcpForwarding no, PermitOpen, or a "
+                    "restricted key), or the backend itself closes them.")
+        fixes = (Fix("see the server's answer to the forwarding", "ssh -v ... (look for 'channel open failed' / "
+                     "'administratively prohibited')"),
+                 Fix("allow it in the server's sshd_config (AllowTcpForwarding yes / local, PermitOpen "
+                     f"{_target_text(t)}), then reload sshd"))
+    else:
+        summary += f"the backend itself closes them, or {_who(f)} refuses to forward them (read its log)."
+        fixes = (Fix(f"read {_who(f)}'s log (socat -d -d, journalctl) for why it closes the connection"),
+                 Fix(f"check what the backend does with a connection", f"portdoctor probe {_target_text(t)} --attempts 3"))
+    return Finding(Cause.PROXY_UPSTREAM, CHECK, Severity.ERROR, summary, tuple(evidence), fixes, 0.6)
 
 
 def _engine_held(snap: Snapshot, ctx: Context) -> list[Finding]:
