@@ -363,7 +363,7 @@ def _dropped(snap: Snapshot, ctx: Context) -> Finding:
     """Accepted, then closed or reset at once, by a process that is no known forwarder."""
     port = ctx.target.port
     dropped = accepted_then_closed(ctx.probe)
-    socks = [s for s in snap.listeners if s.port == port]
+    socks = [s for s in snap.listeners if s.port == port] if facts.target_is_local(snap, ctx) else []
     holders = sorted({process_name(snap, p) for s in socks for p in s.pids if p in snap.processes})
     who = ", ".join(holders) or "the server"
     summary = (f"{endpoint(dropped[0].address, port)} accepts connections and {who} closes them at once: "
