@@ -11,8 +11,9 @@ SYSTEM_PACKAGES=(
   socat rinetd openssh-server openssh-client systemd docker.io
   dnsmasq-base nginx-light haproxy redis-server postgresql mariadb-server supervisor
   podman runc netavark busybox-static caddy curl mmdebstrap gcc libc6-dev
-  strace nodejs redis-tools postgresql-client
-  prometheus chromium chromium-driver
+  strace nodejs redis-tools postgresql-client lsof
+  prometheus chromium chromium-driver openssh-server
+  nmap
 )
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
