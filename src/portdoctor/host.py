@@ -174,6 +174,16 @@ class Host(Protocol):
         """A netlink socket into this host's kernel; raises OSError (NotLive when recorded)."""
         ...
 
+    def connect_from(self, pid: int, family: int, address: object, timeout: float) -> socket.socket:
+        """`connect`, made from the network namespace of process `pid` (a forwarder's backend, seen
+        from the side that connects to it); raises OSError (NotLive when recorded)."""
+        ...
+
+    def read_netns_file(self, netns: str, name: str) -> bytes:
+        """/proc/net/`name` (tcp, tcp6, fib_trie, if_inet6) of the network namespace bound at path
+        `netns` (/run/netns/NAME), which may hold no process; raises OSError (NotLive when recorded)."""
+        ...
+
 
 # --------------------------------------------------------------------------- shared policy
 
@@ -434,6 +444,73 @@ class LocalHost:
             raise NotLive("netlink")
         return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
 
+    def connect_from(self, pid: int, family: int, address: object, timeout: float) -> socket.socket:
+        if not self.live:
+            raise NotLive("a connection")
+        path = f"{self.proc_root}/{pid}/ns/net"
+        if os.stat(path).st_ino == os.stat(f"{self.proc_root}/self/ns/net").st_ino:
+            return self.connect(family, address, timeout)
+        # a socket belongs to the namespace of the thread that creates it: a short-lived thread
+        # joins the other namespace (setns, root only), opens and connects the socket there
+        import ctypes
+        import threading
+
+        box: dict[str, object] = {}
+
+        def work() -> None:
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+                        err = ctypes.get_errno()
+                        raise OSError(err, os.strerror(err), path)
+                finally:
+                    os.close(fd)
+                box["sock"] = self.connect(family, address, timeout)
+            except BaseException as exc:  # handed to the caller below
+                box["error"] = exc
+
+        t = threading.Thread(target=work, name="portdoctor-netns-connect", daemon=True)
+        t.start()
+        t.join(timeout + 2)
+        if "error" in box:
+            raise box["error"]  # type: ignore[misc]
+        if "sock" not in box:
+            raise TimeoutError(f"no answer within {timeout:g} s")
+        return box["sock"]  # type: ignore[return-value]
+
+    def read_netns_file(self, netns: str, name: str) -> bytes:
+        if not self.live:
+            raise NotLive("another network namespace")
+        import ctypes
+        import threading
+
+        box: dict[str, object] = {}
+
+        def work() -> None:
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                fd = os.open(netns, os.O_RDONLY)
+                try:
+                    if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET, for this thread only
+                        err = ctypes.get_errno()
+                        raise OSError(err, os.strerror(err), netns)
+                finally:
+                    os.close(fd)
+                box["data"] = self.read_bytes(f"{self.proc_root}/thread-self/net/{os.path.basename(name)}", 1 << 26)
+            except BaseException as exc:  # handed to the caller below
+                box["error"] = exc
+
+        t = threading.Thread(target=work, name="portdoctor-netns-read", daemon=True)
+        t.start()
+        t.join(10)
+        if "error" in box:
+            raise box["error"]  # type: ignore[misc]
+        if "data" not in box:
+            raise TimeoutError(f"{netns}: no answer")
+        return box["data"]  # type: ignore[return-value]
+
 
 # --------------------------------------------------------------------------- a recording
 
@@ -572,4 +649,10 @@ class RecordedHost:
 
     def netlink(self, protocol: int) -> socket.socket:
         raise NotLive("netlink")
+
+    def connect_from(self, pid: int, family: int, address: object, timeout: float) -> socket.socket:
+        raise NotLive("a connection")
+
+    def read_netns_file(self, netns: str, name: str) -> bytes:
+        raise NotLive("another network namespace")
 

@@ -117,6 +117,8 @@ def holder_container(snap: Snapshot, sock: Listener) -> Container | None:
         return None
     every = all_containers(snap)
     for pid in sock.pids:
+        if pid not in snap.processes:  # gone between the socket scan and the process read
+            continue
         argv = snap.processes[pid].cmdline
         cid = argv_value(argv, "-c", "--cid", "-u", "--cuuid")
         cname = argv_value(argv, "-n", "--name")

@@ -89,6 +89,7 @@ COLLECTORS: dict[str, list[str]] = {
         "portdoctor.collectors.proxies:collect_proxies",
         "portdoctor.collectors.supervisors:collect_supervisors",
         "portdoctor.collectors.netns:collect_namespaces",
+        "portdoctor.collectors.forwarders:collect_forwarders",
     ],
     # macOS: lsof + netstat for listeners, launchd/Homebrew, pf, the Application Firewall, Docker Desktop
     "darwin": [
