@@ -19,10 +19,9 @@ import pytest
 
 from faults import tmpdir  # noqa: F401  (fixture)
 from netlab import Host, Lab
-from servers import backend, need
+from servers import backend, need, sshd_privsep
 from verdicts import brief, diagnose, everything, finding, text_of, verdict
 
-PRIVSEP = Path("/run/sshd")  # sshd refuses to start without its privilege separation folder
 
 
 def dropped(c: Host, address: str = "10.0.0.2", port: int = 8080) -> dict:
@@ -84,9 +83,7 @@ def test_socat_to_the_address_while_the_app_is_on_loopback(pair: tuple[Host, Hos
 def sshd_in_b(lab: Lab, tmpdir: Path) -> Iterator[tuple[Host, Host, Host, Path]]:
     """c - s - b; Debian's sshd in b (10.0.1.2:22) with its own config, host key and client key."""
     need("/usr/sbin/sshd", "ssh", "ssh-keygen")
-    made = not PRIVSEP.exists()
-    if made:
-        PRIVSEP.mkdir(mode=0o755)
+    sshd_privsep()
     try:
         c, s = lab.pair()
         b = backend(lab, s)
@@ -103,11 +100,6 @@ def sshd_in_b(lab: Lab, tmpdir: Path) -> Iterator[tuple[Host, Host, Host, Path]]
         yield c, s, b, tmpdir
     finally:
         lab.teardown()
-        if made:
-            try:
-                PRIVSEP.rmdir()
-            except OSError:
-                pass
 
 
 def test_ssh_tunnel_whose_far_end_refuses(sshd_in_b: tuple[Host, Host, Host, Path]) -> None:

@@ -20,10 +20,9 @@ from typing import Iterator
 import pytest
 
 from netlab import Host, Lab
-from servers import need, readable_tmpdir
+from servers import need, readable_tmpdir, sshd_privsep
 
 SSHD = "/usr/sbin/sshd"
-PRIVSEP = Path("/run/sshd")  # sshd refuses to start without its privilege separation folder
 
 
 @dataclass
@@ -84,9 +83,7 @@ def start_sshd(h: Host, d: Path, name: str) -> subprocess.Popen:
 @pytest.fixture
 def ssh(lab: Lab) -> Iterator[SshLab]:
     need(SSHD, "ssh-keygen", "ssh-agent", "ssh-add", "iptables")
-    # /run/sshd is left in place afterwards: any sshd on this machine (another lab's, running at the
-    # same time) needs it for every connection, and removing it under them resets their logins.
-    PRIVSEP.mkdir(mode=0o755, exist_ok=True)
+    sshd_privsep()
     gen = readable_tmpdir("pdlab-ssh-")
     d = next(gen)
     try:
