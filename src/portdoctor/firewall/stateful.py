@@ -232,6 +232,9 @@ def judge(m: Match, src: str | None, dst: str, dport: int, facts: StatefulFacts 
     told. `stamped`: the recent lists this packet was already stamped into on its way."""
     o = options(m)
     k = m.kind
+    if facts is None and k != "owner" and not (k == "recent" and o.get("mode") == "set"):
+        # no kernel state was read (an older snapshot, or it could not be): say so, as before
+        return f"could not evaluate: {m.text or k}"
     if k == "recent":
         return _recent(m, o, src, dst, facts, stamped)
     if k in ("limit", "hashlimit"):
