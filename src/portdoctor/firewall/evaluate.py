@@ -454,6 +454,7 @@ class Evaluator:
         self._nf_chains: dict[tuple[str, str, str], _CChain] = {}
         self._base: dict[str, list[_CChain]] = {}
         self._set_cache: dict[tuple[int, str], NamedSet | None] = {}
+        self.kinds: set[str] = set()  # the match kinds the ruleset uses
         for t in ruleset.tables:
             if t.family not in ("ip", "ip6", "inet", "netdev"):
                 continue  # arp and bridge tables do not see routed TCP
@@ -463,6 +464,7 @@ class Evaluator:
                 if t.source in ("iptables", "nft"):
                     self._nf_chains.setdefault((t.family, t.name, ch.name), cc)
                 for i, r in enumerate(ch.rules):
+                    self.kinds.update(m.kind for m in r.matches)
                     if r.action.kind == "continue" and not _records(r):
                         continue  # logs, counters, marks: no effect on the verdict
                     cc.add(_Compiled(r, t, ch.name, [self._safe_pred(m, t) for m in r.matches if m.kind != "comment"],

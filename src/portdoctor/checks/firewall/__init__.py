@@ -68,7 +68,7 @@ def _check(snap: Snapshot, ctx: Context) -> list[Finding]:
     findings: list[Finding] = []
     done: set[tuple[str, str]] = set()
     undecidable_seen: set[str] = set()
-    order = {"from": 0, "probe": 1, "remote": 2}  # the user's clients first: their fix is scoped to them
+    order = {"from": 0, "probe": 1, "local": 2, "remote": 3}  # the user's clients first: their fix is scoped to them
     checked = sorted(checked, key=lambda c: order[c.kind])
     from_flows = [c for c in checked if c.kind == "from"]
     local_only: list[Checked] = []  # probe flows stopped by a rule the --from clients do not meet
