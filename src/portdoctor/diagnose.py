@@ -24,14 +24,15 @@ from portdoctor.verdict import decide, rank
 def diagnose(target: Target, from_addr: str | None = None, service: str | None = None,
              timeout: float = DEFAULT_TIMEOUT, snapshot: Snapshot | None = None,
              probe: ProbeResult | None = None,
-             followups: dict[str, ProbeResult] | None = None) -> Diagnosis:
+             followups: dict[str, ProbeResult] | None = None, attempts: int = 1) -> Diagnosis:
     """Diagnose `target` from this host. Pass `snapshot` and `probe` to judge recorded facts
-    (nothing is read from the system then, except follow-up probes when no probe was given)."""
+    (nothing is read from the system then, except follow-up probes when no probe was given).
+    `attempts` > 1 connects that many times, so an intermittent refusal shows as mixed results."""
     req = Request(port=target.port, host=target.host, service=service, from_addr=from_addr)
     if snapshot is None:
         req = replace(req, before=collect_before(req))
     if probe is None:
-        probe = run_probe(target, timeout=timeout)
+        probe = run_probe(target, timeout=timeout, attempts=attempts)
     if snapshot is None:
         req = replace(req, addresses=tuple(a.address for a in probe.addresses),
                       dns_failed=probe.state is State.DNS_ERROR)
