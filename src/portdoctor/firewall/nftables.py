@@ -358,8 +358,10 @@ def _stateful(e: dict[str, Any], per: str, meter: str = "") -> Match:
     if "ct count" in e and isinstance(e["ct count"], dict):
         c = e["ct count"]
         vals = (f"above={c.get('val')}",) if c.get("inv") else (f"upto={c.get('val')}",)
-        if per and per not in ("saddr",):
-            vals += ("daddr",) if per == "daddr" else ()
+        if not per:
+            vals += ("all",)  # no meter: one count for every connection that passed the rule
+        elif per == "daddr":
+            vals += ("daddr",)
         words = f"ct count {'over ' if c.get('inv') else ''}{c.get('val')}"
         return Match("connlimit", vals, text=f"add @{meter} {{ {per} {words} }}" if per else words)
     return Match("unsupported", text=text)

@@ -325,6 +325,10 @@ def _connlimit(o: dict[str, str], src: str | None, dst: str, dport: int, facts: 
     limit = int(o.get("above") or o.get("upto") or 0)
     by_dst = "daddr" in o
     words = f"{'more than' if above else 'at most'} {limit} connections"
+    if "all" in o:  # nft ct count outside a meter: every connection through the rule counts
+        if facts is None or facts.connections is None:
+            return f"could not evaluate: connection count ({words}): the connections were not read"
+        return (sum(c.count for c in facts.connections if c.dport == dport) + 1 > limit) == above
     if src is None and not by_dst:
         return f"{COUNT}: {words} from one client (any client)"
     if facts is None or facts.connections is None:
@@ -341,12 +345,14 @@ def _connlimit(o: dict[str, str], src: str | None, dst: str, dport: int, facts: 
     return total > limit if above else total <= limit
 
 
-def connections_of(facts: StatefulFacts | None, src: str, dport: int, mask: str = "") -> int | None:
-    """Live connections from `src` (under `mask`) to port `dport`, or None when not read."""
+def connections_of(facts: StatefulFacts | None, src: str | None, dport: int, mask: str = "") -> int | None:
+    """Live connections from `src` (under `mask`; None: from anywhere) to port `dport`, or None
+    when they were not read."""
     if facts is None or facts.connections is None:
         return None
-    key = _masked(src, mask)
-    return sum(c.count for c in facts.connections if c.dport == dport and _masked(c.src, mask) == key)
+    key = _masked(src, mask) if src is not None else None
+    return sum(c.count for c in facts.connections
+               if c.dport == dport and (src is None or _masked(c.src, mask) == key))
 
 
 def _owner(o: dict[str, str], uid: int | None, gid: int | None, local_src: bool) -> Tri:
@@ -419,6 +425,8 @@ def match_words(m: Match) -> str:
             rate = o.get("rate", "?")
         per = f" per {o['mode']}" if o.get("mode") else ""
         return f"{'over' if o.get('over') == '1' else 'up to'} {rate} (burst {o.get('burst', '5')}){per}"
+    if m.kind == "connlimit" and "all" in o:
+        return f"{'more than' if 'above' in o else 'at most'} {o.get('above') or o.get('upto')} connections in all"
     if m.kind == "connlimit":
         if "above" in o:
             return f"more than {o['above']} connections from one client"

@@ -51,6 +51,8 @@ def condition(o: Outcome) -> str:
         return f"only {what}: an intermittent refusal"
     if m.kind == "recent":
         return f"only for {match_words(m)}: an intermittent refusal (clients are refused while they stay on it)"
+    if m.kind == "connlimit" and "all" in o_:
+        return f"only when {match_words(m).replace(' in all', '')} are open in all: an intermittent refusal"
     if m.kind == "connlimit":
         return f"only when a client has {match_words(m).replace(' from one client', '')} open: an intermittent refusal"
     if m.kind == "owner":
@@ -93,11 +95,12 @@ def state_lines(snap: Snapshot, o: Outcome) -> list[str]:
             else:
                 out.append(f"hashlimit table {name} has {len(facts.hashlimit.get(name, ()))} buckets, none for "
                            f"{f.src or 'this client'}")
-        elif m.kind == "connlimit" and f.src is not None:
-            n = connections_of(facts, f.src, f.dport, o_.get("mask", ""))
+        elif m.kind == "connlimit" and (f.src is not None or "all" in o_):
+            n = connections_of(facts, None if "all" in o_ else f.src, f.dport, o_.get("mask", ""))
             if n is not None and facts is not None:
                 src = "conntrack" if facts.connections_source == "conntrack" else "this host's sockets"
-                out.append(f"{f.src} has {n} connection{'s' if n != 1 else ''} open to port {f.dport} ({src}); "
+                who = "clients have" if "all" in o_ else f"{f.src} has"
+                out.append(f"{who} {n} connection{'s' if n != 1 else ''} open to port {f.dport} ({src}); "
                            f"a new one makes {n + 1}")
         elif m.kind == "owner" and facts is not None and facts.uid is not None:
             out.append(f"this host's probe ran as uid {facts.uid}, gid {facts.gid}")
