@@ -467,7 +467,8 @@ class Evaluator:
                     self.kinds.update(m.kind for m in r.matches)
                     if r.action.kind == "continue" and not _records(r):
                         continue  # logs, counters, marks: no effect on the verdict
-                    cc.add(_Compiled(r, t, ch.name, [self._safe_pred(m, t) for m in r.matches if m.kind != "comment"],
+                    cc.add(_Compiled(r, t, ch.name, [self._safe_pred(_scoped(m, r), t) for m in r.matches
+                                                     if m.kind != "comment"],
                                      r.action, len(cc.rules)), self._index)
                 if ch.hook and (t.family != "netdev" or ch.hook == "ingress"):
                     self._base.setdefault(ch.hook, []).append(cc)
@@ -1017,6 +1018,14 @@ def _match_key(checkers: list[Callable[[_Packet, Any], Tri]], pkt: _Packet, key:
         if r is not True:
             result = r
     return result
+
+
+def _scoped(m: Match, rule: Rule) -> Match:
+    """A connection count of a rule that names no destination port counts the client's
+    connections to any port (the kernel counts those that passed the rule): say so on the match."""
+    if m.kind == "connlimit" and not any(x.kind == "dport" and not x.neg for x in rule.matches):
+        return replace(m, values=m.values + ("anyport",))
+    return m
 
 
 def _records(rule: Rule) -> tuple[str, ...]:

@@ -328,7 +328,7 @@ def _connlimit(o: dict[str, str], src: str | None, dst: str, dport: int, facts: 
     if "all" in o:  # nft ct count outside a meter: every connection through the rule counts
         if facts is None or facts.connections is None:
             return f"could not evaluate: connection count ({words}): the connections were not read"
-        return (sum(c.count for c in facts.connections if c.dport == dport) + 1 > limit) == above
+        return (sum(c.count for c in facts.connections if "anyport" in o or c.dport == dport) + 1 > limit) == above
     if src is None and not by_dst:
         return f"{COUNT}: {words} from one client (any client)"
     if facts is None or facts.connections is None:
@@ -337,7 +337,7 @@ def _connlimit(o: dict[str, str], src: str | None, dst: str, dport: int, facts: 
     key = _masked(dst if by_dst else src or "", mask)
     n = 0
     for c in facts.connections:
-        if c.dport != dport:
+        if c.dport != dport and "anyport" not in o:
             continue
         if _masked(c.dst if by_dst else c.src, mask) == key:
             n += c.count
