@@ -65,6 +65,11 @@ def test_ufw_limit_refuses_the_burst_and_names_the_recent_list(pair: tuple[Host,
     assert "intermittent refusal" in f["summary"]
     ev = "\n".join(f["evidence"])
     assert "stamps of 10.0.0.1" in ev and "--update --seconds 30 --hitcount 6" in ev, ev
+    # the fix that clears the client's stamps lets it in at once
+    clear = [x["command"] for x in f["fix"] if "xt_recent" in (x["command"] or "")]
+    assert clear == ["echo -10.0.0.1 > /proc/net/xt_recent/DEFAULT"], f["fix"]
+    s.run(["sh", "-c", clear[0]])
+    assert connect_from(c, "10.0.0.1", "10.0.0.2", 8080) == 0
     # another client is not on the list: it gets in, and diagnose agrees
     assert connect_from(c, "10.0.0.3", "10.0.0.2", 8080) == 0
     other = diagnose(s, "--from", "10.0.0.3")

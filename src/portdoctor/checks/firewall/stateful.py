@@ -12,7 +12,7 @@ from portdoctor.checks.firewall.wording import counter
 from portdoctor.firewall.evaluate import Outcome, Step
 from portdoctor.firewall.model import Match
 from portdoctor.firewall.stateful import connections_of, match_words, options
-from portdoctor.model import State
+from portdoctor.model import Fix, State
 from portdoctor.snapshot import Snapshot
 
 if TYPE_CHECKING:
@@ -58,6 +58,21 @@ def condition(o: Outcome) -> str:
     if m.kind == "owner":
         return f"only for connections made on this host by {match_words(m)}"
     return ""
+
+
+def stateful_fixes(o: Outcome) -> list[Fix]:
+    """What clears the state that refuses the client now: its entry on an xt_recent list."""
+    f = o.original or o.flow
+    out = []
+    for _s, m in stateful_matches(o):
+        if m.kind == "recent" and f.src is not None and "rdest" not in options(m):
+            name = options(m).get("name") or "DEFAULT"
+            cmd = f"echo -{f.src} > /proc/net/xt_recent/{name}"
+            fix = Fix(f"let {f.src} in now by removing it from xt_recent list {name} (it comes back if it connects "
+                      "as often again)", cmd)
+            if fix not in out:
+                out.append(fix)
+    return out
 
 
 def state_lines(snap: Snapshot, o: Outcome) -> list[str]:
