@@ -196,3 +196,38 @@ def test_connlimit_without_a_port_counts_every_port() -> None:
     ev = Evaluator(rs, HostInfo({"10.0.0.2": IF}, stateful=facts))
     (o,) = ev.evaluate(Flow(dst="10.0.0.2", dport=443, src="10.0.0.1", iif=IF, not_lo=True)).outcomes
     assert o.verdict is FlowVerdict.REJECT  # 1 + 1 open elsewhere + this one: 3 > 2
+
+
+# --------------------------------------------------------------------------- the firewall check
+
+
+def test_check_names_the_recent_list_and_the_intermittent_probe() -> None:
+    from dataclasses import replace as dc_replace
+
+    from test_firewall_check import context
+    from test_firewall_paths import errors, snap_of
+
+    from portdoctor.checks.firewall import check_firewall
+    from portdoctor.model import AddressResult, Cause, State
+
+    text = UFW_LIMIT.replace("--dport 22", "--dport 8080").replace("[9:540] ", "").replace("[5:300] ", "") \
+        .replace("[4:240] ", "")
+    snap = snap_of(text)
+    stamps = StatefulFacts(recent={"DEFAULT": (RecentEntry("10.0.0.1", 64, (9.0, 7.0, 5.0, 3.0, 1.0)),
+                                               RecentEntry("10.0.0.2", 64, (4.0, 3.0, 2.0, 1.0, 0.5)))},
+                           uid=0, gid=0, window=1.5)
+    snap = dc_replace(snap, firewall=dc_replace(snap.firewall, stateful=stamps))
+    (f,) = errors(check_firewall(snap, context(8080)))
+    assert f.cause is Cause.FIREWALL_REJECT and "chain ufw-user-limit" in f.summary
+    assert "6 or more connections within 30 s on list DEFAULT: an intermittent refusal" in f.summary
+    assert "xt_recent list DEFAULT holds 5 stamps of 10.0.0.1, the newest 1 s old; 5 within the last 30 s" in f.evidence
+    assert "echo -10.0.0.1 > /proc/net/xt_recent/DEFAULT" in [x.command for x in f.fix]
+    # without the lo accept, this host's own probe (from 10.0.0.2) meets the limit too; it saw open
+    # and refused: named as such
+    snap = dc_replace(snap, firewall=dc_replace(snap_of(text.replace("-A INPUT -i lo -j ACCEPT\n", "")).firewall,
+                                                stateful=stamps))
+    ctx = context(8080, from_addr=None, state=State.REFUSED)
+    mixed = AddressResult("10.0.0.2", 4, State.REFUSED, "ECONNREFUSED", 0.001, attempts={"open": 5, "refused": 2})
+    ctx = dc_replace(ctx, probe=dc_replace(ctx.probe, addresses=(mixed,)))
+    found = [x for x in errors(check_firewall(snap, ctx)) if x.summary.startswith("intermittent refusal:")]
+    assert found and "the probe saw open ×5, refused ×2: some connections get through" in " ".join(found[0].evidence)
