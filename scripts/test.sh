@@ -12,6 +12,7 @@ SYSTEM_PACKAGES=(
   podman runc netavark busybox-static caddy curl mmdebstrap gcc libc6-dev
   strace nodejs redis-tools postgresql-client
   prometheus chromium chromium-driver
+  ufw
 )
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
