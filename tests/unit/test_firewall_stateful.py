@@ -231,3 +231,37 @@ def test_check_names_the_recent_list_and_the_intermittent_probe() -> None:
     ctx = dc_replace(ctx, probe=dc_replace(ctx.probe, addresses=(mixed,)))
     found = [x for x in errors(check_firewall(snap, ctx)) if x.summary.startswith("intermittent refusal:")]
     assert found and "the probe saw open ×5, refused ×2: some connections get through" in " ".join(found[0].evidence)
+
+
+def test_collector_reads_the_recorded_proc_tree_and_the_snapshot_keeps_it(tmp_path: Path) -> None:
+    import shutil
+
+    from portdoctor.collectors.fwstate import read_stateful
+    from portdoctor.host import LocalHost
+    from portdoctor.hostfacts import FirewallFacts
+    from portdoctor.plain import from_plain, to_plain
+
+    (tmp_path / "net" / "xt_recent").mkdir(parents=True)
+    (tmp_path / "net" / "ipt_hashlimit").mkdir()
+    shutil.copy(DATA / "xt_recent.cap", tmp_path / "net" / "xt_recent" / "cap")
+    shutil.copy(DATA / "ipt_hashlimit.caphl", tmp_path / "net" / "ipt_hashlimit" / "caphl")
+    shutil.copy(DATA / "nf_conntrack", tmp_path / "net" / "nf_conntrack")
+    shutil.copy(DATA / "timer_list", tmp_path / "timer_list")
+    text = ("*filter\n:INPUT ACCEPT [0:0]\n"
+            "-A INPUT -p tcp -m tcp --dport 9 -m recent --set --name cap --rsource\n"
+            "-A INPUT -p tcp -m tcp --dport 9 -m hashlimit --hashlimit-above 1/min --hashlimit-burst 2 "
+            "--hashlimit-mode srcip --hashlimit-name caphl -j DROP\n"
+            "-A INPUT -p tcp -m tcp --dport 10 -m connlimit --connlimit-above 5 -j DROP\nCOMMIT\n")
+    rs, _ = build_ruleset([(text, "ip", "iptables")])
+    facts = read_stateful(LocalHost(proc_root=str(tmp_path)), rs)
+    assert facts is not None and not facts.notes
+    assert [e.address for e in facts.recent["cap"]] == ["127.0.0.5", "127.0.0.1"]
+    assert facts.recent["cap"][0].ages[0] > 10  # recorded minutes before the timer_list lines
+    assert {b.src for b in facts.hashlimit["caphl"]} == {"127.0.0.5", "127.0.0.1"}
+    assert facts.connections_source == "conntrack" and len(facts.connections) == 2
+    assert facts.bridges is None and facts.uid is None  # no physdev rule; not this machine's /proc
+    fw = FirewallFacts(ruleset=rs, stateful=facts)
+    assert from_plain(FirewallFacts, to_plain(fw)).stateful == facts
+    # a ruleset without stateful matches reads nothing
+    plain, _ = build_ruleset([("*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j ACCEPT\nCOMMIT\n", "ip", "iptables")])
+    assert read_stateful(LocalHost(proc_root=str(tmp_path)), plain) is None
