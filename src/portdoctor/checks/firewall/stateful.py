@@ -56,7 +56,7 @@ def condition(o: Outcome) -> str:
     if m.kind == "connlimit":
         return f"only when a client has {match_words(m).replace(' from one client', '')} open: an intermittent refusal"
     if m.kind == "owner":
-        return f"only for connections made on this host by {match_words(m)}"
+        return f"only when made by {match_words(m)} (the local process's user)"
     return ""
 
 
