@@ -292,6 +292,7 @@ class _Holder:
             self.accepted.append(conn)
 
     def close_all(self) -> None:
+        time.sleep(0.3)  # let the accept loop take what is still queued: it would outlive the example
         for conn in self.accepted:
             conn.close()
         self.accepted.clear()
@@ -351,7 +352,15 @@ def stateful_predicted(s: Host) -> dict[tuple[str, int], int]:
             e = ev.evaluate(Flow(dst="10.0.0.2", dport=port, src=src, iif=SERVER_IF, not_lo=True))
             assert len(e.outcomes) == 1 and e.outcomes[0].definite, e
             o = e.outcomes[0]
-            out[(src, port)] = ERRNOS[client_error(o)[0]] if o.verdict != "accept" else 0
+            if o.verdict != "accept":
+                out[(src, port)] = ERRNOS[client_error(o)[0]]
+                continue
+            # the handshake's ACK meets the rules too, with the stamps its SYN left on the list
+            (a,) = ev.evaluate_established(e, o).outcomes
+            if a.verdict == "reject":
+                out[(src, port)] = errno.ECONNRESET if a.reject_with == "tcp-reset" else ERRNOS[client_error(a)[0]]
+            else:
+                out[(src, port)] = 0
     return out
 
 

@@ -265,3 +265,19 @@ def test_collector_reads_the_recorded_proc_tree_and_the_snapshot_keeps_it(tmp_pa
     # a ruleset without stateful matches reads nothing
     plain, _ = build_ruleset([("*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j ACCEPT\nCOMMIT\n", "ip", "iptables")])
     assert read_stateful(LocalHost(proc_root=str(tmp_path)), plain) is None
+
+
+def test_the_handshakes_ack_carries_the_stamp_its_syn_left() -> None:
+    """`--set` without `--ctstate NEW` stamps every packet: the SYN (1) and its ACK (2), so a
+    `--rcheck --hitcount 2` lets the SYN in and resets the connection at its ACK, as the kernel does."""
+    text = ("*filter\n:INPUT ACCEPT [0:0]\n"
+            "-A INPUT -p tcp -m tcp --dport 8002 -m recent --set --name pdr --rsource\n"
+            "-A INPUT -p tcp -m tcp --dport 8002 -m recent --rcheck --hitcount 2 --name pdr --rsource "
+            "-j REJECT --reject-with tcp-reset\nCOMMIT\n")
+    rs, _ = build_ruleset([(text, "ip", "iptables")])
+    ev = Evaluator(rs, HostInfo({"10.0.0.2": IF}, stateful=StatefulFacts(recent={"pdr": ()})))
+    e = ev.evaluate(Flow(dst="10.0.0.2", dport=8002, src="10.0.0.1", iif=IF, not_lo=True))
+    (o,) = e.outcomes
+    assert o.verdict is FlowVerdict.ACCEPT and o.flow.recent == ("pdr",)
+    (a,) = ev.evaluate_established(e, o).outcomes
+    assert (a.verdict, a.reject_with) == (FlowVerdict.REJECT, "tcp-reset")

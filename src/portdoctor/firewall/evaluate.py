@@ -64,7 +64,9 @@ class Flow:
     reply: bool = False
     uid: int | None = None  # local_src: the user and group of the connecting process (None: not known)
     gid: int | None = None
-    recent: tuple[str, ...] = ()  # xt_recent lists this packet was stamped into on its way (--set)
+    # xt_recent lists this connection was stamped into so far (--set, --update), once per stamp: on
+    # this packet's way, and for the handshake's ACK also by its SYN
+    recent: tuple[str, ...] = ()
 
     @property
     def family(self) -> int:
@@ -782,7 +784,7 @@ class Evaluator:
         """
         f = evaluation.flow
         return self.evaluate(replace(f, dst=outcome.flow.dst, dport=outcome.flow.dport, dnat=outcome.nat is not None,
-                                     ct="established"))
+                                     ct="established", recent=outcome.flow.recent))
 
     def evaluate_reply(self, evaluation: Evaluation, outcome: Outcome, client: str) -> Evaluation | None:
         """The server's answer (SYN-ACK) to a flow whose SYN ended in `outcome` (accepted and
@@ -892,7 +894,7 @@ class Evaluator:
         k = a.kind
         stamps = _records(c.rule)
         if stamps:  # recent --set / --update stamp the source as the packet passes
-            st = replace(st, flow=replace(st.flow, recent=tuple(dict.fromkeys(st.flow.recent + stamps))))
+            st = replace(st, flow=replace(st.flow, recent=st.flow.recent + stamps))
         if k == "continue":
             return self._walk(cc, c.index + 1, st, depth)
         if k in ("accept", "drop", "reject"):

@@ -268,8 +268,7 @@ def _recent(m: Match, o: dict[str, str], src: str | None, dst: str, facts: State
         if _masked(e.address, o.get("mask", "")) == key:
             entry = e
     ages = list(entry.ages) if entry is not None else []
-    if name in stamped:
-        ages.append(0.0)
+    ages.extend([0.0] * stamped.count(name))
     if entry is None and name not in stamped:
         return False
     if "rttl" in o and entry is not None:
