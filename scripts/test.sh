@@ -10,9 +10,9 @@ SYSTEM_PACKAGES=(
   python3 python3-venv iproute2 iptables nftables ipset procps util-linux
   dnsmasq-base nginx-light haproxy redis-server postgresql mariadb-server supervisor
   podman runc netavark busybox-static caddy curl mmdebstrap gcc libc6-dev
-  strace nodejs redis-tools postgresql-client
-  prometheus chromium chromium-driver
-  ufw
+  strace nodejs redis-tools postgresql-client lsof
+  prometheus chromium chromium-driver openssh-server
+  nmap ufw
 )
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

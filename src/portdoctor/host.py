@@ -23,8 +23,11 @@ rtnetlink) go through `connect` and `netlink`, which a recorded host refuses (`N
 collectors fall back or record a limitation. Three probes stay outside the seam, all only
 when `host.live`: the Docker SDK talks to the engine's socket itself (collectors/containers.py),
 dnspython asks the resolvers of /etc/resolv.conf (collectors/system.py) and urllib asks Caddy's
-admin API on 127.0.0.1:2019 (collectors/proxies.py); psutil (the generic collectors for other
-platforms, and a fallback for addresses) reads this machine.
+admin API on 127.0.0.1:2019 (collectors/proxies.py); psutil (the generic collectors for platforms
+other than Linux, macOS and FreeBSD, and a fallback for addresses) reads this machine.
+
+`platform` says which machine a Host describes (`sys.platform` for LocalHost, `"platform"` in a
+recording's host.json, "linux" when absent); `collectors.collect()` picks its collectors by it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import shutil
 import socket
 import stat as stat_mod
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,6 +96,7 @@ class Host(Protocol):
     """What collectors may ask of the machine they describe."""
 
     proc_root: str  # where this host's /proc is (collectors build paths under it)
+    platform: str  # sys.platform of the machine described: linux, darwin, freebsd14, ...
     live: bool  # its /proc is the running kernel's: sockets and netlink reach the same machine
     is_root: bool  # portdoctor runs there with uid 0
 
@@ -270,6 +275,7 @@ class LocalHost:
 
     proc_root: str = "/proc"
     is_root: bool = field(default_factory=lambda: hasattr(os, "geteuid") and os.geteuid() == 0)
+    platform: str = field(default_factory=lambda: sys.platform)
 
     @property
     def live(self) -> bool:
@@ -436,7 +442,7 @@ class RecordedHost:
     """A host read from a recording folder: `files/` (the recorded filesystem: proc/, etc/)
     and `host.json`:
 
-        {"is_root": true, "uid": 0,
+        {"is_root": true, "uid": 0, "platform": "linux",
          "which": {"iptables-save": "/usr/sbin/iptables-save", ...},
          "commands": [{"argv": ["/usr/sbin/iptables-save", "-c"], "rc": 0,
                        "stdout": "...", "stderr": ""}, ...],
@@ -455,6 +461,7 @@ class RecordedHost:
         self.files = self.folder / "files"
         meta = json.loads((self.folder / "host.json").read_text())
         self.is_root = bool(meta.get("is_root", False))
+        self.platform = str(meta.get("platform") or "linux")  # sys.platform of the recorded machine
         self._which: dict[str, str] = dict(meta.get("which") or {})
         self._commands: dict[tuple[str, ...], dict] = {
             tuple(c["argv"]): c for c in meta.get("commands") or []}

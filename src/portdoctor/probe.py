@@ -11,6 +11,7 @@ import errno as errno_mod
 import ipaddress
 import select
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -43,6 +44,11 @@ ERRNO_DETAIL: dict[int, str] = {
     errno_mod.EAFNOSUPPORT: "this host has no support for the address family",
 }
 
+# The detail of an address that accepted and then closed the connection within the settle
+# window: open to the kernel, but nothing serves there yet (a proxy or published port whose
+# backend is not up). `wait` and `guard` do not count it as ready.
+CLOSED_AT_ONCE = "accepted, then closed by the server at once"
+
 
 @dataclass
 class Attempt:
@@ -72,6 +78,24 @@ def resolve(host: str, port: int) -> list[tuple[int, tuple]]:
         seen.add(key)
         out.append((family, sockaddr))
     return out
+
+
+def errno_number(name: str | None, platform: str | None = None) -> int | None:
+    """The number errno `name` has on `platform` (a sys.platform value; default: this machine).
+
+    >>> errno_number("ECONNREFUSED", "darwin"), errno_number("ETIMEDOUT", "freebsd14"), errno_number("ECONNREFUSED", "linux")
+    (61, 60, 111)
+    """
+    if not name:
+        return None
+    if platform is None or platform == sys.platform:
+        value = getattr(errno_mod, name, None)
+        return value if isinstance(value, int) else None
+    from portdoctor.explain.errnos import BSD, ERRNO, LINUX, MACOS, WINDOWS
+
+    table = (MACOS if platform == "darwin" else LINUX if platform.startswith("linux") else
+             WINDOWS if platform in ("win32", "cygwin") else BSD)
+    return ERRNO[table].get(name)
 
 
 def errno_name(code: int) -> str:
@@ -167,8 +191,7 @@ def _settle(opened: dict[int, tuple[socket.socket, float]], results: dict[int, A
                 continue
             if not data:
                 r = results[i]
-                results[i] = Attempt(r.address, r.family, State.OPEN, None, r.seconds,
-                                      "accepted, then closed by the server at once")
+                results[i] = Attempt(r.address, r.family, State.OPEN, None, r.seconds, CLOSED_AT_ONCE)
     for s, _t in opened.values():
         s.close()
 
@@ -250,6 +273,7 @@ def merge_attempts(tries: list[Attempt]) -> AddressResult:
         seconds=seconds,
         attempts=dict(counts) if len(tries) > 1 else {},
         detail=pick.detail,
+        errno_number=errno_number(pick.errno),
     )
 
 

@@ -15,6 +15,7 @@ from portdoctor.errors import BadInput
 from portdoctor.hostfacts import (
     ContainerFacts, FirewallFacts, NameFacts, NamespaceFacts, ProxyFacts, SupervisorFacts,
 )
+from portdoctor.platformfacts import BsdFacts
 from portdoctor.model import InterfaceAddress, Limitation, Listener, Process, RouteLookup, ServiceConfig
 from portdoctor.plain import from_plain, to_plain
 
@@ -49,6 +50,7 @@ class Snapshot:
     supervisors: SupervisorFacts | None = None
     names: NameFacts | None = None
     namespaces: NamespaceFacts | None = None  # listeners on the port in other network namespaces
+    bsd: BsdFacts | None = None  # macOS / FreeBSD: pf, ipfw, launchd, Homebrew, rc.d, ALF, Docker Desktop
     limitations: tuple[Limitation, ...] = ()
 
     def to_json(self) -> dict[str, Any]:

@@ -37,6 +37,8 @@ CHECKS: list[str] = [
     "portdoctor.checks.proxy:check_proxy",
     "portdoctor.checks.supervisor:check_supervisor",
     "portdoctor.checks.elsewhere:check_other_namespaces",
+    "portdoctor.checks.bsd:check_bsd",
+    "portdoctor.checks.clientside:check_client_view",
 ]
 
 FOLLOWUPS: list[str] = [
