@@ -13,7 +13,7 @@ SYSTEM_PACKAGES=(
   podman runc netavark busybox-static caddy curl mmdebstrap gcc libc6-dev
   strace nodejs redis-tools postgresql-client lsof
   prometheus chromium chromium-driver openssh-server
-  nmap
+  nmap ufw
 )
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -139,6 +139,8 @@ def _diagnose_ssh(target: str, port: int | None, from_addr: str | None, service:
               help="The service you expect there: a process name, a command-line fragment or a unit.")
 @click.option("--timeout", type=float, default=3.0, show_default=True, callback=lambda c, p, v: _timeout(v),
               help="Seconds to wait for each connection.")
+@click.option("--attempts", "-n", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="Connect this many times: an intermittent refusal (a rate limit) shows as mixed results.")
 @click.option("--record", "record", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
               help="Also write what was seen (probe + host snapshot) as JSON: a bug report, or a test case "
                    "replayed with --replay.")
@@ -150,8 +152,8 @@ def _diagnose_ssh(target: str, port: int | None, from_addr: str | None, service:
 @ssh_options
 @output_options
 def diagnose(target: str, port: int | None, from_addr: str | None, service: str | None, timeout: float,
-             record: str | None, replay: str | None, snapshot_file: str | None, fmt: str, as_json: bool,
-             **ssh: Any) -> None:
+             attempts: int, record: str | None, replay: str | None, snapshot_file: str | None, fmt: str,
+             as_json: bool, **ssh: Any) -> None:
     """Probe TARGET, inspect this host, name the cause and the fix.
 
     \b
@@ -188,7 +190,8 @@ def diagnose(target: str, port: int | None, from_addr: str | None, service: str 
         t = parse_target(target, port)
         from_ip = _parse_from(from_addr)
         snap = _read_snapshot(snapshot_file) if snapshot_file else None
-        result = run_diagnose(t, from_addr=from_ip, service=service, timeout=timeout, snapshot=snap)
+        result = run_diagnose(t, from_addr=from_ip, service=service, timeout=timeout, snapshot=snap,
+                              attempts=attempts)
     if record:
         with open(record, "w") as fh:
             json.dump(recording(result, from_addr=_parse_from(from_addr), service=service), fh, indent=1)

@@ -26,17 +26,19 @@ from portdoctor.verdict import decide, rank
 def diagnose(target: Target, from_addr: str | None = None, service: str | None = None,
              timeout: float = DEFAULT_TIMEOUT, snapshot: Snapshot | None = None,
              probe: ProbeResult | None = None,
-             followups: dict[str, ProbeResult] | None = None, system: Host | None = None) -> Diagnosis:
+             followups: dict[str, ProbeResult] | None = None, system: Host | None = None,
+             attempts: int = 1) -> Diagnosis:
     """Diagnose `target` from this host. Pass `snapshot` and `probe` to judge recorded facts
     (nothing is read from the system then, except follow-up probes when no probe was given);
-    pass `system` (a RecordedHost) to run the collectors on a recorded machine."""
+    pass `system` (a RecordedHost) to run the collectors on a recorded machine. `attempts` > 1 connects
+    that many times, so an intermittent refusal shows as mixed results."""
     req = Request(port=target.port, host=target.host, service=service, from_addr=from_addr, system=system)
     if snapshot is None:
         req = replace(req, before=collect_before(req))
     if probe is None:
         from portdoctor.clientview import widen
 
-        probe = widen(run_probe(target, timeout=timeout), service)  # a refused remote target: nearby ports, sender
+        probe = widen(run_probe(target, timeout=timeout, attempts=attempts), service)  # a refused remote target: nearby ports, sender
     if snapshot is None:
         req = replace(req, addresses=tuple(a.address for a in probe.addresses),
                       dns_failed=probe.state is State.DNS_ERROR)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from portdoctor.firewall.model import Ruleset, ruleset_from_plain, ruleset_to_plain
+from portdoctor.firewall.stateful import StatefulFacts
 from portdoctor.plain import codec
 from portdoctor.proxyconf import ProxyConfig
 
@@ -46,6 +47,9 @@ class FirewallFacts:
     counters_before: dict[str, int] | None = None
     counters_after: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    # the kernel state stateful rules consult (recent lists, hashlimit tables, connections per
+    # client, ...), read only for the kinds the ruleset uses; None when it uses none
+    stateful: StatefulFacts | None = None
 
 
 # --------------------------------------------------------------------------- containers
