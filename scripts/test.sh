@@ -8,10 +8,12 @@ cd "$(dirname "$0")/.."
 
 SYSTEM_PACKAGES=(
   python3 python3-venv iproute2 iptables nftables ipset procps util-linux
+  socat rinetd openssh-server openssh-client systemd docker.io
   dnsmasq-base nginx-light haproxy redis-server postgresql mariadb-server supervisor
   podman runc netavark busybox-static caddy curl mmdebstrap gcc libc6-dev
-  strace nodejs redis-tools postgresql-client ufw
-  prometheus chromium chromium-driver
+  strace nodejs redis-tools postgresql-client lsof
+  prometheus chromium chromium-driver openssh-server
+  nmap ufw
 )
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -162,8 +163,10 @@ def test_probe_closed_loopback_port_exit_1_and_json_contract() -> None:
     assert doc["target"] == {"input": "127.0.0.1:1", "host": "127.0.0.1", "port": 1}
     assert doc["state"] == "refused"
     (a,) = doc["addresses"]
-    assert set(a) == {"address", "family", "state", "errno", "seconds"}
+    # SPEC's keys, plus the additive errno_number (this platform's number for the errno)
+    assert set(a) == {"address", "family", "state", "errno", "seconds", "errno_number"}
     assert a == {**a, "address": "127.0.0.1", "family": 4, "state": "refused", "errno": "ECONNREFUSED"}
+    assert a["errno_number"] == errno.ECONNREFUSED
     assert isinstance(a["seconds"], float) and 0 <= a["seconds"] < 1
     assert cp.stderr == ""
 

@@ -71,6 +71,62 @@ def app(ctx: click.Context, debug: bool) -> None:
         logger.addHandler(logging.StreamHandler(sys.stderr))
 
 
+# --------------------------------------------------------------------------- diagnose --ssh
+
+
+def ssh_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of `diagnose --ssh` (docs/ssh.md)."""
+    opts = [
+        click.option("--ssh", "ssh_hosts", multiple=True, metavar="[USER@]HOST[:PORT]",
+                     help="Take the server's facts on HOST over SSH (keys and agent only, known_hosts checked); "
+                          "repeat for several hosts."),
+        click.option("--inventory", type=click.Path(dir_okay=False), metavar="FILE",
+                     help="Hosts for --ssh, one [USER@]HOST[:PORT] a line (# comments)."),
+        click.option("--ssh-key", "ssh_keys", multiple=True, type=click.Path(dir_okay=False, exists=True),
+                     metavar="FILE", help="Private key to log in with (repeatable); default: agent and ~/.ssh."),
+        click.option("--known-hosts", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
+                     help="known_hosts file to check host keys against (default: ~/.ssh/known_hosts)."),
+        click.option("--ssh-config", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
+                     help="OpenSSH client config to read instead of ~/.ssh/config."),
+        click.option("--jobs", type=click.IntRange(1, 256), default=8, show_default=True,
+                     help="Hosts inspected at the same time."),
+        click.option("--ssh-code", type=click.Choice(["auto", "send", "installed"]), default="auto",
+                     show_default=True,
+                     help="On the server: an installed portdoctor when found (auto), or always send this one."),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def _diagnose_ssh(target: str, port: int | None, from_addr: str | None, service: str | None, timeout: float,
+                  fmt: str, ssh_hosts: tuple[str, ...], inventory: str | None, ssh_keys: tuple[str, ...],
+                  known_hosts: str | None, ssh_config: str | None, jobs: int, ssh_code: str) -> None:
+    from portdoctor import remote
+    from portdoctor.render import ssh as render_ssh
+    from portdoctor.target import parse_target
+
+    t = parse_target(target, port)
+    hosts = [remote.parse_ssh_host(h) for h in ssh_hosts]
+    if inventory:
+        hosts += remote.read_inventory(inventory)
+    options = remote.SshOptions(keys=ssh_keys, known_hosts=known_hosts, config=ssh_config, jobs=jobs, code=ssh_code)
+    results = remote.diagnose_over_ssh(t, hosts, options, from_addr=_parse_from(from_addr), service=service,
+                                       timeout=timeout)
+    several = len(ssh_hosts) > 1 or bool(inventory)
+    if not several and results[0].error is not None:
+        if fmt != "json":
+            raise remote.RemoteError(results[0].error)
+        sys.stderr.write(f"portdoctor: error: {results[0].error}\n")
+    if fmt == "json":
+        sys.stdout.write(render_ssh.json_text(results, as_list=several))
+    elif fmt == "markdown":
+        sys.stdout.write(render_ssh.markdown(results, as_table=several))
+    else:
+        sys.stdout.write(render_ssh.text(results, as_table=several))
+    raise SystemExit(remote.exit_code(results))
+
+
 # --------------------------------------------------------------------------- diagnose
 
 
@@ -83,6 +139,8 @@ def app(ctx: click.Context, debug: bool) -> None:
               help="The service you expect there: a process name, a command-line fragment or a unit.")
 @click.option("--timeout", type=float, default=3.0, show_default=True, callback=lambda c, p, v: _timeout(v),
               help="Seconds to wait for each connection.")
+@click.option("--attempts", "-n", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="Connect this many times: an intermittent refusal (a rate limit) shows as mixed results.")
 @click.option("--record", "record", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
               help="Also write what was seen (probe + host snapshot) as JSON: a bug report, or a test case "
                    "replayed with --replay.")
@@ -91,9 +149,11 @@ def app(ctx: click.Context, debug: bool) -> None:
 @click.option("--snapshot", "snapshot_file", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
               help="Judge the host facts of FILE (written by `portdoctor snapshot` on the server) instead of "
                    "this host's; the probe still runs from here.")
+@ssh_options
 @output_options
 def diagnose(target: str, port: int | None, from_addr: str | None, service: str | None, timeout: float,
-             record: str | None, replay: str | None, snapshot_file: str | None, fmt: str, as_json: bool) -> None:
+             attempts: int, record: str | None, replay: str | None, snapshot_file: str | None, fmt: str,
+             as_json: bool, **ssh: Any) -> None:
     """Probe TARGET, inspect this host, name the cause and the fix.
 
     \b
@@ -107,8 +167,17 @@ def diagnose(target: str, port: int | None, from_addr: str | None, service: str 
       portdoctor diagnose 10.0.0.2:8080 --from 10.0.0.1
       sudo portdoctor diagnose redis://localhost --service redis-server
       portdoctor diagnose 10.0.0.2:8080 --snapshot server.json   # facts taken on the server
+      portdoctor diagnose 10.0.0.2:8080 --ssh root@10.0.0.2       # ... over SSH (docs/ssh.md)
+      portdoctor diagnose :5432 --inventory dbhosts.txt          # a table, one row per host
     """
     import json
+
+    if ssh["ssh_hosts"] or ssh["inventory"]:
+        if record or replay or snapshot_file:
+            from portdoctor.errors import BadInput
+
+            raise BadInput("--ssh/--inventory take the server's facts over SSH: not with --snapshot, --record or --replay")
+        _diagnose_ssh(target, port, from_addr, service, timeout, _fmt(fmt, as_json), **ssh)
 
     from portdoctor.diagnose import diagnose as run_diagnose
     from portdoctor.diagnose import recording, replay_recording
@@ -121,7 +190,8 @@ def diagnose(target: str, port: int | None, from_addr: str | None, service: str 
         t = parse_target(target, port)
         from_ip = _parse_from(from_addr)
         snap = _read_snapshot(snapshot_file) if snapshot_file else None
-        result = run_diagnose(t, from_addr=from_ip, service=service, timeout=timeout, snapshot=snap)
+        result = run_diagnose(t, from_addr=from_ip, service=service, timeout=timeout, snapshot=snap,
+                              attempts=attempts)
     if record:
         with open(record, "w") as fh:
             json.dump(recording(result, from_addr=_parse_from(from_addr), service=service), fh, indent=1)
@@ -169,7 +239,9 @@ def probe(target: str, port: int | None, attempts: int, timeout: float, fmt: str
     from portdoctor.probe import probe as run_probe
     from portdoctor.target import parse_target
 
-    result = run_probe(parse_target(target, port), timeout=timeout, attempts=attempts)
+    from portdoctor.clientview import widen
+
+    result = widen(run_probe(parse_target(target, port), timeout=timeout, attempts=attempts))
     _emit("probe", result, _fmt(fmt, as_json))
     raise SystemExit(ExitCode.OK if result.state.value == "open" else ExitCode.PROBLEM)
 
@@ -263,6 +335,76 @@ def ports(fmt: str, as_json: bool) -> None:
         if isinstance(out, str):
             sys.stdout.write(out if out.endswith("\n") else out + "\n")
     raise SystemExit(ExitCode.OK)
+
+
+# --------------------------------------------------------------------------- scan
+
+
+@app.command()
+@click.argument("host")
+@click.option("-p", "--ports", "port_spec", metavar="RANGE|LIST",
+              help="Ports: 22, 80,443, 8000-8100, - (all 65,535), http,ssh. Default: --top 1000.")
+@click.option("--top", type=int, default=None, metavar="N", help="The N ports most often open.")
+@click.option("--max-seconds", type=float, default=None, metavar="S",
+              help="Stop after S seconds; ports without an answer by then are filtered.")
+@output_options
+def scan(host: str, port_spec: str | None, top: int | None, max_seconds: float | None, fmt: str,
+         as_json: bool) -> None:
+    """Sweep the TCP ports of HOST with connect(): where does a service really listen?
+
+    \b
+    States and reasons as nmap names them: open (syn-ack), closed (conn-refused),
+    filtered (no-response after one retry), unreachable (host-unreach, net-unreach,
+    admin-prohibited). Exit 0 when a port is open, 1 when none is.
+
+    \b
+    Examples:
+      portdoctor scan 10.0.0.2 -p 8000-8100
+      portdoctor scan db.internal -p- --json
+      portdoctor scan 10.0.0.2 --top 100
+    """
+    from portdoctor.errors import BadInput
+    from portdoctor.scan import DEFAULT_TOP, parse_ports, top_ports
+    from portdoctor.scan import scan as run_scan
+
+    if port_spec is not None and top is not None:
+        raise BadInput("give -p or --top, not both")
+    if max_seconds is not None:
+        _timeout(max_seconds)
+    ports = parse_ports(port_spec) if port_spec is not None else top_ports(top if top is not None else DEFAULT_TOP)
+    fmt = _fmt(fmt, as_json)
+    progress, done = _scan_progress(len(ports)) if fmt == "text" and sys.stderr.isatty() else (None, None)
+    try:
+        result = run_scan(host, ports, deadline=max_seconds, progress=progress)
+    finally:
+        if done is not None:
+            done()
+    if fmt == "json":
+        import json
+
+        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+    else:
+        from portdoctor.render import scan as render_scan
+
+        sys.stdout.write(render_scan.markdown(result) if fmt == "markdown" else render_scan.text(result))
+    raise SystemExit(ExitCode.OK if result.by_state("open") else ExitCode.PROBLEM)
+
+
+def _scan_progress(total: int) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A rich progress bar on stderr (only called on a terminal): update and close functions."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    bar = Progress(console=Console(stderr=True), transient=True)
+    task = bar.add_task("scanning", total=total)
+    bar.start()
+    step = max(1, total // 200)
+
+    def update(done: int, _total: int) -> None:
+        if done % step == 0 or done == _total:
+            bar.update(task, completed=done)
+
+    return update, bar.stop
 
 
 # --------------------------------------------------------------------------- run
@@ -404,6 +546,111 @@ def history(target: str, config: str | None, db: str | None, since: str, fmt: st
         raise SystemExit(ExitCode.USAGE) from None
     sys.stdout.write(monitor.render_history(doc, _fmt(fmt, as_json)))
     raise SystemExit(ExitCode.OK)
+
+
+# --------------------------------------------------------------------------- verify, audit
+
+
+@app.command()
+@click.argument("spec", required=False, metavar="SPEC")
+@click.option("--generate", is_flag=True,
+              help="Write a spec of this host as it is now to SPEC (stdout when SPEC is omitted or -).")
+@click.option("--force", is_flag=True, help="With --generate: overwrite SPEC if it exists.")
+@click.option("--junit", "junit", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
+              help="Also write the results as JUnit XML to FILE (for CI).")
+@click.option("--no-diagnose", is_flag=True, help="Do not diagnose failures (faster; no cause or fix).")
+@click.option("--verbose", "-v", is_flag=True, help="Also show the evidence of passing checks.")
+@output_options
+def verify(spec: str | None, generate: bool, force: bool, junit: str | None, no_diagnose: bool, verbose: bool,
+           fmt: str, as_json: bool) -> None:
+    """Check this host against SPEC (YAML): listeners, bind scope, owners, reachability, HTTP.
+
+    \b
+    Every failure says why (the cause and the fix, from a diagnosis); an expectation that
+    could not be observed (no privilege, an unreadable table) is reported as such, never as
+    "not listening". Exit 0 all passed, 1 a check failed, 2 bad spec, 3 could not observe.
+
+    \b
+    Examples:
+      sudo portdoctor verify --generate host.yaml    # a starting point, from this host
+      sudo portdoctor verify host.yaml --junit verify.xml
+      portdoctor verify host.yaml --json
+    """
+    from portdoctor.errors import BadInput
+    from portdoctor.verify import SpecError, load_spec
+
+    if generate:
+        from portdoctor.verify.generate import generate_here
+
+        if spec not in (None, "-") and os.path.exists(spec) and not force:
+            raise BadInput(f"{spec} exists; use --force to overwrite it")
+        text = generate_here()
+        if spec in (None, "-"):
+            sys.stdout.write(text)
+        else:
+            with open(spec, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            sys.stderr.write(f"portdoctor: wrote {spec}\n")
+        raise SystemExit(ExitCode.OK)
+    if spec is None:
+        raise BadInput("give the SPEC file to check (or --generate to write one)")
+    try:
+        parsed = load_spec(spec)
+    except SpecError as exc:
+        for line in exc.errors:
+            sys.stderr.write(f"portdoctor: error: {line}\n")
+        raise SystemExit(ExitCode.USAGE) from None
+    from portdoctor.verify.run import verify as run_verify
+
+    report = run_verify(parsed, diagnose=not no_diagnose)
+    if junit:
+        from portdoctor.verify.junit import write
+
+        write(report, junit)
+    fmt = _fmt(fmt, as_json)
+    from portdoctor.render import verify as render_verify
+
+    if fmt == "json":
+        import json
+
+        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+    else:
+        sys.stdout.write(render_verify.markdown(report) if fmt == "markdown" else render_verify.text(report, verbose))
+    raise SystemExit(report.exit_code)
+
+
+@app.command()
+@click.option("--baseline", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Compare with a saved audit (from --save); exit 1 on any difference.")
+@click.option("--save", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
+              help="Save this audit as JSON to FILE: the baseline of a later run.")
+@output_options
+def audit(baseline: str | None, save: str | None, fmt: str, as_json: bool) -> None:
+    """This host's exposure (which ports other hosts reach, bind scope + firewall + NAT) and
+    its difference from a baseline: ports newly exposed, newly blocked, changed owner or bind.
+
+    \b
+    Examples:
+      sudo portdoctor audit --save /var/lib/portdoctor/exposure.json
+      sudo portdoctor audit --baseline /var/lib/portdoctor/exposure.json   # cron / CI: exit 1 on drift
+      sudo portdoctor audit --baseline base.json --format markdown > ticket.md
+    """
+    import json
+
+    from portdoctor.audit import audit as run_audit
+
+    result = run_audit(baseline)
+    if save:
+        with open(save, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(result.to_json(), indent=1) + "\n")
+    fmt = _fmt(fmt, as_json)
+    from portdoctor.render import audit as render_audit
+
+    if fmt == "json":
+        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+    else:
+        sys.stdout.write(render_audit.markdown(result) if fmt == "markdown" else render_audit.text(result))
+    raise SystemExit(result.exit_code)
 
 
 def _read_snapshot(path: str) -> Any:
@@ -558,6 +805,250 @@ def fix(target: str | None, port: int | None, from_addr: str | None, service: st
     if rep.status == "needs_root":
         raise SystemExit(ExitCode.INCOMPLETE)
     raise SystemExit(ExitCode.OK if rep.ok else ExitCode.PROBLEM)
+# --------------------------------------------------------------------------- wait, guard
+
+
+class _SplitAtDoubleDash(click.Command):
+    """Keeps what follows the first `--` as the command to run (click would drop the `--` and
+    mix the command's words with the targets): `wait db:5432 -t 5 -- app --flag`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            at = args.index("--")
+            ctx.meta["portdoctor.command"] = tuple(args[at + 1:])
+            args = args[:at]
+        return super().parse_args(ctx, args)
+
+
+def _http_check(path: str | None, statuses: str | None, targets: Any) -> Any:
+    """The HTTP check of --http PATH [--status CODES], or None."""
+    if path is None:
+        if statuses:
+            raise click.BadParameter("--status needs --http PATH", param_hint="--status")
+        return None
+    from portdoctor.errors import BadInput
+    from portdoctor.monitor.config import HttpCheck
+
+    if not path.startswith("/"):
+        raise BadInput(f"--http {path!r}: give a path starting with /")
+    codes: tuple[int, ...] = ()
+    if statuses:
+        try:
+            codes = tuple(int(x) for x in statuses.replace(",", " ").split())
+        except ValueError:
+            raise BadInput(f"--status {statuses!r}: give HTTP status codes, e.g. 200,204") from None
+        if not codes or any(not 100 <= c <= 599 for c in codes):
+            raise BadInput(f"--status {statuses!r}: status codes are 100 to 599")
+    tls = any(t.scheme in ("https", "wss") for t in targets)
+    return HttpCheck(path=path, expect=codes, tls=tls)
+
+
+@app.command(cls=_SplitAtDoubleDash, context_settings={"help_option_names": ["--help"]})
+@click.argument("targets", nargs=-1, metavar="TARGET... [-- CMD [ARGS]...]")
+@click.option("-t", "--timeout", type=click.FloatRange(0, 86400), default=15.0, show_default=True,
+              help="Give up after this many seconds (0: wait for ever).")
+@click.option("-s", "--strict", is_flag=True,
+              help="Run CMD only if every target became ready (always so; accepted for wait-for-it).")
+@click.option("--lax", is_flag=True, help="wait-for-it's default: run CMD even after a timeout.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines (the diagnosis of a timeout is still printed).")
+@click.option("-h", "--host", "wf_host", metavar="HOST", help="wait-for-it's form: the host (with --port).")
+@click.option("-p", "--port", "wf_port", type=click.IntRange(1, 65535), help="wait-for-it's form: the port.")
+@click.option("--http", "http_path", metavar="PATH", help="Ready only when GET PATH answers 200-399 (or --status).")
+@click.option("--status", "statuses", metavar="CODES", help="HTTP statuses that count as ready, e.g. 200,204.")
+@click.option("--connect-timeout", type=click.FloatRange(0.05, 60), default=2.0, show_default=True,
+              help="Seconds one connection attempt may wait for an answer.")
+@click.option("--no-diagnose", is_flag=True, help="On timeout, say what was seen but do not diagnose.")
+@output_options
+@click.pass_context
+def wait(ctx: click.Context, targets: tuple[str, ...], timeout: float, strict: bool, lax: bool, quiet: bool,
+         wf_host: str | None, wf_port: int | None, http_path: str | None, statuses: str | None,
+         connect_timeout: float, no_diagnose: bool, fmt: str, as_json: bool) -> None:
+    """Block until every TARGET accepts, then run CMD (exec: same arguments and environment).
+
+    \b
+    Retries with exponential backoff and jitter. A port that accepts and at once closes or
+    resets the connection is not ready. On timeout it says what it saw the whole time
+    (refused: nothing listening; no answer; unreachable; DNS) and prints the diagnosis of
+    the last failure; exit 1, and CMD does not run (wait-for-it runs it anyway unless -s:
+    --lax does that). Drop-in for wait-for-it: host:port, -t, -s, -q, -h/-p.
+
+    \b
+    Examples:
+      portdoctor wait db:5432 -- python manage.py migrate
+      portdoctor wait db:5432 redis:6379 -t 60 -s -- ./start.sh
+      portdoctor wait http://api:8080 --http /healthz -q -- npm start
+      portdoctor wait -h db -p 5432 -t 0            # wait-for-it.sh -h db -p 5432 -t 0
+    """
+    import contextlib
+
+    from portdoctor.ops.wait import WaitRequest, command_path, diagnose_failures, exec_command, timeout_line
+    from portdoctor.ops.wait import wait_for
+    from portdoctor.target import parse_target
+
+    fmt = _fmt(fmt, as_json)
+    command: tuple[str, ...] = ctx.meta.get("portdoctor.command", ())
+    words = list(targets)
+    if wf_host or wf_port:
+        if not (wf_host and wf_port):
+            raise click.BadParameter("give both --host and --port", param_hint="-h/-p")
+        words.append(f"[{wf_host}]:{wf_port}" if ":" in wf_host else f"{wf_host}:{wf_port}")
+    if not words:
+        raise click.UsageError("give at least one TARGET (host:port)")
+    parsed = tuple(parse_target(w) for w in words)
+    http = _http_check(http_path, statuses, parsed)
+    path = command_path(command) if command else None  # refuse an untrusted program before waiting
+
+    def say(line: str) -> None:
+        sys.stderr.write(f"portdoctor wait: {line}\n")
+        sys.stderr.flush()
+
+    req = WaitRequest(parsed, timeout=timeout, attempt_timeout=connect_timeout, http=http)
+    report = wait_for(req, on_progress=None if quiet else say)
+    if not report.ready:
+        for tw in report.targets:
+            if not tw.ready:
+                say(timeout_line(tw, timeout))
+        if not no_diagnose:
+            diagnose_failures(report, timeout=min(3.0, max(0.5, connect_timeout)))
+    if strict and lax:
+        raise BadInput("-s/--strict and --lax contradict each other: give one")
+    runs = bool(command) and (report.ready or lax)
+    if fmt == "json":
+        import json
+
+        sys.stdout.write(json.dumps(report.to_json(command, runs), indent=2) + "\n")
+    else:
+        for tw in report.targets:
+            if tw.diagnosis is not None:
+                with contextlib.redirect_stdout(sys.stderr):
+                    _emit("diagnosis", tw.diagnosis, fmt)
+    if command and not runs:
+        say(f"not running {command[0]}: not every target became ready (--lax runs it anyway)")
+    if runs and path is not None:
+        exec_command(path, command)
+    raise SystemExit(ExitCode.OK if report.ready else ExitCode.PROBLEM)
+
+
+def _seconds(low: float, high: float) -> click.FloatRange:
+    return click.FloatRange(low, high)
+
+
+@app.command()
+@click.argument("target")
+@click.option("--restart", "restart_cmd", metavar="CMD",
+              help="Restart with this command (split into words; no shell unless --shell).")
+@click.option("--shell", is_flag=True, help="Run --restart CMD through /bin/sh -c.")
+@click.option("--unit", metavar="NAME", help="Restart the systemd unit NAME (systemctl restart).")
+@click.option("--program", metavar="NAME", help="Restart the supervisord program NAME (supervisorctl restart).")
+@click.option("--container", metavar="NAME", help="Restart the container NAME (podman or docker restart).")
+@click.option("--service", metavar="NAME", help="The service expected on the port (for the diagnosis).")
+@click.option("--interval", type=_seconds(0.05, 86400), default=5.0, show_default=True,
+              help="Seconds between checks.")
+@click.option("--timeout", type=_seconds(0.05, 600), default=2.0, show_default=True,
+              help="Seconds one check may wait for an answer.")
+@click.option("--failures", type=click.IntRange(1, 1000), default=3, show_default=True,
+              help="Consecutive failed checks before acting.")
+@click.option("--grace", type=_seconds(0, 86400), default=10.0, show_default=True,
+              help="Seconds after a restart in which failures are not counted.")
+@click.option("--backoff", type=_seconds(0, 86400), default=10.0, show_default=True,
+              help="Least seconds between the first and second restart; doubles each time.")
+@click.option("--max-backoff", type=_seconds(0, 86400), default=300.0, show_default=True,
+              help="Upper bound of the backoff between restarts.")
+@click.option("--max-restarts", type=click.IntRange(1, 10000), default=5, show_default=True,
+              help="Restarts allowed within --window; then none until --cooldown has passed.")
+@click.option("--window", type=_seconds(1, 864000), default=600.0, show_default=True,
+              help="Seconds over which restarts are counted.")
+@click.option("--cooldown", type=_seconds(0, 864000), default=600.0, show_default=True,
+              help="Seconds without restarts once the cap is reached; then a fresh budget.")
+@click.option("--restart-timeout", type=_seconds(0.1, 3600), default=30.0, show_default=True,
+              help="A restart command running longer is killed (with its process group).")
+@click.option("--stable", type=_seconds(0, 864000), default=60.0, show_default=True,
+              help="Healthy this long and the backoff starts over from --backoff.")
+@click.option("--on-cap", type=click.Choice(["alert", "exit"]), default="alert", show_default=True,
+              help="At the cap: keep watching and alert (resume after --cooldown), or exit 1.")
+@click.option("--http", "http_path", metavar="PATH", help="Healthy only when GET PATH answers 200-399 (or --status).")
+@click.option("--status", "statuses", metavar="CODES", help="HTTP statuses that count as healthy, e.g. 200,204.")
+@click.option("--log-json", is_flag=True, help="One JSON object per decision (same as --format json).")
+@output_options
+def guard(target: str, restart_cmd: str | None, shell: bool, unit: str | None, program: str | None,
+          container: str | None, service: str | None, interval: float, timeout: float, failures: int,
+          grace: float, backoff: float, max_backoff: float, max_restarts: int, window: float, cooldown: float,
+          restart_timeout: float, stable: float, on_cap: str, http_path: str | None, statuses: str | None,
+          log_json: bool, fmt: str, as_json: bool) -> None:
+    """Check TARGET every interval; restart its service when it fails and a restart can help.
+
+    \b
+    After --failures consecutive failed checks the failure is diagnosed: a cause a restart
+    cannot fix (firewall reject or drop, wrong bind address or port, DNS, unreachable host,
+    proxy upstream, port mapping) is logged and not restarted. Otherwise the service is
+    restarted through its supervisor (auto-detected: supervisord, systemd, podman/docker) or
+    --restart CMD, then a grace period; exponential backoff between restarts; at most
+    --max-restarts per --window, then an alert and no restart for --cooldown. Every decision
+    is one log line on stdout. SIGTERM/SIGINT stop it cleanly (exit 0).
+
+    \b
+    Examples:
+      sudo portdoctor guard :8080 --program web
+      sudo portdoctor guard 127.0.0.1:5432 --unit postgresql --interval 10
+      portdoctor guard :3000 --restart "/usr/local/bin/app-restart --hard" --restart-timeout 20
+      sudo portdoctor guard :8080 --http /healthz --log-json     # supervisor auto-detected
+    """
+    import signal
+    import threading
+
+    from portdoctor.errors import BadInput
+    from portdoctor.ops import restart as restarts
+    from portdoctor.ops.backoff import Backoff
+    from portdoctor.ops.guard import Policy
+    from portdoctor.ops.guardrun import GuardRequest, guard as run_guard, line
+    from portdoctor.target import parse_target
+
+    given = [x for x in (restart_cmd, unit, program, container) if x]
+    if len(given) > 1:
+        raise BadInput("give only one of --restart, --unit, --program, --container")
+    if shell and not restart_cmd:
+        raise BadInput("--shell goes with --restart CMD")
+    t = parse_target(target)
+    http = _http_check(http_path, statuses, (t,))
+    if restart_cmd:
+        restarter = restarts.from_command(restart_cmd, shell=shell)
+    elif unit:
+        restarter = restarts.for_unit(unit)
+    else:
+        from portdoctor.diagnose import take_snapshot
+
+        snap = take_snapshot(t, service=service, timeout=timeout)
+        if program:
+            restarter = restarts.for_program(program, snap)
+        elif container:
+            restarter = restarts.for_container(container, snap)
+        else:
+            found = restarts.detect(snap, t)
+            if found is None:
+                raise BadInput(f"no supervisor of port {t.port} found (no supervisord program, container or "
+                               "systemd unit runs it): give --restart CMD, --unit, --program or --container")
+            restarter = found
+    policy = Policy(interval=interval, timeout=timeout, failures=failures, grace=grace,
+                    backoff=Backoff(initial=backoff, factor=2.0, maximum=max(backoff, max_backoff), jitter=0.1),
+                    max_restarts=max_restarts, window=window, cooldown=cooldown, restart_timeout=restart_timeout,
+                    stable=stable, on_cap=on_cap)
+    as_lines = not (log_json or _fmt(fmt, as_json) == "json")
+    def log(rec: dict[str, Any]) -> None:
+        import json
+
+        text = line(rec) if as_lines else json.dumps(rec)
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    req = GuardRequest(t, policy, restarter, http=http, service=service)
+    raise SystemExit(run_guard(req, log, stop))
 
 
 # --------------------------------------------------------------------------- output

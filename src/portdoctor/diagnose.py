@@ -11,7 +11,9 @@ from dataclasses import replace
 
 from portdoctor.checks import Context, endpoint_key, followup_targets, run_checks
 from portdoctor.collectors import Request, collect, collect_before
-from typing import Any
+from typing import Any, Callable
+
+from portdoctor.host import Host
 
 from portdoctor.model import Diagnosis, ProbeResult, State, Target
 from portdoctor.plain import from_plain, to_plain
@@ -25,14 +27,19 @@ from portdoctor.verdict import decide, rank
 def diagnose(target: Target, from_addr: str | None = None, service: str | None = None,
              timeout: float = DEFAULT_TIMEOUT, snapshot: Snapshot | None = None,
              probe: ProbeResult | None = None,
-             followups: dict[str, ProbeResult] | None = None) -> Diagnosis:
+             followups: dict[str, ProbeResult] | None = None, system: Host | None = None,
+             attempts: int = 1) -> Diagnosis:
     """Diagnose `target` from this host. Pass `snapshot` and `probe` to judge recorded facts
-    (nothing is read from the system then, except follow-up probes when no probe was given)."""
-    req = Request(port=target.port, host=target.host, service=service, from_addr=from_addr)
+    (nothing is read from the system then, except follow-up probes when no probe was given);
+    pass `system` (a RecordedHost) to run the collectors on a recorded machine. `attempts` > 1 connects
+    that many times, so an intermittent refusal shows as mixed results."""
+    req = Request(port=target.port, host=target.host, service=service, from_addr=from_addr, system=system)
     if snapshot is None:
         req = replace(req, before=collect_before(req))
     if probe is None:
-        probe = run_probe(target, timeout=timeout)
+        from portdoctor.clientview import widen
+
+        probe = widen(run_probe(target, timeout=timeout, attempts=attempts), service)  # a refused remote target: nearby ports, sender
     if snapshot is None:
         req = replace(req, addresses=tuple(a.address for a in probe.addresses),
                       dns_failed=probe.state is State.DNS_ERROR)
@@ -47,16 +54,22 @@ def diagnose(target: Target, from_addr: str | None = None, service: str | None =
     from portdoctor.checks.reachability import server_side_limitations
 
     limitations = [str(x) for x in snapshot.limitations] + server_side_limitations(snapshot, ctx) + ran.limitations
+    if probe.refusal is not None and probe.refusal.limitation:
+        limitations.append(f"who sent the refusal: {probe.refusal.limitation}")
     return Diagnosis(target, probe, verdict, tuple(findings), tuple(limitations), snapshot, ctx.followups)
 
 
 def take_snapshot(target: Target, from_addr: str | None = None, service: str | None = None,
-                  timeout: float = DEFAULT_TIMEOUT) -> Snapshot:
+                  timeout: float = DEFAULT_TIMEOUT, between: Callable[[], None] | None = None) -> Snapshot:
     """This host's facts about `target`, as `diagnose` gathers them (the probe runs too, for the
     counters sampled around it and the addresses it resolved), without judging them: what
-    `portdoctor snapshot` writes for `diagnose --snapshot FILE` elsewhere."""
+    `portdoctor snapshot` writes for `diagnose --snapshot FILE` elsewhere. `between` runs after
+    the first counter sample, before the probe: the client's own probe (`diagnose --ssh`), so
+    the counters cover its packets too."""
     req = Request(port=target.port, host=target.host, service=service, from_addr=from_addr)
     req = replace(req, before=collect_before(req))
+    if between is not None:
+        between()
     probe = run_probe(target, timeout=timeout)
     return collect(replace(req, addresses=tuple(a.address for a in probe.addresses),
                            dns_failed=probe.state is State.DNS_ERROR))

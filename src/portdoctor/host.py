@@ -23,8 +23,11 @@ rtnetlink) go through `connect` and `netlink`, which a recorded host refuses (`N
 collectors fall back or record a limitation. Three probes stay outside the seam, all only
 when `host.live`: the Docker SDK talks to the engine's socket itself (collectors/containers.py),
 dnspython asks the resolvers of /etc/resolv.conf (collectors/system.py) and urllib asks Caddy's
-admin API on 127.0.0.1:2019 (collectors/proxies.py); psutil (the generic collectors for other
-platforms, and a fallback for addresses) reads this machine.
+admin API on 127.0.0.1:2019 (collectors/proxies.py); psutil (the generic collectors for platforms
+other than Linux, macOS and FreeBSD, and a fallback for addresses) reads this machine.
+
+`platform` says which machine a Host describes (`sys.platform` for LocalHost, `"platform"` in a
+recording's host.json, "linux" when absent); `collectors.collect()` picks its collectors by it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import shutil
 import socket
 import stat as stat_mod
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,6 +96,7 @@ class Host(Protocol):
     """What collectors may ask of the machine they describe."""
 
     proc_root: str  # where this host's /proc is (collectors build paths under it)
+    platform: str  # sys.platform of the machine described: linux, darwin, freebsd14, ...
     live: bool  # its /proc is the running kernel's: sockets and netlink reach the same machine
     is_root: bool  # portdoctor runs there with uid 0
 
@@ -167,6 +172,16 @@ class Host(Protocol):
 
     def netlink(self, protocol: int) -> socket.socket:
         """A netlink socket into this host's kernel; raises OSError (NotLive when recorded)."""
+        ...
+
+    def connect_from(self, pid: int, family: int, address: object, timeout: float) -> socket.socket:
+        """`connect`, made from the network namespace of process `pid` (a forwarder's backend, seen
+        from the side that connects to it); raises OSError (NotLive when recorded)."""
+        ...
+
+    def read_netns_file(self, netns: str, name: str) -> bytes:
+        """/proc/net/`name` (tcp, tcp6, fib_trie, if_inet6) of the network namespace bound at path
+        `netns` (/run/netns/NAME), which may hold no process; raises OSError (NotLive when recorded)."""
         ...
 
 
@@ -270,6 +285,7 @@ class LocalHost:
 
     proc_root: str = "/proc"
     is_root: bool = field(default_factory=lambda: hasattr(os, "geteuid") and os.geteuid() == 0)
+    platform: str = field(default_factory=lambda: sys.platform)
 
     @property
     def live(self) -> bool:
@@ -428,6 +444,73 @@ class LocalHost:
             raise NotLive("netlink")
         return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
 
+    def connect_from(self, pid: int, family: int, address: object, timeout: float) -> socket.socket:
+        if not self.live:
+            raise NotLive("a connection")
+        path = f"{self.proc_root}/{pid}/ns/net"
+        if os.stat(path).st_ino == os.stat(f"{self.proc_root}/self/ns/net").st_ino:
+            return self.connect(family, address, timeout)
+        # a socket belongs to the namespace of the thread that creates it: a short-lived thread
+        # joins the other namespace (setns, root only), opens and connects the socket there
+        import ctypes
+        import threading
+
+        box: dict[str, object] = {}
+
+        def work() -> None:
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+                        err = ctypes.get_errno()
+                        raise OSError(err, os.strerror(err), path)
+                finally:
+                    os.close(fd)
+                box["sock"] = self.connect(family, address, timeout)
+            except BaseException as exc:  # handed to the caller below
+                box["error"] = exc
+
+        t = threading.Thread(target=work, name="portdoctor-netns-connect", daemon=True)
+        t.start()
+        t.join(timeout + 2)
+        if "error" in box:
+            raise box["error"]  # type: ignore[misc]
+        if "sock" not in box:
+            raise TimeoutError(f"no answer within {timeout:g} s")
+        return box["sock"]  # type: ignore[return-value]
+
+    def read_netns_file(self, netns: str, name: str) -> bytes:
+        if not self.live:
+            raise NotLive("another network namespace")
+        import ctypes
+        import threading
+
+        box: dict[str, object] = {}
+
+        def work() -> None:
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                fd = os.open(netns, os.O_RDONLY)
+                try:
+                    if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET, for this thread only
+                        err = ctypes.get_errno()
+                        raise OSError(err, os.strerror(err), netns)
+                finally:
+                    os.close(fd)
+                box["data"] = self.read_bytes(f"{self.proc_root}/thread-self/net/{os.path.basename(name)}", 1 << 26)
+            except BaseException as exc:  # handed to the caller below
+                box["error"] = exc
+
+        t = threading.Thread(target=work, name="portdoctor-netns-read", daemon=True)
+        t.start()
+        t.join(10)
+        if "error" in box:
+            raise box["error"]  # type: ignore[misc]
+        if "data" not in box:
+            raise TimeoutError(f"{netns}: no answer")
+        return box["data"]  # type: ignore[return-value]
+
 
 # --------------------------------------------------------------------------- a recording
 
@@ -436,7 +519,7 @@ class RecordedHost:
     """A host read from a recording folder: `files/` (the recorded filesystem: proc/, etc/)
     and `host.json`:
 
-        {"is_root": true, "uid": 0,
+        {"is_root": true, "uid": 0, "platform": "linux",
          "which": {"iptables-save": "/usr/sbin/iptables-save", ...},
          "commands": [{"argv": ["/usr/sbin/iptables-save", "-c"], "rc": 0,
                        "stdout": "...", "stderr": ""}, ...],
@@ -455,6 +538,7 @@ class RecordedHost:
         self.files = self.folder / "files"
         meta = json.loads((self.folder / "host.json").read_text())
         self.is_root = bool(meta.get("is_root", False))
+        self.platform = str(meta.get("platform") or "linux")  # sys.platform of the recorded machine
         self._which: dict[str, str] = dict(meta.get("which") or {})
         self._commands: dict[tuple[str, ...], dict] = {
             tuple(c["argv"]): c for c in meta.get("commands") or []}
@@ -565,4 +649,10 @@ class RecordedHost:
 
     def netlink(self, protocol: int) -> socket.socket:
         raise NotLive("netlink")
+
+    def connect_from(self, pid: int, family: int, address: object, timeout: float) -> socket.socket:
+        raise NotLive("a connection")
+
+    def read_netns_file(self, netns: str, name: str) -> bytes:
+        raise NotLive("another network namespace")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from portdoctor.firewall.model import Ruleset, ruleset_from_plain, ruleset_to_plain
+from portdoctor.firewall.stateful import StatefulFacts
 from portdoctor.plain import codec
 from portdoctor.proxyconf import ProxyConfig
 
@@ -46,6 +47,9 @@ class FirewallFacts:
     counters_before: dict[str, int] | None = None
     counters_after: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    # the kernel state stateful rules consult (recent lists, hashlimit tables, connections per
+    # client, ...), read only for the kinds the ruleset uses; None when it uses none
+    stateful: StatefulFacts | None = None
 
 
 # --------------------------------------------------------------------------- containers
@@ -321,3 +325,61 @@ class NamespaceFacts:
 
     listeners: tuple[ForeignListener, ...] = ()
     namespaces: int = 0  # how many other namespaces were looked at
+
+
+# --------------------------------------------------------------------------- TCP forwarders
+
+
+@dataclass(frozen=True, slots=True)
+class BackendProbe:
+    """One connection to a forwarder's backend, made from the side that connects to it."""
+
+    address: str
+    state: str  # open, refused, timeout, unreachable, error (the probe's states)
+    errno: str | None = None
+    seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardTarget:
+    """Where a forwarder sends what it accepts, and what a connection there does."""
+
+    host: str  # as configured: a name or a literal ("" for a unix socket); kubectl: the resource
+    port: int | None
+    unix: str | None = None
+    text: str = ""  # the argument or configuration line that names it
+    file: str | None = None  # the configuration file (rinetd), None for the command line
+    line: int | None = None
+    # where the connection to it starts: "here" (the forwarder's own network namespace, which is
+    # this one), "netns" (another namespace of this machine: an ssh tunnel's far end), "remote"
+    # (another host), "cluster" (kubectl: the pod's namespace, through the API server)
+    side: str = "here"
+    side_detail: str | None = None  # "network namespace b (sshd, pid 42)", "ssh server 10.0.1.2:22"
+    probes: tuple[BackendProbe, ...] | None = None  # None: not probed
+    resolve_error: str | None = None  # the name did not resolve there
+    # LISTEN sockets on its port in the other namespace the connection starts in (side "netns")
+    listeners: tuple[NetnsListener, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarder:
+    """A process that accepts TCP connections and opens one to a backend for each (socat, ssh -L/-R,
+    docker-proxy, kubectl port-forward, systemd-socket-proxyd, rinetd)."""
+
+    kind: str
+    pid: int
+    program: str  # the name the process shows (argv[0]'s base name)
+    address: str  # the listening socket it holds
+    port: int
+    family: int = 4
+    targets: tuple[ForwardTarget, ...] = ()
+    text: str = ""  # its forwarding as written (redacted command-line words, or the config line)
+    via: str | None = None  # ssh: the server "user@host:22"; kubectl: "pod/web -n shop"
+    note: str | None = None  # what could not be read about it
+
+
+@dataclass(frozen=True, slots=True)
+class ForwarderFacts:
+    """TCP forwarders holding listening sockets (on the asked port, or all for the port map)."""
+
+    forwarders: tuple[Forwarder, ...] = ()

@@ -117,6 +117,8 @@ def holder_container(snap: Snapshot, sock: Listener) -> Container | None:
         return None
     every = all_containers(snap)
     for pid in sock.pids:
+        if pid not in snap.processes:  # gone between the socket scan and the process read
+            continue
         argv = snap.processes[pid].cmdline
         cid = argv_value(argv, "-c", "--cid", "-u", "--cuuid")
         cname = argv_value(argv, "-n", "--name")
@@ -236,7 +238,7 @@ def firewall_evaluator(snap: Snapshot) -> Evaluator | None:
         local.setdefault(a.address, a.ifname)
     routes = [(r[0], r[1], r[2]) for r in fw.routes if len(r) == 3]
     fwd = {int(k): (v if v is not None else True) for k, v in fw.forwarding.items()}
-    return Evaluator(fw.ruleset, HostInfo(local, routes, {4: True, 6: True, **fwd}))
+    return Evaluator(fw.ruleset, HostInfo(local, routes, {4: True, 6: True, **fwd}, fw.stateful))
 
 
 @dataclass

@@ -93,9 +93,11 @@ class AddressResult:
     # state -> count over all attempts, when more than one attempt was made
     attempts: dict[str, int] = field(default_factory=dict)
     detail: str | None = None
+    # the errno's number on the platform the probe ran on (111 on Linux, 61 on macOS / BSD)
+    errno_number: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """One entry of the `addresses` list of the JSON contract."""
+        """One entry of the `addresses` list of the JSON contract (`errno_number` is an addition)."""
         out: dict[str, Any] = {
             "address": self.address,
             "family": self.family,
@@ -103,11 +105,80 @@ class AddressResult:
             "errno": self.errno,
             "seconds": round(self.seconds, 4),
         }
+        if self.errno_number is not None:
+            out["errno_number"] = self.errno_number
         if self.attempts:
             out["attempts"] = dict(self.attempts)
         if self.detail:
             out["detail"] = self.detail
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalOrigin:
+    """Who sent the refusal of a remote target (docs/scan.md): the packet that answered the
+    probe's SYN, where it came from, and what it was compared with.
+
+    where: "target" (the target's own TCP stack: nothing listens there), "target_firewall" (a
+    firewall rule on the target host), "path" (a device between this host and the target),
+    "this_host" (a rule in this host's own OUTPUT chain answered), "unknown" (not enough was
+    seen; `limitation` says what it would need).
+    """
+
+    address: str  # the target address that was probed
+    port: int
+    packet: str  # "tcp-reset" | "icmp" | "none"
+    where: str
+    sender: str | None = None  # the address that sent it, when known
+    icmp: str | None = None  # "port-unreachable", "admin-prohibited", ... for ICMP answers
+    ttl: int | None = None
+    ip_id: int | None = None
+    tos: int | None = None
+    hops: int | None = None  # routers between this host and the sender, when it could be told
+    reference: str | None = None  # the target's own packet it was compared with
+    summary: str = ""
+    evidence: tuple[str, ...] = ()
+    limitation: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The `refusal` object added to `portdoctor.probe/1`."""
+        return {"address": self.address, "port": self.port, "packet": self.packet, "where": self.where,
+                "sender": self.sender, "icmp": self.icmp, "ttl": self.ttl, "ip_id": self.ip_id,
+                "tos": self.tos, "hops": self.hops, "reference": self.reference, "summary": self.summary,
+                "evidence": list(self.evidence), "limitation": self.limitation}
+
+
+@dataclass(frozen=True, slots=True)
+class NearbyPort:
+    """A port near a refused one that answered the short scan, and what it speaks."""
+
+    port: int
+    state: str
+    reason: str
+    service: str | None = None  # the name the port is known by (/etc/services, services.py)
+    speaks: str | None = None  # what its first bytes said: "HTTP", "SSH", "Redis", ...
+
+    def to_json(self) -> dict[str, Any]:
+        return {"port": self.port, "state": self.state, "reason": self.reason, "service": self.service,
+                "speaks": self.speaks}
+
+
+@dataclass(frozen=True, slots=True)
+class NearbyScan:
+    """The short scan around a refused remote port: the ports tried and those that answered open."""
+
+    address: str
+    port: int
+    scanned: tuple[int, ...]
+    open: tuple[NearbyPort, ...] = ()
+    seconds: float = 0.0
+    cut_short: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The `nearby` object added to `portdoctor.probe/1`."""
+        return {"address": self.address, "port": self.port, "scanned": list(self.scanned),
+                "open": [p.to_json() for p in self.open], "seconds": round(self.seconds, 3),
+                "cut_short": self.cut_short}
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +191,9 @@ class ProbeResult:
     timeout: float
     dns_error: str | None = None
     source: str | None = None  # where the probe ran (hostname), for the reader
+    # a refused remote target: who sent the refusal, and what answers on the ports around it
+    refusal: RefusalOrigin | None = None
+    nearby: NearbyScan | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The `portdoctor.probe/1` document."""
@@ -131,6 +205,10 @@ class ProbeResult:
         }
         if self.dns_error:
             out["dns_error"] = self.dns_error
+        if self.refusal is not None:
+            out["refusal"] = self.refusal.to_json()
+        if self.nearby is not None:
+            out["nearby"] = self.nearby.to_json()
         return out
 
 

@@ -166,6 +166,20 @@ def _add_proxy_routes(snap: Snapshot, entries: list[PortEntry]) -> None:
                     e.add_via(Via("proxy", f, f"{proxy.kind}{loc}: {where}: {up.text}"))
 
 
+def _add_forwarders(snap: Snapshot, entries: list[PortEntry]) -> None:
+    """A TCP forwarder's listening port leads to its backend (kind proxy: socat, ssh -L, rinetd, ...)."""
+    for f in (snap.forwarders.forwarders if snap.forwarders else ()):
+        front = addresses.endpoint(f.address, f.port)
+        for t in f.targets:
+            if t.unix or not t.port or t.side != "here":
+                continue
+            e = _find(snap, entries, "127.0.0.1" if t.host in ("localhost", "") else t.host, t.port)
+            if e is not None:
+                written = f"{t.file}:{t.line}: {t.text}" if t.file else t.text
+                e.add_via(Via("proxy", front, f"{f.kind} (pid {f.pid}) forwards to {addresses.endpoint(t.host, t.port)}: "
+                                              f"{written}"))
+
+
 def _add_dnats(snap: Snapshot, entries: list[PortEntry]) -> None:
     for d in dnat_rules(snap):
         to = d.to_addr
@@ -197,6 +211,7 @@ def build_map(snap: Snapshot) -> PortMap:
     entries = _host_entries(snap, exposure) + _container_entries(snap, exposure)
     entries.sort(key=lambda e: (e.port, e.container is not None, e.family, e.address))
     _add_proxy_routes(snap, entries)
+    _add_forwarders(snap, entries)
     _add_dnats(snap, entries)
     return PortMap(snap.hostname, tuple(entries), tuple(str(x) for x in snap.limitations))
 

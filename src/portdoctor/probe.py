@@ -11,14 +11,19 @@ import errno as errno_mod
 import ipaddress
 import select
 import socket
+import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from portdoctor.model import AddressResult, ProbeResult, State, Target
 
 DEFAULT_TIMEOUT = 3.0  # an absent on-link host needs ~3 s of ARP before EHOSTUNREACH
+# Accepted connections are watched this long at least for a close or reset by the server (a
+# forwarder whose backend refused): a fork, a tunnel's round trip, a userland proxy's connect.
+SETTLE_MIN = 0.1
+RESET_AT_ONCE = "the connection was accepted and then reset at once"  # ERRNO_DETAIL[ECONNRESET]
 
 # errno -> state, for a connect that failed with that errno
 _ERRNO_STATE: dict[int, State] = {
@@ -42,6 +47,11 @@ ERRNO_DETAIL: dict[int, str] = {
     errno_mod.ECONNRESET: "the connection was accepted and then reset at once",
     errno_mod.EAFNOSUPPORT: "this host has no support for the address family",
 }
+
+# The detail of an address that accepted and then closed the connection within the settle
+# window: open to the kernel, but nothing serves there yet (a proxy or published port whose
+# backend is not up). `wait` and `guard` do not count it as ready.
+CLOSED_AT_ONCE = "accepted, then closed by the server at once"
 
 
 @dataclass
@@ -74,12 +84,33 @@ def resolve(host: str, port: int) -> list[tuple[int, tuple]]:
     return out
 
 
+def errno_number(name: str | None, platform: str | None = None) -> int | None:
+    """The number errno `name` has on `platform` (a sys.platform value; default: this machine).
+
+    >>> errno_number("ECONNREFUSED", "darwin"), errno_number("ETIMEDOUT", "freebsd14"), errno_number("ECONNREFUSED", "linux")
+    (61, 60, 111)
+    """
+    if not name:
+        return None
+    if platform is None or platform == sys.platform:
+        value = getattr(errno_mod, name, None)
+        return value if isinstance(value, int) else None
+    from portdoctor.explain.errnos import BSD, ERRNO, LINUX, MACOS, WINDOWS
+
+    table = (MACOS if platform == "darwin" else LINUX if platform.startswith("linux") else
+             WINDOWS if platform in ("win32", "cygwin") else BSD)
+    return ERRNO[table].get(name)
+
+
 def errno_name(code: int) -> str:
     return errno_mod.errorcode.get(code, str(code))
 
 
-def connect_all(addrs: list[tuple[int, tuple]], timeout: float) -> list[Attempt]:
-    """Connect to every address at once; classify each outcome within `timeout` seconds."""
+def connect_all(addrs: list[tuple[int, tuple]], timeout: float, settle: float | None = None) -> list[Attempt]:
+    """Connect to every address at once; classify each outcome within `timeout` seconds.
+
+    Accepted connections are then watched for `settle` seconds (None: about two round trips,
+    at least SETTLE_MIN) for a server that closes or resets them at once."""
     start = time.monotonic()
     deadline = start + timeout
     socks: dict[int, tuple[int, socket.socket]] = {}
@@ -130,7 +161,7 @@ def connect_all(addrs: list[tuple[int, tuple]], timeout: float) -> list[Attempt]
                               f"no answer within {timeout:g} s")
         s.close()
 
-    _settle(opened, results)
+    _settle(opened, results, settle)
     return [results[i] for i in range(len(addrs))]
 
 
@@ -139,12 +170,14 @@ def finish_failed(address: str, fam: int, code: int, elapsed: float) -> Attempt:
     return Attempt(address, fam, state, errno_name(code), elapsed, ERRNO_DETAIL.get(code))
 
 
-def _settle(opened: dict[int, tuple[socket.socket, float]], results: dict[int, Attempt]) -> None:
-    """Watch accepted connections for about two round trips: a server whose accept queue
-    overflowed with tcp_abort_on_overflow=1 resets a connection the client thought open."""
+def _settle(opened: dict[int, tuple[socket.socket, float]], results: dict[int, Attempt],
+            settle: float | None = None) -> None:
+    """Watch accepted connections for about two round trips (or `settle` seconds): a server whose
+    accept queue overflowed with tcp_abort_on_overflow=1 resets a connection the client thought
+    open, and a forwarder whose backend refused closes or resets it."""
     if not opened:
         return
-    window = min(0.5, max(0.02, 2 * max(t for _s, t in opened.values())))
+    window = settle if settle is not None else min(0.5, max(SETTLE_MIN, 2 * max(t for _s, t in opened.values())))
     poller = select.poll()
     by_fd = {s.fileno(): (i, s) for i, (s, _t) in opened.items()}
     for fd in by_fd:
@@ -167,8 +200,7 @@ def _settle(opened: dict[int, tuple[socket.socket, float]], results: dict[int, A
                 continue
             if not data:
                 r = results[i]
-                results[i] = Attempt(r.address, r.family, State.OPEN, None, r.seconds,
-                                      "accepted, then closed by the server at once")
+                results[i] = Attempt(r.address, r.family, State.OPEN, None, r.seconds, CLOSED_AT_ONCE)
     for s, _t in opened.values():
         s.close()
 
@@ -204,8 +236,11 @@ def resolve_within(host: str, port: int, timeout: float) -> list[tuple[int, tupl
 
 
 def probe(target: Target, timeout: float = DEFAULT_TIMEOUT, attempts: int = 1,
-          interval: float = 0.0) -> ProbeResult:
-    """Resolve `target` and connect to each address `attempts` times; classify the outcome."""
+          interval: float = 0.0, settle: float | None = None) -> ProbeResult:
+    """Resolve `target` and connect to each address `attempts` times; classify the outcome.
+
+    `settle`: how long an accepted connection is watched for a close or reset by the server
+    (None: about two round trips, at least SETTLE_MIN seconds)."""
     try:
         addrs = resolve_within(target.host, target.port, max(timeout, 2.0))
     except ResolverTimeout as exc:
@@ -222,9 +257,10 @@ def probe(target: Target, timeout: float = DEFAULT_TIMEOUT, attempts: int = 1,
     for n in range(max(1, attempts)):
         if n and interval:
             time.sleep(interval)
-        rounds.append(connect_all(addrs, timeout))
+        rounds.append(connect_all(addrs, timeout, settle))
 
-    merged = tuple(merge_attempts([r[i] for r in rounds]) for i in range(len(addrs)))
+    merged = tuple(count_drops(merge_attempts([r[i] for r in rounds]), [r[i] for r in rounds])
+                   for i in range(len(addrs)))
     if any(a.state is State.OPEN for a in merged):
         top = State.OPEN
     else:
@@ -250,7 +286,38 @@ def merge_attempts(tries: list[Attempt]) -> AddressResult:
         seconds=seconds,
         attempts=dict(counts) if len(tries) > 1 else {},
         detail=pick.detail,
+        errno_number=errno_number(pick.errno),
     )
+
+
+def count_drops(merged: AddressResult, tries: list[Attempt]) -> AddressResult:
+    """`merged` with its detail saying in how many of several attempts the server accepted and
+    then closed or reset the connection at once (every time, or some)."""
+    drops = [t.detail for t in tries if t.detail in (CLOSED_AT_ONCE, RESET_AT_ONCE)]
+    if len(tries) < 2 or not drops:
+        return merged
+    return replace(merged, detail=f"{drops[0]} ({len(drops)} of {len(tries)} attempts)")
+
+
+def dropped_at_once(a: AddressResult) -> bool:
+    """Whether the server accepted the connection to this address and then closed or reset it at
+    once (in any attempt): a forwarder whose backend refused, or a server turning clients away."""
+    d = a.detail or ""
+    return d.startswith(CLOSED_AT_ONCE) or d.startswith(RESET_AT_ONCE)
+
+
+def accepted_then_closed(result: ProbeResult) -> list[AddressResult]:
+    """The addresses of a probe whose connections were accepted and then closed or reset at once.
+
+    A port like that is not ready (`wait`) and not ok (`diagnose`), although connect() succeeded.
+
+    >>> from portdoctor.model import Target
+    >>> r = ProbeResult(Target(":1", "127.0.0.1", 1), State.OPEN,
+    ...                 (AddressResult("127.0.0.1", 4, State.OPEN, None, 0.001, detail=CLOSED_AT_ONCE),), 1.0)
+    >>> [a.address for a in accepted_then_closed(r)]
+    ['127.0.0.1']
+    """
+    return [a for a in result.addresses if dropped_at_once(a)]
 
 
 def gai_text(exc: socket.gaierror) -> str:

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from portdoctor.errors import BadInput
+from portdoctor.hostfacts import ForwarderFacts
 from portdoctor.hostfacts import (
     ContainerFacts, FirewallFacts, NameFacts, NamespaceFacts, ProxyFacts, SupervisorFacts,
 )
+from portdoctor.platformfacts import BsdFacts
 from portdoctor.model import InterfaceAddress, Limitation, Listener, Process, RouteLookup, ServiceConfig
 from portdoctor.plain import from_plain, to_plain
 
@@ -47,8 +49,10 @@ class Snapshot:
     containers: ContainerFacts | None = None
     proxies: ProxyFacts | None = None
     supervisors: SupervisorFacts | None = None
+    forwarders: ForwarderFacts | None = None  # TCP forwarders (socat, ssh -L, rinetd, ...) and their backends
     names: NameFacts | None = None
     namespaces: NamespaceFacts | None = None  # listeners on the port in other network namespaces
+    bsd: BsdFacts | None = None  # macOS / FreeBSD: pf, ipfw, launchd, Homebrew, rc.d, ALF, Docker Desktop
     limitations: tuple[Limitation, ...] = ()
 
     def to_json(self) -> dict[str, Any]:

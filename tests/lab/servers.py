@@ -159,3 +159,23 @@ def ufw_rules(user_rules: str, track: bool = False) -> str:
             + user_rules
             + ("-A ufw-track-input -p tcp -m conntrack --ctstate NEW -j ACCEPT\n" if track else "")
             + "COMMIT\n")
+
+
+def sshd_privsep() -> None:
+    """Make /run/sshd (sshd refuses to start without its privilege separation folder) when it is
+    missing, and remove it when this test process exits: not earlier, since every sshd running on
+    the machine (another lab's too) needs it for each login, and not at all if it was already there."""
+    import atexit
+
+    privsep = Path("/run/sshd")
+    if privsep.exists():
+        return
+    privsep.mkdir(mode=0o755)
+
+    def remove() -> None:
+        try:
+            privsep.rmdir()
+        except OSError:
+            pass
+
+    atexit.register(remove)

@@ -81,8 +81,9 @@ def test_features_matches() -> None:
     ssh = by_port[("22",)]
     assert ssh.matches[0].kind == "saddr" and ssh.matches[0].neg
     recent = by_port[("7000",)]
-    assert [m.text for m in recent.matches if m.kind == "unsupported"] == [
-        "-m recent --rcheck --seconds 60 --name ssh --mask 255.255.255.255 --rsource"]
+    assert [(m.set, m.values, m.text) for m in recent.matches if m.kind == "recent"] == [
+        ("ssh", ("mode=rcheck", "seconds=60", "name=ssh", "mask=255.255.255.255", "rsource"),
+         "-m recent --rcheck --seconds 60 --name ssh --mask 255.255.255.255 --rsource")]
     assert [m for m in rules[7].matches if m.kind == "saddr"][0].values == ("10.0.0.1-10.0.0.9",)
     s = [m for m in by_port[("7004",)].matches if m.kind == "set"][0]
     assert s.set == "pairs" and s.fields == ("saddr", "daddr", "daddr")

@@ -16,11 +16,13 @@ def bad(at: float, state: str = "refused") -> Check:
     return Check(at, False, state, 0.001, state)
 
 
-_IDS: dict[int, itertools.count] = {}
+# incident ids per tracker; the tracker is kept with its counter, so that its id() is never
+# reused by a later tracker (which would then start at the old tracker's next id)
+_IDS: dict[int, tuple[Tracker, itertools.count]] = {}
 
 
 def run(tracker: Tracker, checks: list[Check]) -> list:
-    ids = _IDS.setdefault(id(tracker), itertools.count(1))
+    _, ids = _IDS.setdefault(id(tracker), (tracker, itertools.count(1)))
     out = []
     for c in checks:
         out += tracker.feed(c, lambda: next(ids))

@@ -34,9 +34,12 @@ CHECKS: list[str] = [
     "portdoctor.checks.resources:check_resources",
     "portdoctor.checks.firewall:check_firewall",
     "portdoctor.checks.mapping:check_mapping",
+    "portdoctor.checks.forwarder:check_forwarder",
     "portdoctor.checks.proxy:check_proxy",
     "portdoctor.checks.supervisor:check_supervisor",
     "portdoctor.checks.elsewhere:check_other_namespaces",
+    "portdoctor.checks.bsd:check_bsd",
+    "portdoctor.checks.clientside:check_client_view",
 ]
 
 FOLLOWUPS: list[str] = [

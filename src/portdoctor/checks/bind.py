@@ -104,8 +104,9 @@ def _finding(snap: Snapshot, ctx: Context, address: str, socks: list[Listener]) 
                          "the port to every network this host is on", None))
     elif any(s.family == 6 and s.address == "::" and s.v6only for s in socks) and fam == 4:
         # `::` would take IPv4 too but for IPV6_V6ONLY: the fix is an IPv4 listener beside it, not `::` again
-        why = ("net.ipv6.bindv6only=1 on this host makes it the default" if _bindv6only(snap)
-               else "the server sets it itself (net.ipv6.bindv6only is 0)")
+        knob = "net.inet6.ip6.v6only" if "net.inet6.ip6.v6only" in snap.sysctls else "net.ipv6.bindv6only"
+        why = (f"{knob}=1 on this host makes it the default" if _bindv6only(snap)
+               else f"the server sets it itself ({knob} is 0)")
         summary = (f"The server on port {port} listens on `::` with IPV6_V6ONLY set ({why}), so IPv4 "
                    f"connections to {address} are refused.")
         fixes = [_bind_fix(snap, socks, "0.0.0.0", "Also listen on 0.0.0.0 (IPv4), or clear IPV6_V6ONLY with the "
@@ -206,8 +207,10 @@ _HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]*\]|[0-9.]+|localhost|\*):(\d{1,5})(.*
 
 
 def _bindv6only(snap: Snapshot) -> bool:
-    """net.ipv6.bindv6only=1: a `::` socket takes IPv6 only unless the server clears the option."""
-    return snap.sysctls.get("net.ipv6.bindv6only", "0").strip() == "1"
+    """net.ipv6.bindv6only=1 (Linux) or net.inet6.ip6.v6only=1 (FreeBSD's default): a `::` socket
+    takes IPv6 only unless the server clears the option."""
+    return (snap.sysctls.get("net.ipv6.bindv6only", "0").strip() == "1"
+            or snap.sysctls.get("net.inet6.ip6.v6only", "0").strip() == "1")
 
 
 def _widened(service: str, old: str, value: str, wide: str | None, bindv6only: bool) -> str:

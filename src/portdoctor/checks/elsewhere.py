@@ -50,7 +50,7 @@ def check_other_namespaces(snap: Snapshot, ctx: Context) -> list[Finding]:
     # a container its engine does not know, is one nobody outside can reach: that is this check's case.
     theirs = [x for x in ns.listeners if x.port == port and not _known_container(snap, x)
               and (not x.addresses or x.container)]
-    if not theirs:
+    if not theirs or _nat_sends_it_elsewhere(snap, ctx):
         return []
     first = theirs[0]
     who = ", ".join(f"{prog} (pid {pid})" for prog, pid in zip(first.programs, first.pids)) or "a process"
@@ -74,4 +74,20 @@ def check_other_namespaces(snap: Snapshot, ctx: Context) -> list[Finding]:
     # a named namespace or a container is where an operator puts a server on purpose: strong evidence,
     # above the generic "nothing listens" (0.8); an anonymous namespace is only a lead
     weight = 0.9 if first.name or first.container else 0.6
+    if len({x.netns for x in theirs}) > 1:
+        # several namespaces serve the port: which one the client meant is a guess, though still
+        # a better lead than "nothing listens" (0.8)
+        weight = min(weight, 0.82)
+        summary += f" ({len({x.netns for x in theirs})} namespaces listen on port {port}: which one is meant?)"
     return [Finding(Cause.PORT_MAPPING, CHECK, Severity.ERROR, summary, tuple(evidence), tuple(fixes), weight)]
+
+
+def _nat_sends_it_elsewhere(snap: Snapshot, ctx: Context) -> bool:
+    """Whether this namespace's NAT rewrites connections to the target: a DNATed port needs no
+    listener here, so a listener in another namespace explains nothing (the firewall check follows
+    the mapping to its backend)."""
+    if snap.firewall is None:
+        return False
+    from portdoctor.checks.firewall.nat import redirected
+
+    return bool(redirected(snap, ctx))

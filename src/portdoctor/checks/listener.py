@@ -92,7 +92,16 @@ def restart_fix(snap: Snapshot, proc: Process | None, name: str) -> Fix:
                    f"docker restart {proc.container[:12]}")
     if snap.init == "systemd":
         return Fix(f"Restart {name}", f"systemctl restart {name}")
+    brewed = [b.name for b in (snap.bsd.brew if snap.bsd else ()) if b.name.split("@")[0] in (name, _brew_base(name))]
+    if brewed:  # macOS: Homebrew runs it under launchd
+        return Fix(f"Restart {brewed[0]} (a Homebrew service)", f"brew services restart {brewed[0]}")
     return Fix(f"Restart {name} (no systemd here: restart it the way it was started)", None)
+
+
+def _brew_base(name: str) -> str:
+    """The Homebrew formula a server process belongs to (postgres -> postgresql, redis-server -> redis)."""
+    return {"postgres": "postgresql", "redis-server": "redis", "mysqld": "mysql", "mongod": "mongodb-community"
+            }.get(name, name)
 
 
 def start_fixes(snap: Snapshot, name: str | None, port: int) -> list[Fix]:
@@ -102,6 +111,9 @@ def start_fixes(snap: Snapshot, name: str | None, port: int) -> list[Fix]:
             Fix(f"See why {name} is not running", f"systemctl status {name}; journalctl -u {name} -n 50"),
             Fix(f"Start {name} (and enable it at boot)", f"systemctl enable --now {name}"),
         ]
+    if name and snap.platform == "darwin":  # no `service` on macOS; Homebrew wraps launchd
+        return [Fix(f"Start {name} (installed with Homebrew: `brew services list` shows it), then check its log "
+                    f"for why it stopped or failed to bind port {port}", f"brew services start {name}")]
     if name:
         return [Fix(f"Start {name}, then check its log for why it stopped or failed to bind port {port}",
                     f"service {name} start")]

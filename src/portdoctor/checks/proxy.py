@@ -118,8 +118,10 @@ def _owner(snap: Snapshot, listener: Listener) -> str:
 
 
 def upstream_cause(snap: Snapshot, host: str, port: int, exclude_pids: set[int] = frozenset(),
-                   exclude_ports: set[int] = frozenset()) -> tuple[str, list[str], list[Fix], dict[str, Any]]:
-    """Why host:port refuses, from this host's (or a container's) listeners.
+                   exclude_ports: set[int] = frozenset(),
+                   who: str = "the proxy") -> tuple[str, list[str], list[Fix], dict[str, Any]]:
+    """Why host:port refuses, from this host's (or a container's) listeners; `who` names what
+    connects there in the sentences and fixes ("the proxy", "socat").
 
     Returns (sentence, evidence, fixes, facts) where facts["kind"] is one of nothing_listens,
     loopback_only, other_address, other_port, listening (refused anyway), remote, unknown.
@@ -153,7 +155,7 @@ def upstream_cause(snap: Snapshot, host: str, port: int, exclude_pids: set[int] 
             best = near[0]
             sentence += f"; {best.endpoint}{_owner(snap, best)} listens on port {best.port} instead"
             evidence.append("listening on nearby ports: " + ", ".join(f"{n.endpoint}{_owner(snap, n)}" for n in near))
-            fixes.insert(0, Fix(f"if {best.endpoint}{_owner(snap, best)} is the upstream, point the proxy at "
+            fixes.insert(0, Fix(f"if {best.endpoint}{_owner(snap, best)} is the upstream, point {who} at "
                                 f"port {best.port}"))
             facts = {"kind": "other_port", "listener": best.endpoint, "port": best.port}
         return sentence, evidence, fixes, facts
@@ -166,13 +168,13 @@ def upstream_cause(snap: Snapshot, host: str, port: int, exclude_pids: set[int] 
     evidence = [f"listening: {', '.join(x.endpoint + _owner(snap, x) for x in on_port)}"]
     if ln.scope is Scope.LOOPBACK:
         sentence = (f"the upstream listens on {ln.endpoint}{_owner(snap, ln)} (loopback only), "
-                    f"while the proxy connects to {where}")
+                    f"while {who} connects to {where}")
         fixes = [Fix(f"make the upstream listen on 0.0.0.0:{port} (or {host}:{port})"),
-                 Fix(f"or point the proxy at {ln.endpoint}")]
+                 Fix(f"or point {who} at {ln.endpoint}")]
         return sentence, evidence, fixes, {"kind": "loopback_only", "listener": ln.endpoint}
     sentence = (f"the upstream listens on {ln.endpoint}{_owner(snap, ln)}, not on {host}; "
-                f"the proxy connects to {where}")
-    fixes = [Fix(f"point the proxy at {ln.endpoint}"),
+                f"{who} connects to {where}")
+    fixes = [Fix(f"point {who} at {ln.endpoint}"),
              Fix(f"or make the upstream listen on {host}:{port} (or 0.0.0.0:{port})")]
     return sentence, evidence, fixes, {"kind": "other_address", "listener": ln.endpoint}
 

@@ -60,7 +60,8 @@ def check_resources(snap: Snapshot, ctx: Context) -> list[Finding]:
         a.state is not State.OPEN for a in ctx.probe.addresses)
     grew = rising(snap)
     abort = snap.sysctls.get("net.ipv4.tcp_abort_on_overflow", "").strip() == "1"
-    somaxconn = snap.sysctls.get("net.core.somaxconn")
+    bsd = not snap.platform.startswith("linux")  # macOS / FreeBSD: netstat -Lan and kern.ipc.somaxconn
+    somaxconn = snap.sysctls.get("kern.ipc.somaxconn" if bsd else "net.core.somaxconn")
 
     for s in socks:
         full = s.backlog > 0 and s.queue >= s.backlog
@@ -73,7 +74,8 @@ def check_resources(snap: Snapshot, ctx: Context) -> list[Finding]:
         evidence = [facts.describe(snap, s)]
         if full:
             evidence.append(f"accept queue full: {s.queue} connections waiting, backlog {s.backlog} "
-                            f"(ss Recv-Q {s.queue} / Send-Q {s.backlog})")
+                            + (f"(netstat -Lan {s.queue}/-/{s.backlog})" if bsd else
+                               f"(ss Recv-Q {s.queue} / Send-Q {s.backlog})"))
         elif near:
             evidence.append(f"accept queue nearly full: {s.queue} of {s.backlog}")
         for name, delta in grew.items():
@@ -85,8 +87,8 @@ def check_resources(snap: Snapshot, ctx: Context) -> list[Finding]:
             evidence.append(f"the server listens with a backlog of {s.backlog} (listen(fd, {s.backlog})): "
                             f"one connection waiting for accept() fills the queue")
         if somaxconn and s.backlog and str(s.backlog) == somaxconn.strip():
-            evidence.append(f"the backlog equals net.core.somaxconn = {somaxconn}: the kernel capped the "
-                            f"backlog the server asked for")
+            evidence.append(f"the backlog equals {'kern.ipc' if bsd else 'net.core'}.somaxconn = {somaxconn}: the "
+                            f"kernel capped the backlog the server asked for")
         procs = facts.owners(snap, s)
         who = f"{procs[0].name} (pid {procs[0].pid})" if procs else "the server"
         stopped = [p for p in procs if p.state in ("T", "t")]
@@ -103,6 +105,8 @@ def check_resources(snap: Snapshot, ctx: Context) -> list[Finding]:
             summary += " With tcp_abort_on_overflow=1 overflow turns into resets, which clients report as refused/reset."
         fixes = [Fix(f"Find why {who} stops calling accept(): a blocked or overloaded event loop, too few "
                      f"workers, or a deadlock (look at its threads and CPU)",
+                     (f"netstat -Lan | grep '[.]{port} '" + (f"; sample {procs[0].pid} 5" if procs and
+                                                                 snap.platform == "darwin" else "")) if bsd else
                      f"ss -ltn 'sport = :{port}'" + (f"; cat /proc/{procs[0].pid}/status" if procs else ""))]
         if s.backlog <= 1:
             fixes.append(Fix(f"Raise the backlog the server passes to listen() (now {s.backlog}); 128 or more "
@@ -112,6 +116,7 @@ def check_resources(snap: Snapshot, ctx: Context) -> list[Finding]:
                              "sysctl -w net.ipv4.tcp_abort_on_overflow=0"))
         fixes.append(Fix("Give the listener a longer queue: raise the server's backlog setting and the "
                          "kernel cap together",
+                         "sudo sysctl kern.ipc.somaxconn=4096" if bsd else
                          "sysctl -w net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096"))
         weight = 0.92 if full and failing else (0.85 if grew and failing else (0.6 if failing else 0.3))
         findings.append(Finding(Cause.RESOURCE_EXHAUSTION, CHECK,

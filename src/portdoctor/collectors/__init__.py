@@ -3,7 +3,8 @@
 Each collector is a function `collect_x(req: Request) -> Facts` listed in COLLECTORS; it
 returns the Snapshot fields it knows (typed values: listeners, `FirewallFacts`, ...) plus
 Limitations for what it could not see (no privilege, a tool missing). `collect()` merges them
-into one Snapshot; the platform decides which run.
+into one Snapshot; the platform the Host reports (`host.platform`: linux, darwin, freebsd...)
+decides which run, so a recorded macOS host runs the macOS collectors on any machine.
 
 Facts that must be sampled around the probe (kernel counters, firewall rule counters) come
 from `collect_before()`, called just before the probe; `collect()` samples them again after.
@@ -88,6 +89,23 @@ COLLECTORS: dict[str, list[str]] = {
         "portdoctor.collectors.proxies:collect_proxies",
         "portdoctor.collectors.supervisors:collect_supervisors",
         "portdoctor.collectors.netns:collect_namespaces",
+        "portdoctor.collectors.forwarders:collect_forwarders",
+    ],
+    # macOS: lsof + netstat for listeners, launchd/Homebrew, pf, the Application Firewall, Docker Desktop
+    "darwin": [
+        "portdoctor.collectors.system:collect_system",
+        "portdoctor.collectors.darwin:collect_listeners",
+        "portdoctor.collectors.bsd:collect_addresses",
+        "portdoctor.collectors.bsd:collect_sysctls",
+        "portdoctor.collectors.darwin:collect_platform",
+    ],
+    # FreeBSD: sockstat + netstat -Lan, rc.d, pf and ipfw
+    "freebsd": [
+        "portdoctor.collectors.system:collect_system",
+        "portdoctor.collectors.freebsd:collect_listeners",
+        "portdoctor.collectors.bsd:collect_addresses",
+        "portdoctor.collectors.bsd:collect_sysctls",
+        "portdoctor.collectors.freebsd:collect_platform",
     ],
     "other": [
         "portdoctor.collectors.system:collect_system",
@@ -101,13 +119,22 @@ BEFORE: dict[str, list[str]] = {
         "portdoctor.collectors.procfs:sample_counters",
         "portdoctor.collectors.firewall:sample_counters",
     ],
+    "darwin": [],
+    "freebsd": [],
     "other": [],
 }
 
 
-def platform_key() -> str:
-    """Which collector set fits this machine."""
-    return "linux" if sys.platform.startswith("linux") else "other"
+def platform_key(platform: str | None = None) -> str:
+    """Which collector set fits a machine of this `sys.platform` (default: this machine)."""
+    platform = sys.platform if platform is None else platform
+    if platform.startswith("linux"):
+        return "linux"
+    if platform == "darwin":
+        return "darwin"
+    if platform.startswith("freebsd"):
+        return "freebsd"
+    return "other"
 
 
 class RegistryError(LookupError):
@@ -135,7 +162,7 @@ def load_entry(spec: str) -> Callable:
 def collect_before(req: Request) -> dict[str, Any]:
     """Sample the facts that must be compared across the probe; returns name -> sample."""
     out: dict[str, Any] = {}
-    for spec in BEFORE[platform_key()]:
+    for spec in BEFORE[platform_key(req.system.platform)]:
         out[spec] = load_entry(spec)(req)
     return out
 
@@ -147,7 +174,7 @@ def collect(req: Request) -> Snapshot:
     fields: dict[str, Any] = {}
     limitations: list[Limitation] = []
     req = replace(req, memo={})  # what collectors share lives for this run only
-    for spec in COLLECTORS[platform_key()]:
+    for spec in COLLECTORS[platform_key(req.system.platform)]:
         fn = load_entry(spec)
         try:
             facts: Facts = fn(req)
@@ -169,8 +196,8 @@ def collect(req: Request) -> Snapshot:
     unique = [x for x in limitations if not (x in seen or seen.add(x))]
     return Snapshot(
         hostname=socket.gethostname(),
-        platform=sys.platform,
-        is_root=(os.geteuid() == 0) if hasattr(os, "geteuid") else False,
+        platform=req.system.platform,
+        is_root=req.system.is_root,
         observer_pid=os.getpid() if req.system.live else None,
         limitations=tuple(unique),
         **fields,

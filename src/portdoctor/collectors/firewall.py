@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from portdoctor.collectors import Facts, Request
+from portdoctor.collectors.fwstate import read_stateful
 from portdoctor.host import Host
 from portdoctor.firewall.iptables import parse_ipset_save, parse_iptables_save
 from portdoctor.firewall.model import Ruleset, Table, counters_of, problems_of
@@ -286,6 +287,14 @@ def collect_firewall(req: Request) -> Facts:
     start = time.monotonic()
     rs, host, limits = _read(req.system, routes=True)
     before = req.before.get(BEFORE_KEY) if req.before else None
+    before_time = before.get("time") if isinstance(before, dict) else None
+    try:
+        stateful = read_stateful(req.system, rs, before_time)
+    except Exception as exc:  # noqa: BLE001 - the rules are worth more than the state they consult
+        stateful = None
+        limits.append(Limitation(f"stateful firewall state not read: {type(exc).__name__}: {exc}"))
+    if stateful is not None:
+        limits.extend(Limitation(n, "run as root") for n in stateful.notes)
     facts = FirewallFacts(
         ruleset=rs,
         tools=tuple(FirewallTool(**t) for t in host["tools"]),
@@ -295,6 +304,7 @@ def collect_firewall(req: Request) -> Facts:
         counters_before=(before or {}).get("counters") if isinstance(before, dict) else None,
         counters_after=counters_of(rs),
         seconds=round(time.monotonic() - start, 4),
+        stateful=stateful,
     )
     return Facts(fields={"firewall": facts}, limitations=limits)
 

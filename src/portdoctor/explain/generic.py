@@ -284,7 +284,7 @@ _NOT_HOSTS = {"line", "port", "error", "file", "at", "http", "https", "tcp", "tc
 _SPECIFIC: tuple[tuple[re.Pattern[str], int], ...] = tuple((re.compile(p, re.I), s) for p, s in (
     (rf"\bto (?:host |address )?(?P<host>{_HOST}) (?:and )?port (?P<port>\d{{1,5}})\b", 50),      # ssh, nc
     (rf"\b(?:to|at) (?P<host>{_HOST}) on port (?P<port>\d{{1,5}})\b", 45),
-    (rf"\bto /?(?P<host>{_HOST})(?:/(?:{_V4}|[0-9A-Fa-f:]+))? \(port (?P<port>\d{{1,5}})\)", 50),  # Android
+    (rf"\bto /?(?P<host>{_HOST})(?:/(?:{_V4}|[0-9A-Fa-f:]+))? ?\(port (?P<port>\d{{1,5}})\)", 50),  # Android
     (rf"\bFailed to connect to (?P<host>{_HOST}) port (?P<port>\d{{1,5}})\b", 50),           # curl
     (rf"connect\(2\) for \"?(?P<host>{_HOST})\"? port (?P<port>\d{{1,5}})", 50),              # ruby
     (rf"\bhost='(?P<host>{_HOST})', port=(?P<port>\d{{1,5}})", 50),                         # urllib3
@@ -303,9 +303,15 @@ _SPECIFIC: tuple[tuple[re.Pattern[str], int], ...] = tuple((re.compile(p, re.I),
     (rf"\bhost \"(?P<host>{_HOST})\"", 40),                                                  # libpq
     (rf"\bCould not resolve host:? (?P<host>{_HOST})", 40),                                 # curl, git
     (rf"\bConnection to (?:[a-z]+:/*)?(?P<host>{_HOST}):(?P<port>\d{{1,5}}) refused", 50),      # HttpClient 4
+    # erlang's "h":N; not a JSON key ("type":2), so an address, localhost or a dotted name only
+    (rf"\"(?P<host>{_V4}|localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{{2,}})\":(?P<port>\d{{1,5}})\b", 45),
+    (rf"\bconnect\w*\(\s*\(?\s*[\"'](?P<host>{_HOST})[\"']\s*,\s*(?P<port>\d{{1,5}})\b", 45),  # connect("h", N)
+    (rf"\{{\s*\w+\s*,\s*\"(?P<host>{_HOST})\"\s*,\s*(?P<port>\d{{1,5}})\s*[,}}]", 40),          # {connect,"h",N,
 ))
 _GRPC = re.compile(r"\bipv[46]:(?P<hp>\[[0-9A-Fa-f:.]+\]:\d{1,5}|(?:\d{1,3}\.){3}\d{1,3}:\d{1,5})")
-_SLASHED = re.compile(rf"(?<![\w./:-])(?P<name>{_NAME})?/(?P<addr>{_V4}|\[?[0-9A-Fa-f]*:[0-9A-Fa-f:]+\]?):(?P<port>\d{{1,5}})\b")
+# the address may be masked by whoever pasted it (`localhost/xx.xxx.xxx.xx:5037`) or unresolved
+_SLASHED = re.compile(rf"(?<![\w./:-])(?P<name>{_NAME})?/(?P<addr>{_V4}|(?:[\dxX*]{{1,3}}\.){{3}}[\dxX*]{{1,3}}|"
+                      rf"<unresolved>|\[?[0-9A-Fa-f]*:[0-9A-Fa-f:]+\]?):(?P<port>\d{{1,5}})\b")
 # ASCII boundaries: an address glued to CJK text (`但是127.0.0.1:8000网页`) is still an address
 _HOSTPORT = re.compile(rf"(?<![A-Za-z0-9_.:/@%-])(?P<host>{_V6B}|{_V4}|{_NAME}):(?P<port>\d{{1,5}})(?![A-Za-z0-9_]|:\d|\.\d)")
 _URL = re.compile(r"\b([a-z][a-z0-9+.-]{1,20})://(?:[^@\s/'\"<>`]*@)?(\[[0-9a-fA-F:.%\w]+\]|[A-Za-z0-9_.-]+)"
@@ -415,7 +421,10 @@ def _slashed_hits(text: str) -> Iterator[_Raw]:
         port = valid_port(m.group("port"))
         name = clean_host(m.group("name")) if m.group("name") else None
         if name is None or name.lower() in _NOT_HOSTS or _CODE_EXT.search(name):
-            name = clean_host(m.group("addr").strip("[]"))
+            addr = m.group("addr")
+            if addr == "<unresolved>" or re.search(r"[xX*]", addr):
+                continue  # no name and no readable address
+            name = clean_host(addr.strip("[]"))
         if name and port:
             yield m.start(), name, port, None, 45, False
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from portdoctor.firewall.model import Action, Chain, Match, NamedSet, Rule, Ruleset, Table
+from portdoctor.firewall.stateful import StatefulFacts, judge, kind_of, options
 
 EPHEMERAL = (32768, 60999)  # Linux net.ipv4.ip_local_port_range default: where client ports come from
 MAX_STATES = 256  # forks per evaluation before the walk stops forking
@@ -61,6 +62,11 @@ class Flow:
     # the server's answer (SYN-ACK) going back to the client: sport is the service's port, dst the
     # client, and dport the client's ephemeral port, which is not known (the dport field is ignored)
     reply: bool = False
+    uid: int | None = None  # local_src: the user and group of the connecting process (None: not known)
+    gid: int | None = None
+    # xt_recent lists this connection was stamped into so far (--set, --update), once per stamp: on
+    # this packet's way, and for the handshake's ACK also by its SYN
+    recent: tuple[str, ...] = ()
 
     @property
     def family(self) -> int:
@@ -145,6 +151,12 @@ class Assumption:
         if self.reason.startswith(UNEVALUATED):
             return self.reason[len(UNEVALUATED):].strip()
         return None
+
+    @property
+    def stateful(self) -> str | None:
+        """The kind of kernel state this fork depends on (a rate limit, a recent list, the
+        client's connection count, the local user), or None (see `firewall.stateful`)."""
+        return kind_of(self.reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,6 +423,9 @@ class HostInfo:
     local_addresses: dict[str, str] = field(default_factory=dict)  # address -> interface
     routes: list[tuple[str, str | None, str]] = field(default_factory=list)  # (prefix, dev, type)
     forwarding: dict[int, bool] = field(default_factory=lambda: {4: True, 6: True})
+    # the kernel state stateful matches consult (recent lists, connection counts, ...); None: not
+    # read, so those matches cannot be evaluated
+    stateful: StatefulFacts | None = None
 
 
 class Evaluator:
@@ -441,6 +456,7 @@ class Evaluator:
         self._nf_chains: dict[tuple[str, str, str], _CChain] = {}
         self._base: dict[str, list[_CChain]] = {}
         self._set_cache: dict[tuple[int, str], NamedSet | None] = {}
+        self.kinds: set[str] = set()  # the match kinds the ruleset uses
         for t in ruleset.tables:
             if t.family not in ("ip", "ip6", "inet", "netdev"):
                 continue  # arp and bridge tables do not see routed TCP
@@ -450,9 +466,11 @@ class Evaluator:
                 if t.source in ("iptables", "nft"):
                     self._nf_chains.setdefault((t.family, t.name, ch.name), cc)
                 for i, r in enumerate(ch.rules):
-                    if r.action.kind == "continue":
+                    self.kinds.update(m.kind for m in r.matches)
+                    if r.action.kind == "continue" and not _records(r):
                         continue  # logs, counters, marks: no effect on the verdict
-                    cc.add(_Compiled(r, t, ch.name, [self._safe_pred(m, t) for m in r.matches if m.kind != "comment"],
+                    cc.add(_Compiled(r, t, ch.name, [self._safe_pred(_scoped(m, r), t) for m in r.matches
+                                                     if m.kind != "comment"],
                                      r.action, len(cc.rules)), self._index)
                 if ch.hook and (t.family != "netdev" or ch.hook == "ingress"):
                     self._base.setdefault(ch.hook, []).append(cc)
@@ -636,6 +654,14 @@ class Evaluator:
             return out(lambda p: f"random choice (probability {prob:g})")
         if k == "set":
             return out(self._set_pred(m, table))
+        if k in ("recent", "limit", "hashlimit", "connlimit", "owner", "physdev"):
+            facts = self.host.stateful
+
+            def stateful(p: _Packet) -> Tri:
+                f = p.flow
+                return judge(m, f.src, f.dst, f.dport, facts, stamped=f.recent, uid=f.uid, gid=f.gid,
+                             iif=f.iif, local_src=f.local_src)
+            return out(stateful)
         text = m.text or k
         return lambda p: f"{UNEVALUATED} {text}"
 
@@ -758,7 +784,7 @@ class Evaluator:
         """
         f = evaluation.flow
         return self.evaluate(replace(f, dst=outcome.flow.dst, dport=outcome.flow.dport, dnat=outcome.nat is not None,
-                                     ct="established"))
+                                     ct="established", recent=outcome.flow.recent))
 
     def evaluate_reply(self, evaluation: Evaluation, outcome: Outcome, client: str) -> Evaluation | None:
         """The server's answer (SYN-ACK) to a flow whose SYN ended in `outcome` (accepted and
@@ -866,6 +892,11 @@ class Evaluator:
              ) -> list[tuple[str, _State, _Compiled | None]]:
         """Apply a matched rule's action; continue the chain when the action does not end it."""
         k = a.kind
+        stamps = _records(c.rule)
+        if stamps:  # recent --set / --update stamp the source as the packet passes
+            st = replace(st, flow=replace(st.flow, recent=st.flow.recent + stamps))
+        if k == "continue":
+            return self._walk(cc, c.index + 1, st, depth)
         if k in ("accept", "drop", "reject"):
             return [(k, st, c)]
         if k in ("snat", "masquerade"):
@@ -989,6 +1020,25 @@ def _match_key(checkers: list[Callable[[_Packet, Any], Tri]], pkt: _Packet, key:
         if r is not True:
             result = r
     return result
+
+
+def _scoped(m: Match, rule: Rule) -> Match:
+    """A connection count of a rule that names no destination port counts the client's
+    connections to any port (the kernel counts those that passed the rule): say so on the match."""
+    if m.kind == "connlimit" and not any(x.kind == "dport" and not x.neg for x in rule.matches):
+        return replace(m, values=m.values + ("anyport",))
+    return m
+
+
+def _records(rule: Rule) -> tuple[str, ...]:
+    """The xt_recent lists a rule stamps the packet's source into when it matches (--set, --update)."""
+    out = []
+    for m in rule.matches:
+        if m.kind == "recent" and not m.neg:
+            o = options(m)
+            if o.get("mode") in ("set", "update"):
+                out.append(o.get("name") or "DEFAULT")
+    return tuple(out)
 
 
 def _ephemeral_in(rng: list[tuple[int, int]], what: str) -> Tri:

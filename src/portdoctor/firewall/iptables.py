@@ -59,6 +59,75 @@ class _Rule:
         self.target_opts: dict[str, list[str]] = {}
 
 
+# modules whose options make one stateful match together (judged by portdoctor.firewall.stateful)
+STATEFUL_MODULES = frozenset({"recent", "limit", "hashlimit", "connlimit", "owner", "physdev"})
+_RECENT_MODES = {"--set": "set", "--rcheck": "rcheck", "--update": "update", "--remove": "remove"}
+
+
+def stateful_match(mod: str, opts: list[tuple[str, list[str], bool]]) -> Match:
+    """One Match for a stateful module's options (`-m recent --update --seconds 30 ...`).
+
+    Options become "key=value" strings in `values` (see `stateful.options`); a module option
+    portdoctor does not know makes the match unsupported, never silently dropped.
+
+    >>> stateful_match("connlimit", [("--connlimit-above", ["2"], False), ("--connlimit-mask", ["32"], False)]).values
+    ('above=2', 'mask=32')
+    """
+    text = " ".join([f"-m {mod}"] + [("! " if n else "") + " ".join([o, *a]) for o, a, n in opts])
+    vals: list[str] = []
+    neg = False
+    name = ""
+    for opt, args, n in opts:
+        a0 = args[0] if args else ""
+        key = ""
+        if mod == "recent":
+            if opt in _RECENT_MODES:
+                key, a0, neg = "mode", _RECENT_MODES[opt], neg or n
+            elif opt in ("--seconds", "--hitcount", "--name", "--mask"):
+                key = opt[2:]
+                name = a0 if key == "name" else name
+            elif opt in ("--rsource", "--rdest", "--rttl", "--reap"):
+                key, a0 = opt[2:], ""
+        elif mod in ("limit", "hashlimit"):
+            if opt in ("--limit", "--hashlimit-upto", "--hashlimit"):
+                key = "rate"
+            elif opt == "--hashlimit-above":
+                vals.append("over=1")
+                key = "rate"
+            elif opt in ("--limit-burst", "--hashlimit-burst"):
+                key = "burst"
+            elif opt in ("--hashlimit-mode", "--hashlimit-name", "--hashlimit-srcmask", "--hashlimit-dstmask",
+                         "--hashlimit-htable-expire", "--hashlimit-htable-size", "--hashlimit-htable-max",
+                         "--hashlimit-htable-gcinterval"):
+                key = opt[len("--hashlimit-"):]
+                name = a0 if key == "name" else name
+            if key == "rate" and "b/" in a0.lower():
+                key = ""  # a byte rate: not modelled
+        elif mod == "connlimit":
+            if opt in ("--connlimit-above", "--connlimit-upto", "--connlimit-mask"):
+                key = opt[len("--connlimit-"):]
+                neg = neg or n
+            elif opt in ("--connlimit-saddr", "--connlimit-daddr"):
+                key, a0 = opt[len("--connlimit-"):], ""
+        elif mod == "owner":
+            if opt in ("--uid-owner", "--gid-owner"):
+                key = opt[2:5]
+                neg = neg or n
+            elif opt == "--socket-exists":
+                key, a0 = "socket-exists", ""
+        elif mod == "physdev":
+            if opt in ("--physdev-in", "--physdev-out"):
+                key = opt[len("--physdev-"):]
+            elif opt in ("--physdev-is-in", "--physdev-is-out", "--physdev-is-bridged"):
+                key, a0 = opt[len("--physdev-"):], ""
+            neg = neg or n
+        if not key:
+            return Match("unsupported", text=text)
+        vals.append(f"{key}={a0}" if a0 else key)
+    kind = "limit" if mod == "limit" else mod
+    return Match(kind, tuple(vals), neg, set=name if mod in ("recent", "hashlimit") else "", text=text)
+
+
 def _take_args(tokens: list[str], i: int) -> tuple[list[str], int]:
     """The arguments of an option at tokens[i-1]: following tokens up to the next option."""
     args: list[str] = []
@@ -93,6 +162,8 @@ def _module_option(mod: str, opt: str, args: list[str], neg: bool, r: _Rule) -> 
         if opt in ("--ctstate", "--state"):
             return Match("ctstate", tuple(s.lower() for s in a0.split(",")), neg)
         return None
+    if mod == "nfacct" and opt == "--nfacct-name":
+        return Match("comment")  # accounting only: it matches every packet
     if mod == "comment" and opt == "--comment":
         r.comment = a0.replace("\\'", "'")  # iptables-save writes ' as \' inside double quotes
         return Match("comment")
@@ -141,12 +212,21 @@ def parse_rule(line: str, chains: set[str] | None = None) -> tuple[str, list[Mat
     mod_start = 0
     neg = False
     unknown_mod: list[str] | None = None
+    stateful: list[tuple[str, list[str], bool]] | None = None  # options of a stateful module
     while i < len(tokens):
         tok = tokens[i]
         i += 1
         if tok == "!":
             neg = True
             continue
+        if stateful is not None and tok.startswith("--") and tok not in _TOP:
+            args, i = _take_args(tokens, i)
+            stateful.append((tok, args, neg))
+            neg = False
+            continue
+        if stateful is not None:
+            r.matches.append(stateful_match(mod, stateful))
+            stateful = None
         if unknown_mod is not None and tok not in _TOP:
             unknown_mod.append(("! " if neg else "") + tok)
             neg = False
@@ -178,7 +258,9 @@ def parse_rule(line: str, chains: set[str] | None = None) -> tuple[str, list[Mat
             mod = tokens[i]
             i += 1
             mod_start = i
-            if mod not in ("tcp", "udp", "sctp", "dccp", "multiport", "conntrack", "state", "comment",
+            if mod in STATEFUL_MODULES:
+                stateful = []
+            elif mod not in ("nfacct", "tcp", "udp", "sctp", "dccp", "multiport", "conntrack", "state", "comment",
                            "addrtype", "iprange", "set", "statistic", "pkttype", "mark"):
                 unknown_mod = [("! " if neg else "") + f"-m {mod}"]
         elif tok in ("-j", "--jump", "-g", "--goto"):
@@ -203,6 +285,8 @@ def parse_rule(line: str, chains: set[str] | None = None) -> tuple[str, list[Mat
         neg = False
     if unknown_mod is not None:
         r.matches.append(Match("unsupported", text=" ".join(unknown_mod)))
+    if stateful is not None:
+        r.matches.append(stateful_match(mod, stateful))
     return r.chain, r.matches, _action(r, chains), r.comment
 
 

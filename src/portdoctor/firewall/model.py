@@ -20,6 +20,15 @@ A rule is a list of matches (all must hold) and one action. Match kinds:
 | tcpflags | mask, comp ("syn,ack", "syn")            | TCP flags of the first packet (SYN)      |
 | set      | set: name, fields ("saddr", "dport")     | membership in an ipset / nft named set   |
 | random   | values: (probability,)                   | chosen at random (statistic, numgen)     |
+| recent   | "mode=rcheck", "seconds=30", "hitcount=6", "name=L", "mask=...", "rsource"/"rdest", "rttl" | xt_recent list; set: the list |
+| limit    | "rate=3/min", "burst=5", "over=1"        | a global rate limit (nft: limit rate)    |
+| hashlimit | same + "mode=srcip,dstport", "name=T"   | a rate limit per key (nft: meter)        |
+| connlimit | "above=2" or "upto=2", "mask=32", "daddr", "all" | connections open (nft: ct count) |
+| owner    | "uid=1000", "gid=100-200"                | the local socket's user (nft: meta skuid) |
+| physdev  | "in=veth1", "is-bridged", ...            | the bridge port                          |
+
+The stateful kinds (recent ... physdev) keep their options as "key=value" strings and are judged
+from kernel state by `portdoctor.firewall.stateful`.
 | unsupported | text                                  | a match portdoctor cannot evaluate       |
 """
 

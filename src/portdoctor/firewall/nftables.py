@@ -119,6 +119,18 @@ def _match(m: dict[str, Any]) -> list[Match]:
         return [Match("mark", (right, left["&"][1]), neg)]
     if left == {"meta": {"key": "mark"}} and isinstance(right, int) and op in ("==", "!="):
         return [Match("mark", (right, 0xFFFFFFFF), neg)]
+    if isinstance(left, dict) and "numgen" in left and left["numgen"].get("mode") in ("random", "inc") \
+            and op in ("==", "!=", "in"):
+        mod = int(left["numgen"].get("mod") or 1)
+        share = len(_values(right)) if not isinstance(right, dict) or "range" not in right else \
+            right["range"][1] - right["range"][0] + 1
+        p = min(1.0, share / mod)
+        return [Match("random", (1.0 - p if neg else p,))]
+    if isinstance(left, dict) and left.get("meta", {}).get("key") in ("skuid", "skgid") and op in ("==", "!="):
+        key = "uid" if left["meta"]["key"] == "skuid" else "gid"
+        v = right["range"] if isinstance(right, dict) and "range" in right else [right, right]
+        spec = f"{v[0]}" if v[0] == v[1] else f"{v[0]}-{v[1]}"
+        return [Match("owner", (f"{key}={spec}",), neg, text=f"meta sk{key} {'!= ' if neg else ''}{spec}")]
     if isinstance(left, dict) and "&" in left:  # tcp flags & (syn | ack) == syn
         inner, mask = left["&"]
         if inner.get("payload", {}).get("field") == "flags":
@@ -300,13 +312,20 @@ def _rule(obj: dict[str, Any], text: str) -> Rule:
                 else:
                     matches.append(Match("unsupported", text=f"xt match {xt.get('name')}"))
                 continue
+            if "limit" in e or "ct count" in e:
+                matches.append(_stateful(e, ""))
+                continue
+            if "set" in e and isinstance(e["set"], dict) and e["set"].get("stmt"):
+                # a meter: add @m { ip saddr limit rate over ... } keeps one limit or count per key
+                st = e["set"]
+                fields = _key_fields(st.get("elem"))
+                for x in st["stmt"]:
+                    matches.append(_stateful(x, ",".join(fields), str(st.get("set", "")).lstrip("@")))
+                continue
             if any(k in e for k in ("log", "mangle", "notrack", "set", "counter", "quota", "dup", "synproxy",
                                     "ct helper", "ct timeout", "ct expectation", "tproxy", "flow", "meter")):
                 if "quota" in e or "meter" in e:
                     matches.append(Match("unsupported", text=json.dumps(e)))
-                continue
-            if "limit" in e:
-                matches.append(Match("unsupported", text="limit " + json.dumps(e["limit"])))
                 continue
             matches.append(Match("unsupported", text=json.dumps(e)))
         except _Unsupported as exc:
@@ -315,6 +334,37 @@ def _rule(obj: dict[str, Any], text: str) -> Rule:
     return Rule(position=0, text=text, matches=tuple(matches), action=action, handle=_int_or_none(obj.get("handle")),
                 packets=_int_or_none(packets), bytes=_int_or_none(byts),
                 comment=comment if isinstance(comment, str) else json.dumps(comment))
+
+
+def _stateful(e: dict[str, Any], per: str, meter: str = "") -> Match:
+    """nft `limit rate [over] N/unit burst B packets` and `ct count [over] N` (alone, or per key
+    of a meter `add @m { ip saddr ... }`) as the model's limit / hashlimit / connlimit match."""
+    text = json.dumps(e)
+    if "limit" in e and isinstance(e["limit"], dict):
+        lim = e["limit"]
+        if lim.get("rate_unit", "packets") != "packets":
+            return Match("unsupported", text="limit " + text)
+        vals = [f"rate={lim.get('rate')}/{lim.get('per', 'second')}", f"burst={lim.get('burst', 5)}"]
+        if lim.get("inv"):
+            vals.append("over=1")
+        over = "over " if lim.get("inv") else ""
+        words = f"limit rate {over}{lim.get('rate')}/{lim.get('per', 'second')} burst {lim.get('burst', 5)} packets"
+        if per:
+            mode = ",".join({"saddr": "srcip", "daddr": "dstip", "dport": "dstport", "sport": "srcport"}.get(f, f)
+                            for f in per.split(","))
+            return Match("hashlimit", (*vals, f"mode={mode}", f"name={meter}"), set=meter,
+                         text=f"add @{meter} {{ {per} {words} }}")
+        return Match("limit", tuple(vals), text=words)
+    if "ct count" in e and isinstance(e["ct count"], dict):
+        c = e["ct count"]
+        vals = (f"above={c.get('val')}",) if c.get("inv") else (f"upto={c.get('val')}",)
+        if not per:
+            vals += ("all",)  # no meter: one count for every connection that passed the rule
+        elif per == "daddr":
+            vals += ("daddr",)
+        words = f"ct count {'over ' if c.get('inv') else ''}{c.get('val')}"
+        return Match("connlimit", vals, text=f"add @{meter} {{ {per} {words} }}" if per else words)
+    return Match("unsupported", text=text)
 
 
 def _int_or_none(v: Any) -> int | None:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from portdoctor import yamlfile
 from portdoctor.errors import BadInput
 
 if TYPE_CHECKING:
@@ -353,63 +354,14 @@ def _schema() -> Any:
 
 def _compose(text: str, path: str) -> tuple[Any, dict[tuple, int], list[str]]:
     """Parse YAML; return (data, path tuple -> 1-based line, duplicate-key errors)."""
-    import yaml
-
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError([f"{path}:{line}: not valid YAML: {what}"]) from None
-    lines: dict[tuple, int] = {}
-    dups: list[str] = []
-    if node is None:
-        return None, lines, dups
-    loader = yaml.SafeLoader("")
-
-    def walk(n: Any, where: tuple) -> Any:
-        lines.setdefault(where, n.start_mark.line + 1)
-        if isinstance(n, yaml.MappingNode):
-            out: dict[Any, Any] = {}
-            for k, v in n.value:
-                key = walk(k, where + ("<key>",)) if not isinstance(k, yaml.ScalarNode) else loader.construct_object(k)
-                if isinstance(key, (dict, list)):
-                    key = str(key)
-                if key in out:
-                    dups.append(f"{path}:{k.start_mark.line + 1}: {_dotted(where + (key,))}: "
-                                "this key is given twice")
-                lines[where + (key,)] = k.start_mark.line + 1
-                out[key] = walk(v, where + (key,))
-                lines[where + (key,)] = k.start_mark.line + 1
-            return out
-        if isinstance(n, yaml.SequenceNode):
-            return [walk(v, where + (i,)) for i, v in enumerate(n.value)]
-        return loader.construct_object(n, deep=True)
-
-    try:
-        return walk(node, ()), lines, dups
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        raise ConfigError([f"{path}:{line}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+        return yamlfile.compose(text, path)
+    except yamlfile.FileErrors as exc:
+        raise ConfigError(exc.errors) from None
 
 
-def _dotted(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
-def _line_of(loc: tuple, lines: dict[tuple, int]) -> int:
-    for n in range(len(loc), -1, -1):
-        if loc[:n] in lines:
-            return lines[loc[:n]]
-    return 1
+_dotted = yamlfile.dotted
+_line_of = yamlfile.line_of
 
 
 # --------------------------------------------------------------------------- loading

@@ -23,6 +23,11 @@ def probe_rows(result: ProbeResult) -> list[str]:
             detail = (", ".join(f"{k}: {v}" for k, v in sorted(a.attempts.items())) + "; " + detail).strip("; ")
         lines.append(f"| `{a.address}` | IPv{a.family} | **{a.state.value}** | {_cell(a.errno)} "
                      f"| {a.seconds:.4f} | {_cell(detail)} |")
+    if result.refusal is not None:  # a refused remote target (clientview.py)
+        lines += ["", f"Who refused: {result.refusal.summary}"]
+    if result.nearby is not None and result.nearby.open:
+        lines += ["", "Ports nearby that answer: " + ", ".join(
+            f"{p.port} ({p.speaks or p.service or 'open'})" for p in result.nearby.open)]
     return lines + [""]
 
 

@@ -54,7 +54,8 @@ def probe_lines(result: ProbeResult, on: bool) -> list[str]:
     for a in result.addresses:
         attempts = " ".join(f"{k}×{v}" for k, v in sorted(a.attempts.items())) if a.attempts else ""
         note = "; ".join(x for x in (attempts, a.detail or "") if x)
-        cells = [a.address, f"IPv{a.family}", a.state.value, a.errno or "", _ms(a.seconds), note]
+        num = f" ({a.errno_number})" if a.errno and a.errno_number is not None else ""
+        cells = [a.address, f"IPv{a.family}", a.state.value, (a.errno or "") + num, _ms(a.seconds), note]
         raw.append(cells)
         rows.append([*cells[:2], paint(a.state.value, _STATE_COLOUR.get(a.state, "red"), on=on), *cells[3:]])
     lines = columns(("address", "family", "state", "errno", "time", ""), rows, widths_of=raw) if rows else []
@@ -70,6 +71,11 @@ def probe_lines(result: ProbeResult, on: bool) -> list[str]:
             meaning += f"; only {result.timeout:g} s were waited, so this alone does not prove a DROP"
         lines.append(f"  {meaning}")
     lines += [f"{paint('note:', 'yellow', on=on)} {note}" for note in probe_notes(result)]
+    if result.refusal is not None:  # a refused remote target (clientview.py)
+        lines.append(f"  who refused: {result.refusal.summary}")
+    if result.nearby is not None:
+        found = ", ".join(f"{p.port} ({p.speaks or p.service or 'open'})" for p in result.nearby.open)
+        lines.append(f"  ports nearby ({len(result.nearby.scanned)} tried): " + (f"{found} answer" if found else "none open"))
     return lines
 
 

@@ -130,7 +130,7 @@ def inside(out: Path) -> None:
     (files / "etc").mkdir(parents=True, exist_ok=True)
     (files / "etc" / "passwd").write_text("".join(f"{n}:x:{u}:{u}::/:/usr/sbin/nologin\n"
                                                   for u, n in sorted(users.items())))
-    meta = {"is_root": host.is_root, "which": {k: v for k, v in sorted(which.items()) if v},
+    meta = {"is_root": host.is_root, "platform": host.platform, "which": {k: v for k, v in sorted(which.items()) if v},
             "commands": commands}
     (out / "host.json").write_text(json.dumps(meta, indent=1) + "\n")
     plain = snap.to_json()

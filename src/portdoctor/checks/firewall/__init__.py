@@ -14,9 +14,12 @@ answer, the SYN-ACK, on its way out through output and postrouting (a rule on OU
 --from, those clients are what the user asks about: a rule that stops only this host's own probe
 (one on lo) is a warning, and when the --from clients get through (accepted, or DNATed by
 PREROUTING, which this host's probe never meets, to a backend that accepts) an info finding of
-cause ok says so. A reject or drop whose match cannot be evaluated (connlimit, recent, limit) and is
-the only thing in the way of those clients is an error of low weight, unless its counter shows it
-has never stopped a packet.
+cause ok says so. A reject or drop whose match cannot be evaluated (its kernel state was not read)
+and is the only thing in the way of those clients is an error of low weight, unless its counter
+shows it has never stopped a packet. Stateful rules (recent, limit, hashlimit, connlimit, owner)
+are judged from the kernel state in the snapshot; one that refuses only some connections is told
+with its condition and that state (stateful.py), an error when the state or this host's mixed
+probe attempts show it refusing now.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ def _check(snap: Snapshot, ctx: Context) -> list[Finding]:
     findings: list[Finding] = []
     done: set[tuple[str, str]] = set()
     undecidable_seen: set[str] = set()
-    order = {"from": 0, "probe": 1, "remote": 2}  # the user's clients first: their fix is scoped to them
+    order = {"from": 0, "probe": 1, "local": 2, "remote": 3}  # the user's clients first: their fix is scoped to them
     checked = sorted(checked, key=lambda c: order[c.kind])
     from_flows = [c for c in checked if c.kind == "from"]
     local_only: list[Checked] = []  # probe flows stopped by a rule the --from clients do not meet

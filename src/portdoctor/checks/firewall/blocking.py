@@ -7,6 +7,7 @@ import re
 from typing import TYPE_CHECKING
 
 from portdoctor.checks import facts
+from portdoctor.checks.firewall.stateful import condition, intermittent, state_lines, stateful_fixes
 from portdoctor.checks.firewall.walk import CHECK, Checked
 from portdoctor.checks.firewall.wording import (
     assumption_words,
@@ -53,6 +54,11 @@ def finding_for(snap: Snapshot, ctx: Context, c: Checked, o: Outcome, definite: 
     if lline:
         evidence.append(lline)
     weight = 0.9 if listening else 0.6
+    cond = condition(o)
+    evidence.extend(state_lines(snap, o))
+    mixed = intermittent(ctx, c.evaluation.flow.dst) if c.kind == "probe" and cond else ""
+    if mixed:
+        evidence.append(f"{mixed}: some connections get through, others are refused by this rule")
     counts = counter(snap, step)
     if counts is not None:
         b, a = counts
@@ -95,6 +101,10 @@ def finding_for(snap: Snapshot, ctx: Context, c: Checked, o: Outcome, definite: 
         else:
             evidence.append(f"every way through the rules ends in a drop or a reject for clients coming in on "
                             f"{f.iif}, whatever their source")
+    elif cond:
+        summary = f"{place} {verb} {who} {cond}; a client it stops sees {words} ({errno})"
+        if mixed:
+            summary = f"intermittent refusal: {summary}"
     elif definite:
         summary = f"{place} {verb} {who}; the client sees {words} ({errno})"
     else:
@@ -107,8 +117,18 @@ def finding_for(snap: Snapshot, ctx: Context, c: Checked, o: Outcome, definite: 
     if mgr and kube is None:
         summary += f" (chains written by {mgr})"
     source = ctx.from_addr if c.kind == "from" else None
-    fixes = tuple(allow_fixes(o, source))
-    if every_remote and not contradicted:
+    fixes = tuple(allow_fixes(o, source)) + tuple(stateful_fixes(o))
+    rose = counts is not None and counts[1] > counts[0]
+    if mixed or (cond and definite and c.kind != "remote" and not contradicted):
+        # the kernel's own state (or the probe's mixed attempts) shows this rule refusing now
+        severity, weight = Severity.ERROR, max(weight, 0.9 if mixed else 0.85)
+    elif cond and rose and c.kind != "remote":
+        severity, weight = Severity.ERROR, min(weight, 0.75)
+    elif cond and c.kind == "from" and not contradicted:
+        # the --from clients fail and a rate or count limit stands in their way: the likely cause,
+        # though the state read does not show it refusing them right now
+        severity, weight = Severity.ERROR, min(weight, 0.45)
+    elif every_remote and not contradicted:
         # the answer for the user's remote clients, not a side note: about as sure as --from would be
         severity, weight = Severity.ERROR, min(weight, 0.8) if listening else min(weight, 0.55)
     elif c.kind == "remote" or not definite or contradicted:

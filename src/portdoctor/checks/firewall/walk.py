@@ -22,7 +22,9 @@ MAX_INTERFACES = 4
 
 @dataclass(frozen=True)
 class Checked:
-    kind: str  # probe (this host's own probe), from (--from), remote (any client elsewhere)
+    # probe (this host's own probe), from (--from), remote (any client elsewhere), local (other
+    # users' processes on this host: asked only when an owner match tells them apart)
+    kind: str
     evaluation: Evaluation
     established: Evaluation | None = None  # the handshake's ACK, when the SYN is accepted
     reply: Evaluation | None = None  # the server's SYN-ACK back to the client, when the SYN is accepted
@@ -58,10 +60,14 @@ def flows(snap: Snapshot, ctx: Context, ev: Evaluator) -> list[tuple[str, Flow]]
     port = ctx.target.port
     dests = destinations(ctx)
     out: list[tuple[str, Flow]] = []
+    st = snap.firewall.stateful if snap.firewall is not None else None
+    uid, gid = (st.uid, st.gid) if st is not None else (None, None)
     for d in dests:
         r = _route_of(snap, d)
         src = r.source if r is not None and r.source else (d if ev.is_local(d) else None)
-        out.append(("probe", Flow(dst=d, dport=port, src=src, local_src=True)))
+        out.append(("probe", Flow(dst=d, dport=port, src=src, local_src=True, uid=uid, gid=gid)))
+        if "owner" in ev.kinds and uid is not None:
+            out.append(("local", Flow(dst=d, dport=port, src=src, local_src=True)))
     local_target = any(ev.is_local(d) for d in dests) or facts.target_is_local(snap, ctx)
     if ctx.from_addr:
         f = ctx.from_addr

@@ -80,6 +80,8 @@ def flow_words(c: Checked) -> str:
     f = c.evaluation.flow
     if c.kind == "probe":
         return f"this host's own connection to {endpoint(f.dst, f.dport)}"
+    if c.kind == "local":
+        return f"connections made on this host by other users to {endpoint(f.dst, f.dport)}"
     if c.kind == "from":
         return f"connections from {f.src} to {endpoint(f.dst, f.dport)}" + (f" (in on {f.iif})" if f.iif else "")
     return f"clients from other hosts to {endpoint(f.dst, f.dport)}" + (f" (in on {f.iif})" if f.iif else "")
