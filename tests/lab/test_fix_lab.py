@@ -345,6 +345,18 @@ def test_full_accept_queue(cs: tuple[Host, Host], d: Path) -> None:
     assert connects(c, 8080) == 0
 
 
+def test_server_at_its_open_files_limit(cs: tuple[Host, Host]) -> None:
+    """A server whose descriptors are used up cannot accept(); raising its soft limit (to the hard
+    one, while it runs) lets it take the waiting connections, and new ones get in."""
+    c, s = cs
+    s.listen(8080, backlog=2, nofile=32, fill_fds=True, argv0="worker")
+    hold(c, 6)
+    assert connects(c, 8080, 1) == errno.ETIMEDOUT
+    doc = fixed(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--timeout", "1")
+    assert doc["plan"]["steps"][0]["kind"] == "fd_limit", doc["plan"]
+    assert connects(c, 8080) == 0
+
+
 def test_dead_nginx_upstream(cs: tuple[Host, Host], d: Path) -> None:
     """nginx passes to 127.0.0.1:9001, a supervisord program that is stopped: fix starts it."""
     need("nginx", "curl")
