@@ -317,6 +317,17 @@ def test_wrong_port_moved_with_service(cs: tuple[Host, Host], d: Path) -> None:
     assert connects(c, 6379) == 0
 
 
+def test_nginx_on_the_wrong_port_moved_with_service(cs: tuple[Host, Host], d: Path) -> None:
+    need("nginx", "curl")
+    c, s = cs
+    conf = d / "nginx.conf"
+    conf.write_text(nginx_conf(d, NGINX_HELLO.replace("127.0.0.1:8080", "8081")))
+    s.start(["nginx", "-c", str(conf)], ready_port=8081)
+    doc = fixed(s, "10.0.0.2:8080", "--from", "10.0.0.1", "--service", "nginx")
+    assert doc["verdict"]["cause"] == "wrong_port" and doc["plan"]["steps"][0]["new"] == "8080", doc["plan"]
+    assert c.run(["curl", "-s", "-m", "5", "http://10.0.0.2:8080/"]).stdout == "hello\n"
+
+
 def test_stopped_supervisord_program(cs: tuple[Host, Host], d: Path) -> None:
     c, s = cs
     supervisord(s, d, f"\n[program:api]\ncommand={sys.executable} {LISTENER} --port 8080 --addr 0.0.0.0\n"
