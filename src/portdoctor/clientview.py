@@ -14,23 +14,13 @@ import time
 from dataclasses import replace
 
 from portdoctor.model import NearbyPort, NearbyScan, ProbeResult, State
+from portdoctor.refusal import is_this_host
 
 NEIGHBOURS = 3  # ports on each side of the refused one
 # ports an HTTP service often moves to when its usual one is taken
 HTTP_PORTS = (80, 443, 3000, 5000, 8000, 8008, 8080, 8081, 8443, 8888)
 MAX_PORTS = 32
 BUDGET = 0.8  # seconds for the short scan and its identification together
-
-
-def is_this_host(address: str) -> bool:
-    """Whether `address` is one of this host's own (the kernel lets us bind to it) or loopback."""
-    fam = socket.AF_INET6 if ":" in address else socket.AF_INET
-    try:
-        with socket.socket(fam, socket.SOCK_STREAM) as s:
-            s.bind((address, 0))
-        return True
-    except OSError:
-        return False
 
 
 def nearby_ports(port: int, service: str | None = None) -> tuple[int, ...]:

@@ -253,11 +253,14 @@ class Exposure:
     judged: dict[tuple[str, int], bool | None] = field(default_factory=dict)
 
     unreadable: bool = False  # the ruleset could not be compiled: nothing can be judged
+    partial: bool = False  # a ruleset dump failed (e.g. without root): what was read may not be all
     external: list[InterfaceAddress] = field(default_factory=list)  # addresses a remote client can use
 
     def __post_init__(self) -> None:
         self.external = [a for a in self.snap.addresses
                          if not addresses.is_loopback(a.address) and not addresses.is_link_local(a.address)]
+        if self.snap.firewall is not None:
+            self.partial = any(not t.ok for t in self.snap.firewall.tools)
         if self.evaluator is None and self.snap.firewall is not None:
             try:
                 self.evaluator = firewall_evaluator(self.snap)
@@ -274,14 +277,15 @@ class Exposure:
         if self.unreadable:
             return None
         if self.evaluator is None:
-            # a firewall collector ran and found no ruleset: nothing stops the client
-            return True if self.snap.firewall is not None else None
+            # a firewall collector ran and found no ruleset: nothing stops the client (unless a
+            # dump failed: an unread ruleset is not an empty one)
+            return True if self.snap.firewall is not None and not self.partial else None
         from portdoctor.firewall.evaluate import Flow, FlowVerdict
 
         outcomes = self.evaluator.evaluate(Flow(dst=dst, dport=port, src=None, iif=iif, not_lo=True)).outcomes
         verdicts = {o.verdict for o in outcomes}
         if FlowVerdict.ACCEPT in verdicts:  # some client from elsewhere gets through
-            return True
+            return None if self.partial else True  # unless a ruleset it could not read stops them
         if verdicts and verdicts <= {FlowVerdict.DROP, FlowVerdict.REJECT}:
             return False
         return None

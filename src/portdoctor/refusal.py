@@ -231,7 +231,7 @@ def syn_answer(address: str, port: int, timeout: float, *, ttl: int | None = Non
     name = errno_mod.errorcode.get(code, str(code)) if code else None
     if err is not None:
         return Answer("icmp", name, err["src"], err["ttl"], None, None, err["name"], err["type"], False, seconds,
-                      looped=_is_mine(err["src"]))
+                      looped=is_this_host(err["src"]))
     if code is None:
         return Answer("none", None, seconds=seconds)
     kind = "syn-ack" if code == 0 else "tcp-reset" if code == errno_mod.ECONNREFUSED else "error"
@@ -307,8 +307,8 @@ def _syn_left(tap: socket.socket, address: str, v6: bool) -> bool:
             return True
 
 
-def _is_mine(address: str | None) -> bool:
-    """Whether `address` is one of this host's own (the kernel lets us bind to it)."""
+def is_this_host(address: str | None) -> bool:
+    """Whether `address` is one of this host's own or loopback (the kernel lets us bind to it)."""
     if not address:
         return False
     fam = socket.AF_INET6 if ":" in address else socket.AF_INET

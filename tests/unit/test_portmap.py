@@ -112,3 +112,18 @@ def test_json_text_is_the_same_document_one_listener_per_line():
     assert text.count("\n") == len(doc["listeners"]) + 7  # {, 2 fields, [, the entries, ], limitations, }
     empty = {"schema": SCHEMA, "host": "h", "listeners": [], "limitations": []}
     assert json.loads(render.json_text(empty)) == empty
+
+
+def test_a_ruleset_that_could_not_be_read_is_not_an_open_one():
+    """Without root the dumps fail: no rules read does not mean nothing blocks (ports said exposed)."""
+    from portdoctor.hostfacts import FirewallFacts, FirewallTool
+    from portdoctor.model import InterfaceAddress
+
+    listeners = (Listener("0.0.0.0", 8080, 4),)
+    addrs = (InterfaceAddress("10.0.0.2", 24, 4, "eth0"),)
+    failed = FirewallFacts(tools=(FirewallTool("iptables-save", False), FirewallTool("nft", False)))
+    read = FirewallFacts(tools=(FirewallTool("iptables-save", True), FirewallTool("nft", True)))
+    blind = build(Snapshot(hostname="h", listeners=listeners, addresses=addrs, firewall=failed))
+    seen = build(Snapshot(hostname="h", listeners=listeners, addresses=addrs, firewall=read))
+    assert [e["exposed"] for e in blind["listeners"]] == [None]
+    assert [e["exposed"] for e in seen["listeners"]] == [True]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from portdoctor.addresses import endpoint
 from portdoctor.checks import facts
 from portdoctor.hostfacts import DnsAnswer
 from portdoctor.model import Cause, Finding, Fix, Severity, State
@@ -142,7 +143,9 @@ def check_reachability(snap: Snapshot, ctx: Context) -> list[Finding]:
             f"them apart.",
             (f"connect to {a.address}:{t.port}: {a.errno} after {a.seconds * 1000:.1f} ms",),
             (Fix("Run portdoctor on the server", f"portdoctor diagnose :{t.port} --from "
-                 f"{_source(snap, a.address) or '<this host address>'}"),),
+                 f"{_source(snap, a.address) or '<this host address>'}"),
+             Fix("or, with SSH access to it, from here: both ends in one diagnosis",
+                 f"portdoctor diagnose {endpoint(t.host, t.port)} --ssh <user>@{a.address}")),
             0.3))
     return findings
 
@@ -160,7 +163,8 @@ def server_side_limitations(snap: Snapshot, ctx: Context) -> list[str]:
     src = _source(snap, first)
     return [f"{ctx.target.host} ({first}) is not this host, so the listeners, bind addresses, firewall and "
             f"resources of {first} were not inspected: run `portdoctor diagnose :{ctx.target.port}"
-            + (f" --from {src}" if src else "") + f"` on {first}"]
+            + (f" --from {src}" if src else "") + f"` on {first}, or `portdoctor diagnose "
+            f"{endpoint(ctx.target.host, ctx.target.port)} --ssh <user>@{first}` from here"]
 
 
 def _stale_addresses(snap: Snapshot, ctx: Context) -> list[Finding]:
