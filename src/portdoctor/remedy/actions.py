@@ -550,7 +550,10 @@ def attach(findings: list[Finding], snap: Snapshot, ctx: Context) -> list[Findin
                        and x.command.strip() == cmd), None)
             if at is not None:
                 fixes[at] = replace(fixes[at], action=a)
-            else:
+            elif a.automatic:
                 fixes.append(Fix(f"portdoctor fix: {a.changes}", cmd, a))
+            else:  # said as what `fix` will not do, not as a step it offers
+                why = a.refused or "how to undo it is not known"
+                fixes.append(Fix(f"(not automated by `portdoctor fix`: {why})", None, a))
         out.append(replace(f, fix=tuple(fixes)))
     return out
