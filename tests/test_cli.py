@@ -279,3 +279,21 @@ def test_explain_of_a_unix_socket_client_names_the_socket_not_a_port() -> None:
              "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?")
     assert "target: the unix socket /var/run/docker.sock" in cp.stdout, cp.stdout
     assert "HOST:PORT" not in cp.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ("snapshot", ":80", "-o", "{missing}/snap.json"),
+    ("diagnose", "127.0.0.1:1", "--record", "{missing}/rec.json"),
+    ("verify", "{spec}", "--junit", "{missing}/verify.xml"),
+    ("verify", "--generate", "{missing}/spec.yaml"),
+    ("audit", "--save", "{missing}/exposure.json"),
+    ("run", "--report", "{missing}/run.json", "--", "true"),
+])
+def test_an_output_file_that_cannot_be_written_is_bad_input(args: tuple[str, ...], tmp_path: Path) -> None:
+    """Checked before the work: one line and exit 2, not an internal error after a whole run."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("checks:\n  - port: 1\n    listening: false\n")
+    missing = tmp_path / "no" / "such" / "dir"
+    cp = run(*(a.format(missing=missing, spec=spec) for a in args))
+    assert cp.returncode == 2, cp.stderr
+    assert f"no directory {missing}" in one_error_line(cp)

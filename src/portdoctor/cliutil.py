@@ -75,3 +75,20 @@ def emit(kind: str, result: Any, fmt: str) -> None:
         from portdoctor.render import text
 
         getattr(text, kind)(result)
+
+
+def check_writable(path: str | None, what: str) -> None:
+    """BadInput unless `path` (a file the command will write, None or "-" for none) can be written:
+    checked before the work, so a typo in an output path costs no run and no traceback."""
+    import os
+
+    if path in (None, "-"):
+        return
+    assert path is not None
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise BadInput(f"cannot write {what} {path}: it is a directory")
+    if not os.path.isdir(parent):
+        raise BadInput(f"cannot write {what} {path}: no directory {parent}")
+    if os.path.exists(path) and not os.access(path, os.W_OK) or not os.path.exists(path) and not os.access(parent, os.W_OK):
+        raise BadInput(f"cannot write {what} {path}: permission denied")

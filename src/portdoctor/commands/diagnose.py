@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import click
 
-from portdoctor.cliutil import output_options, fmt_of, timeout_value, emit, parse_from, read_snapshot
+from portdoctor.cliutil import check_writable, output_options, fmt_of, timeout_value, emit, parse_from, read_snapshot
 from portdoctor.errors import BadInput, ExitCode
 
 
@@ -122,6 +122,7 @@ def diagnose(target: str, port: int | None, from_addr: str | None, service: str 
     from portdoctor.diagnose import recording, replay_recording
     from portdoctor.target import parse_target
 
+    check_writable(record, "the recording")
     if replay:
         with open(replay) as fh:
             result = replay_recording(json.load(fh))

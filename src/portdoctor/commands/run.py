@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from portdoctor.cliutil import output_options, fmt_of, timeout_value
+from portdoctor.cliutil import check_writable, output_options, fmt_of, timeout_value
 
 
 # --------------------------------------------------------------------------- run
@@ -42,6 +42,8 @@ def run(argv: tuple[str, ...], timeout: float, report_to: str | None, live: bool
     """
     from portdoctor.render import run as render_run
     from portdoctor.runtrace import ProgramNotFound, run_traced
+
+    check_writable(report_to, "the report")
 
     fmt = fmt_of(fmt, as_json)
 

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from portdoctor.cliutil import output_options, fmt_of, parse_from
+from portdoctor.cliutil import check_writable, output_options, fmt_of, parse_from
 from portdoctor.errors import ExitCode
 
 
@@ -35,6 +35,7 @@ def snapshot(target: str | None, port: int | None, from_addr: str | None, servic
     """
     import json
 
+    check_writable(output, "the snapshot")
     from portdoctor.diagnose import take_snapshot
     from portdoctor.target import parse_target
 

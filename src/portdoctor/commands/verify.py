@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from portdoctor.cliutil import output_options, fmt_of
+from portdoctor.cliutil import check_writable, output_options, fmt_of
 from portdoctor.errors import BadInput, ExitCode
 
 
@@ -41,8 +41,11 @@ def verify(spec: str | None, generate: bool, force: bool, junit: str | None, no_
     """
     from portdoctor.verify import SpecError, load_spec
 
+    check_writable(junit, "the JUnit report")
     if generate:
         from portdoctor.verify.generate import generate_here
+
+        check_writable(spec, "the spec")
 
         if spec not in (None, "-") and os.path.exists(spec) and not force:
             raise BadInput(f"{spec} exists; use --force to overwrite it")
@@ -101,6 +104,7 @@ def audit(baseline: str | None, save: str | None, fmt: str, as_json: bool) -> No
 
     from portdoctor.audit import audit as run_audit
 
+    check_writable(save, "the exposure")
     result = run_audit(baseline)
     if save:
         with open(save, "w", encoding="utf-8") as fh:
