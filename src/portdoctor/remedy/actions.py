@@ -105,11 +105,13 @@ def supervised_program(snap: Snapshot, proc: Process) -> tuple[tuple[str, ...], 
 
 
 def _ctl(sup: Supervisord) -> tuple[str, ...]:
+    """supervisorctl for this supervisord: through its config file, as the supervisor check's own
+    fix says it (so the action lands on that fix, not beside it), else through its socket."""
+    if sup.config:
+        return ("supervisorctl", "-c", sup.config)
     if sup.socket:
         sock = sup.socket if "://" in sup.socket else f"unix://{sup.socket}"
         return ("supervisorctl", "-s", sock)
-    if sup.config:
-        return ("supervisorctl", "-c", sup.config)
     return ("supervisorctl",)
 
 
