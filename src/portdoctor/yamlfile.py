@@ -11,7 +11,7 @@ pydantic, whose `loc` is such a path) can be reported as `file:line: where: mess
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from portdoctor.errors import BadInput
 
@@ -127,3 +127,14 @@ def by_line(errors: list[str]) -> list[str]:
         return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
 
     return sorted(unique, key=line)
+
+
+def read(path: str, what: str, error: Callable[[list[str]], Exception]) -> str:
+    """The text of `path`; `error` (one line: "PATH: cannot read the WHAT: reason") if it cannot be read."""
+    from pathlib import Path
+
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise error([f"{path}: cannot read the {what}: {reason}"]) from None

@@ -377,12 +377,7 @@ def default_db_path() -> str:
 
 def load_config(path: str) -> WatchConfig:
     """Read and validate a `watch` config file; raise ConfigError listing every problem."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError([f"{path}: cannot read the config: {reason}"]) from None
-    return parse_config(text, path)
+    return parse_config(yamlfile.read(path, "config", ConfigError), path)
 
 
 def parse_config(text: str, path: str = "<config>") -> WatchConfig:

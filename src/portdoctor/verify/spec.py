@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from portdoctor import yamlfile
@@ -216,12 +215,7 @@ def _entry_rules(data: dict[str, Any], path: str, lines: dict[tuple, int]) -> li
 
 def load_spec(path: str) -> Spec:
     """Read and validate a spec file; raise SpecError listing every problem."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise SpecError([f"{path}: cannot read the spec: {reason}"]) from None
-    return parse_spec(text, path)
+    return parse_spec(yamlfile.read(path, "spec", SpecError), path)
 
 
 def parse_spec(text: str, path: str = "<spec>") -> Spec:
